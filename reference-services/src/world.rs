@@ -1,0 +1,209 @@
+//! [`World`]: the seeded, in-memory state behind all three services, plus helpers that name
+//! seeded data with particular properties, so tests need not hard-code ids.
+//!
+//! A `World` is cheap to clone (one `Arc`); every clone sees the same state. The catalog is
+//! read-only; carts and orders change under their own locks; each service has its own admin state.
+
+use std::{fmt, sync::Arc};
+
+use axum::http::HeaderValue;
+
+use crate::{
+    ServiceKind,
+    admin::{Faults, ServiceAdmin},
+    cart::{Cart, CartStore},
+    config::Config,
+    cursor::CursorKey,
+    order::{Order, OrderStore},
+    product::{Catalog, Category, Product},
+    reply, seed,
+};
+
+/// The shared state of the product, cart and order services.
+#[derive(Clone)]
+pub struct World {
+    /// Everything, shared by all clones and all three routers.
+    inner: Arc<Inner>,
+}
+
+/// What a [`World`] holds.
+struct Inner {
+    /// The config the world was seeded from.
+    config: Config,
+    /// The product service's data.
+    catalog: Catalog,
+    /// The cart service's data.
+    carts: CartStore,
+    /// The order service's data.
+    orders: OrderStore,
+    /// Signs the cursors of product and order listings.
+    cursor_key: CursorKey,
+    /// `Cache-Control` of product reads, built once from `config.max_age`.
+    public_cache_control: HeaderValue,
+    /// Admin state of the product, cart and order services, in [`ServiceKind::ALL`] order.
+    admins: [Arc<ServiceAdmin>; 3],
+    /// Seeded data with particular properties, found once at seeding.
+    fixtures: seed::Fixtures,
+}
+
+impl fmt::Debug for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("World")
+            .field("config", &self.inner.config)
+            .field("products", &self.inner.catalog.len())
+            .field("users", &self.inner.fixtures.users.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl World {
+    /// Seeds a world: the same config always yields the same products, categories, users, carts
+    /// and orders (only cursor signatures differ between worlds).
+    pub fn seeded(config: &Config) -> World {
+        let seeded = seed::generate(config);
+        let faults = Faults::from_config(config);
+        World {
+            inner: Arc::new(Inner {
+                public_cache_control: reply::public_max_age(config.max_age.as_secs()),
+                catalog: Catalog::new(seeded.products, seeded.categories),
+                carts: CartStore::new(seeded.carts),
+                orders: OrderStore::new(seeded.orders),
+                cursor_key: CursorKey::random(),
+                admins: ServiceKind::ALL.map(|kind| Arc::new(ServiceAdmin::new(kind, faults))),
+                fixtures: seeded.fixtures,
+                config: config.clone(),
+            }),
+        }
+    }
+
+    /// The config this world was seeded from.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The catalog (read-only).
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// Every cart.
+    pub fn carts(&self) -> &CartStore {
+        &self.inner.carts
+    }
+
+    /// Every order.
+    pub fn orders(&self) -> &OrderStore {
+        &self.inner.orders
+    }
+
+    /// The admin state (faults, counters, request log) of one service.
+    pub fn admin(&self, kind: ServiceKind) -> &Arc<ServiceAdmin> {
+        let index = match kind {
+            ServiceKind::Product => 0,
+            ServiceKind::Cart => 1,
+            ServiceKind::Order => 2,
+        };
+        &self.inner.admins[index]
+    }
+
+    /// The key that signs page cursors.
+    pub(crate) fn cursor_key(&self) -> &CursorKey {
+        &self.inner.cursor_key
+    }
+
+    /// `Cache-Control: public, max-age=N` for product reads.
+    pub(crate) fn public_cache_control(&self) -> HeaderValue {
+        self.inner.public_cache_control.clone()
+    }
+
+    /// A product by id.
+    pub fn product(&self, id: &str) -> Option<&Product> {
+        self.inner.catalog.product(id)
+    }
+
+    /// Every category.
+    pub fn categories(&self) -> &[Category] {
+        self.inner.catalog.categories()
+    }
+
+    /// A snapshot of a user's cart (empty, version 0, if there is none).
+    pub fn cart(&self, user_id: &str) -> Cart {
+        self.inner.carts.get(user_id)
+    }
+
+    /// Every seeded user id (`u-0001`, ...), in order.
+    pub fn users(&self) -> &[String] {
+        &self.inner.fixtures.users
+    }
+
+    /// Every seeded partner id (`partner-acme`, `partner-globex`, `partner-initech`).
+    pub fn partners(&self) -> &[String] {
+        &self.inner.fixtures.partners
+    }
+
+    /// The currency of almost every product (`EUR`).
+    pub fn currency(&self) -> &str {
+        seed::PRIMARY_CURRENCY
+    }
+
+    /// A user whose seeded cart has lines (`u-0001`).
+    pub fn user_with_cart(&self) -> &str {
+        &self.inner.fixtures.user_with_cart
+    }
+
+    /// A user with at least five seeded web/mobile orders (`u-0001`), enough to page through with
+    /// `limit=2`.
+    pub fn user_with_orders(&self) -> &str {
+        &self.inner.fixtures.user_with_orders
+    }
+
+    /// A user with neither a cart nor orders (`u-0010`).
+    pub fn user_without_cart(&self) -> &str {
+        &self.inner.fixtures.fresh_user
+    }
+
+    /// A partner with many seeded partner-channel orders of various statuses (`partner-acme`).
+    pub fn partner_with_orders(&self) -> &str {
+        &self.inner.fixtures.partner_with_orders
+    }
+
+    /// A partner without orders (`partner-initech`).
+    pub fn partner_without_orders(&self) -> &str {
+        &self.inner.fixtures.partner_without_orders
+    }
+
+    /// A product with `inventory.status` `out_of_stock` and nothing available.
+    pub fn out_of_stock_product(&self) -> &str {
+        &self.inner.fixtures.out_of_stock_product
+    }
+
+    /// A product with `inventory.status` `low_stock`.
+    pub fn low_stock_product(&self) -> &str {
+        &self.inner.fixtures.low_stock_product
+    }
+
+    /// A product on sale (with a `list_price` above its `price`), priced in the primary currency.
+    pub fn on_sale_product(&self) -> &str {
+        &self.inner.fixtures.on_sale_product
+    }
+
+    /// An in-stock product priced in the primary currency (`EUR`).
+    pub fn regular_product(&self) -> &str {
+        &self.inner.fixtures.regular_product
+    }
+
+    /// A product priced in a second currency (`USD`), to build mixed-currency orders.
+    pub fn foreign_currency_product(&self) -> &str {
+        &self.inner.fixtures.foreign_currency_product
+    }
+
+    /// The seeded web/mobile orders of a user, newest first (plus any created since).
+    pub fn user_orders(&self, user_id: &str) -> Vec<Order> {
+        self.inner.orders.of_user(user_id)
+    }
+
+    /// The partner-channel orders of a partner, newest first (plus any created since).
+    pub fn partner_orders(&self, partner_id: &str) -> Vec<Order> {
+        self.inner.orders.of_partner(partner_id)
+    }
+}
