@@ -1,0 +1,486 @@
+//! Layered configuration.
+//!
+//! Each gateway's settings are one typed [`Settings`] (the shared sections plus its own
+//! [`GatewayConfig`]); this module fills them from three layers, later ones winning:
+//!
+//! 1. the struct's `Default` (embedded defaults: everything works with no configuration at all),
+//! 2. an optional TOML file given with `--config PATH` (or `BFF_CONFIG`),
+//! 3. environment variables prefixed `BFF_`: `BFF_SECTION__KEY` sets `section.key` (double
+//!    underscore between levels, case-insensitive), plus four short aliases every gateway reads:
+//!
+//! | variable          | setting                  |
+//! |-------------------|--------------------------|
+//! | `BFF_LISTEN_ADDR` | `server.listen_addr`     |
+//! | `BFF_PRODUCT_URL` | `downstream.product.url` |
+//! | `BFF_CART_URL`    | `downstream.cart.url`    |
+//! | `BFF_ORDER_URL`   | `downstream.order.url`   |
+//!
+//! Unknown keys are errors, not silently ignored, so a typo cannot leave a default in force. Every
+//! error names the setting and where its value came from.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use figment::{
+    Figment, Metadata, Profile, Provider,
+    providers::{Format, Serialized, Toml},
+    value::{Dict, Map, Value},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use shared_clients::DownstreamConfig;
+
+/// Prefix of the environment variables read as configuration.
+pub const ENV_PREFIX: &str = "BFF_";
+
+/// Environment variables with the prefix that are not settings (they are read elsewhere).
+const NOT_SETTINGS: &[&str] = &["CONFIG"];
+
+/// The settings of one gateway binary: the sections every gateway shares plus its own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, bound = "X: GatewayConfig")]
+pub struct Settings<X> {
+    /// The listener, limits, readiness and shutdown.
+    pub server: ServerConfig,
+    /// Logging.
+    pub telemetry: TelemetryConfig,
+    /// The downstream services and the catalog cache.
+    pub downstream: DownstreamConfig,
+    /// What only this gateway has (`[gateway]` in a file, `BFF_GATEWAY__…` in the environment).
+    pub gateway: X,
+}
+
+impl<X: GatewayConfig> Default for Settings<X> {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::listening_on(X::DEFAULT_LISTEN_ADDR),
+            telemetry: TelemetryConfig::default(),
+            downstream: DownstreamConfig::default(),
+            gateway: X::default(),
+        }
+    }
+}
+
+impl<X: GatewayConfig> Settings<X> {
+    /// Checks that go beyond types (ranges, combinations), naming the setting at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        for (name, service) in [
+            ("product", &self.downstream.product),
+            ("cart", &self.downstream.cart),
+            ("order", &self.downstream.order),
+        ] {
+            let scheme_ok =
+                service.url.starts_with("http://") || service.url.starts_with("https://");
+            if !scheme_ok {
+                return Err(ConfigError::invalid(
+                    format!("downstream.{name}.url"),
+                    format!("`{}` is not an http:// or https:// URL", service.url),
+                ));
+            }
+            if service.timeout.is_zero() || service.connect_timeout.is_zero() {
+                return Err(ConfigError::invalid(
+                    format!("downstream.{name}.timeout"),
+                    "timeouts must be greater than 0",
+                ));
+            }
+        }
+        self.gateway.validate()
+    }
+}
+
+/// The part of the settings that belongs to one gateway alone.
+pub trait GatewayConfig:
+    Serialize + DeserializeOwned + Default + Clone + std::fmt::Debug + Send + Sync + 'static
+{
+    /// Where this gateway listens when nothing else is configured, so the three gateways and the
+    /// reference services can run side by side on one machine with no configuration.
+    const DEFAULT_LISTEN_ADDR: SocketAddr;
+
+    /// Checks of this gateway's own settings beyond their types.
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+/// How a gateway listens and behaves as an HTTP server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to accept client connections on (`0.0.0.0:8080` to listen on every
+    /// interface). Port 0 picks a free port, which tests use.
+    pub listen_addr: SocketAddr,
+    /// Largest request body accepted, in bytes; larger bodies get 413 before they are read whole.
+    pub max_body_bytes: usize,
+    /// After SIGTERM or ctrl-c, how long in-flight requests may take to finish before the process
+    /// exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Whether `/ready` also requires every downstream service's `/health` to answer. Off, the
+    /// gateway reports ready as soon as it serves (and degrades per request when a service is down).
+    pub ready_requires_downstream: bool,
+    /// Longest time `/ready` waits for the downstream health checks, so a probe never hangs.
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// Server settings listening on `listen_addr`, everything else at its default.
+    pub fn listening_on(listen_addr: SocketAddr) -> Self {
+        Self {
+            listen_addr,
+            ..Self::default()
+        }
+    }
+
+    /// Range checks that the types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_body_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if self.ready_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "server.ready_timeout",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 64 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+            ready_requires_downstream: false,
+            ready_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Which events to log, in `tracing`'s filter syntax (e.g. `info,shared_clients=debug`).
+    /// `RUST_LOG`, when set, takes precedence, as is customary.
+    pub filter: String,
+    /// `compact` for people at a terminal, `json` for log pipelines.
+    pub format: LogFormat,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+            format: LogFormat::Compact,
+        }
+    }
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Compact,
+    /// One JSON object per event, for log pipelines.
+    Json,
+}
+
+/// A configuration that cannot be used. The message names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value could not be read or has the wrong type, or a key is unknown.
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    /// A value has the right type but is not acceptable.
+    #[error("invalid setting `{setting}`: {reason}")]
+    Invalid {
+        /// The dotted path of the setting, e.g. `server.max_body_bytes`.
+        setting: String,
+        /// Why the value is refused.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// An unacceptable value of `setting`.
+    pub fn invalid(setting: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            setting: setting.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(error: figment::Error) -> Self {
+        Self::Load(Box::new(error))
+    }
+}
+
+/// Loads settings from the process environment and an optional file, then validates them.
+pub fn load<X: GatewayConfig>(file: Option<&Path>) -> Result<Settings<X>, ConfigError> {
+    load_from(file, std::env::vars())
+}
+
+/// Loads settings from explicit environment variables (tests pass their own instead of mutating
+/// the process environment) and an optional file, then validates them.
+pub fn load_from<X: GatewayConfig>(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings<X>, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(Settings::<X>::default()));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::invalid(
+                "--config",
+                format!("no such file: {}", path.display()),
+            ));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    let settings: Settings<X> = figment.merge(EnvVars::new(env)).extract()?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// A figment provider over a fixed set of `BFF_…` variables.
+struct EnvVars {
+    /// `(dotted.key, BFF_ORIGINAL_NAME, value)` for every variable that is a setting.
+    vars: Vec<(String, String, String)>,
+}
+
+impl EnvVars {
+    fn new(env: impl IntoIterator<Item = (String, String)>) -> Self {
+        let vars = env
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let rest = name.get(..ENV_PREFIX.len()).and_then(|prefix| {
+                    prefix
+                        .eq_ignore_ascii_case(ENV_PREFIX)
+                        .then(|| &name[ENV_PREFIX.len()..])
+                })?;
+                if rest.is_empty() || NOT_SETTINGS.iter().any(|n| rest.eq_ignore_ascii_case(n)) {
+                    return None;
+                }
+                Some((env_key_to_path(rest), name.clone(), value))
+            })
+            .collect();
+        Self { vars }
+    }
+}
+
+/// Maps the part of a variable name after `BFF_` to a dotted settings path.
+fn env_key_to_path(rest: &str) -> String {
+    let lower = rest.to_ascii_lowercase();
+    match lower.as_str() {
+        "listen_addr" => "server.listen_addr".to_owned(),
+        "product_url" => "downstream.product.url".to_owned(),
+        "cart_url" => "downstream.cart.url".to_owned(),
+        "order_url" => "downstream.order.url".to_owned(),
+        _ => lower.replace("__", "."),
+    }
+}
+
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        // Names the setting both ways, e.g. `server.listen_addr (BFF_LISTEN_ADDR)`.
+        let names: std::collections::HashMap<String, String> = self
+            .vars
+            .iter()
+            .map(|(path, name, _)| (path.clone(), name.clone()))
+            .collect();
+        Metadata::named("environment variable").interpolater(move |_profile, keys| {
+            let path = keys.join(".");
+            let name = names
+                .get(&path)
+                .cloned()
+                .unwrap_or_else(|| format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase()));
+            format!("{path} ({name})")
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (path, _name, value) in &self.vars {
+            let Ok(parsed) = value.parse::<Value>();
+            if let Some(nested) = figment::util::nest(path, parsed).into_dict() {
+                merge_dict(&mut dict, nested);
+            }
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// Deep-merges `other` into `into`, `other` winning on conflicts.
+fn merge_dict(into: &mut Dict, other: Dict) {
+    for (key, value) in other {
+        match (into.get_mut(&key), value) {
+            (Some(Value::Dict(_, existing)), Value::Dict(_, incoming)) => {
+                merge_dict(existing, incoming);
+            }
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct TestGateway {
+        greeting: String,
+    }
+
+    impl GatewayConfig for TestGateway {
+        const DEFAULT_LISTEN_ADDR: SocketAddr =
+            SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8099);
+
+        fn validate(&self) -> Result<(), ConfigError> {
+            if self.greeting == "forbidden" {
+                return Err(ConfigError::invalid("gateway.greeting", "is forbidden"));
+            }
+            Ok(())
+        }
+    }
+
+    type TestSettings = Settings<TestGateway>;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_without_any_configuration() {
+        let settings: TestSettings = load_from(None, env(&[])).expect("defaults load");
+        assert_eq!(settings.server.listen_addr.port(), 8099);
+        assert_eq!(
+            settings.server.max_body_bytes,
+            ServerConfig::default().max_body_bytes
+        );
+        assert_eq!(settings.downstream.product.url, "http://127.0.0.1:9101");
+    }
+
+    #[test]
+    fn the_four_documented_variables_set_their_settings() {
+        let settings: TestSettings = load_from(
+            None,
+            env(&[
+                ("BFF_LISTEN_ADDR", "0.0.0.0:9999"),
+                ("BFF_PRODUCT_URL", "http://product.internal"),
+                ("BFF_CART_URL", "http://cart.internal"),
+                ("BFF_ORDER_URL", "http://order.internal"),
+                ("UNRELATED", "ignored"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(settings.server.listen_addr.to_string(), "0.0.0.0:9999");
+        assert_eq!(settings.downstream.product.url, "http://product.internal");
+        assert_eq!(settings.downstream.cart.url, "http://cart.internal");
+        assert_eq!(settings.downstream.order.url, "http://order.internal");
+    }
+
+    #[test]
+    fn nested_variables_use_double_underscores_and_human_durations() {
+        let settings: TestSettings = load_from(
+            None,
+            env(&[
+                ("BFF_DOWNSTREAM__PRODUCT__TIMEOUT", "250ms"),
+                ("BFF_SERVER__MAX_BODY_BYTES", "2048"),
+                ("bff_telemetry__format", "json"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(
+            settings.downstream.product.timeout,
+            Duration::from_millis(250)
+        );
+        assert_eq!(settings.server.max_body_bytes, 2048);
+        assert_eq!(settings.telemetry.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_file_layers_over_defaults_and_environment_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("server-kit-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("layers.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten_addr = \"127.0.0.1:7000\"\nmax_body_bytes = 10\n\n[downstream.cart]\nurl = \"http://from-file\"\n",
+        )
+        .expect("write file");
+        let settings: TestSettings =
+            load_from(Some(&path), env(&[("BFF_SERVER__MAX_BODY_BYTES", "20")])).expect("loads");
+        assert_eq!(settings.server.listen_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(settings.server.max_body_bytes, 20, "environment wins");
+        assert_eq!(settings.downstream.cart.url, "http://from-file");
+        // Defaults still fill what neither layer set, also inside a section the file touched.
+        assert_eq!(
+            settings.server.shutdown_grace,
+            ServerConfig::default().shutdown_grace
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_bad_value_is_refused_naming_the_setting_and_its_variable() {
+        let error = load_from::<TestGateway>(None, env(&[("BFF_LISTEN_ADDR", "not-an-address")]))
+            .expect_err("refused");
+        let message = error.to_string();
+        assert!(message.contains("server.listen_addr"), "{message}");
+        assert!(message.contains("BFF_LISTEN_ADDR"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_setting_is_refused_not_ignored() {
+        let error = load_from::<TestGateway>(None, env(&[("BFF_SERVER__LISTEN_ADRESS", "x")]))
+            .expect_err("refused");
+        assert!(error.to_string().contains("listen_adress"), "{error}");
+    }
+
+    #[test]
+    fn a_zero_body_limit_is_refused() {
+        let error = load_from::<TestGateway>(None, env(&[("BFF_SERVER__MAX_BODY_BYTES", "0")]))
+            .expect_err("refused");
+        assert!(
+            error.to_string().contains("server.max_body_bytes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn gateway_settings_have_their_own_section_and_validation() {
+        let settings: TestSettings =
+            load_from(None, env(&[("BFF_GATEWAY__GREETING", "hello")])).expect("loads");
+        assert_eq!(settings.gateway.greeting, "hello");
+        let error = load_from::<TestGateway>(None, env(&[("BFF_GATEWAY__GREETING", "forbidden")]))
+            .expect_err("refused");
+        assert!(error.to_string().contains("gateway.greeting"), "{error}");
+    }
+
+    #[test]
+    fn a_downstream_url_without_http_scheme_is_refused() {
+        let error = load_from::<TestGateway>(None, env(&[("BFF_CART_URL", "cart.internal:80")]))
+            .expect_err("refused");
+        assert!(error.to_string().contains("downstream.cart.url"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_refused() {
+        let error = load_from::<TestGateway>(Some(Path::new("/nonexistent/bff.toml")), env(&[]))
+            .expect_err("refused");
+        assert!(error.to_string().contains("--config"), "{error}");
+    }
+}

@@ -1,0 +1,172 @@
+//! Liveness (`GET /health`) and readiness (`GET /ready`).
+//!
+//! - `/health` answers 200 whenever the process can serve HTTP at all: restart me if this fails.
+//! - `/ready` answers 200 when the gateway should receive traffic, and 503 while it should not:
+//!   during shutdown and, when `server.ready_requires_downstream` is on, while a downstream
+//!   service's own `/health` does not answer. The downstream checks run concurrently and are cut
+//!   off after `server.ready_timeout`, so a slow service never makes the probe hang.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Serialize;
+
+use crate::config::ServerConfig;
+
+/// The outcome of checking one dependency.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ComponentHealth {
+    /// Which dependency, e.g. `product`.
+    pub name: String,
+    /// Whether it answered its health check in time.
+    pub up: bool,
+}
+
+/// Something `/ready` asks about the gateway's dependencies.
+pub trait ReadinessProbe: Send + Sync + 'static {
+    /// Checks every dependency, concurrently, and reports each.
+    fn check(&self) -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>>;
+}
+
+/// Shared readiness state of one gateway process. Cheap to clone.
+#[derive(Clone)]
+pub struct Readiness {
+    inner: Arc<ReadinessInner>,
+}
+
+struct ReadinessInner {
+    /// Set once shutdown starts, so load balancers stop sending new requests while old ones drain.
+    shutting_down: AtomicBool,
+    /// The dependencies to check, when `/ready` should require them.
+    probe: Option<Arc<dyn ReadinessProbe>>,
+    /// Upper bound on the dependency checks.
+    timeout: Duration,
+}
+
+impl Readiness {
+    /// Readiness per `config`; `probe` is consulted only when `ready_requires_downstream` is on.
+    pub fn new(config: &ServerConfig, probe: Option<Arc<dyn ReadinessProbe>>) -> Self {
+        Self {
+            inner: Arc::new(ReadinessInner {
+                shutting_down: AtomicBool::new(false),
+                probe: probe.filter(|_| config.ready_requires_downstream),
+                timeout: config.ready_timeout,
+            }),
+        }
+    }
+
+    /// Marks the process as shutting down: `/ready` answers 503 from now on.
+    pub fn mark_shutting_down(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether shutdown has started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// `/health` and `/ready`.
+pub fn routes(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(readiness)
+}
+
+#[derive(Serialize)]
+struct Report {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    checks: Vec<ComponentHealth>,
+}
+
+async fn health() -> Response {
+    no_store(
+        StatusCode::OK,
+        Report {
+            status: "ok",
+            checks: Vec::new(),
+        },
+    )
+}
+
+async fn ready(State(readiness): State<Readiness>) -> Response {
+    if readiness.is_shutting_down() {
+        return no_store(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Report {
+                status: "shutting_down",
+                checks: Vec::new(),
+            },
+        );
+    }
+    let Some(probe) = &readiness.inner.probe else {
+        return no_store(
+            StatusCode::OK,
+            Report {
+                status: "ready",
+                checks: Vec::new(),
+            },
+        );
+    };
+    let checks = tokio::time::timeout(readiness.inner.timeout, probe.check())
+        .await
+        .unwrap_or_default();
+    let all_up = !checks.is_empty() && checks.iter().all(|check| check.up);
+    if all_up {
+        no_store(
+            StatusCode::OK,
+            Report {
+                status: "ready",
+                checks,
+            },
+        )
+    } else {
+        no_store(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Report {
+                status: "not_ready",
+                checks,
+            },
+        )
+    }
+}
+
+fn no_store(status: StatusCode, report: Report) -> Response {
+    let mut response = (status, Json(report)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+impl ReadinessProbe for shared_clients::Downstream {
+    fn check(&self) -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>> {
+        Box::pin(async move {
+            self.check_ready()
+                .await
+                .checks
+                .into_iter()
+                .map(|check| ComponentHealth {
+                    name: check.service.to_string(),
+                    up: check.result.is_ok(),
+                })
+                .collect()
+        })
+    }
+}

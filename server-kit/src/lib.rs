@@ -1,0 +1,29 @@
+//! Server plumbing shared by the three gateways (`bff-web`, `bff-mobile`, `bff-partner`).
+//!
+//! Written once here and used by every binary, never copied into each:
+//!
+//! - [`config`]: layered configuration — built-in defaults, then an optional TOML file given with
+//!   `--config`, then `BFF_…` environment variables — into each gateway's typed settings, with
+//!   start-up errors that name the bad setting.
+//! - [`cli`]: the command line every gateway accepts (`--config`, `--check-config`).
+//! - [`telemetry`]: structured `tracing` logs (compact or JSON).
+//! - [`http`]: the middleware stack every gateway router gets — request ids, a span per request,
+//!   body limits, panic containment and `application/problem+json` for every error response.
+//! - [`problem`]: RFC 9457 problem details, the error body of the REST gateways.
+//! - [`health`]: `GET /health` (liveness) and `GET /ready` (readiness).
+//! - [`shutdown`]: SIGTERM / ctrl-c handling and a bounded graceful drain.
+//! - [`server`]: binding, serving, and the `run` entry point that keeps each `main.rs` to a few lines.
+
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod problem;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::{ConfigError, GatewayConfig, ServerConfig, Settings, TelemetryConfig};
+pub use health::Readiness;
+pub use problem::Problem;
+pub use server::{Server, run};
