@@ -2,6 +2,9 @@
 //!
 //! Written once here and used by every binary, never copied into each:
 //!
+//! - [`auth`]: end-user authentication — bearer JWTs verified locally (HS256 secret in
+//!   development, RS256/ES256 keys from a cached JWKS in production) and the axum extractors
+//!   that turn them into the user id sent downstream.
 //! - [`config`]: layered configuration — built-in defaults, then an optional TOML file given with
 //!   `--config`, then `BFF_…` environment variables — into each gateway's typed settings, with
 //!   start-up errors that name the bad setting.
@@ -14,6 +17,7 @@
 //! - [`shutdown`]: SIGTERM / ctrl-c handling and a bounded graceful drain.
 //! - [`server`]: binding, serving, and the `run` entry point that keeps each `main.rs` to a few lines.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod health;

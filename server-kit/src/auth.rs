@@ -1,0 +1,47 @@
+//! End-user authentication: bearer JWTs verified locally, their `sub` becoming the [`UserId`]
+//! sent downstream.
+//!
+//! Web and mobile clients send `Authorization: Bearer <JWT>`. The gateway never calls an identity
+//! provider per request; it checks the token itself with an [`Authenticator`] built once from the
+//! [`AuthConfig`]:
+//!
+//! - **Development**: an HS256 shared secret (`hs256_secret`, at least 32 bytes). [`dev_token`]
+//!   mints tokens with it, so the development launcher can print one ready to use.
+//! - **Production**: RS256 / ES256 public keys from a JWKS URL (`jwks_url`). Keys are fetched
+//!   once, cached by `kid`, refreshed after `jwks_refresh_interval`, and re-fetched early when a
+//!   token names an unknown `kid` (key rotation) — at most once per `jwks_min_refresh_interval`,
+//!   with concurrent verifications sharing that one fetch. A failed refresh keeps the old keys.
+//!
+//! Policy, applied in [`Authenticator::verify`]:
+//! - the token's `alg` must be one the configuration allows: HS256 only with the secret, RS256 and
+//!   ES256 only with a JWKS key of the matching type. `none` is never accepted, and an HS256 token
+//!   is only ever checked against the secret, never against a public key (algorithm confusion);
+//! - `exp` is required; `exp` and `nbf` are checked with `leeway`; `iss` and `aud` are required
+//!   and checked when `issuer` / `audience` are configured;
+//! - `sub` is required and must be a valid user id (`^[A-Za-z0-9_-]{1,64}$`);
+//! - headers that point elsewhere for keys (`jku`, `jwk`, `x5u`) are ignored, and a token with
+//!   `crit` is refused (no extension is understood);
+//! - with neither a secret nor a JWKS URL configured every token is refused: there is no built-in
+//!   default secret.
+//!
+//! Handlers take an [`AuthenticatedUser`] (required) or an [`OptionalUser`] (anonymous allowed,
+//! but a present, invalid token is still refused) as an extractor; the [`Authenticator`] comes
+//! from the gateway's state through `FromRef`. A refusal is an [`AuthError`]: a 401 problem with
+//! `WWW-Authenticate: Bearer …` (RFC 6750) for REST, and a stable [`AuthError::code`] for logs
+//! and for the GraphQL gateway's `UNAUTHENTICATED` errors.
+//!
+//! Tokens and secrets are never logged: a refusal is logged (at `debug`) with its code and, at
+//! most, the token's `kid`.
+//!
+//! [`UserId`]: shared_clients::UserId
+
+mod config;
+mod error;
+mod extract;
+mod jwks;
+mod verify;
+
+pub use config::{AuthConfig, Secret};
+pub use error::AuthError;
+pub use extract::{AuthenticatedUser, OptionalUser};
+pub use verify::{Authenticator, dev_token};
