@@ -1,0 +1,30 @@
+//! `bff-web`: the GraphQL gateway for the web app.
+//!
+//! The binary (`main.rs`) only hands [`build`] to [`server_kit::run`]; everything a test needs
+//! is here. Today the gateway serves the shared `/health` and `/ready` (see `server-kit`) over
+//! the shared downstream clients; the GraphQL API (async-graphql) arrives with the web issue.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use server_kit::{GatewayConfig, Settings, server::Gateway};
+use shared_clients::{BuildError, Downstream};
+
+/// Settings of `bff-web` alone: the `[gateway]` section of its configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {}
+
+impl GatewayConfig for WebConfig {
+    const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+}
+
+/// Every setting of `bff-web`.
+pub type WebSettings = Settings<WebConfig>;
+
+/// Builds the gateway: its downstream clients (built once, shared by every request) and routes.
+pub fn build(settings: &WebSettings) -> Result<Gateway, BuildError> {
+    let downstream = Downstream::new(&settings.downstream)?;
+    Ok(Gateway::new(Router::new(), downstream))
+}

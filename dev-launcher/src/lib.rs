@@ -1,0 +1,332 @@
+//! The development launcher: one command that runs the whole system locally.
+//!
+//! It starts six processes — the reference product, cart and order services
+//! (`reference-services --service …`) and the gateways `bff-web`, `bff-mobile`, `bff-partner` —
+//! from the binaries built next to its own executable, wires the gateways to the services through
+//! `BFF_*` environment variables, waits until every `/health` answers, and prints where everything
+//! is. Each child's log lines are prefixed with its name. Ctrl-C or SIGTERM stops all of them
+//! gracefully (SIGTERM, then a kill after a grace period); if any child dies, the rest are stopped
+//! too and the launcher exits non-zero.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{ExitCode, Stdio},
+    time::Duration,
+};
+
+use clap::Parser;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    task::JoinSet,
+};
+
+/// The line printed once every process answers its health check (tests wait for it).
+pub const READY_LINE: &str = "bff-dev: all services are up";
+
+/// Command-line arguments of `bff-dev`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    version,
+    about = "Runs the reference services and the three BFF gateways locally"
+)]
+pub struct Args {
+    /// Interface every process listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port of the reference product service.
+    #[arg(long, default_value_t = 9101)]
+    pub product_port: u16,
+    /// Port of the reference cart service.
+    #[arg(long, default_value_t = 9102)]
+    pub cart_port: u16,
+    /// Port of the reference order service.
+    #[arg(long, default_value_t = 9103)]
+    pub order_port: u16,
+    /// Port of bff-web (GraphQL).
+    #[arg(long, default_value_t = 8080)]
+    pub web_port: u16,
+    /// Port of bff-mobile (screen-shaped JSON).
+    #[arg(long, default_value_t = 8081)]
+    pub mobile_port: u16,
+    /// Port of bff-partner (versioned REST).
+    #[arg(long, default_value_t = 8082)]
+    pub partner_port: u16,
+    /// Artificial latency added by the reference services to every call, e.g. `10ms`.
+    #[arg(long, default_value = "0ms")]
+    pub latency: String,
+    /// Where the binaries are; by default, the directory of this executable (where cargo puts them).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// How long to wait for every process to answer `/health`, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub startup_timeout_secs: u64,
+}
+
+/// One process of the stack.
+#[derive(Debug, Clone)]
+pub struct Component {
+    /// Short name used in log prefixes and the banner.
+    pub name: &'static str,
+    /// What it is, for the banner.
+    pub role: &'static str,
+    /// The binary to run (file name in the binary directory).
+    pub binary: &'static str,
+    /// Its command-line arguments.
+    pub args: Vec<String>,
+    /// Environment variables set for it (on top of the launcher's own environment).
+    pub env: Vec<(String, String)>,
+    /// Its base URL.
+    pub url: String,
+}
+
+/// The six processes, their arguments and wiring, for `args`.
+pub fn plan(args: &Args) -> Vec<Component> {
+    let url = |port: u16| format!("http://{}:{port}", args.host);
+    let addr = |port: u16| format!("{}:{port}", args.host);
+    let reference = |name: &'static str, role: &'static str, service: &str, port: u16| Component {
+        name,
+        role,
+        binary: "reference-services",
+        args: vec![
+            "--service".into(),
+            service.into(),
+            "--listen".into(),
+            addr(port),
+            "--latency".into(),
+            args.latency.clone(),
+        ],
+        env: Vec::new(),
+        url: url(port),
+    };
+    let gateway = |name: &'static str, role: &'static str, port: u16| Component {
+        name,
+        role,
+        binary: name,
+        args: Vec::new(),
+        env: vec![
+            ("BFF_LISTEN_ADDR".into(), addr(port)),
+            ("BFF_PRODUCT_URL".into(), url(args.product_port)),
+            ("BFF_CART_URL".into(), url(args.cart_port)),
+            ("BFF_ORDER_URL".into(), url(args.order_port)),
+        ],
+        url: url(port),
+    };
+    vec![
+        reference(
+            "product",
+            "reference product service",
+            "product",
+            args.product_port,
+        ),
+        reference("cart", "reference cart service", "cart", args.cart_port),
+        reference("order", "reference order service", "order", args.order_port),
+        gateway("bff-web", "GraphQL gateway for the web app", args.web_port),
+        gateway(
+            "bff-mobile",
+            "JSON gateway for the mobile apps",
+            args.mobile_port,
+        ),
+        gateway(
+            "bff-partner",
+            "versioned REST gateway for partners",
+            args.partner_port,
+        ),
+    ]
+}
+
+/// Runs the stack until ctrl-c, SIGTERM or the death of any process.
+pub async fn run(args: Args) -> ExitCode {
+    let bin_dir = match args.bin_dir.clone().map_or_else(own_directory, Ok) {
+        Ok(dir) => dir,
+        Err(error) => {
+            eprintln!("bff-dev: cannot find the binary directory: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let components = plan(&args);
+    let missing: Vec<_> = components
+        .iter()
+        .map(|c| c.binary)
+        .filter(|binary| !bin_dir.join(binary).is_file())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "bff-dev: missing binaries in {}: {}. Build them first: cargo build --workspace --bins \
+             (or use ./scripts/dev, which does both)",
+            bin_dir.display(),
+            missing.join(", ")
+        );
+        return ExitCode::FAILURE;
+    }
+
+    let mut children = Vec::with_capacity(components.len());
+    for component in &components {
+        match spawn(&bin_dir, component) {
+            Ok(child) => children.push((component.name, child)),
+            Err(error) => {
+                eprintln!("bff-dev: cannot start {}: {error}", component.name);
+                stop_all(&mut children).await;
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+
+    let timeout = Duration::from_secs(args.startup_timeout_secs);
+    tokio::select! {
+        result = wait_until_healthy(&components, timeout) => {
+            if let Err(error) = result {
+                eprintln!("bff-dev: {error}");
+                stop_all(&mut children).await;
+                return ExitCode::FAILURE;
+            }
+        }
+        name = first_exit(&mut children) => {
+            eprintln!("bff-dev: {name} exited during start-up; stopping the others");
+            stop_all(&mut children).await;
+            return ExitCode::FAILURE;
+        }
+    }
+    print_banner(&components);
+
+    let code = tokio::select! {
+        () = server_kit::shutdown::signal() => {
+            eprintln!("bff-dev: stopping");
+            ExitCode::SUCCESS
+        }
+        name = first_exit(&mut children) => {
+            eprintln!("bff-dev: {name} exited; stopping the others");
+            ExitCode::FAILURE
+        }
+    };
+    stop_all(&mut children).await;
+    code
+}
+
+fn own_directory() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| std::io::Error::other("the executable has no parent directory"))
+}
+
+fn spawn(bin_dir: &Path, component: &Component) -> std::io::Result<Child> {
+    let mut child = Command::new(bin_dir.join(component.binary))
+        .args(&component.args)
+        .envs(component.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let name = component.name;
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(forward_lines(name, stdout));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(forward_lines(name, stderr));
+    }
+    Ok(child)
+}
+
+/// Copies a child's output to our stderr, one prefixed line at a time.
+async fn forward_lines(name: &'static str, stream: impl tokio::io::AsyncRead + Unpin) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("[{name:>11}] {line}");
+    }
+}
+
+async fn wait_until_healthy(components: &[Component], timeout: Duration) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .map_err(|error| format!("cannot build an HTTP client: {error}"))?;
+    let mut checks = JoinSet::new();
+    for component in components {
+        let client = client.clone();
+        let url = format!("{}/health", component.url);
+        let name = component.name;
+        checks.spawn(async move {
+            let poll = async {
+                loop {
+                    if let Ok(response) = client.get(&url).send().await {
+                        if response.status().is_success() {
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            tokio::time::timeout(timeout, poll)
+                .await
+                .map_err(|_| format!("{name} did not answer {url} within {timeout:?}"))
+        });
+    }
+    while let Some(result) = checks.join_next().await {
+        result.map_err(|error| format!("health check task failed: {error}"))??;
+    }
+    Ok(())
+}
+
+/// Completes with the name of the first child that exits.
+async fn first_exit(children: &mut [(&'static str, Child)]) -> &'static str {
+    if children.is_empty() {
+        return std::future::pending().await;
+    }
+    let waits = children.iter_mut().map(|(name, child)| {
+        Box::pin(async move {
+            child.wait().await.ok();
+            *name
+        })
+    });
+    futures::future::select_all(waits).await.0
+}
+
+/// Asks every child to stop (SIGTERM), waits for them, and kills whatever is still running after
+/// a grace period.
+async fn stop_all(children: &mut [(&'static str, Child)]) {
+    for (_, child) in children.iter() {
+        if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .ok();
+        }
+    }
+    for (name, child) in children.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("bff-dev: {name} did not stop in time; killing it");
+            child.kill().await.ok();
+        }
+    }
+}
+
+fn print_banner(components: &[Component]) {
+    let url_of = |name: &str| {
+        components
+            .iter()
+            .find(|c| c.name == name)
+            .map_or_else(String::new, |c| c.url.clone())
+    };
+    println!();
+    println!("BFF gateway stack (Ctrl-C stops everything):");
+    for component in components {
+        println!(
+            "  {:<12} {:<26} {}",
+            component.name, component.url, component.role
+        );
+    }
+    println!();
+    println!("Try:");
+    println!("  curl {}/health", url_of("bff-web"));
+    println!("  curl {}/ready", url_of("bff-mobile"));
+    println!("  curl {}/products/p-00001", url_of("product"));
+    println!("  curl {}/__admin/stats", url_of("product"));
+    println!();
+    println!("{READY_LINE}");
+}
