@@ -250,10 +250,10 @@ async fn wait_until_healthy(components: &[Component], timeout: Duration) -> Resu
         checks.spawn(async move {
             let poll = async {
                 loop {
-                    if let Ok(response) = client.get(&url).send().await {
-                        if response.status().is_success() {
-                            return;
-                        }
+                    if let Ok(response) = client.get(&url).send().await
+                        && response.status().is_success()
+                    {
+                        return;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }

@@ -110,10 +110,10 @@ impl JwksCache {
     pub(super) async fn key(&self, kid: &str) -> Result<Arc<JwksKey>, AuthError> {
         let seen_generation = {
             let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-            if state.is_fresh(Instant::now(), self.refresh_interval) {
-                if let Some(key) = state.keys.get(kid) {
-                    return Ok(Arc::clone(key));
-                }
+            if state.is_fresh(Instant::now(), self.refresh_interval)
+                && let Some(key) = state.keys.get(kid)
+            {
+                return Ok(Arc::clone(key));
             }
             state.generation
         };
