@@ -1,7 +1,8 @@
 //! The raw client of the cart service: one typed method per operation.
 //!
 //! Every call acts for one user: the user's id is both in the path and in `X-User-Id`, which the
-//! service checks against each other (403 otherwise). Carts are private; nothing here is cached.
+//! service checks against each other (403 otherwise). Carts are private; nothing here is cached
+//! ([`Carts`](crate::Carts) caches per user). Cart writes are never retried.
 
 use std::time::Duration;
 
@@ -113,11 +114,16 @@ impl CartClient {
 
     /// `GET /health`, bounded by `timeout`: `Ok` when the service says it is ready.
     pub async fn health(&self, timeout: Duration) -> Result<(), ClientError> {
-        let call = Call::new("health", Method::GET, &["health"]).timeout(timeout);
+        let call = Call::new("health", Method::GET, &["health"]).probe(timeout);
         self.transport
             .execute(&RequestContext::new(), call)
             .await
             .map(drop)
+    }
+
+    /// The service's call counters and breaker state.
+    pub(crate) fn metrics(&self) -> crate::metrics::ServiceMetricsSnapshot {
+        self.transport.metrics()
     }
 
     /// Sends one call to the cart service on behalf of `user` (`X-User-Id`).

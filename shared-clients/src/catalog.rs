@@ -1,31 +1,39 @@
 //! The cached catalog: what the gateways call to read products and categories.
 //!
 //! Products and categories are public, so they are cached once for everyone, keyed by id, for as
-//! long as the service's `max-age` allows (bounded by the configured `max_ttl`). Misses are
-//! coalesced: a burst of requests for one product makes one downstream call.
+//! long as the service's `max-age` allows (bounded by the configured `max_ttl`), then served stale
+//! while one background call refreshes them, or instead of an error while the service fails (see
+//! `crate::cache` for the rules and `crate::served` for how every answer states its freshness).
+//! Product 404s are remembered briefly (negative caching). Misses are coalesced: a burst of
+//! requests for one product makes one downstream call, and a refresh of a single product is a
+//! conditional request (`If-None-Match`) when its `ETag` is known.
 //!
 //! [`Catalog::products`] is the batch path (GraphQL DataLoaders, cart and order views): it answers
 //! cached ids from the cache, fetches only the others in batch calls of at most
 //! [`MAX_BATCH`] ids issued concurrently, and joins fetches already in flight for any of them —
-//! whether those are single reads or other batches.
+//! whether those are single reads, other batches or background refreshes. Stale ids are answered
+//! at once and refreshed together, in the background, in batch calls.
 //!
-//! A coalesced fetch runs with the context (request id, trace) of the caller that started it;
-//! the callers that join it wait for that one call.
+//! A coalesced fetch runs with the context (request id, trace, deadline) of the caller that
+//! started it; the callers that join it wait for that one call until their own deadlines.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::future::join_all;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
-use crate::cache::{FreshCache, Shared};
-use crate::coalesce::{Claim, Follower, Leader};
+use crate::cache::{Entry, FreshCache, Lookup, Shared, Update, Windows};
+use crate::coalesce::{Claim, Joined, Leader};
 use crate::config::CacheConfig;
 use crate::context::RequestContext;
 use crate::error::{ClientError, ErrorKind, Failure, Service};
 use crate::id::ProductId;
+use crate::metrics::CacheMetricsSnapshot;
 use crate::model::product::{Category, Product, ProductPage, ProductQuery};
-use crate::product::{MAX_BATCH, ProductClient};
+use crate::product::{MAX_BATCH, ProductClient, Revalidated};
+use crate::served::{Freshness, Served};
 
 /// Share of the cache budget given to the category list (a small, single entry).
 const CATEGORY_BUDGET_DIVISOR: u64 = 16;
@@ -37,6 +45,12 @@ pub struct ProductsFound {
     pub found: Vec<Arc<Product>>,
     /// The ids asked for that do not exist, each once, in the order asked.
     pub missing: Vec<ProductId>,
+    /// The least fresh of the found products (fresh with age zero when none was found), for a
+    /// gateway that states one freshness per answer.
+    pub freshness: Freshness,
+    /// The found products that were served stale, with their age; empty when every product is
+    /// fresh. For a gateway that marks stale parts individually.
+    pub stale: BTreeMap<ProductId, std::time::Duration>,
 }
 
 impl ProductsFound {
@@ -47,12 +61,17 @@ impl ProductsFound {
             .map(|product| (product.id.clone(), product))
             .collect()
     }
+
+    /// Whether any found product was served stale.
+    pub fn is_stale(&self) -> bool {
+        self.freshness.is_stale()
+    }
 }
 
 /// Cached reads of the catalog service. Built by [`Downstream`](crate::Downstream).
 pub struct Catalog {
-    /// The raw client, for misses.
-    client: ProductClient,
+    /// The raw client, for misses; shared with background refreshes.
+    client: Arc<ProductClient>,
     /// Products by id, shared by every caller and every gateway request.
     products: FreshCache<ProductId, Product>,
     /// The category list (a single entry).
@@ -64,9 +83,19 @@ impl Catalog {
     pub fn new(client: ProductClient, config: &CacheConfig) -> Self {
         let category_bytes = config.max_bytes / CATEGORY_BUDGET_DIVISOR;
         Self {
-            client,
-            products: FreshCache::new(config.max_ttl, config.max_bytes - category_bytes),
-            categories: FreshCache::new(config.max_ttl, category_bytes),
+            client: Arc::new(client),
+            products: FreshCache::new(
+                "products",
+                Service::Product,
+                Windows::from_config(config, true),
+                config.max_bytes - category_bytes,
+            ),
+            categories: FreshCache::new(
+                "categories",
+                Service::Product,
+                Windows::from_config(config, false),
+                category_bytes,
+            ),
         }
     }
 
@@ -75,27 +104,33 @@ impl Catalog {
         &self.client
     }
 
-    /// One product, from the cache when fresh. [`NotFound`](ErrorKind::NotFound) if it does not
-    /// exist.
+    /// One product: fresh from the cache, stale from the cache (while it is refreshed in the
+    /// background, or when the service fails), or from the service. [`NotFound`](ErrorKind::NotFound)
+    /// if it does not exist (remembered for the configured `negative_ttl`).
     pub async fn product(
         &self,
         ctx: &RequestContext,
         id: &ProductId,
-    ) -> Result<Arc<Product>, ClientError> {
+    ) -> Result<Served<Arc<Product>>, ClientError> {
+        let client = Arc::clone(&self.client);
+        let key = id.clone();
         self.products
-            .get_or_fetch(id, || async {
-                let fetched = self.client.get(ctx, id).await?;
-                Ok((fetched.value, fetched.cache_control.fresh_for()))
+            .get(ctx, id, move |ctx, previous: Option<Entry<Product>>| {
+                let (client, id) = (Arc::clone(&client), key.clone());
+                async move { fetch_product(&client, &ctx, &id, previous).await }
             })
             .await
     }
 
-    /// Many products by id. Duplicate ids are answered once. Cached ids come from the cache; the
-    /// others are fetched in concurrent batch calls of at most [`MAX_BATCH`] ids each (ids being
-    /// fetched by a concurrent call are awaited instead of fetched again), then cached.
+    /// Many products by id. Duplicate ids are answered once. Cached ids come from the cache
+    /// (stale ones at once, refreshed together in the background); the others are fetched in
+    /// concurrent batch calls of at most [`MAX_BATCH`] ids each (ids being fetched by a concurrent
+    /// call are awaited instead of fetched again), then cached.
     ///
-    /// Unknown ids are listed in [`ProductsFound::missing`]; any other failure fails the whole
-    /// call, so an answer is never silently incomplete.
+    /// Unknown ids are listed in [`ProductsFound::missing`]. Any other failure fails the whole
+    /// call — unless every product it concerns has a stale entry inside its stale-if-error window,
+    /// which is then served (and listed in [`ProductsFound::stale`]) — so an answer is never
+    /// silently incomplete.
     pub async fn products(
         &self,
         ctx: &RequestContext,
@@ -104,54 +139,91 @@ impl Catalog {
         let mut seen = HashSet::with_capacity(ids.len());
         let unique: Vec<&ProductId> = ids.iter().filter(|id| seen.insert(*id)).collect();
 
-        let mut found: HashMap<&ProductId, Arc<Product>> = HashMap::with_capacity(unique.len());
+        let mut found: HashMap<&ProductId, Served<Arc<Product>>> =
+            HashMap::with_capacity(unique.len());
         let mut missing: HashSet<&ProductId> = HashSet::new();
+        // Expired entries of the ids to fetch, which may replace a failure.
+        let mut previous: HashMap<&ProductId, Entry<Product>> = HashMap::new();
         let mut pending = Vec::new();
+        let mut refresh = Vec::new();
+        let now = Instant::now();
         for &id in &unique {
-            match self.products.get_fresh(id).await {
-                Some(product) => {
-                    found.insert(id, product);
+            match self.products.lookup(id).await {
+                Lookup::Fresh(entry) => {
+                    self.products.count(|m| &m.hits);
+                    found.insert(id, entry.served(now));
                 }
-                None => pending.push(id),
+                Lookup::Stale(entry) => {
+                    self.products.count(|m| &m.stale_served);
+                    found.insert(id, entry.served(now));
+                    if let Claim::Leader(leader) = self.products.claim(id) {
+                        refresh.push((id.clone(), leader));
+                    }
+                }
+                Lookup::Absent => {
+                    self.products.count(|m| &m.negative_hits);
+                    missing.insert(id);
+                }
+                Lookup::Expired(entry) => {
+                    self.products.count(|m| &m.misses);
+                    if let Some(entry) = entry {
+                        previous.insert(id, entry);
+                    }
+                    pending.push(id);
+                }
             }
         }
+        self.refresh_in_background(ctx, refresh);
 
         let mut failure = None;
         // Each round fetches what nobody else is fetching and awaits the rest. A key goes round
-        // again only if the call fetching it was cancelled before it finished.
+        // again only if the call fetching it was cancelled, or ran out of its caller's budget.
         while !pending.is_empty() {
             let mut leaders = Vec::new();
             let mut followers = Vec::new();
             for id in pending.drain(..) {
-                match self.products.in_flight().claim(id) {
-                    Claim::Leader(leader) => leaders.push((id, leader)),
+                match self.products.claim(id) {
+                    Claim::Leader(leader) => leaders.push((id.clone(), leader)),
                     Claim::Follower(follower) => followers.push((id, follower)),
                 }
             }
+            let deadline = ctx.deadline();
             let (fetched, followed) = futures::join!(
-                self.fetch_batches(ctx, leaders),
-                join_all(followers.into_iter().map(
-                    |(id, follower): (&ProductId, Follower<Shared<Product>>)| async move {
-                        (id, follower.wait().await)
-                    }
-                ))
+                fetch_batches(&self.client, &self.products, ctx, leaders),
+                join_all(followers.into_iter().map(|(id, follower)| async move {
+                    (id, follower.wait_within(deadline).await)
+                }))
             );
-            let outcomes = fetched
-                .into_iter()
-                .map(|(id, outcome)| (id, Some(outcome)))
-                .chain(followed);
-            for (id, outcome) in outcomes {
-                match outcome {
-                    Some(Ok(product)) => {
-                        found.insert(id, product);
+            let by_id: HashMap<ProductId, Shared<Product>> = fetched.into_iter().collect();
+            let fetched = unique.iter().filter_map(|id| {
+                by_id
+                    .get(*id)
+                    .map(|outcome| (*id, Joined::Done(outcome.clone())))
+            });
+            for (id, outcome) in fetched.chain(followed) {
+                let outcome = match outcome {
+                    Joined::Done(outcome) => outcome,
+                    Joined::Again => {
+                        pending.push(id);
+                        continue;
                     }
-                    Some(Err(err)) if err.kind() == ErrorKind::NotFound => {
+                    Joined::TimedOut => Err(self.products.deadline_error()),
+                };
+                match outcome {
+                    Ok(entry) => {
+                        found.insert(id, entry.served_fresh(Instant::now()));
+                    }
+                    Err(err) if err.kind() == ErrorKind::NotFound => {
                         missing.insert(id);
                     }
-                    Some(Err(err)) => {
-                        failure.get_or_insert(err);
-                    }
-                    None => pending.push(id),
+                    Err(err) => match self.products.stale_if_error(previous.get(id), err) {
+                        Ok(stale) => {
+                            found.insert(id, stale);
+                        }
+                        Err(err) => {
+                            failure.get_or_insert(err);
+                        }
+                    },
                 }
             }
         }
@@ -162,10 +234,15 @@ impl Catalog {
         let mut answer = ProductsFound {
             found: Vec::with_capacity(found.len()),
             missing: Vec::with_capacity(missing.len()),
+            ..ProductsFound::default()
         };
         for id in unique {
-            if let Some(product) = found.remove(id) {
-                answer.found.push(product);
+            if let Some(served) = found.remove(id) {
+                answer.freshness = answer.freshness.worst(served.freshness);
+                if served.is_stale() {
+                    answer.stale.insert(id.clone(), served.age());
+                }
+                answer.found.push(served.into_inner());
             } else if missing.contains(id) {
                 answer.missing.push(id.clone());
             }
@@ -173,92 +250,51 @@ impl Catalog {
         Ok(answer)
     }
 
-    /// Fetches the products this call leads, in concurrent batches of at most [`MAX_BATCH`],
-    /// caching and publishing each result to the callers waiting for it.
-    async fn fetch_batches<'k>(
+    /// Refreshes stale products whose claims this call holds, in batch calls, in a background
+    /// task (nobody waits for it; it is not bounded by the reader's deadline).
+    fn refresh_in_background(
         &self,
         ctx: &RequestContext,
-        leaders: Vec<(&'k ProductId, Leader<'_, ProductId, Shared<Product>>)>,
-    ) -> Vec<(&'k ProductId, Shared<Product>)> {
-        let mut chunks = Vec::with_capacity(leaders.len().div_ceil(MAX_BATCH));
-        let mut leaders = leaders.into_iter().peekable();
-        while leaders.peek().is_some() {
-            chunks.push(leaders.by_ref().take(MAX_BATCH).collect::<Vec<_>>());
+        leaders: Vec<(ProductId, Leader<ProductId, Shared<Product>>)>,
+    ) {
+        if leaders.is_empty() {
+            return;
         }
-        join_all(chunks.into_iter().map(|chunk| self.fetch_batch(ctx, chunk)))
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
-    }
-
-    /// One batch call for at most [`MAX_BATCH`] products.
-    async fn fetch_batch<'k>(
-        &self,
-        ctx: &RequestContext,
-        chunk: Vec<(&'k ProductId, Leader<'_, ProductId, Shared<Product>>)>,
-    ) -> Vec<(&'k ProductId, Shared<Product>)> {
-        let mut results = Vec::with_capacity(chunk.len());
-        let mut to_fetch = Vec::with_capacity(chunk.len());
-        let mut leaders = Vec::with_capacity(chunk.len());
-        for (id, leader) in chunk {
-            // A fetch that completed between our miss and our claim filled the cache.
-            if let Some(product) = self.products.get_fresh(id).await {
-                leader.complete(Ok(Arc::clone(&product)));
-                results.push((id, Ok(product)));
-            } else {
-                to_fetch.push(id.clone());
-                leaders.push((id, leader));
-            }
+        for _ in &leaders {
+            self.products.count(|m| &m.refreshes);
         }
-        if to_fetch.is_empty() {
-            return results;
-        }
-
-        let started = Instant::now();
-        match self.client.batch(ctx, &to_fetch).await {
-            Ok(batch) => {
-                let fresh_for = batch.cache_control.fresh_for();
-                let mut by_id: HashMap<ProductId, Arc<Product>> = batch
-                    .value
-                    .items
-                    .into_iter()
-                    .map(|product| (product.id.clone(), product))
-                    .collect();
-                for (id, leader) in leaders {
-                    let outcome = match by_id.remove(id) {
-                        Some(product) => {
-                            self.products
-                                .insert(id.clone(), Arc::clone(&product), fresh_for, started)
-                                .await;
-                            Ok(product)
-                        }
-                        // The client checked that every id asked is found or reported missing.
-                        None => Err(ClientError::classify(Service::Product, Failure::Missing)),
-                    };
-                    leader.complete(outcome.clone());
-                    results.push((id, outcome));
+        let client = Arc::clone(&self.client);
+        let products = self.products.clone();
+        let ctx = ctx.clone().without_deadline();
+        let refresh = async move {
+            let outcomes = fetch_batches(&client, &products, &ctx, leaders).await;
+            for (_, outcome) in outcomes {
+                if outcome.is_err_and(|err| err.kind() != ErrorKind::NotFound) {
+                    products.count(|m| &m.refresh_failures);
                 }
             }
-            Err(err) => {
-                for (id, leader) in leaders {
-                    leader.complete(Err(err.clone()));
-                    results.push((id, Err(err.clone())));
-                }
-            }
-        }
-        results
+        };
+        tokio::spawn(refresh.in_current_span());
     }
 
-    /// Every category, from the cache when fresh.
+    /// Every category: fresh or stale from the cache, or from the service (see
+    /// [`Catalog::product`] for the rules; there is no negative caching).
     pub async fn categories(
         &self,
         ctx: &RequestContext,
-    ) -> Result<Arc<Vec<Category>>, ClientError> {
+    ) -> Result<Served<Arc<Vec<Category>>>, ClientError> {
+        let client = Arc::clone(&self.client);
         self.categories
-            .get_or_fetch(&(), || async {
-                let fetched = self.client.categories(ctx).await?;
-                Ok((Arc::new(fetched.value), fetched.cache_control.fresh_for()))
+            .get(ctx, &(), move |ctx, _previous| {
+                let client = Arc::clone(&client);
+                async move {
+                    let fetched = client.categories(&ctx).await?;
+                    Ok(Update::New {
+                        value: Arc::new(fetched.value),
+                        fresh_for: fetched.cache_control.fresh_for(),
+                        etag: fetched.etag,
+                    })
+                }
             })
             .await
     }
@@ -274,17 +310,24 @@ impl Catalog {
         let page = self.client.list(ctx, query).await?;
         if let Some(fresh_for) = page.cache_control.fresh_for() {
             for product in &page.value.items {
-                self.products
-                    .insert(
-                        product.id.clone(),
-                        Arc::clone(product),
-                        Some(fresh_for),
-                        started,
-                    )
+                let update = Update::New {
+                    value: Arc::clone(product),
+                    fresh_for: Some(fresh_for),
+                    etag: None,
+                };
+                // Storing a new value cannot fail.
+                let _ = self
+                    .products
+                    .store(&product.id, update, None, started)
                     .await;
             }
         }
         Ok(page.value)
+    }
+
+    /// The counters and sizes of the product and category caches.
+    pub(crate) fn metrics(&self) -> [CacheMetricsSnapshot; 2] {
+        [self.products.metrics(), self.categories.metrics()]
     }
 }
 
@@ -292,4 +335,119 @@ impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Catalog").finish_non_exhaustive()
     }
+}
+
+/// One product from the service: conditionally (`If-None-Match`) when the expired entry has an
+/// entity tag, so an unchanged product costs a 304 without a body.
+async fn fetch_product(
+    client: &ProductClient,
+    ctx: &RequestContext,
+    id: &ProductId,
+    previous: Option<Entry<Product>>,
+) -> Result<Update<Product>, ClientError> {
+    if let Some(etag) = previous.as_ref().and_then(Entry::etag) {
+        return Ok(match client.get_if_none_match(ctx, id, etag).await? {
+            Revalidated::NotModified {
+                cache_control,
+                etag,
+            } => Update::NotModified {
+                fresh_for: cache_control.fresh_for(),
+                etag,
+            },
+            Revalidated::Modified(fetched) => Update::New {
+                value: fetched.value,
+                fresh_for: fetched.cache_control.fresh_for(),
+                etag: fetched.etag,
+            },
+        });
+    }
+    let fetched = client.get(ctx, id).await?;
+    Ok(Update::New {
+        value: fetched.value,
+        fresh_for: fetched.cache_control.fresh_for(),
+        etag: fetched.etag,
+    })
+}
+
+/// Fetches the products this call leads, in concurrent batches of at most [`MAX_BATCH`],
+/// caching and publishing each result to the callers waiting for it.
+async fn fetch_batches(
+    client: &ProductClient,
+    products: &FreshCache<ProductId, Product>,
+    ctx: &RequestContext,
+    leaders: Vec<(ProductId, Leader<ProductId, Shared<Product>>)>,
+) -> Vec<(ProductId, Shared<Product>)> {
+    let mut chunks = Vec::with_capacity(leaders.len().div_ceil(MAX_BATCH));
+    let mut leaders = leaders.into_iter().peekable();
+    while leaders.peek().is_some() {
+        chunks.push(leaders.by_ref().take(MAX_BATCH).collect::<Vec<_>>());
+    }
+    join_all(
+        chunks
+            .into_iter()
+            .map(|chunk| fetch_batch(client, products, ctx, chunk)),
+    )
+    .await
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// One batch call for at most [`MAX_BATCH`] products.
+async fn fetch_batch(
+    client: &ProductClient,
+    products: &FreshCache<ProductId, Product>,
+    ctx: &RequestContext,
+    chunk: Vec<(ProductId, Leader<ProductId, Shared<Product>>)>,
+) -> Vec<(ProductId, Shared<Product>)> {
+    let mut results = Vec::with_capacity(chunk.len());
+    let mut to_fetch = Vec::with_capacity(chunk.len());
+    let mut leaders = Vec::with_capacity(chunk.len());
+    for (id, leader) in chunk {
+        // A fetch that completed between our miss and our claim filled the cache.
+        if let Lookup::Fresh(entry) = products.lookup(&id).await {
+            leader.complete(Ok(entry.clone()));
+            results.push((id, Ok(entry)));
+        } else {
+            to_fetch.push(id.clone());
+            leaders.push((id, leader));
+        }
+    }
+    if to_fetch.is_empty() {
+        return results;
+    }
+
+    let started = Instant::now();
+    match client.batch(ctx, &to_fetch).await {
+        Ok(batch) => {
+            let fresh_for = batch.cache_control.fresh_for();
+            let mut by_id: HashMap<ProductId, Arc<Product>> = batch
+                .value
+                .items
+                .into_iter()
+                .map(|product| (product.id.clone(), product))
+                .collect();
+            for (id, leader) in leaders {
+                let outcome = match by_id.remove(&id) {
+                    Some(value) => Ok(Update::New {
+                        value,
+                        fresh_for,
+                        etag: None,
+                    }),
+                    // The client checked that every id asked is found or reported missing.
+                    None => Err(ClientError::classify(Service::Product, Failure::Missing)),
+                };
+                let shared = products.settle(&id, outcome, None, started).await;
+                leader.complete(shared.clone());
+                results.push((id, shared));
+            }
+        }
+        Err(err) => {
+            for (id, leader) in leaders {
+                leader.complete(Err(err.clone()));
+                results.push((id, Err(err.clone())));
+            }
+        }
+    }
+    results
 }

@@ -8,8 +8,16 @@
 //!
 //! Cancellation is safe: a leader dropped before completing (its request was cancelled) releases
 //! the key, its followers are told so ([`Follower::wait`] answers `None`) and retry, one of them
-//! becoming the new leader. The fetch runs in the leader's task, not a spawned one, so it needs no
-//! `'static` borrow and inherits the leader's tracing span.
+//! becoming the new leader. A leader owns its claim (it holds the map by `Arc`), so it can be moved
+//! into a spawned background refresh; a foreground fetch runs in the leader's own task and
+//! inherits its tracing span.
+//!
+//! **Deadlines of coalesced callers.** The shared call runs with the leader's
+//! [`RequestContext`](crate::RequestContext), under the leader's deadline. Each follower stops
+//! waiting at its *own* deadline ([`Follower::wait_within`]) and gets a timeout then, while the
+//! call goes on for the others. If the shared call failed only because the *leader's* budget ran
+//! out (and the follower still has some), the follower claims the key again, so one caller's short
+//! budget never fails another caller's longer one.
 //!
 //! [`claim`]: Coalescer::claim
 //! [`complete`]: Leader::complete
@@ -17,14 +25,20 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::error::{ClientError, Origin};
+
+/// The flights of a coalescer, by key; shared with its leaders.
+type Flights<K, T> = Arc<Mutex<HashMap<K, Flight<T>>>>;
 
 /// Fetches in flight, by key; `T` is the (cloneable) result every waiter receives.
 pub(crate) struct Coalescer<K, T> {
     /// The flight of each key being fetched. A plain mutex: it is never held across an `.await`.
-    in_flight: Mutex<HashMap<K, Flight<T>>>,
+    in_flight: Flights<K, T>,
     /// Numbers flights, so a leader only ever removes its own flight from the map.
     next_flight: AtomicU64,
 }
@@ -38,17 +52,17 @@ struct Flight<T> {
 }
 
 /// The outcome of [`Coalescer::claim`].
-pub(crate) enum Claim<'a, K: Hash + Eq, T> {
+pub(crate) enum Claim<K: Hash + Eq, T> {
     /// Nobody was fetching the key: the caller must fetch it and [`Leader::complete`].
-    Leader(Leader<'a, K, T>),
+    Leader(Leader<K, T>),
     /// Somebody is fetching the key already: [`Follower::wait`] for their result.
     Follower(Follower<T>),
 }
 
 /// The caller that fetches a key on behalf of everyone who asks for it meanwhile.
-pub(crate) struct Leader<'a, K: Hash + Eq, T> {
-    /// The coalescer whose map holds this flight, to release it when done.
-    coalescer: &'a Coalescer<K, T>,
+pub(crate) struct Leader<K: Hash + Eq, T> {
+    /// The map that holds this flight, to release it when done.
+    flights: Flights<K, T>,
     /// The key being fetched.
     key: K,
     /// This flight's number, so a late release cannot remove a newer flight of the same key.
@@ -63,18 +77,29 @@ pub(crate) struct Follower<T> {
     result: watch::Receiver<Option<T>>,
 }
 
+/// What a follower got by [`Follower::wait_within`].
+pub(crate) enum Joined<T> {
+    /// The leader's result.
+    Done(T),
+    /// No usable result (the leader was cancelled, or ran out of its own budget while this
+    /// follower has some left): claim the key again.
+    Again,
+    /// The follower's own deadline passed first.
+    TimedOut,
+}
+
 impl<K: Hash + Eq + Clone, T: Clone> Coalescer<K, T> {
     /// An empty coalescer.
     pub(crate) fn new() -> Self {
         Self {
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
             next_flight: AtomicU64::new(0),
         }
     }
 
     /// Becomes the leader for `key` if nobody is fetching it, else a follower of whoever is.
-    pub(crate) fn claim(&self, key: &K) -> Claim<'_, K, T> {
-        let mut in_flight = self.lock();
+    pub(crate) fn claim(&self, key: &K) -> Claim<K, T> {
+        let mut in_flight = lock(&self.in_flight);
         if let Some(flight) = in_flight.get(key) {
             return Claim::Follower(Follower {
                 result: flight.result.clone(),
@@ -90,53 +115,33 @@ impl<K: Hash + Eq + Clone, T: Clone> Coalescer<K, T> {
             },
         );
         Claim::Leader(Leader {
-            coalescer: self,
+            flights: Arc::clone(&self.in_flight),
             key: key.clone(),
             flight,
             result: sender,
         })
     }
 
-    /// Runs `fetch` for `key` unless a fetch of `key` is already in flight, in which case its
-    /// result is awaited instead. Every caller gets the one result.
-    pub(crate) async fn run<F, Fut>(&self, key: &K, fetch: F) -> T
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = T>,
-    {
-        loop {
-            match self.claim(key) {
-                Claim::Leader(leader) => {
-                    let value = fetch().await;
-                    leader.complete(value.clone());
-                    return value;
-                }
-                Claim::Follower(follower) => {
-                    if let Some(value) = follower.wait().await {
-                        return value;
-                    }
-                    // The leader was cancelled: claim again, perhaps becoming the leader.
-                }
-            }
-        }
+    /// Whether a fetch of `key` is in flight.
+    #[cfg(test)]
+    pub(crate) fn is_in_flight(&self, key: &K) -> bool {
+        lock(&self.in_flight).contains_key(key)
     }
 
     /// How many keys are being fetched right now.
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<K, Flight<T>>> {
-        // The map stays consistent even if a holder panicked: every critical section is a single
-        // insert, lookup or remove.
-        self.in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.in_flight).len()
     }
 }
 
-impl<K: Hash + Eq, T> Leader<'_, K, T> {
+/// The map of flights, locked. It stays consistent even if a holder panicked: every critical
+/// section is a single insert, lookup or remove.
+fn lock<K, T>(flights: &Mutex<HashMap<K, Flight<T>>>) -> MutexGuard<'_, HashMap<K, Flight<T>>> {
+    flights.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<K: Hash + Eq, T> Leader<K, T> {
     /// Publishes the result to every follower and releases the key.
     pub(crate) fn complete(self, value: T) {
         self.result.send_replace(Some(value));
@@ -144,13 +149,9 @@ impl<K: Hash + Eq, T> Leader<'_, K, T> {
     }
 }
 
-impl<K: Hash + Eq, T> Drop for Leader<'_, K, T> {
+impl<K: Hash + Eq, T> Drop for Leader<K, T> {
     fn drop(&mut self) {
-        let mut in_flight = self
-            .coalescer
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut in_flight = lock(&self.flights);
         if in_flight
             .get(&self.key)
             .is_some_and(|flight| flight.id == self.flight)
@@ -171,6 +172,32 @@ impl<T: Clone> Follower<T> {
     }
 }
 
+impl<V: Clone> Follower<Result<V, ClientError>> {
+    /// Waits for the leader's result until the follower's own `deadline` (see the module docs).
+    pub(crate) async fn wait_within(
+        self,
+        deadline: Option<Instant>,
+    ) -> Joined<Result<V, ClientError>> {
+        let waited = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, self.wait()).await {
+                Ok(waited) => waited,
+                Err(_elapsed) => return Joined::TimedOut,
+            },
+            None => self.wait().await,
+        };
+        match waited {
+            None => Joined::Again,
+            Some(Err(err))
+                if err.origin() == Origin::Deadline
+                    && deadline.is_none_or(|deadline| Instant::now() < deadline) =>
+            {
+                Joined::Again
+            }
+            Some(result) => Joined::Done(result),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -178,6 +205,30 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// Fetches `key` with `fetch` unless it is in flight, in which case its result is awaited.
+    async fn run<K, T, F, Fut>(coalescer: &Coalescer<K, T>, key: &K, fetch: F) -> T
+    where
+        K: Hash + Eq + Clone,
+        T: Clone,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        loop {
+            match coalescer.claim(key) {
+                Claim::Leader(leader) => {
+                    let value = fetch().await;
+                    leader.complete(value.clone());
+                    return value;
+                }
+                Claim::Follower(follower) => {
+                    if let Some(value) = follower.wait().await {
+                        return value;
+                    }
+                }
+            }
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_runs_for_one_key_fetch_once_and_share_the_result() {
@@ -187,13 +238,12 @@ mod tests {
             .map(|_| {
                 let (coalescer, calls) = (coalescer.clone(), calls.clone());
                 tokio::spawn(async move {
-                    coalescer
-                        .run(&"k", || async {
-                            calls.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            Err::<u32, _>("boom".to_owned())
-                        })
-                        .await
+                    run(&coalescer, &"k", || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        Err::<u32, _>("boom".to_owned())
+                    })
+                    .await
                 })
             })
             .collect();
@@ -244,5 +294,95 @@ mod tests {
         };
         leader.complete(7);
         assert_eq!(follower.wait().await, Some(7));
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::{ErrorKind, Failure, Service};
+
+    type Shared = Result<u8, ClientError>;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_stops_waiting_at_its_own_deadline() {
+        let coalescer = Coalescer::<u8, Shared>::new();
+        let Claim::Leader(leader) = coalescer.claim(&1) else {
+            panic!("first claim leads")
+        };
+        let Claim::Follower(follower) = coalescer.claim(&1) else {
+            panic!("second claim follows")
+        };
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(50);
+        assert!(matches!(
+            follower.wait_within(Some(deadline)).await,
+            Joined::TimedOut
+        ));
+        assert_eq!(started.elapsed(), Duration::from_millis(50));
+        // The shared call goes on for the others.
+        let Claim::Follower(late) = coalescer.claim(&1) else {
+            panic!("still in flight")
+        };
+        leader.complete(Ok(9));
+        assert!(matches!(late.wait_within(None).await, Joined::Done(Ok(9))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_out_of_its_own_budget_hands_the_key_to_followers_with_budget_left() {
+        let coalescer = Coalescer::<u8, Shared>::new();
+        let claim = || match coalescer.claim(&1) {
+            Claim::Leader(leader) => (Some(leader), None),
+            Claim::Follower(follower) => (None, Some(follower)),
+        };
+        let (Some(leader), _) = claim() else {
+            panic!("leads")
+        };
+        let (_, Some(patient)) = claim() else {
+            panic!("follows")
+        };
+        let (_, Some(hurried)) = claim() else {
+            panic!("follows")
+        };
+        let deadline_error = ClientError::classify(
+            Service::Product,
+            Failure::AttemptTimedOut {
+                deadline_bound: true,
+            },
+        );
+        leader.complete(Err(deadline_error));
+        let later = Instant::now() + Duration::from_secs(1);
+        assert!(matches!(
+            patient.wait_within(Some(later)).await,
+            Joined::Again
+        ));
+        // A follower whose own deadline has passed as well keeps the timeout.
+        let Joined::Done(Err(err)) = hurried.wait_within(Some(Instant::now())).await else {
+            panic!("the leader's timeout")
+        };
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_failure_is_shared_with_every_follower() {
+        let coalescer = Coalescer::<u8, Shared>::new();
+        let Claim::Leader(leader) = coalescer.claim(&1) else {
+            panic!("first claim leads")
+        };
+        let Claim::Follower(follower) = coalescer.claim(&1) else {
+            panic!("second claim follows")
+        };
+        leader.complete(Err(ClientError::classify(
+            Service::Product,
+            Failure::AttemptTimedOut {
+                deadline_bound: false,
+            },
+        )));
+        assert!(matches!(
+            follower.wait_within(None).await,
+            Joined::Done(Err(_))
+        ));
     }
 }

@@ -1,9 +1,18 @@
-//! What travels downstream with every call: request correlation, trace context and identity.
+//! What travels downstream with every call: request correlation, trace context, the request's
+//! deadline and identity.
 //!
 //! - [`RequestContext`] is built once per inbound request by a BFF and passed to every client call.
-//!   It carries the `X-Request-Id` and W3C `traceparent` to propagate, both optional. Its fields
-//!   are private and it is built with `with_…` methods, so a request deadline can be added later
-//!   without changing any caller.
+//!   It carries the `X-Request-Id` and W3C `traceparent` to propagate, both optional, and the
+//!   request's deadline. Its fields are private and it is built with `with_…` methods.
+//!
+//!   **Deadline policy.** The deadline is an instant (`tokio::time::Instant`) shared by every call
+//!   made with the context or its clones, so a concurrent fan-out spends one budget. Each
+//!   downstream attempt is bounded by the smaller of the remaining budget and the service's
+//!   configured `timeout`; once the budget is spent no call starts and the caller gets a
+//!   [`Timeout`](crate::ErrorKind::Timeout) at once; retries never wait past it. Without a
+//!   deadline, each attempt is bounded by the service's `timeout` alone (background work, tests).
+//!   Gateways set it per inbound request, by default to
+//!   [`Downstream::deadline`](crate::Downstream::deadline) from now, or to a route's own budget.
 //! - [`Owner`] says on whose behalf an order call is made: a user (`X-User-Id`) or a partner
 //!   (`X-Partner-Id`). Cart calls always act for a [`UserId`](crate::UserId).
 //! - [`IdempotencyKey`] makes `POST /orders` safe to repeat.
@@ -12,8 +21,10 @@
 //! hostile inbound header can never be smuggled downstream.
 
 use std::fmt;
+use std::time::Duration;
 
 use http::HeaderValue;
+use tokio::time::Instant;
 
 use crate::id::{PartnerId, UserId};
 
@@ -193,6 +204,9 @@ pub struct RequestContext {
     request_id: Option<RequestId>,
     /// Sent as `traceparent`, so downstream spans join the caller's distributed trace.
     traceparent: Option<TraceParent>,
+    /// When the inbound request's budget is spent: no downstream call starts after it and none
+    /// is waited for past it. `None`: each call is bounded by its service's timeout only.
+    deadline: Option<Instant>,
 }
 
 impl RequestContext {
@@ -213,6 +227,48 @@ impl RequestContext {
     pub fn with_traceparent(mut self, traceparent: TraceParent) -> Self {
         self.traceparent = Some(traceparent);
         self
+    }
+
+    /// Bounds every downstream call made with this context (and its clones) by `deadline`,
+    /// replacing any earlier deadline.
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Bounds every downstream call made with this context (and its clones) to `budget` from now:
+    /// a gateway calls this once per inbound request, with its default or the route's budget.
+    #[must_use]
+    pub fn with_timeout_from_now(self, budget: Duration) -> Self {
+        // An absurd budget saturates instead of overflowing the clock (then there is no bound).
+        match Instant::now().checked_add(budget) {
+            Some(deadline) => self.with_deadline(deadline),
+            None => self.without_deadline(),
+        }
+    }
+
+    /// The same context without a deadline (for background work that outlives the request).
+    #[must_use]
+    pub fn without_deadline(mut self) -> Self {
+        self.deadline = None;
+        self
+    }
+
+    /// When the request's budget is spent, if it has a deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// How much of the budget is left (zero once spent); `None` without a deadline.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether the budget is spent, so no downstream call may start.
+    pub fn is_expired(&self) -> bool {
+        self.remaining().is_some_and(|left| left.is_zero())
     }
 
     /// The request id propagated as `X-Request-Id`, if any.
@@ -340,6 +396,27 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_is_shared_by_clones_and_counts_down() {
+        let ctx = RequestContext::new().with_timeout_from_now(Duration::from_millis(300));
+        let clone = ctx.clone();
+        assert_eq!(ctx.remaining(), Some(Duration::from_millis(300)));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(clone.remaining(), Some(Duration::from_millis(200)));
+        assert!(!clone.is_expired());
+        tokio::time::advance(Duration::from_millis(250)).await;
+        assert_eq!(ctx.remaining(), Some(Duration::ZERO), "never negative");
+        assert!(ctx.is_expired() && clone.is_expired());
+        assert_eq!(ctx.without_deadline().remaining(), None);
+        assert!(!RequestContext::new().is_expired());
+        let huge = RequestContext::new().with_timeout_from_now(Duration::MAX);
+        assert_eq!(
+            huge.deadline(),
+            None,
+            "an unrepresentable deadline is no deadline"
+        );
     }
 
     #[test]

@@ -11,9 +11,15 @@
 //!   kept as data ([`ClientError::problem`]) that a BFF may *choose* to show for
 //!   [`ErrorKind::Invalid`] and similar caller-caused failures.
 //! - Errors are not logged here: the BFF logs each failure once, where it handles it.
-//! - [`ClientError::is_retryable`] is the one opinion on what may be retried (timeouts and
-//!   unavailability); whether a *request* may be retried (idempotent reads, keyed order creation)
-//!   is the resilience layer's decision.
+//! - [`ClientError::is_retryable`] tells a *caller* whether trying again later may help (timeouts
+//!   and unavailability). The resilience layer's own retries are narrower and decided here too
+//!   (`ClientError::may_retry`): connection failures, attempt timeouts, 408, 429, 502, 503 and 504,
+//!   never a failure that happened without a call (open breaker, full bulkhead, spent deadline);
+//!   whether a *request* may be repeated at all (idempotent reads, keyed order creation) is the
+//!   resilience layer's decision.
+//! - Failures the resilience layer produces itself are classified here as well: a spent deadline
+//!   or an attempt cut off by it is a [`ErrorKind::Timeout`]; an open circuit breaker or a full
+//!   bulkhead is [`ErrorKind::Unavailable`]. None of them reached the service.
 //!
 //! [`BuildError`] is separate: it is returned once, at start-up, when the configuration cannot be
 //! turned into clients.
@@ -21,7 +27,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -137,13 +143,29 @@ pub struct ClientError {
     status: Option<StatusCode>,
     /// The service's problem document, when it sent one with an error status.
     problem: Option<Arc<Problem>>,
-    /// The service's `Retry-After` (delta-seconds form), for 429 and 503.
+    /// The service's `Retry-After` (its seconds, or the time left until its HTTP date), for 429
+    /// and 503.
     retry_after: Option<Duration>,
     /// A short sentence for `Display`, free of URLs, headers and bodies.
     message: Cow<'static, str>,
     /// The underlying cause, for logs only; never part of the API (it may be a `reqwest::Error`,
     /// stripped of its URL).
     source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+    /// Where the failure came from, which decides retries, breaker accounting and whether a
+    /// coalesced waiter may try again with its own budget.
+    origin: Origin,
+}
+
+/// Where a failure came from (see [`ClientError::origin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The service, or the way to it: an answer, a transport error, the service's own timeout.
+    Downstream,
+    /// The caller's deadline: the budget was spent before the call, or cut the attempt short.
+    /// Says nothing about the service's health.
+    Deadline,
+    /// Refused locally without a call: open circuit breaker, full bulkhead, invalid request.
+    Local,
 }
 
 /// Why a call failed, before classification. Built by the transport and the clients, consumed by
@@ -169,8 +191,20 @@ pub(crate) enum Failure {
     /// The caller's request was refused before sending.
     Rejected(&'static str),
     /// The resource is known not to exist without a status of its own (an id a batch reported
-    /// missing).
+    /// missing, or remembered as missing by negative caching).
     Missing,
+    /// The request's deadline had passed before the call could start.
+    DeadlineExceeded,
+    /// One attempt was cut off by its timeout; `deadline_bound` when that timeout was the
+    /// request's remaining budget rather than the service's own timeout.
+    AttemptTimedOut {
+        /// Whether the caller's deadline, not the service's timeout, bounded the attempt.
+        deadline_bound: bool,
+    },
+    /// The service's circuit breaker is open: the call was not sent.
+    CircuitOpen,
+    /// The service's bulkhead is full: the call was not sent.
+    BulkheadFull,
 }
 
 impl ClientError {
@@ -184,6 +218,7 @@ impl ClientError {
             retry_after: None,
             message: Cow::Borrowed(""),
             source: None,
+            origin: Origin::Downstream,
         };
         match failure {
             Failure::Transport(err) => {
@@ -234,11 +269,36 @@ impl ClientError {
             Failure::Rejected(why) => {
                 error.kind = ErrorKind::Invalid;
                 error.message = Cow::Borrowed(why);
+                error.origin = Origin::Local;
             }
             Failure::Missing => {
                 error.kind = ErrorKind::NotFound;
                 error.status = Some(StatusCode::NOT_FOUND);
                 error.message = Cow::Borrowed("has no such resource");
+            }
+            Failure::DeadlineExceeded => {
+                error.kind = ErrorKind::Timeout;
+                error.message = Cow::Borrowed("was not called: the request's deadline had passed");
+                error.origin = Origin::Deadline;
+            }
+            Failure::AttemptTimedOut { deadline_bound } => {
+                error.kind = ErrorKind::Timeout;
+                if deadline_bound {
+                    error.message = Cow::Borrowed("did not answer within the request's deadline");
+                    error.origin = Origin::Deadline;
+                } else {
+                    error.message = Cow::Borrowed("did not answer in time");
+                }
+            }
+            Failure::CircuitOpen => {
+                error.kind = ErrorKind::Unavailable;
+                error.message = Cow::Borrowed("was not called: its circuit breaker is open");
+                error.origin = Origin::Local;
+            }
+            Failure::BulkheadFull => {
+                error.kind = ErrorKind::Unavailable;
+                error.message = Cow::Borrowed("was not called: too many calls in flight");
+                error.origin = Origin::Local;
             }
         }
         error
@@ -275,12 +335,55 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         matches!(self.kind, ErrorKind::Timeout | ErrorKind::Unavailable)
     }
+
+    /// Where the failure came from.
+    pub(crate) fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// Whether the resilience layer may send the same (idempotent) request again: connection
+    /// failures, attempt timeouts not caused by the deadline, 408, 429, 502, 503 and 504. Not a
+    /// 500 (likely a bug that repeats), and never a failure that happened without a call.
+    pub(crate) fn may_retry(&self) -> bool {
+        if self.origin != Origin::Downstream || !self.is_retryable() {
+            return false;
+        }
+        match self.status {
+            None => true,
+            Some(status) => matches!(status.as_u16(), 408 | 429 | 502 | 503 | 504),
+        }
+    }
+
+    /// Whether the failure says the service is unhealthy, for its circuit breaker: timeouts of its
+    /// own, connection failures and 5xx. A 4xx (429 included: the service is answering), a bad
+    /// body and anything the caller's deadline or a local check caused do not count.
+    pub(crate) fn is_service_failure(&self) -> bool {
+        if self.origin != Origin::Downstream {
+            return false;
+        }
+        match self.status {
+            Some(status) => status.is_server_error(),
+            None => matches!(self.kind, ErrorKind::Timeout | ErrorKind::Unavailable),
+        }
+    }
 }
 
-/// Reads `Retry-After` in its delta-seconds form (the HTTP-date form is ignored).
+/// Reads `Retry-After`: delta-seconds, or an HTTP-date (as the time left until then, zero if it
+/// has passed). Anything else is ignored.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 impl fmt::Display for ClientError {
@@ -298,6 +401,7 @@ impl fmt::Debug for ClientError {
             .field("problem", &self.problem)
             .field("message", &self.message)
             .field("source", &self.source)
+            .field("origin", &self.origin)
             .finish()
     }
 }
@@ -392,6 +496,67 @@ mod tests {
             "cart service answered 422 Unprocessable Entity"
         );
         assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+            retry_after(&headers)
+        };
+        assert_eq!(with(" 120 "), Some(Duration::from_secs(120)));
+        let in_a_minute = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(60));
+        let left = with(&in_a_minute).unwrap();
+        assert!(left > Duration::from_secs(55) && left <= Duration::from_secs(60));
+        assert_eq!(with("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(with("soon"), None);
+        assert_eq!(with("-1"), None);
+    }
+
+    #[test]
+    fn only_transient_downstream_failures_are_retried_and_only_5xx_and_timeouts_trip_breakers() {
+        for (code, retried, counted) in [
+            (408, true, false),
+            (429, true, false),
+            (500, false, true),
+            (502, true, true),
+            (503, true, true),
+            (504, true, true),
+            (404, false, false),
+            (422, false, false),
+        ] {
+            let err = status(code, "");
+            assert_eq!(err.may_retry(), retried, "{code}");
+            assert_eq!(err.is_service_failure(), counted, "{code}");
+        }
+        let own_timeout = ClientError::classify(
+            Service::Product,
+            Failure::AttemptTimedOut {
+                deadline_bound: false,
+            },
+        );
+        assert!(own_timeout.may_retry() && own_timeout.is_service_failure());
+        let deadline = ClientError::classify(
+            Service::Product,
+            Failure::AttemptTimedOut {
+                deadline_bound: true,
+            },
+        );
+        assert_eq!(deadline.kind(), ErrorKind::Timeout);
+        assert!(!deadline.may_retry() && !deadline.is_service_failure());
+        for local in [
+            Failure::DeadlineExceeded,
+            Failure::CircuitOpen,
+            Failure::BulkheadFull,
+        ] {
+            let err = ClientError::classify(Service::Order, local);
+            assert!(err.is_retryable(), "a caller may try again later");
+            assert!(!err.may_retry() && !err.is_service_failure());
+        }
     }
 
     #[test]

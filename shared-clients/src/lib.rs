@@ -11,13 +11,16 @@
 //! - `config`: the [`DownstreamConfig`] of the three services and the cache.
 //! - `downstream`: the [`Downstream`] facade, the [`Carts`] and [`Orders`] facades and readiness.
 //! - `catalog`: the cached [`Catalog`] (single products, batches, categories, pages).
+//! - `checkout`: [`OrderPlacement`]: pricing lines from current catalog data, stock checks,
+//!   idempotent order creation and cart checkout, the same for every gateway.
 //! - `cache`: a byte-bounded cache whose freshness rules are ours (TTL = min(`max_ttl`, `max-age`)).
 //! - `coalesce`: one downstream call for concurrent misses of the same key.
 //! - `product`, `cart`, `order`: the raw clients, one typed method per contract operation.
 //! - `transport`: the shared HTTP plumbing every call goes through (the resilience seam).
 //! - `cache_control`: `Cache-Control`, `Age` and `ETag` of catalog responses.
 //! - `error`: [`ClientError`] and the one classification of failures (its docs state the policy).
-//! - `context`: [`RequestContext`], [`Owner`] and [`IdempotencyKey`]: what is propagated downstream.
+//! - `context`: [`RequestContext`] (with the request's deadline), [`Owner`] and [`IdempotencyKey`]:
+//!   what is propagated downstream.
 //! - `id`: validated id newtypes ([`ProductId`], [`UserId`], …).
 //! - `model`: the contract's data types.
 
@@ -27,26 +30,42 @@ mod cache;
 mod cache_control;
 mod cart;
 mod catalog;
+mod checkout;
 mod coalesce;
 mod context;
 mod downstream;
 mod error;
 mod id;
+mod metrics;
 mod model;
 mod order;
+mod private;
 mod product;
+mod resilience;
+mod served;
 mod transport;
 
 pub use cache_control::{CacheControl, ETag};
 pub use cart::CartClient;
 pub use catalog::{Catalog, ProductsFound};
-pub use config::{CacheConfig, DownstreamConfig, ServiceConfig};
+pub use checkout::{
+    MAX_LINE_QUANTITY, MAX_ORDER_LINES, OrderPlacement, OrderPlacementConfig, OrderRequest,
+    PlaceOrderError, PlacedOrder, RequestedLine, UnavailableProduct, UnavailableReason,
+};
+pub use config::{
+    BreakerConfig, BulkheadConfig, CacheConfig, DownstreamConfig, PrivateCacheConfig, RetryConfig,
+    ServiceConfig,
+};
 pub use context::{
     IdempotencyKey, InvalidHeaderValue, Owner, RequestContext, RequestId, TraceParent,
 };
 pub use downstream::{Carts, Downstream, Orders, READY_TIMEOUT, ReadyCheck, ReadyReport};
 pub use error::{BuildError, ClientError, ErrorKind, Problem, Service};
 pub use id::{CategoryId, InvalidId, OrderId, PartnerId, ProductId, UserId};
+pub use metrics::{
+    BreakerSnapshot, BreakerState, CacheMetricsSnapshot, LatencyBucket, LatencySnapshot,
+    MetricsSnapshot, ServiceMetricsSnapshot,
+};
 pub use model::Money;
 pub use model::cart::{Cart, CartItem};
 pub use model::order::{
@@ -59,3 +78,4 @@ pub use model::product::{
 };
 pub use order::OrderClient;
 pub use product::{Fetched, MAX_BATCH, ProductClient, Revalidated};
+pub use served::{Freshness, Served};

@@ -41,7 +41,9 @@ impl OrderClient {
         idempotency_key: &IdempotencyKey,
         order: &NewOrder,
     ) -> Result<CreatedOrder, ClientError> {
+        // The key makes a repeat harmless, so this write may be retried like a read.
         let call = Call::new("createOrder", Method::POST, &["orders"])
+            .idempotent()
             .header("idempotency-key", idempotency_key.header_value().clone())
             .json(order)
             .map_err(|failure| self.transport.error(failure))?;
@@ -91,11 +93,16 @@ impl OrderClient {
 
     /// `GET /health`, bounded by `timeout`: `Ok` when the service says it is ready.
     pub async fn health(&self, timeout: Duration) -> Result<(), ClientError> {
-        let call = Call::new("health", Method::GET, &["health"]).timeout(timeout);
+        let call = Call::new("health", Method::GET, &["health"]).probe(timeout);
         self.transport
             .execute(&RequestContext::new(), call)
             .await
             .map(drop)
+    }
+
+    /// The service's call counters and breaker state.
+    pub(crate) fn metrics(&self) -> crate::metrics::ServiceMetricsSnapshot {
+        self.transport.metrics()
     }
 
     /// Sends one call to the order service on behalf of `owner` (`X-User-Id` or `X-Partner-Id`).

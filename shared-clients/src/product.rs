@@ -193,11 +193,16 @@ impl ProductClient {
 
     /// `GET /health`, bounded by `timeout`: `Ok` when the service says it is ready.
     pub async fn health(&self, timeout: Duration) -> Result<(), ClientError> {
-        let call = Call::new("health", Method::GET, &["health"]).timeout(timeout);
+        let call = Call::new("health", Method::GET, &["health"]).probe(timeout);
         self.transport
             .execute(&RequestContext::new(), call)
             .await
             .map(drop)
+    }
+
+    /// The service's call counters and breaker state.
+    pub(crate) fn metrics(&self) -> crate::metrics::ServiceMetricsSnapshot {
+        self.transport.metrics()
     }
 
     /// Sends one call to the catalog service.

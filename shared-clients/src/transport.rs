@@ -5,11 +5,18 @@
 //! through [`Transport::execute`]: it builds the URL safely (path segments and query values are
 //! percent-encoded), adds the propagated headers of the [`RequestContext`], sends, reads the body
 //! with a size limit and hands any unaccepted status to the one classification function.
-//! That single entry point is the seam where the resilience layer (deadline, breaker, retries,
-//! bulkhead) will wrap every call.
+//!
+//! That single entry point is where the resilience layer wraps every call: each transport owns its
+//! service's [`Guard`] (deadline, circuit breaker, bulkhead, retries, metrics; see
+//! `crate::resilience`), and every attempt of a call is a fresh request built from the same
+//! [`Call`]. Whether a call may be retried is a property of the call: `GET`s are idempotent,
+//! other methods are not unless the client marks them so ([`Call::idempotent`], used only for
+//! `POST /orders` with its `Idempotency-Key`). Readiness probes ([`Call::probe`]) bypass the
+//! guard: they must report the service's real state, not the breaker's.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -22,6 +29,8 @@ use serde::de::DeserializeOwned;
 use crate::config::ServiceConfig;
 use crate::context::RequestContext;
 use crate::error::{BuildError, ClientError, Failure, Service};
+use crate::metrics::ServiceMetricsSnapshot;
+use crate::resilience::{Guard, Idempotency};
 
 /// Largest success body we buffer (a full batch of 100 products is a few hundred KiB).
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -41,6 +50,8 @@ pub(crate) struct Transport {
     http: reqwest::Client,
     /// The configured base URL; the contract's paths are appended as segments.
     base: Url,
+    /// The service's resilience policy and counters, shared by every clone of the transport.
+    guard: Arc<Guard>,
 }
 
 impl Transport {
@@ -68,7 +79,13 @@ impl Transport {
             service,
             http,
             base,
+            guard: Arc::new(Guard::new(service, config)),
         })
+    }
+
+    /// The service's call counters and breaker state.
+    pub(crate) fn metrics(&self) -> ServiceMetricsSnapshot {
+        self.guard.metrics()
     }
 
     /// Classifies `failure` as an error of this service.
@@ -77,29 +94,56 @@ impl Transport {
     }
 
     /// Sends one call and returns the accepted response with its body read; every other outcome is
-    /// a classified [`ClientError`]. The single path of every downstream request.
+    /// a classified [`ClientError`]. The single path of every downstream request: the call runs
+    /// under the service's [`Guard`] (deadline, breaker, bulkhead, retries), except a readiness
+    /// probe, which is sent once with its own timeout.
     pub(crate) async fn execute(
         &self,
         ctx: &RequestContext,
         call: Call<'_>,
     ) -> Result<Reply, ClientError> {
         let url = self.url(&call)?;
+        if let Some(timeout) = call.probe_timeout {
+            return self.attempt(ctx, &call, &url, Some(timeout)).await;
+        }
+        self.guard
+            .run(
+                call.operation,
+                ctx.deadline(),
+                call.idempotency,
+                |_timeout| {
+                    // The guard bounds the attempt by its timeout; reqwest's own (the service's
+                    // configured `timeout`) stays in place as a backstop.
+                    self.attempt(ctx, &call, &url, None)
+                },
+            )
+            .await
+    }
+
+    /// Builds and sends one request of `call`.
+    async fn attempt(
+        &self,
+        ctx: &RequestContext,
+        call: &Call<'_>,
+        url: &Url,
+        timeout: Option<Duration>,
+    ) -> Result<Reply, ClientError> {
         let mut request = self
             .http
-            .request(call.method.clone(), url)
-            .headers(call.headers);
+            .request(call.method.clone(), url.clone())
+            .headers(call.headers.clone());
         if let Some(request_id) = ctx.request_id() {
             request = request.header("x-request-id", request_id.header_value());
         }
         if let Some(traceparent) = ctx.traceparent() {
             request = request.header("traceparent", traceparent.header_value());
         }
-        if let Some(body) = call.body {
+        if let Some(body) = &call.body {
             request = request
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .body(body);
+                .body(body.clone());
         }
-        if let Some(timeout) = call.timeout {
+        if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
 
@@ -240,9 +284,11 @@ async fn read_body(response: &mut reqwest::Response, limit: usize) -> Result<Byt
 pub(crate) struct Call<'a> {
     /// The contract's operation id, e.g. `getProduct`, for logs and per-operation policy.
     operation: &'static str,
-    /// The HTTP method; together with the operation it tells the resilience layer whether the call
-    /// is idempotent.
+    /// The HTTP method.
     method: Method,
+    /// Whether the call may be sent again after a transient failure: `GET`s may, other methods
+    /// only when the client says so ([`Call::idempotent`]).
+    idempotency: Idempotency,
     /// Path segments after the base URL; each is percent-encoded on its own.
     path: &'a [&'a str],
     /// Query parameters in order; values are percent-encoded.
@@ -251,8 +297,8 @@ pub(crate) struct Call<'a> {
     headers: HeaderMap,
     /// A JSON request body.
     body: Option<Bytes>,
-    /// A per-call timeout shorter than the service's (health checks; later, the deadline).
-    timeout: Option<Duration>,
+    /// Set for readiness probes only: sent once, with this timeout, bypassing the guard.
+    probe_timeout: Option<Duration>,
     /// Whether 304 Not Modified is an accepted answer (conditional requests only).
     accept_not_modified: bool,
 }
@@ -260,14 +306,20 @@ pub(crate) struct Call<'a> {
 impl<'a> Call<'a> {
     /// A call of `operation` with `method` to the contract path made of `path` segments.
     pub(crate) fn new(operation: &'static str, method: Method, path: &'a [&'a str]) -> Self {
+        let idempotency = if method == Method::GET || method == Method::HEAD {
+            Idempotency::Idempotent
+        } else {
+            Idempotency::NotIdempotent
+        };
         Self {
             operation,
             method,
+            idempotency,
             path,
             query: Vec::new(),
             headers: HeaderMap::new(),
             body: None,
-            timeout: None,
+            probe_timeout: None,
             accept_not_modified: false,
         }
     }
@@ -304,9 +356,17 @@ impl<'a> Call<'a> {
         Ok(self)
     }
 
-    /// Bounds this call by `timeout` instead of the service's configured timeout.
-    pub(crate) fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+    /// Marks a call with a non-idempotent method as safe to repeat (`POST /orders` with its
+    /// `Idempotency-Key`: a repeat returns the order created first).
+    pub(crate) fn idempotent(mut self) -> Self {
+        self.idempotency = Idempotency::Idempotent;
+        self
+    }
+
+    /// Makes this a readiness probe: sent once, bounded by `timeout`, outside the breaker,
+    /// bulkhead, retries and metrics, so it reports the service's real state.
+    pub(crate) fn probe(mut self, timeout: Duration) -> Self {
+        self.probe_timeout = Some(timeout);
         self
     }
 

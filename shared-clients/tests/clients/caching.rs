@@ -53,8 +53,9 @@ async fn a_cached_product_is_served_without_a_downstream_call() {
 }
 
 /// Reads p-00001 at once, again after `fresh_secs - 1` seconds (expected: cached) and after
-/// `fresh_secs + 1` (expected: fetched again). Time is paused only while no request is in flight:
-/// the clock is frozen and advanced to jump ahead, then resumed for the next real request.
+/// `fresh_secs + 1` (expected: fetched again; the configuration must not serve it stale). Time is
+/// paused only while no request is in flight: the clock is frozen and advanced to jump ahead, then
+/// resumed for the next real request.
 async fn assert_fresh_for(downstream: &Downstream, server: &MockServer, fresh_secs: u64) {
     let id = product_id(1);
     downstream.catalog().product(&ctx(), &id).await.unwrap();
@@ -82,6 +83,7 @@ async fn the_ttl_is_the_response_max_age_when_it_is_below_max_ttl() {
     mount_product(&server, 10).await;
     let mut config = config(&server.uri());
     config.cache.max_ttl = Duration::from_secs(60);
+    config.cache.stale_while_revalidate = Duration::ZERO;
     let downstream = Downstream::new(&config).unwrap();
     assert_fresh_for(&downstream, &server, 10).await;
 }
@@ -92,6 +94,7 @@ async fn the_ttl_is_max_ttl_when_the_response_allows_longer() {
     mount_product(&server, 3600).await;
     let mut config = config(&server.uri());
     config.cache.max_ttl = Duration::from_secs(20);
+    config.cache.stale_while_revalidate = Duration::ZERO;
     let downstream = Downstream::new(&config).unwrap();
     assert_fresh_for(&downstream, &server, 20).await;
 }
@@ -170,7 +173,10 @@ async fn concurrent_failures_are_shared_and_not_cached() {
         .respond_with(ResponseTemplate::new(503).set_delay(Duration::from_millis(200)))
         .mount(&server)
         .await;
-    let downstream = downstream(&server);
+    // Without retries, so that one call is one request.
+    let mut config = config(&server.uri());
+    config.product.retry.max_attempts = 1;
+    let downstream = Downstream::new(&config).unwrap();
     let id = product_id(1);
     let ctx = ctx();
     let results = join_all((0..20).map(|_| downstream.catalog().product(&ctx, &id))).await;

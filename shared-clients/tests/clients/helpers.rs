@@ -24,7 +24,9 @@ pub fn config(url: &str) -> DownstreamConfig {
         cache: CacheConfig {
             max_ttl: Duration::from_secs(60),
             max_bytes: 16 * 1024 * 1024,
+            ..CacheConfig::default()
         },
+        ..DownstreamConfig::default()
     }
 }
 

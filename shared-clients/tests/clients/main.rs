@@ -1,9 +1,18 @@
 //! Integration tests of `shared-clients`: the clients against wiremock (errors, tolerance,
-//! headers, caching) and against the reference services (every operation end to end).
+//! headers, caching) and against the reference services (every operation end to end), and the
+//! resilience layer (deadlines, retries, breakers and bulkheads, stale serving, private caching)
+//! against both, counting what reaches the downstream.
 
+mod breaker;
 mod caching;
+mod checkout;
+mod deadlines;
 mod errors;
 mod headers;
 mod helpers;
+mod private_data;
 mod reference;
+mod retries;
+mod stale;
+mod timing;
 mod tolerance;
