@@ -1,30 +1,125 @@
 //! `bff-web`: the GraphQL gateway for the web app.
 //!
 //! The binary (`main.rs`) only hands [`build`] to [`server_kit::run`]; everything a test needs
-//! is here. Today the gateway serves the shared `/health` and `/ready` (see `server-kit`) over
-//! the shared downstream clients; the GraphQL API (async-graphql) arrives with the web issue.
+//! is here. The gateway serves one GraphQL endpoint (`/graphql` by default) over the shared
+//! downstream clients, plus the shared `/health` and `/ready` (see `server-kit`).
+//!
+//! Modules:
+//! - [`config`]: [`WebConfig`], the `[gateway]` section: endpoint, limits, APQ, CORS, auth,
+//!   checkout.
+//! - [`schema`]: the GraphQL schema (types, resolvers, the per-request product loader, document
+//!   limits, error codes). Knows nothing of HTTP.
+//! - [`graphql`]: the endpoint over HTTP — GET/POST, content negotiation, status codes,
+//!   authentication, the downstream context of each request.
+//! - [`apq`]: automatic persisted queries.
+//! - [`graphiql`]: the self-contained query page for browsers.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+pub mod apq;
+pub mod config;
+pub mod graphiql;
+pub mod graphql;
+pub mod schema;
+
+use std::sync::Arc;
 
 use axum::Router;
-use serde::{Deserialize, Serialize};
-use server_kit::{GatewayConfig, Settings, server::Gateway};
-use shared_clients::{BuildError, Downstream};
+use http::{HeaderName, HeaderValue, Method, header};
+use server_kit::{ConfigError, Settings, auth::Authenticator, server::Gateway};
+use shared_clients::{Downstream, OrderPlacement};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
-/// Settings of `bff-web` alone: the `[gateway]` section of its configuration.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WebConfig {}
+pub use config::WebConfig;
 
-impl GatewayConfig for WebConfig {
-    const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
-}
+use crate::{
+    apq::PersistedQueries,
+    graphql::Endpoint,
+    schema::{PageSizes, SchemaOptions, Services, limits::Limits},
+};
 
 /// Every setting of `bff-web`.
 pub type WebSettings = Settings<WebConfig>;
 
+/// The gateway could not be built from its settings (reported once, at start-up).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The downstream clients could not be built (e.g. a bad URL).
+    #[error(transparent)]
+    Downstream(#[from] shared_clients::BuildError),
+    /// The authentication settings are not usable.
+    #[error(transparent)]
+    Auth(#[from] ConfigError),
+}
+
 /// Builds the gateway: its downstream clients (built once, shared by every request) and routes.
 pub fn build(settings: &WebSettings) -> Result<Gateway, BuildError> {
     let downstream = Downstream::new(&settings.downstream)?;
-    Ok(Gateway::new(Router::new(), downstream))
+    let routes = routes(settings, downstream.clone())?;
+    Ok(Gateway::new(routes, downstream))
+}
+
+/// The gateway's own routes over `downstream` (what [`build`] serves; tests may call it too).
+pub fn routes(settings: &WebSettings, downstream: Downstream) -> Result<Router, BuildError> {
+    let config = &settings.gateway;
+    let services = Services {
+        placement: OrderPlacement::new(downstream.clone(), &config.checkout),
+        downstream,
+        pages: PageSizes {
+            default: config.limits.default_page_size,
+            max: config.limits.max_page_size,
+        },
+    };
+    let limits = Limits {
+        max_depth: config.limits.max_depth,
+        max_complexity: config.limits.max_complexity,
+        max_aliases: config.limits.max_aliases,
+        max_root_fields: config.limits.max_root_fields,
+    };
+    let schema = schema::build(
+        services.clone(),
+        SchemaOptions {
+            limits,
+            introspection: config.introspection,
+        },
+    );
+    let endpoint = Endpoint {
+        schema,
+        services,
+        auth: Authenticator::new(&config.auth)?,
+        apq: PersistedQueries::new(config.apq.enabled, config.apq.max_entries),
+        graphiql: config.graphiql,
+        path: Arc::from(config.path.as_str()),
+        deadline: settings.downstream.deadline,
+    };
+    let router = graphql::routes(endpoint);
+    Ok(match cors(config) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    })
+}
+
+/// The CORS layer for the configured origins, if any.
+fn cors(config: &WebConfig) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = config
+        .cors
+        .allowed_origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("traceparent"),
+            ])
+            .expose_headers([HeaderName::from_static("x-request-id")])
+            .max_age(config.cors.max_age),
+    )
 }

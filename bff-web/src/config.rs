@@ -1,0 +1,259 @@
+//! The `[gateway]` section of `bff-web`'s settings: [`WebConfig`] and its parts.
+//!
+//! Every field has a default, so an empty configuration serves the reference services on their
+//! default ports (with every bearer token refused until `auth.hs256_secret` or `auth.jwks_url` is
+//! set). In a file the section is `[gateway]`, `[gateway.limits]`, …; in the environment
+//! `BFF_GATEWAY__LIMITS__MAX_DEPTH=8` and so on.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use server_kit::{ConfigError, GatewayConfig, auth::AuthConfig};
+use shared_clients::OrderPlacementConfig;
+
+/// Largest page any list may be asked for, whatever the configuration says (the downstream
+/// contract's own limit).
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// Settings of `bff-web` alone: the `[gateway]` section of its configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Where the GraphQL endpoint (and, for browsers, the query page) is served.
+    pub path: String,
+    /// Whether `GET` on the endpoint from a browser (`Accept: text/html`) shows the built-in query
+    /// page. Its assets are served by the gateway itself: it works without internet access.
+    pub graphiql: bool,
+    /// Whether the schema may be introspected (`__schema`, `__type`). Turn off in production if
+    /// the schema should not be browsable; the query page then loses its field list.
+    pub introspection: bool,
+    /// Protection against expensive documents.
+    pub limits: LimitsConfig,
+    /// Automatic persisted queries (Apollo's protocol): clients send a query's hash instead of its
+    /// text once the gateway knows it.
+    pub apq: ApqConfig,
+    /// Cross-origin access for the web app's origins.
+    pub cors: CorsConfig,
+    /// How bearer tokens are verified (`[gateway.auth]`, `BFF_GATEWAY__AUTH__HS256_SECRET`).
+    pub auth: AuthConfig,
+    /// How checkouts remember attempts, so a retried checkout returns the same order.
+    pub checkout: OrderPlacementConfig,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            path: "/graphql".to_owned(),
+            graphiql: true,
+            introspection: true,
+            limits: LimitsConfig::default(),
+            apq: ApqConfig::default(),
+            cors: CorsConfig::default(),
+            auth: AuthConfig::default(),
+            checkout: OrderPlacementConfig::default(),
+        }
+    }
+}
+
+impl GatewayConfig for WebConfig {
+    const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.path.starts_with('/') || self.path.len() < 2 {
+            return Err(ConfigError::invalid(
+                "gateway.path",
+                "must be an absolute path other than `/`, e.g. `/graphql`",
+            ));
+        }
+        self.limits.validate()?;
+        if self.apq.enabled && self.apq.max_entries == 0 {
+            return Err(ConfigError::invalid(
+                "gateway.apq.max_entries",
+                "must be greater than 0 while APQ is enabled",
+            ));
+        }
+        for origin in &self.cors.allowed_origins {
+            let valid = origin != "*"
+                && (origin.starts_with("http://") || origin.starts_with("https://"))
+                && http::HeaderValue::from_str(origin).is_ok()
+                && !origin.ends_with('/');
+            if !valid {
+                return Err(ConfigError::invalid(
+                    "gateway.cors.allowed_origins",
+                    format!("`{origin}` is not an origin such as `https://shop.example.com`"),
+                ));
+            }
+        }
+        self.auth.validate("gateway.auth")
+    }
+}
+
+/// Limits on what one GraphQL request may ask for. A document beyond a limit is refused before
+/// anything is resolved, with a code naming the limit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Deepest nesting of selections (`QUERY_TOO_DEEP` beyond it), so a document cannot walk the
+    /// graph (product → category → parent → …) without end.
+    pub max_depth: usize,
+    /// Highest complexity: one per field, list fields multiplied by their page size
+    /// (`QUERY_TOO_COMPLEX` beyond it), so one request cannot fan out to thousands of objects.
+    pub max_complexity: usize,
+    /// Most aliases in a document (`TOO_MANY_ALIASES` beyond it), so one request cannot repeat an
+    /// expensive field under many names.
+    pub max_aliases: usize,
+    /// Most fields selected at the root of the operation (`TOO_MANY_ROOT_FIELDS` beyond it).
+    pub max_root_fields: usize,
+    /// Page size when a list is asked for without `first`.
+    pub default_page_size: u32,
+    /// Largest `first` accepted (`BAD_USER_INPUT` beyond it); at most 100.
+    pub max_page_size: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_depth: 12,
+            max_complexity: 5000,
+            max_aliases: 30,
+            max_root_fields: 20,
+            default_page_size: 20,
+            max_page_size: MAX_PAGE_SIZE,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Range checks beyond the types.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("max_depth", self.max_depth),
+            ("max_complexity", self.max_complexity),
+            ("max_root_fields", self.max_root_fields),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    format!("gateway.limits.{name}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if self.max_page_size == 0 || self.max_page_size > MAX_PAGE_SIZE {
+            return Err(ConfigError::invalid(
+                "gateway.limits.max_page_size",
+                format!("must be between 1 and {MAX_PAGE_SIZE}"),
+            ));
+        }
+        if self.default_page_size == 0 || self.default_page_size > self.max_page_size {
+            return Err(ConfigError::invalid(
+                "gateway.limits.default_page_size",
+                "must be between 1 and max_page_size",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Automatic persisted queries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApqConfig {
+    /// Whether `extensions.persistedQuery` is honoured; off, such requests get
+    /// `PERSISTED_QUERY_NOT_SUPPORTED`.
+    pub enabled: bool,
+    /// Most query texts remembered (least recently used forgotten first), so the store stays
+    /// bounded whatever clients send.
+    pub max_entries: u64,
+}
+
+impl Default for ApqConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_entries: 10_000,
+        }
+    }
+}
+
+/// Cross-origin resource sharing for the browser app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins allowed to call the endpoint from a browser, e.g. `https://shop.example.com`.
+    /// Empty (the default): no CORS headers, so only same-origin pages can call it.
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may cache a preflight answer.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use server_kit::config::load_from;
+
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<crate::WebSettings, ConfigError> {
+        load_from(
+            None,
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_listen_on_8080() {
+        let settings = load(&[]).expect("defaults load");
+        assert_eq!(settings.server.listen_addr.port(), 8080);
+        assert_eq!(settings.gateway, WebConfig::default());
+        assert_eq!(settings.gateway.limits.max_page_size, 100);
+    }
+
+    #[test]
+    fn gateway_settings_come_from_the_environment() {
+        let settings = load(&[
+            ("BFF_GATEWAY__LIMITS__MAX_DEPTH", "7"),
+            (
+                "BFF_GATEWAY__AUTH__HS256_SECRET",
+                "a-development-secret-of-32-bytes!!",
+            ),
+            ("BFF_GATEWAY__CORS__MAX_AGE", "1m"),
+        ])
+        .expect("loads");
+        assert_eq!(settings.gateway.limits.max_depth, 7);
+        assert!(settings.gateway.auth.hs256_secret.is_some());
+        assert_eq!(settings.gateway.cors.max_age, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_naming_the_setting() {
+        for (key, value, setting) in [
+            ("BFF_GATEWAY__LIMITS__MAX_PAGE_SIZE", "101", "max_page_size"),
+            ("BFF_GATEWAY__PATH", "graphql", "gateway.path"),
+            ("BFF_GATEWAY__AUTH__HS256_SECRET", "short", "hs256_secret"),
+            ("BFF_GATEWAY__LIMITS__MAX_DEPHT", "3", "max_depht"),
+        ] {
+            let error = load(&[(key, value)]).expect_err(key).to_string();
+            assert!(error.contains(setting), "{key}: {error}");
+        }
+        let cors = WebConfig {
+            cors: CorsConfig {
+                allowed_origins: vec!["*".to_owned()],
+                ..CorsConfig::default()
+            },
+            ..WebConfig::default()
+        };
+        assert!(cors.validate().is_err(), "a wildcard origin is refused");
+    }
+}

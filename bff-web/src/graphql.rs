@@ -1,0 +1,467 @@
+//! The GraphQL endpoint over HTTP, following the GraphQL-over-HTTP specification.
+//!
+//! - `POST` with an `application/json` body (`{query, operationName, variables, extensions}`);
+//!   any other body type is 415. Bodies above `server.max_body_bytes` are 413.
+//! - `GET` with `query`, `operationName`, `variables` and `extensions` in the query string, for
+//!   queries only: a mutation over `GET` is 405 with `Allow: POST`.
+//! - `GET` from a browser (`Accept: text/html`, no `query`) shows the built-in query page, when
+//!   `gateway.graphiql` is on.
+//! - Content negotiation: `application/graphql-response+json` when the client accepts it,
+//!   otherwise `application/json` (also without `Accept`); a client accepting neither gets 406.
+//! - Status codes: with `application/graphql-response+json`, a request that fails before execution
+//!   (unparsable or invalid document, a limit exceeded) is 400 and its body has no `data`;
+//!   once execution started, 200 (field errors travel in `errors` next to partial `data`). With
+//!   `application/json`, every well-formed request gets 200. A body that is not a GraphQL request
+//!   at all is 400 either way. `PERSISTED_QUERY_NOT_FOUND` is 200 either way (Apollo clients
+//!   expect that to resend the text).
+//! - Each request is authenticated once ([`Authenticator::authenticate`]). Without
+//!   `Authorization` it runs anonymously (viewer fields are then `UNAUTHENTICATED`); with a token
+//!   that is refused, the whole request is 401 `UNAUTHENTICATED` with a `WWW-Authenticate`
+//!   challenge. Its downstream context carries the request id, `traceparent` and the deadline
+//!   `downstream.deadline` from now.
+//!
+//! Responses are never cached by browsers or proxies (`Cache-Control: no-store`): they may hold
+//! the viewer's private data.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_graphql::{Request, ServerError, parser::types::OperationType};
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use server_kit::auth::{AuthError, Authenticator};
+use shared_clients::{RequestContext, RequestId, TraceParent};
+
+use crate::{
+    apq::{ApqError, PersistedQueries},
+    graphiql,
+    schema::{self, Executed, Identity, RequestScope, Services, WebSchema},
+};
+
+/// `application/graphql-response+json`, the GraphQL-over-HTTP response type.
+pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+/// Transport error codes (the request never reached the schema).
+pub mod codes {
+    /// The body or query string is not a GraphQL request.
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    /// A mutation was sent with `GET`.
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+    /// The body is not `application/json`.
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+    /// The client accepts no response type this endpoint produces.
+    pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
+    /// An error without a code of its own after execution started (a bug).
+    pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
+}
+
+/// What the endpoint's handlers share.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// The executable schema.
+    pub schema: WebSchema,
+    /// What every request's scope is built from.
+    pub services: Services,
+    /// Verifies bearer tokens.
+    pub auth: Authenticator,
+    /// Automatic persisted queries.
+    pub apq: PersistedQueries,
+    /// Whether browsers get the query page.
+    pub graphiql: bool,
+    /// Where the endpoint is mounted (the query page posts there).
+    pub path: Arc<str>,
+    /// The time budget of one request's downstream calls.
+    pub deadline: Duration,
+}
+
+/// The endpoint's routes, mounted at `endpoint.path`.
+pub fn routes(endpoint: Endpoint) -> Router {
+    let path = endpoint.path.to_string();
+    Router::new()
+        .route(&path, get(get_graphql).post(post_graphql))
+        .with_state(endpoint)
+}
+
+/// The response type a request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    /// `application/graphql-response+json`: status codes say whether the request ran.
+    GraphqlResponse,
+    /// `application/json`: 200 for every well-formed request.
+    Json,
+}
+
+impl Media {
+    /// The `Content-Type` value.
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
+            Self::Json => "application/json; charset=utf-8",
+        }
+    }
+}
+
+/// Chooses the response type from `Accept`; `None` when the client accepts neither.
+fn negotiate(headers: &HeaderMap) -> Option<Media> {
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if accept.is_empty() {
+        return Some(Media::Json);
+    }
+    let mut graphql = false;
+    let mut json = false;
+    for range in accept.iter().flat_map(|v| v.split(',')) {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        if refused {
+            continue;
+        }
+        match media.as_str() {
+            GRAPHQL_RESPONSE_JSON => graphql = true,
+            "application/json" | "application/*" | "*/*" => json = true,
+            _ => {}
+        }
+    }
+    if graphql {
+        Some(Media::GraphqlResponse)
+    } else if json {
+        Some(Media::Json)
+    } else {
+        None
+    }
+}
+
+/// Whether a browser asks for a page (`text/html` accepted, before any JSON type).
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// `GET /graphql`: a query in the query string, or the query page.
+async fn get_graphql(
+    State(endpoint): State<Endpoint>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if endpoint.graphiql && wants_html(&headers) && !params.contains_key("query") {
+        return Html(graphiql::page(&endpoint.path)).into_response();
+    }
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let request = match request_from_params(&params) {
+        Ok(request) => request,
+        Err(message) => {
+            return transport_error(media, StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message);
+        }
+    };
+    execute(endpoint, headers, request, media, true).await
+}
+
+/// `POST /graphql`: a JSON request body.
+async fn post_graphql(
+    State(endpoint): State<Endpoint>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return transport_error(
+            media,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            codes::UNSUPPORTED_MEDIA_TYPE,
+            "Send the request as `Content-Type: application/json`.",
+        );
+    }
+    let request = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(map)) => {
+            match serde_json::from_value::<Request>(serde_json::Value::Object(map)) {
+                Ok(request) => request,
+                Err(_) => {
+                    return transport_error(
+                        media,
+                        StatusCode::BAD_REQUEST,
+                        codes::BAD_REQUEST,
+                        "The body is not a GraphQL request: `query` must be a string, \
+                         `variables` and `extensions` objects.",
+                    );
+                }
+            }
+        }
+        Ok(_) => {
+            return transport_error(
+                media,
+                StatusCode::BAD_REQUEST,
+                codes::BAD_REQUEST,
+                "The body must be one JSON object (batches are not supported).",
+            );
+        }
+        Err(_) => {
+            return transport_error(
+                media,
+                StatusCode::BAD_REQUEST,
+                codes::BAD_REQUEST,
+                "The body is not valid JSON.",
+            );
+        }
+    };
+    execute(endpoint, headers, request, media, false).await
+}
+
+/// A request from `GET` parameters.
+fn request_from_params(params: &HashMap<String, String>) -> Result<Request, &'static str> {
+    let mut request = Request::new(params.get("query").cloned().unwrap_or_default());
+    if let Some(name) = params.get("operationName").filter(|n| !n.is_empty()) {
+        request = request.operation_name(name.clone());
+    }
+    if let Some(variables) = params.get("variables").filter(|v| !v.is_empty()) {
+        let variables =
+            serde_json::from_str(variables).map_err(|_| "`variables` must be a JSON object.")?;
+        request = request.variables(async_graphql::Variables::from_json(variables));
+    }
+    if let Some(extensions) = params.get("extensions").filter(|v| !v.is_empty()) {
+        request.extensions =
+            serde_json::from_str(extensions).map_err(|_| "`extensions` must be a JSON object.")?;
+    }
+    Ok(request)
+}
+
+/// Runs one request through APQ, the `GET` rule, authentication and the schema.
+async fn execute(
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    mut request: Request,
+    media: Media,
+    via_get: bool,
+) -> Response {
+    if let Err(error) = endpoint.apq.apply(&mut request).await {
+        let status = match (error, media) {
+            (ApqError::NotFound, _) | (_, Media::Json) => StatusCode::OK,
+            (_, Media::GraphqlResponse) => StatusCode::BAD_REQUEST,
+        };
+        return transport_error(media, status, error.code(), error.message());
+    }
+    if request.query.trim().is_empty() {
+        return transport_error(
+            media,
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+            "The request has no `query`.",
+        );
+    }
+    if let Ok(document) = async_graphql::parser::parse_query(&request.query) {
+        let ty = schema::limits::operation_type(&document, request.operation_name.as_deref());
+        if via_get && ty == Some(OperationType::Mutation) {
+            let mut response = transport_error(
+                media,
+                StatusCode::METHOD_NOT_ALLOWED,
+                codes::METHOD_NOT_ALLOWED,
+                "Mutations must be sent with POST.",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        request.set_parsed_query(document);
+    }
+
+    let identity = match endpoint.auth.authenticate(&headers).await {
+        Ok(Some(user)) => Identity::User(user.into_user_id()),
+        Ok(None) => Identity::Anonymous,
+        Err(refused) => return unauthenticated(media, refused),
+    };
+    let context = downstream_context(&headers, endpoint.deadline);
+    let executed = Executed::default();
+    let scope = RequestScope::new(&endpoint.services, context, identity);
+    let staleness = Arc::clone(&scope.staleness);
+    let request = request.data(scope).data(executed.clone());
+    let mut response = endpoint.schema.execute(request).await;
+    if let Some(stale) = staleness.report() {
+        // Said once per answer: which sources were served from the cache past their freshness.
+        response.extensions.insert(
+            "stale".to_owned(),
+            async_graphql::Value::from_json(serde_json::json!({
+                "sources": stale.sources,
+                "maxAgeSeconds": stale.max_age_seconds,
+            }))
+            .unwrap_or_default(),
+        );
+    }
+    let ran = executed.get();
+
+    let status = if ran || media == Media::Json {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let fallback = if ran {
+        codes::INTERNAL
+    } else {
+        schema::limits::codes::VALIDATION_FAILED
+    };
+    let errors: Vec<ServerError> = response
+        .errors
+        .into_iter()
+        .map(|mut error| {
+            let ext = error.extensions.get_or_insert_with(Default::default);
+            if ext.get("code").is_none() {
+                if ran {
+                    tracing::error!(message = %error.message, "GraphQL error without a code");
+                    error.message = "Internal error.".to_owned();
+                }
+                let ext = error.extensions.get_or_insert_with(Default::default);
+                ext.set("code", fallback);
+            }
+            error
+        })
+        .collect();
+    let mut body = serde_json::Map::new();
+    if ran {
+        body.insert(
+            "data".to_owned(),
+            serde_json::to_value(&response.data).unwrap_or(serde_json::Value::Null),
+        );
+    }
+    if !errors.is_empty() {
+        body.insert(
+            "errors".to_owned(),
+            serde_json::to_value(&errors).unwrap_or_default(),
+        );
+    }
+    if !response.extensions.is_empty() {
+        body.insert(
+            "extensions".to_owned(),
+            serde_json::to_value(&response.extensions).unwrap_or_default(),
+        );
+    }
+    json_response(media, status, &serde_json::Value::Object(body))
+}
+
+/// The downstream context of a request: its id, trace and deadline.
+fn downstream_context(headers: &HeaderMap, deadline: Duration) -> RequestContext {
+    let mut context = RequestContext::new().with_timeout_from_now(deadline);
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(id) = header("x-request-id").and_then(|v| RequestId::parse(v).ok()) {
+        context = context.with_request_id(id);
+    }
+    if let Some(tp) = header("traceparent").and_then(|v| TraceParent::parse(v).ok()) {
+        context = context.with_traceparent(tp);
+    }
+    context
+}
+
+/// A response with a GraphQL body.
+fn json_response(media: Media, status: StatusCode, body: &serde_json::Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = (status, bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(media.content_type()),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Authorization"),
+    );
+    response
+}
+
+/// A request refused before the schema saw it, as a GraphQL error body without `data`.
+fn transport_error(media: Media, status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    });
+    json_response(media, status, &body)
+}
+
+/// 401 for a bearer token that is present but refused: the whole request, catalog included, is
+/// refused, so a broken or expired token never silently turns a request anonymous. The body is a
+/// GraphQL error (`UNAUTHENTICATED` with the public `reason`), with a `WWW-Authenticate` challenge.
+fn unauthenticated(media: Media, refused: AuthError) -> Response {
+    let error = schema::error::unauthenticated(refused);
+    let reason = refused.public_code();
+    let body = serde_json::json!({
+        "errors": [{
+            "message": error.message,
+            "extensions": { "code": schema::error::Code::Unauthenticated.as_str(), "reason": reason },
+        }]
+    });
+    let mut response = json_response(media, StatusCode::UNAUTHORIZED, &body);
+    let challenge = match refused {
+        AuthError::Expired => {
+            r#"Bearer error="invalid_token", error_description="The token expired""#
+        }
+        _ => r#"Bearer error="invalid_token""#,
+    };
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
+}
+
+/// 406: the client accepts no type this endpoint produces (answered in JSON all the same).
+fn not_acceptable() -> Response {
+    transport_error(
+        Media::Json,
+        StatusCode::NOT_ACCEPTABLE,
+        codes::NOT_ACCEPTABLE,
+        "Accept `application/graphql-response+json` or `application/json`.",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn negotiation_prefers_the_graphql_response_type_and_defaults_to_json() {
+        assert_eq!(negotiate(&HeaderMap::new()), Some(Media::Json));
+        assert_eq!(negotiate(&accept("application/json")), Some(Media::Json));
+        assert_eq!(negotiate(&accept("*/*")), Some(Media::Json));
+        assert_eq!(
+            negotiate(&accept(
+                "application/json, application/graphql-response+json;q=0.9"
+            )),
+            Some(Media::GraphqlResponse)
+        );
+        assert_eq!(
+            negotiate(&accept(
+                "application/graphql-response+json;q=0, application/json"
+            )),
+            Some(Media::Json)
+        );
+        assert_eq!(negotiate(&accept("text/plain")), None);
+    }
+}

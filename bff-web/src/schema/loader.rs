@@ -1,0 +1,58 @@
+//! [`ProductLoader`]: the per-request DataLoader over the catalog's batched product lookup.
+//!
+//! Every `product` field of one request (cart lines, order lines, …) asks the loader; the loader
+//! collects the ids asked within one tick and makes one [`Catalog::products`] call for them, which
+//! answers cached ids from the shared cache and fetches the others in batch calls of at most 100
+//! ids. So a cart of 50 lines costs one cart call plus at most one product call.
+//!
+//! The loader is built per request (see [`RequestScope`](super::scope::RequestScope)): it carries
+//! that request's [`RequestContext`] (request id, trace, deadline), and its memo never serves one
+//! request's answers to another.
+//!
+//! [`Catalog::products`]: shared_clients::Catalog::products
+
+use std::{collections::HashMap, sync::Arc};
+
+use async_graphql::dataloader::Loader;
+use shared_clients::{ClientError, Downstream, Product, ProductId, RequestContext};
+
+use super::scope::Staleness;
+
+/// Loads products by id for one request.
+pub struct ProductLoader {
+    /// Where products come from.
+    downstream: Downstream,
+    /// The request's context, propagated on the batch calls.
+    context: RequestContext,
+    /// Where stale answers are recorded, for the response's `extensions`.
+    staleness: Arc<Staleness>,
+}
+
+impl ProductLoader {
+    /// A loader for one request.
+    pub fn new(downstream: Downstream, context: RequestContext, staleness: Arc<Staleness>) -> Self {
+        Self {
+            downstream,
+            context,
+            staleness,
+        }
+    }
+}
+
+impl Loader<ProductId> for ProductLoader {
+    type Value = Arc<Product>;
+    type Error = ClientError;
+
+    async fn load(
+        &self,
+        keys: &[ProductId],
+    ) -> Result<HashMap<ProductId, Self::Value>, Self::Error> {
+        let found = self
+            .downstream
+            .catalog()
+            .products(&self.context, keys)
+            .await?;
+        self.staleness.record("products", found.freshness);
+        Ok(found.into_map())
+    }
+}

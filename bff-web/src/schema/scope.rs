@@ -1,0 +1,146 @@
+//! What each request brings to the resolvers ([`RequestScope`]) and what the whole schema shares
+//! ([`Services`]).
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_graphql::{Context, dataloader::DataLoader};
+use server_kit::auth::AuthError;
+use shared_clients::{Downstream, Freshness, OrderPlacement, RequestContext, UserId};
+
+use super::{error, loader::ProductLoader};
+
+/// Who is asking, as the transport established it before the request ran (a request whose token
+/// is refused never reaches the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// No credentials were sent: catalog fields work, viewer fields are `UNAUTHENTICATED`.
+    Anonymous,
+    /// A verified user; cart and order calls act for them.
+    User(UserId),
+}
+
+/// Per-request data: the downstream context, the identity and the request's loaders. Built by the
+/// transport for each request and put into the request's data, so loaders never outlive it (their
+/// batches and memo are per request and per identity).
+pub struct RequestScope {
+    /// Propagated on every downstream call (request id, trace, deadline).
+    pub context: RequestContext,
+    /// Who is asking.
+    pub identity: Identity,
+    /// Batches product lookups of this request: one catalog batch call per tick.
+    pub products: DataLoader<ProductLoader>,
+    /// Which parts of the answer were served stale from the cache; the transport reports them
+    /// in the response's `extensions`.
+    pub staleness: Arc<Staleness>,
+}
+
+impl RequestScope {
+    /// A scope for one request.
+    pub fn new(services: &Services, context: RequestContext, identity: Identity) -> Self {
+        let staleness = Arc::new(Staleness::default());
+        let loader = ProductLoader::new(
+            services.downstream.clone(),
+            context.clone(),
+            Arc::clone(&staleness),
+        );
+        Self {
+            context,
+            identity,
+            products: DataLoader::new(loader, tokio::spawn),
+            staleness,
+        }
+    }
+
+    /// The request's scope, from a resolver's context.
+    pub fn of<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a RequestScope> {
+        ctx.data::<RequestScope>()
+    }
+
+    /// The signed-in user, or `UNAUTHENTICATED`.
+    pub fn user(&self) -> async_graphql::Result<&UserId> {
+        match &self.identity {
+            Identity::User(user) => Ok(user),
+            Identity::Anonymous => Err(error::unauthenticated(AuthError::Missing)),
+        }
+    }
+}
+
+/// What every request shares: the downstream clients and the gateway's settings.
+#[derive(Clone)]
+pub struct Services {
+    /// The downstream facade (caches and connection pools are process-wide).
+    pub downstream: Downstream,
+    /// Places orders (checkout), remembering attempts so retries get the same order.
+    pub placement: OrderPlacement,
+    /// Page sizes.
+    pub pages: PageSizes,
+}
+
+impl Services {
+    /// The shared services, from a resolver's context.
+    pub fn of<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Services> {
+        ctx.data::<Services>()
+    }
+}
+
+/// How large list pages are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSizes {
+    /// Without `first`.
+    pub default: u32,
+    /// The largest `first` accepted.
+    pub max: u32,
+}
+
+impl PageSizes {
+    /// The page size for `first`, or `BAD_USER_INPUT` when it is out of range.
+    pub fn resolve(&self, first: Option<i32>) -> async_graphql::Result<u32> {
+        match first {
+            None => Ok(self.default),
+            Some(n) if n >= 1 && u32::try_from(n).is_ok_and(|n| n <= self.max) => {
+                Ok(u32::try_from(n).unwrap_or(self.default))
+            }
+            Some(_) => Err(error::bad_input(
+                "first",
+                &format!("`first` must be between 1 and {}.", self.max),
+            )),
+        }
+    }
+}
+
+/// What of one answer was served stale (past its freshness lifetime, from the cache), so the
+/// client can be told. Collected while resolving; read once at the end.
+#[derive(Debug, Default)]
+pub struct Staleness {
+    /// The stale sources (`products`, `categories`) and the oldest age seen.
+    report: Mutex<StaleReport>,
+}
+
+/// The stale parts of one answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StaleReport {
+    /// What was stale, each named once: `products`, `categories`.
+    pub sources: Vec<&'static str>,
+    /// The age of the oldest stale value, in seconds.
+    pub max_age_seconds: f64,
+}
+
+impl Staleness {
+    /// Records the freshness of a value from `source`; fresh values change nothing.
+    pub fn record(&self, source: &'static str, freshness: Freshness) {
+        if !freshness.is_stale() {
+            return;
+        }
+        let mut report = self.report.lock().unwrap_or_else(PoisonError::into_inner);
+        if !report.sources.contains(&source) {
+            report.sources.push(source);
+        }
+        report.max_age_seconds = report.max_age_seconds.max(freshness.age().as_secs_f64());
+    }
+
+    /// What was stale, if anything.
+    pub fn report(&self) -> Option<StaleReport> {
+        let report = self.report.lock().unwrap_or_else(PoisonError::into_inner);
+        (!report.sources.is_empty()).then(|| report.clone())
+    }
+}

@@ -1,0 +1,105 @@
+//! Partial data and error codes when a downstream service fails.
+
+use std::time::Duration;
+
+use reference_services::{FaultMode, ServiceKind};
+use serde_json::{Value, json};
+
+use crate::helpers::{spawn_app, token};
+
+#[tokio::test]
+async fn a_cart_whose_product_service_is_down_returns_its_lines_with_null_products() {
+    let app = spawn_app().await;
+    let user = app.services.world.user_with_cart().to_owned();
+    app.services
+        .world
+        .admin(ServiceKind::Product)
+        .set_mode(FaultMode::Failing);
+
+    let answer = app
+        .query(
+            "{ viewer { cart { itemCount lines { productId quantity product { name } } } } }",
+            json!({}),
+            Some(&token(&user)),
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    let lines = answer
+        .data("/viewer/cart/lines")
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert!(line["productId"].is_string());
+        assert_eq!(line["product"], Value::Null);
+    }
+    assert!(answer.data("/viewer/cart/itemCount").as_i64().unwrap() > 0);
+    let errors = answer.body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), lines.len(), "one error per failed path");
+    for (i, error) in errors.iter().enumerate() {
+        assert_eq!(error["extensions"]["code"], "DOWNSTREAM_UNAVAILABLE");
+        assert_eq!(error["extensions"]["service"], "product");
+        assert_eq!(
+            error["path"],
+            json!(["viewer", "cart", "lines", i, "product"])
+        );
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            !message.contains("http") && !message.contains("503"),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failing_cart_service_nulls_only_the_cart() {
+    let app = spawn_app().await;
+    let user = app.services.world.user_with_cart().to_owned();
+    app.services
+        .world
+        .admin(ServiceKind::Cart)
+        .set_mode(FaultMode::Failing);
+    let answer = app
+        .query(
+            "{ viewer { id cart { itemCount } } categories { id } }",
+            json!({}),
+            Some(&token(&user)),
+        )
+        .await;
+    assert_eq!(answer.data("/viewer/id"), user.as_str());
+    assert_eq!(answer.data("/viewer/cart"), &Value::Null);
+    assert!(answer.data("/categories").as_array().is_some());
+    assert_eq!(answer.codes(), ["DOWNSTREAM_UNAVAILABLE"]);
+    assert_eq!(answer.body["errors"][0]["extensions"]["service"], "cart");
+}
+
+#[tokio::test]
+async fn data_served_stale_from_the_cache_is_flagged_in_extensions() {
+    let app = spawn_app().await;
+    let query = r#"{ product(id: "p-00001") { name } }"#;
+    app.query(query, json!({}), None).await.assert_ok();
+    assert!(
+        app.query(query, json!({}), None)
+            .await
+            .body
+            .get("extensions")
+            .is_none()
+    );
+
+    // Let the cached product expire (the services say max-age=30s) without sleeping.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(45)).await;
+    tokio::time::resume();
+    app.services
+        .world
+        .admin(ServiceKind::Product)
+        .set_mode(FaultMode::Failing);
+
+    let answer = app.query(query, json!({}), None).await;
+    answer.assert_ok();
+    assert!(answer.data("/product/name").as_str().is_some());
+    let stale = &answer.body["extensions"]["stale"];
+    assert_eq!(stale["sources"], json!(["products"]), "{:#}", answer.body);
+    assert!(stale["maxAgeSeconds"].as_f64().unwrap() >= 30.0);
+}

@@ -1,0 +1,85 @@
+//! Document limits are enforced before anything is resolved, with codes.
+
+use reference_services::ServiceKind;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn a_document_nested_too_deep_is_refused() {
+    let app = spawn_app_with(|s| s.gateway.limits.max_depth = 4).await;
+    app.reset_stats();
+    let answer = app
+        .query(
+            "{ categories { parent { parent { parent { parent { id } } } } } }",
+            json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(answer.codes(), ["QUERY_TOO_DEEP"]);
+    assert!(answer.body.get("data").is_none());
+    assert_eq!(
+        app.stats(ServiceKind::Product).total,
+        0,
+        "nothing was resolved"
+    );
+}
+
+#[tokio::test]
+async fn a_document_too_complex_is_refused() {
+    let app = spawn_app().await;
+    let fields = "id name brand description sku price { amount currency formatted } listPrice { formatted } \
+                  availability { status quantity } images { url width height alt } category { id name parent { id name } }";
+    let query = format!(
+        "{{ a: products(first: 100) {{ nodes {{ {fields} }} }} b: products(first: 100) {{ nodes {{ {fields} }} }} }}"
+    );
+    let answer = app.query(&query, json!({}), None).await;
+    assert_eq!(answer.codes(), ["QUERY_TOO_COMPLEX"]);
+    let small = format!("{{ products(first: 5) {{ nodes {{ {fields} }} }} }}");
+    app.query(&small, json!({}), None).await.assert_ok();
+}
+
+#[tokio::test]
+async fn too_many_aliases_are_refused() {
+    let app = spawn_app().await;
+    let aliases: String = (0..31)
+        .map(|i| format!("c{i}: categories {{ id }} "))
+        .collect();
+    let answer = app
+        .query(&format!("{{ {aliases} }}"), json!({}), None)
+        .await;
+    assert_eq!(answer.codes(), ["TOO_MANY_ALIASES"]);
+}
+
+#[tokio::test]
+async fn too_many_root_fields_are_refused() {
+    let app = spawn_app_with(|s| s.gateway.limits.max_root_fields = 2).await;
+    let answer = app
+        .query(
+            "{ categories { id } products { nodes { id } } viewer { id } }",
+            json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(answer.codes(), ["TOO_MANY_ROOT_FIELDS"]);
+}
+
+#[tokio::test]
+async fn introspection_can_be_turned_off() {
+    let app = spawn_app_with(|s| s.gateway.introspection = false).await;
+    let answer = app
+        .query("{ __schema { types { name } } }", json!({}), None)
+        .await;
+    assert_eq!(
+        answer.data("/__schema"),
+        &serde_json::Value::Null,
+        "{:#}",
+        answer.body
+    );
+    let on = spawn_app().await;
+    let answer = on
+        .query("{ __schema { types { name } } }", json!({}), None)
+        .await;
+    answer.assert_ok();
+    assert!(answer.data("/__schema/types").is_array());
+}

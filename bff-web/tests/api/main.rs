@@ -1,0 +1,14 @@
+//! Integration tests of `bff-web` over real HTTP against the reference services. One binary:
+//! each module covers one area; `helpers` starts the gateway.
+
+mod helpers;
+
+mod auth;
+mod catalog;
+mod efficiency;
+mod errors;
+mod http;
+mod limits;
+mod mutations;
+mod schema;
+mod viewer;
