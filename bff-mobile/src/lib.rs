@@ -1,30 +1,86 @@
 //! `bff-mobile`: the compact, screen-shaped JSON gateway for the mobile apps.
 //!
-//! The binary (`main.rs`) only hands [`build`] to [`server_kit::run`]; everything a test needs
-//! is here. Today the gateway serves the shared `/health` and `/ready` (see `server-kit`) over
-//! the shared downstream clients; the screen endpoints arrive with the mobile issue.
+//! One request per screen, the smallest payload that draws it, nothing left to compute on the
+//! device, cheap revalidation. The binary (`main.rs`) only hands [`build`] to
+//! [`server_kit::run`]; everything a test needs is here.
+//!
+//! Modules:
+//! - [`config`]: [`MobileConfig`], the `[gateway]` section (auth, deadline, limits, caching,
+//!   compression, image widths, checkout memory).
+//! - `state`: the one router state, [`AppState`], and its substates.
+//! - [`error`]: [`ApiError`], the one error type, answered as `application/problem+json` with a
+//!   stable `type` and `code`; its `//!` says which problem is used when.
+//! - `extract`: extractors that reject in the mobile problem format (JSON bodies, query strings,
+//!   path ids, `Idempotency-Key`), the per-request downstream context and the image hint.
+//! - `caching`: `Cache-Control`/`Vary` of a screen ([`Screen`]), and the middleware that adds a
+//!   strong `ETag` to every successful GET and answers a matching `If-None-Match` with 304.
+//! - `money`: prices as integer minor units plus a display string, the currency once per payload.
+//! - `image`: picking the one image rendition that fits the client's hint.
+//! - `screens`: one file per screen (`home`, `products`, `product`, `cart`, `checkout`,
+//!   `orders`, `order`), each with a `Query`/body type, the payload type and its handler, plus
+//!   the routes.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+pub mod config;
+pub mod error;
 
-use axum::Router;
-use serde::{Deserialize, Serialize};
-use server_kit::{GatewayConfig, Settings, server::Gateway};
-use shared_clients::{BuildError, Downstream};
+mod caching;
+mod extract;
+mod image;
+mod money;
+mod screens;
+mod state;
 
-/// Settings of `bff-mobile` alone: the `[gateway]` section of its configuration.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MobileConfig {}
+use axum::{Router, extract::DefaultBodyLimit};
+use server_kit::server::Gateway;
+use shared_clients::Downstream;
+use tower_http::compression::{CompressionLayer, predicate::SizeAbove};
 
-impl GatewayConfig for MobileConfig {
-    const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8081);
-}
+pub use caching::Screen;
+pub use config::MobileConfig;
+pub use error::ApiError;
+pub use state::AppState;
 
 /// Every setting of `bff-mobile`.
-pub type MobileSettings = Settings<MobileConfig>;
+pub type MobileSettings = server_kit::Settings<MobileConfig>;
+
+/// The versioned prefix of every mobile endpoint.
+pub const PREFIX: &str = "/m/v1";
+
+/// Why the gateway cannot be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A downstream client could not be created (e.g. a bad URL).
+    #[error(transparent)]
+    Downstream(#[from] shared_clients::BuildError),
+    /// The authentication settings are unusable.
+    #[error(transparent)]
+    Auth(#[from] server_kit::ConfigError),
+}
 
 /// Builds the gateway: its downstream clients (built once, shared by every request) and routes.
 pub fn build(settings: &MobileSettings) -> Result<Gateway, BuildError> {
     let downstream = Downstream::new(&settings.downstream)?;
-    Ok(Gateway::new(Router::new(), downstream))
+    let state = AppState::new(settings, downstream.clone())?;
+    Ok(Gateway::new(router(state), downstream))
+}
+
+/// The mobile routes under [`PREFIX`], with compression, revalidation and the body limit.
+///
+/// From the outside in: `ETag`/304 (over the bytes actually sent, so each content coding has its
+/// own strong tag), compression of responses above `compression_min_bytes`, the body limit.
+pub fn router(state: AppState) -> Router {
+    let config = state.config();
+    let compression = CompressionLayer::new()
+        .gzip(true)
+        .br(true)
+        .compress_when(SizeAbove::new(config.compression_min_bytes));
+    let body_limit = DefaultBodyLimit::max(config.max_body_bytes);
+    Router::new().nest(
+        PREFIX,
+        screens::routes()
+            .with_state(state)
+            .layer(body_limit)
+            .layer(compression)
+            .layer(axum::middleware::from_fn(caching::revalidate)),
+    )
 }

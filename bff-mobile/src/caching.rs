@@ -1,0 +1,211 @@
+//! Correct caching and cheap revalidation.
+//!
+//! - [`Screen`] is what every handler returns: the payload plus who may cache it.
+//!   Catalog screens are `public, max-age=<gateway.catalog_max_age>`; anything with user data is
+//!   `private, no-store`; a degraded catalog screen is `no-cache` (it may be kept, but must be
+//!   revalidated, so the complete screen replaces it as soon as it is back). `Vary` always names
+//!   `Accept-Encoding`, plus whatever request headers the screen read (`Authorization`, `DPR`,
+//!   `Width`).
+//! - [`revalidate`] (middleware) gives every successful GET a strong `ETag`, a hash of the bytes
+//!   actually sent (so a gzip and a br answer have different tags, as strong tags must), and
+//!   answers `If-None-Match` with a matching tag (weak comparison, RFC 9110 §13.1.2) with 304
+//!   and no body, keeping `ETag`, `Cache-Control` and `Vary`.
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    extract::Request,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// `Cache-Control` of anything with user data.
+const PRIVATE: &str = "private, no-store";
+
+/// `Cache-Control` of a degraded public screen.
+const REVALIDATE: &str = "no-cache";
+
+/// Bytes of the SHA-256 kept in an entity tag (128 bits: collisions are not a concern).
+const TAG_BYTES: usize = 16;
+
+/// Who may cache a screen, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    /// Anyone, for this long.
+    Public(Duration),
+    /// Only the user's app, and it must not store it.
+    Private,
+}
+
+/// A screen's payload with its caching rules; serialized as compact JSON.
+#[derive(Debug)]
+pub struct Screen<T> {
+    /// 200, or 201 for a checkout that created its order.
+    status: StatusCode,
+    /// The payload.
+    body: T,
+    /// Who may cache it.
+    audience: Audience,
+    /// Whether parts are missing (see [`Screen::degraded`]).
+    degraded: bool,
+    /// Request headers the payload depends on, besides `Accept-Encoding`.
+    vary: Vec<&'static str>,
+}
+
+impl<T: Serialize> Screen<T> {
+    /// A catalog screen anyone may cache for `max_age`.
+    pub fn public(body: T, max_age: Duration) -> Self {
+        Self::new(body, Audience::Public(max_age))
+    }
+
+    /// A screen with user data: `private, no-store`.
+    pub fn private(body: T) -> Self {
+        Self::new(body, Audience::Private)
+    }
+
+    fn new(body: T, audience: Audience) -> Self {
+        Self {
+            status: StatusCode::OK,
+            body,
+            audience,
+            degraded: false,
+            vary: Vec::new(),
+        }
+    }
+
+    /// Marks a screen with missing parts, so public caches revalidate it every time.
+    #[must_use]
+    pub fn degraded(mut self, degraded: bool) -> Self {
+        self.degraded = degraded;
+        self
+    }
+
+    /// Names a request header the payload depends on.
+    #[must_use]
+    pub fn vary(mut self, header: &'static str) -> Self {
+        self.vary.push(header);
+        self
+    }
+
+    /// Answers with `status` instead of 200.
+    #[must_use]
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+}
+
+impl<T: Serialize> IntoResponse for Screen<T> {
+    fn into_response(self) -> Response {
+        let bytes = match serde_json::to_vec(&self.body) {
+            Ok(bytes) => bytes,
+            Err(error) => return ApiError::Internal(error.to_string()).into_response(),
+        };
+        let cache_control = match self.audience {
+            Audience::Private => HeaderValue::from_static(PRIVATE),
+            Audience::Public(_) if self.degraded => HeaderValue::from_static(REVALIDATE),
+            Audience::Public(max_age) => {
+                HeaderValue::from_str(&format!("public, max-age={}", max_age.as_secs()))
+                    .unwrap_or_else(|_| HeaderValue::from_static(REVALIDATE))
+            }
+        };
+        let mut vary = String::from("Accept-Encoding");
+        for name in &self.vary {
+            vary.push_str(", ");
+            vary.push_str(name);
+        }
+        let mut response = (self.status, bytes).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, cache_control);
+        if let Ok(vary) = HeaderValue::from_str(&vary) {
+            headers.insert(header::VARY, vary);
+        }
+        response
+    }
+}
+
+/// Middleware: a strong `ETag` on every successful GET, and 304 for a matching `If-None-Match`.
+pub async fn revalidate(request: Request, next: Next) -> Response {
+    if request.method() != Method::GET {
+        return next.run(request).await;
+    }
+    let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        Err(error) => return ApiError::Internal(error.to_string()).into_response(),
+    };
+    let tag = entity_tag(&bytes);
+    let matched = if_none_match
+        .as_ref()
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| matches(value, &tag));
+    if let Ok(value) = HeaderValue::from_str(&tag) {
+        parts.headers.insert(header::ETAG, value);
+    }
+    if matched {
+        parts.status = StatusCode::NOT_MODIFIED;
+        strip_content_headers(&mut parts.headers);
+        return Response::from_parts(parts, Body::empty());
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The strong entity tag of `bytes`: `"` + base64url of the first 128 bits of SHA-256 + `"`.
+fn entity_tag(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest[..TAG_BYTES]))
+}
+
+/// Whether an `If-None-Match` value names `tag` (weak comparison) or is `*`.
+fn matches(if_none_match: &str, tag: &str) -> bool {
+    let opaque = |candidate: &str| candidate.trim().trim_start_matches("W/").to_owned();
+    if_none_match.trim() == "*"
+        || if_none_match
+            .split(',')
+            .any(|candidate| opaque(candidate) == opaque(tag))
+}
+
+/// A 304 has no body, so headers describing one go.
+fn strip_content_headers(headers: &mut HeaderMap) {
+    for name in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_compares_weakly_and_accepts_lists_and_star() {
+        let tag = entity_tag(b"{}");
+        assert!(tag.starts_with('"') && tag.ends_with('"'));
+        assert!(matches(&tag, &tag));
+        assert!(matches(&format!("W/{tag}"), &tag));
+        assert!(matches(&format!("\"other\", {tag}"), &tag));
+        assert!(matches("*", &tag));
+        assert!(!matches("\"other\"", &tag));
+        assert_ne!(entity_tag(b"{}"), entity_tag(b"[]"));
+    }
+}

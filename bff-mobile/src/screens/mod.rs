@@ -1,0 +1,110 @@
+//! The screens, one file each, shaped alike: the request's `Query` (or body) type, the payload
+//! type with only the fields the screen draws, and a `get`/`post`/… handler that fetches
+//! (concurrently where a screen has several parts), shapes and answers a [`Screen`](crate::Screen).
+//!
+//! Payload rules, for every screen: no `null`s, no empty arrays or objects, no field equal to its
+//! documented default (absent `degraded` = nothing missing, absent `count` = 0, absent `stock` =
+//! in stock…); prices are integer minor units with a `…_text` display string, and `currency`
+//! once per payload; one image URL per product, the rendition that fits the client's hint.
+//!
+//! Parts that could not be loaded are named in `degraded`; parts served from an older cached
+//! copy because the service failed (or while it is refreshed) are named in `stale`. Either makes
+//! a public screen `no-cache`.
+//!
+//! `card` holds the parts several screens share: the product card, stock and rating display,
+//! and product lookups for cart and order lines.
+
+mod card;
+mod cart;
+mod checkout;
+mod home;
+mod order;
+mod orders;
+mod product;
+mod products;
+
+use axum::{
+    Router,
+    routing::{get, post, put},
+};
+
+use crate::{error::ApiError, state::AppState};
+
+/// Every mobile route, relative to [`PREFIX`](crate::PREFIX); anything else under it is a
+/// `route_not_found` problem.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/home", get(home::get))
+        .route("/products", get(products::get))
+        .route("/products/{product_id}", get(product::get))
+        .route("/cart", get(cart::get))
+        .route("/cart/items", post(cart::add))
+        .route(
+            "/cart/items/{product_id}",
+            put(cart::set_quantity).delete(cart::remove),
+        )
+        .route("/checkout", post(checkout::post))
+        .route("/orders", get(orders::get))
+        .route("/orders/{order_id}", get(order::get))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+}
+
+/// Names of the optional parts of screens, as listed in `degraded`.
+mod part {
+    /// Featured products (home).
+    pub const FEATURED: &str = "featured";
+    /// Top categories (home).
+    pub const CATEGORIES: &str = "categories";
+    /// The cart badge (home).
+    pub const CART: &str = "cart";
+    /// The latest order's status (home).
+    pub const LATEST_ORDER: &str = "latest_order";
+    /// Product names, images and prices of cart and order lines.
+    pub const PRODUCTS: &str = "products";
+    /// The product of the detail screen.
+    pub const PRODUCT: &str = "product";
+}
+
+/// `serde` helper (which passes a reference): whether a count is at its default, 0.
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+/// `serde` helper (which passes a reference): whether a flag is at its default, true.
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+/// Checks a requested page size against the configured bounds.
+fn page_size(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(limit) if (1..=max).contains(&limit) => Ok(limit),
+        Some(_) => Err(ApiError::InvalidQuery(format!(
+            "limit: must be an integer from 1 to {max}"
+        ))),
+    }
+}
+
+/// Checks a page cursor's shape (only cursors the API issued are valid; the service checks the
+/// rest).
+fn cursor(cursor: Option<String>) -> Result<Option<String>, ApiError> {
+    match cursor {
+        Some(cursor)
+            if cursor.is_empty()
+                || cursor.len() > 200
+                || !cursor
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+        {
+            Err(invalid_cursor())
+        }
+        other => Ok(other),
+    }
+}
+
+/// The problem of a cursor this API did not issue.
+fn invalid_cursor() -> ApiError {
+    ApiError::InvalidQuery("cursor: not a cursor from a previous page's `next`".to_owned())
+}

@@ -1,0 +1,123 @@
+//! ETag/304, Cache-Control, Vary and compression negotiation.
+
+use reqwest::Method;
+
+use crate::helpers::{decode, spawn_app};
+
+#[tokio::test]
+async fn a_matching_if_none_match_gets_a_304_without_a_body() {
+    let app = spawn_app().await;
+    let first = app.products("?limit=10").await;
+    let etag = first.header("etag").to_owned();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"'),
+        "strong tag: {etag}"
+    );
+    assert_eq!(first.header("cache-control"), "public, max-age=30");
+
+    for candidate in [etag.clone(), format!("W/{etag}"), format!("\"x\", {etag}")] {
+        let revalidated = app
+            .send(
+                app.request(Method::GET, "/products?limit=10", None)
+                    .header("if-none-match", candidate),
+            )
+            .await;
+        assert_eq!(revalidated.status, 304);
+        assert!(revalidated.bytes.is_empty());
+        assert_eq!(revalidated.header("etag"), etag);
+        assert_eq!(revalidated.header("cache-control"), "public, max-age=30");
+        assert!(revalidated.header("vary").contains("Accept-Encoding"));
+    }
+
+    let changed = app
+        .send(
+            app.request(Method::GET, "/products?limit=10", None)
+                .header("if-none-match", "\"stale\""),
+        )
+        .await;
+    assert_eq!(changed.status, 200);
+    assert_eq!(changed.bytes, first.bytes);
+}
+
+#[tokio::test]
+async fn every_screen_get_has_an_etag_and_the_right_cache_control() {
+    let app = spawn_app().await;
+    let user = app.world().user_with_orders().to_owned();
+    let order = app.world().user_orders(&user)[0].id.to_string();
+    let product = app.world().regular_product().to_owned();
+    let cases = [
+        ("/home".to_owned(), None, "public, max-age=30"),
+        ("/home".to_owned(), Some(user.as_str()), "private, no-store"),
+        ("/products".to_owned(), None, "public, max-age=30"),
+        (format!("/products/{product}"), None, "public, max-age=30"),
+        ("/cart".to_owned(), Some(user.as_str()), "private, no-store"),
+        (
+            "/orders".to_owned(),
+            Some(user.as_str()),
+            "private, no-store",
+        ),
+        (
+            format!("/orders/{order}"),
+            Some(user.as_str()),
+            "private, no-store",
+        ),
+    ];
+    for (path, as_user, cache_control) in cases {
+        let answer = app.get(&path, as_user).await;
+        assert_eq!(answer.status, 200, "{path}");
+        assert!(!answer.header("etag").is_empty(), "{path}");
+        assert_eq!(answer.header("cache-control"), cache_control, "{path}");
+        assert!(answer.header("vary").contains("Accept-Encoding"), "{path}");
+    }
+    let product_answer = app.product(&product).await;
+    assert!(product_answer.header("vary").contains("DPR"));
+}
+
+#[tokio::test]
+async fn responses_are_compressed_as_negotiated_and_tiny_ones_are_not() {
+    let app = spawn_app().await;
+    let plain = app.products("?limit=20").await;
+    assert_eq!(plain.header("content-encoding"), "");
+
+    for (accept, expected) in [("gzip", "gzip"), ("br", "br"), ("gzip;q=0.5, br", "br")] {
+        let answer = app
+            .send(
+                app.request(Method::GET, "/products?limit=20", None)
+                    .header("accept-encoding", accept),
+            )
+            .await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("content-encoding"), expected, "{accept}");
+        assert!(answer.bytes.len() < plain.bytes.len() / 2, "{accept}");
+        assert_ne!(
+            answer.header("etag"),
+            plain.header("etag"),
+            "a tag per encoding"
+        );
+        let decoded = decode(expected, answer.bytes.clone()).await;
+        assert_eq!(decoded, plain.bytes, "{accept}");
+
+        let revalidated = app
+            .send(
+                app.request(Method::GET, "/products?limit=20", None)
+                    .header("accept-encoding", accept)
+                    .header("if-none-match", answer.header("etag")),
+            )
+            .await;
+        assert_eq!(revalidated.status, 304, "{accept}");
+    }
+
+    let tiny = app
+        .send(
+            app.request(Method::GET, "/products?q=zzzz-nothing", None)
+                .header("accept-encoding", "gzip, br"),
+        )
+        .await;
+    assert_eq!(tiny.status, 200);
+    assert_eq!(
+        tiny.header("content-encoding"),
+        "",
+        "{} bytes",
+        tiny.bytes.len()
+    );
+}

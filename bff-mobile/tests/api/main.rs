@@ -1,0 +1,12 @@
+//! Integration tests of `bff-mobile` over real HTTP, against the seeded reference services.
+//! One binary; one module per area.
+
+mod caching;
+mod cart;
+mod catalog;
+mod checkout;
+mod compact;
+mod errors;
+mod helpers;
+mod home;
+mod orders;
