@@ -1,30 +1,74 @@
-//! `bff-partner`: the versioned REST gateway for partners.
+//! `bff-partner`: the versioned, documented, rate-limited REST gateway for partners.
 //!
 //! The binary (`main.rs`) only hands [`build`] to [`server_kit::run`]; everything a test needs
-//! is here. Today the gateway serves the shared `/health` and `/ready` (see `server-kit`) over
-//! the shared downstream clients; the `/v1` and `/v2` APIs arrive with the partner issue.
+//! is here. `/v1` (deprecated) and `/v2` are served side by side from the same downstream data.
+//!
+//! Modules:
+//! - [`config`]: [`PartnerConfig`], the `[gateway]` section: keys, quotas, paging, deprecation.
+//! - [`auth`]: API keys (`Authorization: Bearer`), configured as SHA-256 hashes ([`hash_key`]),
+//!   scopes and the [`Authorized`](auth::Authorized) extractor.
+//! - [`rate_limit`]: per-key token buckets behind the [`RateLimiter`](rate_limit::RateLimiter)
+//!   trait and the `RateLimit-Policy` / `RateLimit` headers.
+//! - [`error`]: [`ApiError`](error::ApiError), the documented problem types and their rendering.
+//! - [`extract`]: extractors that reject with problems (JSON bodies, queries, paths, headers).
+//! - [`params`]: query and path parameters shared by both versions.
+//! - [`service`]: what both versions do downstream (listing, pricing and creating orders).
+//! - [`v1`], [`v2`]: each version's shapes, handlers and OpenAPI document.
+//! - [`openapi`]: what both documents share (problem schema, security, headers, problem table).
+//! - [`routes`]: the routers, the authentication and quota middleware, response helpers.
+//! - [`version`]: [`Version`](version::Version) and the `/v1` deprecation headers.
+//! - [`money`]: decimal strings for v1 prices.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod money;
+pub mod openapi;
+pub mod params;
+pub mod rate_limit;
+pub mod routes;
+pub mod service;
+pub mod v1;
+pub mod v2;
+pub mod version;
 
-use axum::Router;
-use serde::{Deserialize, Serialize};
-use server_kit::{GatewayConfig, Settings, server::Gateway};
-use shared_clients::{BuildError, Downstream};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+};
 
-/// Settings of `bff-partner` alone: the `[gateway]` section of its configuration.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PartnerConfig {}
+use server_kit::{ConfigError, GatewayConfig, Settings, server::Gateway};
+use shared_clients::{BuildError, Downstream, OrderPlacement, OrderPlacementConfig};
+
+pub use auth::hash_key;
+pub use config::PartnerConfig;
+
+use crate::{auth::ApiKeys, rate_limit::InProcessLimiter, service::AppState, version::Deprecation};
 
 impl GatewayConfig for PartnerConfig {
     const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8082);
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.check()
+    }
 }
 
 /// Every setting of `bff-partner`.
 pub type PartnerSettings = Settings<PartnerConfig>;
 
-/// Builds the gateway: its downstream clients (built once, shared by every request) and routes.
+/// Builds the gateway: its downstream clients (built once, shared by every request), keys,
+/// quotas and routes.
 pub fn build(settings: &PartnerSettings) -> Result<Gateway, BuildError> {
     let downstream = Downstream::new(&settings.downstream)?;
-    Ok(Gateway::new(Router::new(), downstream))
+    let config = &settings.gateway;
+    let state = AppState {
+        placement: OrderPlacement::new(downstream.clone(), &OrderPlacementConfig::default()),
+        downstream: downstream.clone(),
+        keys: Arc::new(ApiKeys::new(config)),
+        limiter: Arc::new(InProcessLimiter::new()),
+        deprecation: Deprecation::new(&config.deprecation),
+        config: Arc::new(config.clone()),
+    };
+    Ok(Gateway::new(routes::routes(state), downstream))
 }

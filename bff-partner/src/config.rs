@@ -1,0 +1,283 @@
+//! The `[gateway]` section of `bff-partner`'s configuration: API keys, quotas, paging limits and
+//! the deprecation dates of `/v1`.
+//!
+//! Set in a TOML file (`--config`) or with `BFF_GATEWAY__…` environment variables. Every field has
+//! a default, so the gateway starts with no configuration at all, but then no key is accepted:
+//! every API request is a 401 until at least one `[[gateway.keys]]` entry is configured.
+//!
+//! ```toml
+//! [[gateway.keys]]
+//! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//! partner_id = "partner-acme"
+//! scopes = ["catalog:read", "orders:read", "orders:write"]
+//! rate_limit = { per_second = 10, burst = 20 }
+//! ```
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use server_kit::ConfigError;
+use shared_clients::PartnerId;
+
+use crate::auth::Scope;
+
+/// Largest page the downstream contract serves; no configured page size may exceed it.
+pub const DOWNSTREAM_MAX_PAGE: u32 = 100;
+
+/// Settings of `bff-partner` alone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartnerConfig {
+    /// The API keys partners authenticate with, as SHA-256 hashes (the keys themselves are never
+    /// stored in configuration, so a leaked configuration file does not leak keys).
+    pub keys: Vec<KeyConfig>,
+    /// The quota of a key that does not set its own `rate_limit`.
+    pub default_rate_limit: RateLimitConfig,
+    /// How many items a list returns.
+    pub paging: PagingConfig,
+    /// When `/v1` was deprecated and when it goes away, announced on every `/v1` response.
+    pub deprecation: DeprecationConfig,
+    /// The `Retry-After` sent with a 503 when the downstream service did not say how long to wait,
+    /// so partners back off instead of retrying at once.
+    #[serde(with = "humantime_serde")]
+    pub unavailable_retry_after: Duration,
+}
+
+impl Default for PartnerConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            default_rate_limit: RateLimitConfig::default(),
+            paging: PagingConfig::default(),
+            deprecation: DeprecationConfig::default(),
+            unavailable_retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One partner API key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The SHA-256 of the key, as 64 lowercase or uppercase hex digits (see
+    /// [`hash_key`](crate::hash_key)); the key itself appears nowhere in configuration.
+    pub sha256: String,
+    /// The partner the key acts for: its orders are the only ones it sees, and orders it creates
+    /// carry this partner id.
+    pub partner_id: PartnerId,
+    /// What the key may do (`catalog:read`, `orders:read`, `orders:write`); anything else is a 403.
+    pub scopes: Vec<Scope>,
+    /// This key's quota; `default_rate_limit` when absent.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// A token-bucket quota: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// The sustained rate: tokens added to the bucket per second.
+    pub per_second: u32,
+    /// The bucket's size: how many requests may arrive at once after a quiet period.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_second: 10,
+            burst: 20,
+        }
+    }
+}
+
+/// Page sizes of the list endpoints.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagingConfig {
+    /// The page size when a request has no `limit`.
+    pub default_limit: u32,
+    /// The largest `limit` accepted (at most 100, the downstream maximum); above it is a 400.
+    pub max_limit: u32,
+}
+
+impl Default for PagingConfig {
+    fn default() -> Self {
+        Self {
+            default_limit: 20,
+            max_limit: DOWNSTREAM_MAX_PAGE,
+        }
+    }
+}
+
+/// The dates announced on every `/v1` response.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeprecationConfig {
+    /// When `/v1` was (or will be) deprecated, as RFC 3339; sent as `Deprecation: @<unix-seconds>`
+    /// (RFC 9745).
+    #[serde(with = "humantime_serde")]
+    pub v1_deprecated_at: SystemTime,
+    /// When `/v1` stops being served, as RFC 3339; sent as `Sunset: <HTTP-date>` (RFC 8594).
+    #[serde(with = "humantime_serde")]
+    pub v1_sunset_at: SystemTime,
+}
+
+impl Default for DeprecationConfig {
+    fn default() -> Self {
+        Self {
+            // 2026-01-01T00:00:00Z
+            v1_deprecated_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            // 2027-07-01T00:00:00Z
+            v1_sunset_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_814_400_000),
+        }
+    }
+}
+
+impl PartnerConfig {
+    /// Range and consistency checks the types cannot express, naming the setting at fault.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        check_rate("gateway.default_rate_limit", &self.default_rate_limit)?;
+        for (index, key) in self.keys.iter().enumerate() {
+            let setting = format!("gateway.keys[{index}]");
+            let hex_ok =
+                key.sha256.len() == 64 && key.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex_ok {
+                return Err(ConfigError::invalid(
+                    format!("{setting}.sha256"),
+                    "must be 64 hex digits (the SHA-256 of the key)",
+                ));
+            }
+            let duplicate = self.keys[..index]
+                .iter()
+                .any(|other| other.sha256.eq_ignore_ascii_case(&key.sha256));
+            if duplicate {
+                return Err(ConfigError::invalid(
+                    format!("{setting}.sha256"),
+                    "the same key is configured twice",
+                ));
+            }
+            if let Some(rate) = &key.rate_limit {
+                check_rate(&format!("{setting}.rate_limit"), rate)?;
+            }
+        }
+        let paging = &self.paging;
+        if paging.max_limit == 0 || paging.max_limit > DOWNSTREAM_MAX_PAGE {
+            return Err(ConfigError::invalid(
+                "gateway.paging.max_limit",
+                format!("must be between 1 and {DOWNSTREAM_MAX_PAGE}"),
+            ));
+        }
+        if paging.default_limit == 0 || paging.default_limit > paging.max_limit {
+            return Err(ConfigError::invalid(
+                "gateway.paging.default_limit",
+                "must be between 1 and gateway.paging.max_limit",
+            ));
+        }
+        if self.deprecation.v1_sunset_at < self.deprecation.v1_deprecated_at {
+            return Err(ConfigError::invalid(
+                "gateway.deprecation.v1_sunset_at",
+                "must not be before gateway.deprecation.v1_deprecated_at",
+            ));
+        }
+        if self.deprecation.v1_deprecated_at < SystemTime::UNIX_EPOCH {
+            return Err(ConfigError::invalid(
+                "gateway.deprecation.v1_deprecated_at",
+                "must be after 1970",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_rate(setting: &str, rate: &RateLimitConfig) -> Result<(), ConfigError> {
+    if rate.per_second == 0 || rate.burst == 0 {
+        return Err(ConfigError::invalid(
+            setting,
+            "per_second and burst must be greater than 0",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use server_kit::config::load_from;
+
+    use super::*;
+    use crate::{PartnerSettings, auth::Scope, hash_key};
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_configuration_and_accept_no_key() {
+        let settings: PartnerSettings = load_from(None, env(&[])).expect("defaults load");
+        assert!(settings.gateway.keys.is_empty());
+        assert_eq!(settings.gateway.paging.max_limit, 100);
+        assert_eq!(settings.gateway.default_rate_limit.burst, 20);
+    }
+
+    #[test]
+    fn a_key_can_be_configured_from_one_environment_variable() {
+        let hash = hash_key("dev-key");
+        let keys = format!(
+            r#"[{{sha256="{hash}",partner_id="partner-acme",scopes=["catalog:read","orders:read","orders:write"],rate_limit={{per_second=5,burst=10}}}}]"#
+        );
+        let settings: PartnerSettings = load_from(
+            None,
+            env(&[
+                ("BFF_GATEWAY__KEYS", &keys),
+                (
+                    "BFF_GATEWAY__DEPRECATION__V1_SUNSET_AT",
+                    "2030-01-01T00:00:00Z",
+                ),
+            ]),
+        )
+        .expect("loads");
+        let key = &settings.gateway.keys[0];
+        assert_eq!(key.sha256, hash);
+        assert_eq!(key.partner_id.as_str(), "partner-acme");
+        assert_eq!(key.scopes.len(), 3);
+        assert_eq!(key.scopes[2], Scope::OrdersWrite);
+        assert_eq!(key.rate_limit.map(|r| r.burst), Some(10));
+        assert_eq!(
+            settings.gateway.deprecation.v1_sunset_at,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_893_456_000)
+        );
+    }
+
+    #[test]
+    fn bad_keys_and_limits_are_refused_naming_the_setting() {
+        for (name, value, setting) in [
+            (
+                "BFF_GATEWAY__KEYS",
+                r#"[{sha256="abc",partner_id="p",scopes=[]}]"#,
+                "gateway.keys[0].sha256",
+            ),
+            (
+                "BFF_GATEWAY__PAGING__MAX_LIMIT",
+                "500",
+                "gateway.paging.max_limit",
+            ),
+            (
+                "BFF_GATEWAY__DEFAULT_RATE_LIMIT__BURST",
+                "0",
+                "gateway.default_rate_limit",
+            ),
+            (
+                "BFF_GATEWAY__KEYS",
+                r#"[{sha256="x",partner_id="p",scopes=["orders:delete"]}]"#,
+                "orders:delete",
+            ),
+        ] {
+            let error =
+                load_from::<PartnerConfig>(None, env(&[(name, value)])).expect_err("refused");
+            assert!(error.to_string().contains(setting), "{error}");
+        }
+    }
+}

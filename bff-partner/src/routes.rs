@@ -1,0 +1,195 @@
+//! The routers of `/v1` and `/v2`, the authentication and quota middleware, and the response
+//! helpers the handlers of both versions share.
+//!
+//! Each version is one router nested under its prefix. From the outside in:
+//! 1. (`/v1` only) the deprecation headers ([`crate::version::announce_deprecation`]);
+//! 2. the problem renderer ([`crate::error::render`]): every error of the version, including
+//!    unknown paths (its fallback) and axum's bare 405, becomes the version's problem document;
+//! 3. on the API routes only: [`authenticate`] (401 without a known key) and the key's quota
+//!    (429), adding `RateLimit-Policy` and `RateLimit` to the response;
+//! 4. per handler, the [`Authorized`](crate::auth::Authorized) extractor (403 without the scope).
+//!
+//! `/vN/openapi.json` and `/vN/problems/{name}` need no key.
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Serialize;
+use shared_clients::{Creation, Served};
+
+use crate::{
+    error::{self, ApiError, PROBLEM_TYPES},
+    extract::Path,
+    openapi,
+    params::next_page_query,
+    rate_limit,
+    service::AppState,
+    v1, v2,
+    version::{self, Version},
+};
+
+/// Every route of the partner API: `/v1/…` and `/v2/…`.
+pub fn routes(state: AppState) -> Router {
+    let mut router = Router::new();
+    for version in Version::ALL {
+        let prefix = format!("/{}", version.as_str());
+        router = router
+            .nest(&prefix, version_router(&state, version))
+            // `nest` does not match `/vN/`: send it to the version's own 404.
+            .route_service(
+                &format!("{prefix}/"),
+                version_router(&state, version).into_service(),
+            );
+    }
+    router
+}
+
+/// The router of one version, with its middleware.
+fn version_router(state: &AppState, version: Version) -> Router {
+    let api: Router<AppState> = match version {
+        Version::V1 => Router::new()
+            .route("/products", get(v1::list_products))
+            .route("/products/{product_id}", get(v1::get_product))
+            .route("/categories", get(v1::list_categories))
+            .route("/orders", get(v1::list_orders).post(v1::create_order))
+            .route("/orders/{order_id}", get(v1::get_order)),
+        Version::V2 => Router::new()
+            .route("/products", get(v2::list_products))
+            .route("/products/{product_id}", get(v2::get_product))
+            .route("/categories", get(v2::list_categories))
+            .route("/orders", get(v2::list_orders).post(v2::create_order))
+            .route("/orders/{order_id}", get(v2::get_order)),
+    };
+    let document = Bytes::from(openapi::document(version).to_string());
+    let router = api
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route(
+            "/openapi.json",
+            get(move || async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
+                    document,
+                )
+            }),
+        )
+        .route(
+            "/problems/{name}",
+            get(move |path| problem_type(version, path)),
+        )
+        .fallback(|| async { ApiError::RouteNotFound })
+        .with_state(state.clone())
+        .layer(middleware::map_response(
+            move |response: Response| async move { error::render(version, response) },
+        ));
+    match version {
+        Version::V1 => router.layer(middleware::from_fn_with_state(
+            state.deprecation.clone(),
+            version::announce_deprecation,
+        )),
+        Version::V2 => router,
+    }
+}
+
+/// Authenticates the key, takes a token from its bucket, and adds the quota headers.
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let partner = match state.keys.authenticate(&parts) {
+        Ok(partner) => partner,
+        Err(error) => return error.into_response(),
+    };
+    let quota = partner.rate_limit;
+    let decision = state.limiter.acquire(&partner.key_id, quota).await;
+    let mut response = if decision.allowed {
+        parts.extensions.insert(partner);
+        next.run(Request::from_parts(parts, body)).await
+    } else {
+        ApiError::RateLimited {
+            retry_after: decision.retry_after,
+        }
+        .into_response()
+    };
+    rate_limit::add_headers(response.headers_mut(), quota, &decision);
+    response
+}
+
+/// `GET /vN/problems/{name}`: the documentation of one problem type, as JSON.
+async fn problem_type(version: Version, Path(name): Path<String>) -> Response {
+    match PROBLEM_TYPES.iter().find(|kind| kind.name == name) {
+        Some(kind) => axum::Json(serde_json::json!({
+            "type": kind.uri(version),
+            "status": kind.status,
+            "title": kind.title,
+            "description": kind.description,
+        }))
+        .into_response(),
+        None => ApiError::NotFound("problem type").into_response(),
+    }
+}
+
+/// A 200 with a JSON body.
+pub fn json<T: Serialize>(body: &T) -> Response {
+    axum::Json(body).into_response()
+}
+
+/// A 200 with a JSON body made from a possibly cached value: `Age` states how many seconds ago
+/// the value was fetched when it did not come from the service for this request.
+pub fn json_served<V, T: Serialize>(served: &Served<V>, body: &T) -> Response {
+    let mut response = json(body);
+    let age = served.age();
+    if served.is_stale() || !age.is_zero() {
+        response
+            .headers_mut()
+            .insert(header::AGE, HeaderValue::from(age.as_secs()));
+    }
+    response
+}
+
+/// A page: 200 with a JSON body and, when there is a next page, `Link: <…>; rel="next"` to it.
+/// `query` is the request's own (valid) filters, which the next page repeats.
+pub fn page<T: Serialize>(
+    version: Version,
+    resource: &str,
+    query: &[(&str, Option<String>)],
+    next_cursor: Option<&str>,
+    body: &T,
+) -> Response {
+    let mut response = json(body);
+    if let Some(cursor) = next_cursor {
+        let link = format!(
+            "</{}/{resource}?{}>; rel=\"next\"",
+            version.as_str(),
+            next_page_query(query, cursor)
+        );
+        if let Ok(link) = HeaderValue::from_str(&link) {
+            response.headers_mut().append(header::LINK, link);
+        }
+    }
+    response
+}
+
+/// The answer to an order creation: 201 with `Location` for a new order, 200 for a replay.
+pub fn created<T: Serialize>(
+    version: Version,
+    creation: Creation,
+    order_id: &str,
+    body: &T,
+) -> Response {
+    let mut response = json(body);
+    if creation == Creation::Created {
+        *response.status_mut() = StatusCode::CREATED;
+        let location = format!("/{}/orders/{order_id}", version.as_str());
+        if let Ok(location) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+    }
+    response
+}

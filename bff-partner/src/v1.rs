@@ -1,0 +1,427 @@
+//! `/v1`: the older, simpler shape, deprecated (see [`crate::version`]). Prices are decimal strings
+//! in the major unit with a separate currency, availability is a boolean, and there are no
+//! images, brand, category or attributes; orders have no line totals or shipping address.
+//!
+//! The `///` comments of these types and handlers are the descriptions in `/v1/openapi.json`.
+
+use axum::{extract::State, response::Response};
+use serde::{Deserialize, Serialize};
+use shared_clients::{Creation, ProductId, UserId};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::{
+    auth::{Authorized, CatalogRead, OrdersRead, OrdersWrite},
+    error::ApiError,
+    extract::{Ctx, IdempotencyKeyHeader, Json, Path, Query},
+    money,
+    openapi::{ProblemDoc, ProblemResponse},
+    params::{self, OrderListParams, OrderStatus, ProductListParams},
+    routes::{created, json, json_served, page},
+    service::{AppState, LineRequest, OrderRequest},
+    v2::status_name,
+    version::Version,
+};
+
+/// A product of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Product {
+    /// The product's id, for `GET /v1/products/{product_id}` and order lines.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub id: String,
+    /// The merchant's stock-keeping unit.
+    pub sku: String,
+    /// Display name.
+    pub name: String,
+    /// Long description, when there is one.
+    pub description: Option<String>,
+    /// The price as a decimal string in the currency's major unit, e.g. `"12.99"`.
+    #[schema(pattern = "^-?[0-9]+(\\.[0-9]+)?$")]
+    pub price: String,
+    /// Three-letter ISO 4217 code of `price`, e.g. `EUR`.
+    #[schema(pattern = "^[A-Z]{3}$")]
+    pub currency: String,
+    /// Whether the product can be ordered now.
+    pub in_stock: bool,
+    /// When the product last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+impl From<&shared_clients::Product> for Product {
+    fn from(product: &shared_clients::Product) -> Self {
+        Self {
+            id: product.id.to_string(),
+            sku: product.sku.clone(),
+            name: product.name.clone(),
+            description: product.description.clone(),
+            price: money::decimal(product.price.amount_minor, &product.price.currency),
+            currency: product.price.currency.clone(),
+            in_stock: product.inventory.available > 0
+                && product.inventory.status != shared_clients::InventoryStatus::OutOfStock,
+            updated_at: product.updated_at.clone(),
+        }
+    }
+}
+
+/// One page of products, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProductPage {
+    /// The products of this page.
+    pub items: Vec<Product>,
+    /// Pass as `cursor` to get the next page (also in the `Link: rel="next"` header); `null` on
+    /// the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A catalog category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Category {
+    /// The category's id, the `category` filter of `/v1/products`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The enclosing category, `null` for a top-level one.
+    pub parent_id: Option<String>,
+}
+
+/// Every category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CategoryList {
+    /// The categories, parents before their children.
+    pub items: Vec<Category>,
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderLine {
+    /// The product ordered.
+    pub product_id: String,
+    /// How many.
+    pub quantity: u32,
+    /// The price of one unit when ordered, a decimal string in the order's `currency`.
+    pub unit_price: String,
+}
+
+/// An order placed by this partner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Order {
+    /// The order's id, for `GET /v1/orders/{order_id}`.
+    pub id: String,
+    /// The partner's own reference for its customer, as given at creation.
+    pub customer_reference: String,
+    /// Where the order is in its life cycle.
+    pub status: OrderStatus,
+    /// What was ordered, at which price.
+    pub lines: Vec<OrderLine>,
+    /// The order's total, a decimal string in `currency`.
+    pub total: String,
+    /// Three-letter ISO 4217 code of every amount of the order.
+    pub currency: String,
+    /// When the order was created (RFC 3339).
+    pub created_at: String,
+}
+
+impl From<shared_clients::Order> for Order {
+    fn from(order: shared_clients::Order) -> Self {
+        Self {
+            id: order.id.to_string(),
+            customer_reference: order.user_id.to_string(),
+            status: order.status.into(),
+            lines: order
+                .lines
+                .iter()
+                .map(|line| OrderLine {
+                    product_id: line.product_id.to_string(),
+                    quantity: line.quantity,
+                    unit_price: money::decimal(
+                        line.unit_price.amount_minor,
+                        &line.unit_price.currency,
+                    ),
+                })
+                .collect(),
+            total: money::decimal(order.total.amount_minor, &order.total.currency),
+            currency: order.total.currency,
+            created_at: order.created_at,
+        }
+    }
+}
+
+/// One page of the partner's orders, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderPage {
+    /// The orders of this page.
+    pub items: Vec<Order>,
+    /// Pass as `cursor` to get the next page (also in the `Link: rel="next"` header); `null` on
+    /// the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One line of a new order: the gateway prices it from the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrderLine {
+    /// The product to order; must exist and be in stock.
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub product_id: ProductId,
+    /// How many, 1 to 99.
+    #[schema(minimum = 1, maximum = 99)]
+    pub quantity: u32,
+}
+
+/// An order to create.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    /// Your own reference for the customer (1 to 64 characters of A-Z, a-z, 0-9, `_`, `-`).
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub customer_reference: UserId,
+    /// 1 to 100 lines, each product on one line only, all priced in one currency.
+    #[schema(min_items = 1, max_items = 100)]
+    pub lines: Vec<NewOrderLine>,
+}
+
+impl From<NewOrder> for OrderRequest {
+    fn from(order: NewOrder) -> Self {
+        Self {
+            customer_reference: order.customer_reference,
+            lines: order
+                .lines
+                .into_iter()
+                .map(|line| LineRequest {
+                    product_id: line.product_id,
+                    quantity: line.quantity,
+                })
+                .collect(),
+            shipping_address: None,
+        }
+    }
+}
+
+/// List products, newest first, optionally of one category.
+#[utoipa::path(
+    get, path = "/v1/products", tag = "products", operation_id = "listProducts",
+    params(ProductListParams),
+    security(("api_key" = ["catalog:read"])),
+    responses(
+        (status = 200, description = "One page of products", body = ProductPage, headers(
+            ("Link" = String, description = "`<…?cursor=…>; rel=\"next\"` when there is a next page"))),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 403, response = ProblemResponse),
+        (status = 429, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+    )
+)]
+pub async fn list_products(
+    _auth: Authorized<CatalogRead>,
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    Query(params): Query<ProductListParams>,
+) -> Result<Response, ApiError> {
+    let listed = state.list_products(&ctx, &params).await?;
+    let body = ProductPage {
+        items: listed
+            .items
+            .iter()
+            .map(|p| Product::from(p.as_ref()))
+            .collect(),
+        next_cursor: listed.next_cursor,
+    };
+    let query = [
+        ("category", params.category.clone()),
+        ("limit", params.limit.map(|l| l.to_string())),
+    ];
+    Ok(page(
+        Version::V1,
+        "products",
+        &query,
+        body.next_cursor.as_deref(),
+        &body,
+    ))
+}
+
+/// Get one product.
+#[utoipa::path(
+    get, path = "/v1/products/{product_id}", tag = "products", operation_id = "getProduct",
+    params(("product_id" = String, Path, description = "The product's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    security(("api_key" = ["catalog:read"])),
+    responses(
+        (status = 200, description = "The product", body = Product, headers(
+            ("Age" = u64, description = "Present when the product comes from the gateway's cache: how many seconds ago it was fetched"))),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 403, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 429, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+    )
+)]
+pub async fn get_product(
+    _auth: Authorized<CatalogRead>,
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(product_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = params::product_id(&product_id)?;
+    let product = state.product(&ctx, &id).await?;
+    Ok(json_served(
+        &product,
+        &Product::from(product.value.as_ref()),
+    ))
+}
+
+/// List every category.
+#[utoipa::path(
+    get, path = "/v1/categories", tag = "categories", operation_id = "listCategories",
+    security(("api_key" = ["catalog:read"])),
+    responses(
+        (status = 200, description = "Every category", body = CategoryList, headers(
+            ("Age" = u64, description = "Present when the list comes from the gateway's cache: how many seconds ago it was fetched"))),
+        (status = 401, response = ProblemResponse),
+        (status = 403, response = ProblemResponse),
+        (status = 429, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+    )
+)]
+pub async fn list_categories(
+    _auth: Authorized<CatalogRead>,
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+) -> Result<Response, ApiError> {
+    let categories = state.categories(&ctx).await?;
+    Ok(json_served(
+        &categories,
+        &CategoryList {
+            items: categories
+                .iter()
+                .map(|category| Category {
+                    id: category.id.to_string(),
+                    name: category.name.clone(),
+                    parent_id: category.parent_id.as_ref().map(ToString::to_string),
+                })
+                .collect(),
+        },
+    ))
+}
+
+/// Create an order, priced from the catalog.
+///
+/// Safe to retry with the same `Idempotency-Key`: a retry answers 200 with the order created
+/// first, never a second order. Unknown or unavailable products, and lines in more than one
+/// currency, are refused with 422 before anything is created.
+#[utoipa::path(
+    post, path = "/v1/orders", tag = "orders", operation_id = "createOrder",
+    params(("Idempotency-Key" = String, Header, description = "1 to 255 visible ASCII characters, e.g. a UUID; reuse it to retry the same order", pattern = "^[!-~]{1,255}$")),
+    request_body = NewOrder,
+    security(("api_key" = ["orders:write"])),
+    responses(
+        (status = 201, description = "Order created", body = Order, headers(("Location" = String, description = "The new order's path"))),
+        (status = 200, description = "Retry of an earlier request with the same Idempotency-Key: the order created then", body = Order),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 403, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 422, response = ProblemResponse),
+        (status = 429, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+    )
+)]
+pub async fn create_order(
+    auth: Authorized<OrdersWrite>,
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    Json(order): Json<NewOrder>,
+) -> Result<Response, ApiError> {
+    let done = state
+        .create_order(&ctx, &auth.partner, &key, order.into())
+        .await?;
+    let order = Order::from(done.order);
+    let creation = if done.created {
+        Creation::Created
+    } else {
+        Creation::Replayed
+    };
+    Ok(created(Version::V1, creation, &order.id, &order))
+}
+
+/// List your orders, newest first, optionally in one status.
+#[utoipa::path(
+    get, path = "/v1/orders", tag = "orders", operation_id = "listOrders",
+    params(OrderListParams),
+    security(("api_key" = ["orders:read"])),
+    responses(
+        (status = 200, description = "One page of orders", body = OrderPage, headers(
+            ("Link" = String, description = "`<…?cursor=…>; rel=\"next\"` when there is a next page"))),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 403, response = ProblemResponse),
+        (status = 429, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+    )
+)]
+pub async fn list_orders(
+    auth: Authorized<OrdersRead>,
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    Query(params): Query<OrderListParams>,
+) -> Result<Response, ApiError> {
+    let listed = state.list_orders(&ctx, &auth.partner, &params).await?;
+    let body = OrderPage {
+        items: listed.items.into_iter().map(Order::from).collect(),
+        next_cursor: listed.next_cursor,
+    };
+    let query = [
+        ("status", params.status.map(status_name)),
+        ("limit", params.limit.map(|l| l.to_string())),
+    ];
+    Ok(page(
+        Version::V1,
+        "orders",
+        &query,
+        body.next_cursor.as_deref(),
+        &body,
+    ))
+}
+
+/// Get one of your orders.
+///
+/// Another partner's order is a 404, like one that does not exist.
+#[utoipa::path(
+    get, path = "/v1/orders/{order_id}", tag = "orders", operation_id = "getOrder",
+    params(("order_id" = String, Path, description = "The order's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    security(("api_key" = ["orders:read"])),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 403, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 429, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+    )
+)]
+pub async fn get_order(
+    auth: Authorized<OrdersRead>,
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    Path(order_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = params::order_id(&order_id)?;
+    let order = state.order(&ctx, &auth.partner, &id).await?;
+    Ok(json(&Order::from(order)))
+}
+
+/// The `/v1` OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Partner API", version = "1.0.0"),
+    paths(list_products, get_product, list_categories, create_order, list_orders, get_order),
+    components(schemas(ProblemDoc), responses(ProblemResponse)),
+    tags(
+        (name = "products", description = "The catalog"),
+        (name = "categories", description = "Catalog categories"),
+        (name = "orders", description = "Your orders"),
+    )
+)]
+pub struct ApiDoc;

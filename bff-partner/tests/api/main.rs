@@ -1,0 +1,11 @@
+//! Integration tests of `bff-partner` over real HTTP, against the reference services.
+
+mod helpers;
+
+mod auth;
+mod catalog;
+mod errors;
+mod openapi;
+mod orders;
+mod quota;
+mod versions;
