@@ -24,6 +24,62 @@ use tokio::{
 /// The line printed once every process answers its health check (tests wait for it).
 pub const READY_LINE: &str = "bff-dev: all services are up";
 
+/// The seeded user the printed development token is for (has a cart and past orders).
+pub const DEV_USER: &str = "u-0001";
+
+/// The seeded partner the printed development API key belongs to (has past orders).
+pub const DEV_PARTNER: &str = "partner-acme";
+
+/// How long the printed development token is valid.
+const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Credentials made up for one run of the stack, so nothing secret is built in.
+#[derive(Debug, Clone)]
+pub struct DevCredentials {
+    /// The HS256 secret bff-web and bff-mobile verify user tokens with.
+    pub jwt_secret: String,
+    /// A token for [`DEV_USER`], signed with `jwt_secret`.
+    pub user_token: String,
+    /// An API key of [`DEV_PARTNER`] with every scope; bff-partner is given only its hash.
+    pub partner_key: String,
+}
+
+impl DevCredentials {
+    /// Fresh random credentials.
+    pub fn generate() -> Result<Self, String> {
+        // Starts with letters, so configuration never reads it as a number.
+        let jwt_secret = format!(
+            "dev-secret-{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let user = shared_clients::UserId::parse(DEV_USER)
+            .map_err(|error| format!("bad development user id: {error}"))?;
+        let user_token = server_kit::auth::dev_token(
+            &server_kit::auth::Secret::new(jwt_secret.clone()),
+            &user,
+            DEV_TOKEN_TTL,
+            None,
+            None,
+        )
+        .map_err(|error| format!("cannot sign a development token: {error}"))?;
+        let partner_key = format!("bffdev_{}", uuid::Uuid::new_v4().simple());
+        Ok(Self {
+            jwt_secret,
+            user_token,
+            partner_key,
+        })
+    }
+
+    /// The `BFF_GATEWAY__KEYS` value that configures the development partner key.
+    pub fn partner_keys_setting(&self) -> String {
+        format!(
+            "[{{sha256=\"{}\",partner_id=\"{DEV_PARTNER}\",scopes=[\"catalog:read\",\"orders:read\",\"orders:write\"]}}]",
+            bff_partner::auth::hash_key(&self.partner_key)
+        )
+    }
+}
+
 /// Command-line arguments of `bff-dev`.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -80,8 +136,8 @@ pub struct Component {
     pub url: String,
 }
 
-/// The six processes, their arguments and wiring, for `args`.
-pub fn plan(args: &Args) -> Vec<Component> {
+/// The six processes, their arguments and wiring, for `args` and this run's `credentials`.
+pub fn plan(args: &Args, credentials: &DevCredentials) -> Vec<Component> {
     let url = |port: u16| format!("http://{}:{port}", args.host);
     let addr = |port: u16| format!("{}:{port}", args.host);
     let reference = |name: &'static str, role: &'static str, service: &str, port: u16| Component {
@@ -99,18 +155,29 @@ pub fn plan(args: &Args) -> Vec<Component> {
         env: Vec::new(),
         url: url(port),
     };
-    let gateway = |name: &'static str, role: &'static str, port: u16| Component {
-        name,
-        role,
-        binary: name,
-        args: Vec::new(),
-        env: vec![
-            ("BFF_LISTEN_ADDR".into(), addr(port)),
-            ("BFF_PRODUCT_URL".into(), url(args.product_port)),
-            ("BFF_CART_URL".into(), url(args.cart_port)),
-            ("BFF_ORDER_URL".into(), url(args.order_port)),
-        ],
-        url: url(port),
+    let gateway =
+        |name: &'static str, role: &'static str, port: u16, extra: Vec<(String, String)>| {
+            let mut env = vec![
+                ("BFF_LISTEN_ADDR".into(), addr(port)),
+                ("BFF_PRODUCT_URL".into(), url(args.product_port)),
+                ("BFF_CART_URL".into(), url(args.cart_port)),
+                ("BFF_ORDER_URL".into(), url(args.order_port)),
+            ];
+            env.extend(extra);
+            Component {
+                name,
+                role,
+                binary: name,
+                args: Vec::new(),
+                env,
+                url: url(port),
+            }
+        };
+    let user_auth = || {
+        vec![(
+            "BFF_GATEWAY__AUTH__HS256_SECRET".to_owned(),
+            credentials.jwt_secret.clone(),
+        )]
     };
     vec![
         reference(
@@ -121,16 +188,26 @@ pub fn plan(args: &Args) -> Vec<Component> {
         ),
         reference("cart", "reference cart service", "cart", args.cart_port),
         reference("order", "reference order service", "order", args.order_port),
-        gateway("bff-web", "GraphQL gateway for the web app", args.web_port),
+        gateway(
+            "bff-web",
+            "GraphQL gateway for the web app",
+            args.web_port,
+            user_auth(),
+        ),
         gateway(
             "bff-mobile",
             "JSON gateway for the mobile apps",
             args.mobile_port,
+            user_auth(),
         ),
         gateway(
             "bff-partner",
             "versioned REST gateway for partners",
             args.partner_port,
+            vec![(
+                "BFF_GATEWAY__KEYS".to_owned(),
+                credentials.partner_keys_setting(),
+            )],
         ),
     ]
 }
@@ -144,7 +221,14 @@ pub async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let components = plan(&args);
+    let credentials = match DevCredentials::generate() {
+        Ok(credentials) => credentials,
+        Err(error) => {
+            eprintln!("bff-dev: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let components = plan(&args, &credentials);
     let missing: Vec<_> = components
         .iter()
         .map(|c| c.binary)
@@ -187,7 +271,7 @@ pub async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    print_banner(&components);
+    print_banner(&components, &credentials);
 
     let code = tokio::select! {
         () = server_kit::shutdown::signal() => {
@@ -306,7 +390,7 @@ async fn stop_all(children: &mut [(&'static str, Child)]) {
     }
 }
 
-fn print_banner(components: &[Component]) {
+fn print_banner(components: &[Component], credentials: &DevCredentials) {
     let url_of = |name: &str| {
         components
             .iter()
@@ -322,10 +406,26 @@ fn print_banner(components: &[Component]) {
         );
     }
     println!();
+    println!("Development user token ({DEV_USER}, valid 24h, this run only):");
+    println!("  TOKEN={}", credentials.user_token);
+    println!("Development partner API key ({DEV_PARTNER}, every scope, this run only):");
+    println!("  PARTNER_KEY={}", credentials.partner_key);
+    println!();
     println!("Try:");
     println!("  curl {}/health", url_of("bff-web"));
-    println!("  curl {}/ready", url_of("bff-mobile"));
-    println!("  curl {}/products/p-00001", url_of("product"));
+    println!(
+        "  curl -H \"Authorization: Bearer $TOKEN\" {}/m/v1/cart",
+        url_of("bff-mobile")
+    );
+    println!("  curl {}/m/v1/products/p-00001", url_of("bff-mobile"));
+    println!(
+        "  curl -H 'content-type: application/json' -H \"Authorization: Bearer $TOKEN\" \\\n       -d '{{\"query\":\"{{ viewer {{ cart {{ itemCount }} }} }}\"}}' {}/graphql",
+        url_of("bff-web")
+    );
+    println!(
+        "  curl -H \"Authorization: Bearer $PARTNER_KEY\" {}/v2/products?limit=2",
+        url_of("bff-partner")
+    );
     println!("  curl {}/__admin/stats", url_of("product"));
     println!();
     println!("{READY_LINE}");

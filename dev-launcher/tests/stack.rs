@@ -96,6 +96,53 @@ async fn the_launcher_brings_up_six_healthy_processes_wired_together_and_stops_t
         assert_eq!(body["checks"].as_array().map(Vec::len), Some(3), "{body}");
     }
 
+    // The printed development credentials work against the gateways.
+    let value_of = |prefix: &str| {
+        banner
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("banner prints {prefix}:\n{banner}"))
+    };
+    let token = value_of("TOKEN=");
+    let partner_key = value_of("PARTNER_KEY=");
+    let cart = client
+        .get(format!("http://127.0.0.1:{}/m/v1/cart", ports[4]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("mobile cart answers");
+    assert_eq!(
+        cart.status(),
+        200,
+        "the dev token is accepted by bff-mobile"
+    );
+    let graphql: serde_json::Value = client
+        .post(format!("http://127.0.0.1:{}/graphql", ports[3]))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"query": "{ viewer { cart { itemCount } } }"}))
+        .send()
+        .await
+        .expect("graphql answers")
+        .json()
+        .await
+        .expect("graphql json");
+    assert!(
+        graphql["data"]["viewer"]["cart"]["itemCount"].is_number(),
+        "the dev token is accepted by bff-web: {graphql}"
+    );
+    let products = client
+        .get(format!("http://127.0.0.1:{}/v2/products?limit=1", ports[5]))
+        .bearer_auth(&partner_key)
+        .send()
+        .await
+        .expect("partner products answer");
+    assert_eq!(
+        products.status(),
+        200,
+        "the dev key is accepted by bff-partner"
+    );
+
     let pid = launcher.id().expect("running");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
