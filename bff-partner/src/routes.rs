@@ -52,20 +52,28 @@ pub fn routes(state: AppState) -> Router {
 
 /// The router of one version, with its middleware.
 fn version_router(state: &AppState, version: Version) -> Router {
-    let api: Router<AppState> = match version {
-        Version::V1 => Router::new()
-            .route("/products", get(v1::list_products))
-            .route("/products/{product_id}", get(v1::get_product))
-            .route("/categories", get(v1::list_categories))
-            .route("/orders", get(v1::list_orders).post(v1::create_order))
-            .route("/orders/{order_id}", get(v1::get_order)),
-        Version::V2 => Router::new()
-            .route("/products", get(v2::list_products))
-            .route("/products/{product_id}", get(v2::get_product))
-            .route("/categories", get(v2::list_categories))
-            .route("/orders", get(v2::list_orders).post(v2::create_order))
-            .route("/orders/{order_id}", get(v2::get_order)),
+    let (catalog, orders): (Router<AppState>, Router<AppState>) = match version {
+        Version::V1 => (
+            Router::new()
+                .route("/products", get(v1::list_products))
+                .route("/products/{product_id}", get(v1::get_product))
+                .route("/categories", get(v1::list_categories)),
+            Router::new()
+                .route("/orders", get(v1::list_orders).post(v1::create_order))
+                .route("/orders/{order_id}", get(v1::get_order)),
+        ),
+        Version::V2 => (
+            Router::new()
+                .route("/products", get(v2::list_products))
+                .route("/products/{product_id}", get(v2::get_product))
+                .route("/categories", get(v2::list_categories)),
+            Router::new()
+                .route("/orders", get(v2::list_orders).post(v2::create_order))
+                .route("/orders/{order_id}", get(v2::get_order)),
+        ),
     };
+    // A partner's orders are private to it: no cache may keep them.
+    let api = catalog.merge(orders.route_layer(middleware::map_response(private_no_store)));
     let document = Bytes::from(openapi::document(version).to_string());
     let router = api
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -97,6 +105,15 @@ fn version_router(state: &AppState, version: Version) -> Router {
         )),
         Version::V2 => router,
     }
+}
+
+/// Marks a response as private to one partner and not to be stored by any cache.
+async fn private_no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    response
 }
 
 /// Authenticates the key, takes a token from its bucket, and adds the quota headers.

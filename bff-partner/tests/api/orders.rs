@@ -24,6 +24,11 @@ async fn an_order_is_priced_from_the_catalog_and_created_for_the_partner() {
             )
             .await;
         assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(
+            header(response.headers(), "cache-control"),
+            "private, no-store",
+            "a partner's order is never stored by a cache"
+        );
         let location = header(response.headers(), "location").to_owned();
         let body: Value = response.json().await.expect("json");
         app.assert_documented(
@@ -79,6 +84,7 @@ async fn an_order_is_priced_from_the_catalog_and_created_for_the_partner() {
         // And it can be read back.
         let read = app.get(&location).await;
         assert_eq!(read.status(), StatusCode::OK);
+        assert_eq!(header(read.headers(), "cache-control"), "private, no-store");
         let read: Value = read.json().await.expect("json");
         app.assert_documented(
             version,
