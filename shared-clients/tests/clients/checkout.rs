@@ -285,3 +285,74 @@ async fn products_in_two_currencies_are_refused_before_any_order_is_created() {
     );
     assert_eq!(shop.order_posts(), 0);
 }
+
+#[tokio::test]
+async fn an_order_created_when_the_cart_cannot_be_emptied_is_still_returned() {
+    use wiremock::{
+        Mock, MockServer, ResponseTemplate,
+        matchers::{method, path},
+    };
+
+    use crate::helpers::{cart_json, downstream, order_json, product_json};
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/carts/u-0042"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(cart_json("u-0042", 3))
+                .insert_header("cache-control", "private, no-store"),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/products"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(
+                    serde_json::json!({ "items": [product_json("p-00001")], "missing": [] }),
+                )
+                .insert_header("cache-control", "public, max-age=30"),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/orders"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(order_json(
+                    "o-1",
+                    "u-0042",
+                    serde_json::json!({"kind": "web", "partner_id": null}),
+                ))
+                .insert_header("location", "/orders/o-1")
+                .insert_header("cache-control", "private, no-store"),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path("/carts/u-0042"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&server)
+        .await;
+    let placement = OrderPlacement::new(downstream(&server), &OrderPlacementConfig::default());
+
+    let placed = placement
+        .checkout(
+            &ctx(),
+            &user("u-0042"),
+            &key("clear-fails"),
+            Channel::web(),
+            None,
+        )
+        .await
+        .expect("the order stands although emptying the cart failed");
+
+    assert_eq!(placed.order.id.as_str(), "o-1");
+    assert!(placed.created);
+    assert!(
+        !placed.cart_cleared,
+        "the failure to empty the cart is reported"
+    );
+}
