@@ -22,13 +22,13 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebConfig {
-    /// Where the GraphQL endpoint (and, for browsers, the query page) is served.
+    /// Where the GraphQL endpoint (and, for browsers, GraphiQL) is served.
     pub path: String,
     /// Whether `GET` on the endpoint from a browser (`Accept: text/html`) shows the built-in query
     /// page. Its assets are served by the gateway itself: it works without internet access.
     pub graphiql: bool,
     /// Whether the schema may be introspected (`__schema`, `__type`). Turn off in production if
-    /// the schema should not be browsable; the query page then loses its field list.
+    /// the schema should not be browsable; GraphiQL then loses its schema documentation.
     pub introspection: bool,
     /// Protection against expensive documents.
     pub limits: LimitsConfig,

@@ -4,7 +4,7 @@
 //!   any other body type is 415. Bodies above `server.max_body_bytes` are 413.
 //! - `GET` with `query`, `operationName`, `variables` and `extensions` in the query string, for
 //!   queries only: a mutation over `GET` is 405 with `Allow: POST`.
-//! - `GET` from a browser (`Accept: text/html`, no `query`) shows the built-in query page, when
+//! - `GET` from a browser (`Accept: text/html`, no `query`) shows GraphiQL, when
 //!   `gateway.graphiql` is on.
 //! - Content negotiation: `application/graphql-response+json` when the client accepts it,
 //!   otherwise `application/json` (also without `Accept`); a client accepting neither gets 406.
@@ -71,9 +71,9 @@ pub struct Endpoint {
     pub auth: Authenticator,
     /// Automatic persisted queries.
     pub apq: PersistedQueries,
-    /// Whether browsers get the query page.
+    /// Whether browsers get GraphiQL.
     pub graphiql: bool,
-    /// Where the endpoint is mounted (the query page posts there).
+    /// Where the endpoint is mounted (GraphiQL posts there).
     pub path: Arc<str>,
     /// The time budget of one request's downstream calls.
     pub deadline: Duration,
@@ -82,9 +82,32 @@ pub struct Endpoint {
 /// The endpoint's routes, mounted at `endpoint.path`.
 pub fn routes(endpoint: Endpoint) -> Router {
     let path = endpoint.path.to_string();
-    Router::new()
-        .route(&path, get(get_graphql).post(post_graphql))
-        .with_state(endpoint)
+    let router = Router::new().route(&path, get(get_graphql).post(post_graphql));
+    let router = if endpoint.graphiql {
+        router.route(
+            &format!("{}/{{name}}", graphiql::assets_path(&path)),
+            get(graphiql_asset),
+        )
+    } else {
+        router
+    };
+    router.with_state(endpoint)
+}
+
+/// `GET {path}/graphiql/{version}/{name}`: a vendored GraphiQL file, cacheable for good (the
+/// version is in the URL).
+async fn graphiql_asset(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+    match graphiql::asset(&name) {
+        Some((media_type, bytes)) => (
+            [
+                (header::CONTENT_TYPE, media_type),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// The response type a request gets.

@@ -12,7 +12,7 @@
 //! - [`graphql`]: the endpoint over HTTP — GET/POST, content negotiation, status codes,
 //!   authentication, the downstream context of each request.
 //! - [`apq`]: automatic persisted queries.
-//! - [`graphiql`]: the self-contained query page for browsers.
+//! - [`graphiql`]: GraphiQL for browsers, served from vendored assets.
 
 pub mod apq;
 pub mod config;

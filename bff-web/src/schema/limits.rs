@@ -109,6 +109,16 @@ impl Extension for Limits {
             .run(ctx, query, variables)
             .await
             .map_err(|e| with_code(e, codes::PARSE_FAILED))?;
+        let depth = max_depth(&document);
+        if depth > self.max_depth {
+            return Err(error(
+                codes::TOO_DEEP,
+                format!(
+                    "The document is nested {depth} levels deep; at most {} are allowed.",
+                    self.max_depth
+                ),
+            ));
+        }
         let aliases = count_aliases(&document);
         if aliases > self.max_aliases {
             return Err(error(
@@ -146,15 +156,6 @@ impl Extension for Limits {
                 .map(|e| with_code(e, codes::VALIDATION_FAILED))
                 .collect::<Vec<_>>()
         })?;
-        if result.depth > self.max_depth {
-            return Err(vec![error(
-                codes::TOO_DEEP,
-                format!(
-                    "The document is nested {} levels deep; at most {} are allowed.",
-                    result.depth, self.max_depth
-                ),
-            )]);
-        }
         if result.complexity > self.max_complexity {
             return Err(vec![error(
                 codes::TOO_COMPLEX,
@@ -204,6 +205,69 @@ pub fn operation_type(
         }
         (DocumentOperations::Multiple(_), None) => None,
     }
+}
+
+/// How deeply the document's operations nest fields, looking through fragments.
+///
+/// Introspection (`__schema`, `__type`) is not counted: the standard introspection query that
+/// tools such as GraphiQL send nests 15 levels deep over a finite schema, and turning
+/// introspection off is its own setting. Fragment depths are memoized and cycles (which
+/// validation refuses later) count as 0, so the walk is linear in the document's size.
+fn max_depth(document: &ExecutableDocument) -> usize {
+    struct Walk<'a> {
+        document: &'a ExecutableDocument,
+        memo: std::collections::HashMap<&'a str, usize>,
+        visiting: std::collections::HashSet<&'a str>,
+    }
+    impl<'a> Walk<'a> {
+        fn set(&mut self, set: &'a SelectionSet) -> usize {
+            set.items
+                .iter()
+                .map(|item| match &item.node {
+                    Selection::Field(field) => {
+                        let name = field.node.name.node.as_str();
+                        if name.starts_with("__") && name != "__typename" {
+                            0
+                        } else {
+                            1 + self.set(&field.node.selection_set.node)
+                        }
+                    }
+                    Selection::InlineFragment(fragment) => {
+                        self.set(&fragment.node.selection_set.node)
+                    }
+                    Selection::FragmentSpread(spread) => {
+                        self.fragment(spread.node.fragment_name.node.as_str())
+                    }
+                })
+                .max()
+                .unwrap_or(0)
+        }
+
+        fn fragment(&mut self, name: &'a str) -> usize {
+            if let Some(depth) = self.memo.get(name) {
+                return *depth;
+            }
+            let Some((key, fragment)) = self.document.fragments.get_key_value(name) else {
+                return 0;
+            };
+            if !self.visiting.insert(key.as_str()) {
+                return 0;
+            }
+            let depth = self.set(&fragment.node.selection_set.node);
+            self.visiting.remove(key.as_str());
+            self.memo.insert(key.as_str(), depth);
+            depth
+        }
+    }
+    let mut walk = Walk {
+        document,
+        memo: std::collections::HashMap::new(),
+        visiting: std::collections::HashSet::new(),
+    };
+    operations(document)
+        .map(|op| walk.set(&op.selection_set.node))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Aliases anywhere in the document (operations and fragments).
@@ -261,6 +325,28 @@ mod tests {
 
     fn parse(query: &str) -> ExecutableDocument {
         async_graphql::parser::parse_query(query).expect("parses")
+    }
+
+    #[test]
+    fn depth_counts_through_fragments_but_not_introspection() {
+        assert_eq!(max_depth(&parse("{ a { b { c } } }")), 3);
+        assert_eq!(
+            max_depth(&parse("{ a { ...F } } fragment F on T { b { c { d } } }")),
+            4
+        );
+        assert_eq!(max_depth(&parse("{ a { ... on T { b } } }")), 2);
+        assert_eq!(
+            max_depth(&parse(
+                "{ __schema { types { fields { type { ofType { ofType { name } } } } } } a }"
+            )),
+            1
+        );
+        assert_eq!(max_depth(&parse("{ a { __typename } }")), 2);
+        // A cycle (refused by validation later) does not loop.
+        assert_eq!(
+            max_depth(&parse("{ a { ...F } } fragment F on T { b { ...F } }")),
+            2
+        );
     }
 
     #[test]

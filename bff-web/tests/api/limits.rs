@@ -25,6 +25,20 @@ async fn a_document_nested_too_deep_is_refused() {
     );
 }
 
+/// The introspection query GraphiQL and other tools send (abridged to its deepest part).
+const INTROSPECTION: &str = "query IntrospectionQuery { __schema { queryType { name } types { kind name
+    fields(includeDeprecated: true) { name args { name type { ...TypeRef } } type { ...TypeRef } } } } }
+    fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name ofType { kind name
+    ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }";
+
+#[tokio::test]
+async fn the_deep_introspection_query_of_tools_is_not_refused_as_too_deep() {
+    let app = spawn_app_with(|s| s.gateway.limits.max_depth = 4).await;
+    let answer = app.query(INTROSPECTION, json!({}), None).await;
+    answer.assert_ok();
+    assert!(answer.body["data"]["__schema"]["types"].is_array());
+}
+
 #[tokio::test]
 async fn a_document_too_complex_is_refused() {
     let app = spawn_app().await;
