@@ -17,13 +17,11 @@
 //! - [`openapi`]: what both documents share (problem schema, security, headers, problem table).
 //! - [`routes`]: the routers, the authentication and quota middleware, response helpers.
 //! - [`version`]: [`Version`](version::Version) and the `/v1` deprecation headers.
-//! - [`money`]: decimal strings for v1 prices.
 
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
-pub mod money;
 pub mod openapi;
 pub mod params;
 pub mod rate_limit;

@@ -13,7 +13,6 @@ use crate::{
     auth::{Authorized, CatalogRead, OrdersRead, OrdersWrite},
     error::ApiError,
     extract::{Ctx, IdempotencyKeyHeader, Json, Path, Query},
-    money,
     openapi::{ProblemDoc, ProblemResponse},
     params::{self, OrderListParams, OrderStatus, ProductListParams},
     routes::{created, json, json_served, page},
@@ -53,7 +52,7 @@ impl From<&shared_clients::Product> for Product {
             sku: product.sku.clone(),
             name: product.name.clone(),
             description: product.description.clone(),
-            price: money::decimal(product.price.amount_minor, &product.price.currency),
+            price: product.price.decimal(),
             currency: product.price.currency.clone(),
             in_stock: product.inventory.available > 0
                 && product.inventory.status != shared_clients::InventoryStatus::OutOfStock,
@@ -132,13 +131,10 @@ impl From<shared_clients::Order> for Order {
                 .map(|line| OrderLine {
                     product_id: line.product_id.to_string(),
                     quantity: line.quantity,
-                    unit_price: money::decimal(
-                        line.unit_price.amount_minor,
-                        &line.unit_price.currency,
-                    ),
+                    unit_price: line.unit_price.decimal(),
                 })
                 .collect(),
-            total: money::decimal(order.total.amount_minor, &order.total.currency),
+            total: order.total.decimal(),
             currency: order.total.currency,
             created_at: order.created_at,
         }

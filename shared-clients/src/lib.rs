@@ -23,6 +23,7 @@
 //!   what is propagated downstream.
 //! - `id`: validated id newtypes ([`ProductId`], [`UserId`], …).
 //! - `model`: the contract's data types.
+//! - [`money`]: exact decimal and display strings of [`Money`], the same in every gateway.
 
 pub mod config;
 
@@ -38,6 +39,7 @@ mod error;
 mod id;
 mod metrics;
 mod model;
+pub mod money;
 mod order;
 mod private;
 mod product;

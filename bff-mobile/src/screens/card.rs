@@ -53,7 +53,7 @@ impl Card {
             id: product.id.clone(),
             name: product.name.clone(),
             price: product.price.amount_minor,
-            price_text: money::display(&product.price),
+            price_text: product.price.display(),
             was,
             was_text,
             currency: currency.own(&product.price),
@@ -73,7 +73,7 @@ pub fn sale_price(product: &Product) -> (Option<i64>, Option<String>) {
             if list.currency == product.price.currency
                 && list.amount_minor > product.price.amount_minor =>
         {
-            (Some(list.amount_minor), Some(money::display(list)))
+            (Some(list.amount_minor), Some(list.display()))
         }
         _ => (None, None),
     }

@@ -19,7 +19,7 @@ use crate::{
     error::{ApiError, Missing},
     extract::{ApiJson, Ctx, IdParam, ImageHint, User},
     image,
-    money::{self, Currency},
+    money::Currency,
     state::AppState,
 };
 
@@ -252,7 +252,7 @@ fn shape(cart: &Cart, products: Result<Lookup, ClientError>, image_px: u32) -> C
         };
         match products.get(&item.product_id) {
             Some(product) => {
-                let total = money::times(&product.price, item.quantity);
+                let total = product.price.times(item.quantity);
                 let own_currency = currency.own(&product.price);
                 if own_currency.is_some() {
                     subtotal = None;
@@ -262,9 +262,9 @@ fn shape(cart: &Cart, products: Result<Lookup, ClientError>, image_px: u32) -> C
                 line.name = Some(product.name.clone());
                 line.image = image::best_fit(&product.images, image_px);
                 line.price = Some(product.price.amount_minor);
-                line.price_text = Some(money::display(&product.price));
+                line.price_text = Some(product.price.display());
                 line.total = Some(total.amount_minor);
-                line.total_text = Some(money::display(&total));
+                line.total_text = Some(total.display());
                 line.currency = own_currency;
                 line.stock = stock;
                 line.stock_text = stock_text;
@@ -282,10 +282,11 @@ fn shape(cart: &Cart, products: Result<Lookup, ClientError>, image_px: u32) -> C
     let currency = currency.into_code();
     let subtotal = subtotal.filter(|_| !lines.is_empty());
     let subtotal_text = subtotal.zip(currency.as_ref()).map(|(amount, code)| {
-        money::display(&shared_clients::Money {
+        shared_clients::Money {
             amount_minor: amount,
             currency: code.clone(),
-        })
+        }
+        .display()
     });
     CartScreen {
         currency,

@@ -16,7 +16,7 @@ use crate::{
     error::{ApiError, Missing},
     extract::{Ctx, IdParam, ImageHint, User},
     image,
-    money::{self, Currency},
+    money::Currency,
     state::AppState,
 };
 
@@ -123,16 +123,16 @@ pub fn shape(order: &Order, products: Result<Lookup, ClientError>, image_px: u32
         .iter()
         .map(|line| {
             let product = products.get(&line.product_id);
-            let total = money::times(&line.unit_price, line.quantity);
+            let total = line.unit_price.times(line.quantity);
             OrderLine {
                 id: line.product_id.clone(),
                 qty: line.quantity,
                 name: product.map(|product| product.name.clone()),
                 image: product.and_then(|product| image::best_fit(&product.images, image_px)),
                 price: line.unit_price.amount_minor,
-                price_text: money::display(&line.unit_price),
+                price_text: line.unit_price.display(),
                 total: total.amount_minor,
-                total_text: money::display(&total),
+                total_text: total.display(),
             }
         })
         .collect();
@@ -145,7 +145,7 @@ pub fn shape(order: &Order, products: Result<Lookup, ClientError>, image_px: u32
         lines,
         count: order.lines.iter().map(|line| line.quantity).sum(),
         total: order.total.amount_minor,
-        total_text: money::display(&order.total),
+        total_text: order.total.display(),
         ship_to: order.shipping_address.as_ref().and_then(one_line),
         degraded,
         stale,

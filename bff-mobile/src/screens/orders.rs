@@ -14,7 +14,7 @@ use crate::{
     Screen,
     error::ApiError,
     extract::{ApiQuery, Ctx, User},
-    money::{self, Currency},
+    money::Currency,
     state::AppState,
 };
 
@@ -100,7 +100,7 @@ pub async fn get(
             date: date(&order.created_at),
             count: order.lines.iter().map(|line| line.quantity).sum(),
             total: order.total.amount_minor,
-            total_text: money::display(&order.total),
+            total_text: order.total.display(),
             currency: currency.own(&order.total),
         })
         .collect();

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use axum::{extract::State, response::IntoResponse, response::Response};
 use serde::Serialize;
-use shared_clients::ProductId;
+use shared_clients::{ProductId, money::group_thousands};
 
 use super::{
     card::{rating, sale_price, stock},
@@ -14,7 +14,7 @@ use crate::{
     Screen,
     error::{ApiError, Missing},
     extract::{Ctx, IdParam, ImageHint},
-    image, money,
+    image,
     state::AppState,
 };
 
@@ -98,7 +98,7 @@ pub async fn get(
             .clone()
             .filter(|description| !description.is_empty()),
         price: product.price.amount_minor,
-        price_text: money::display(&product.price),
+        price_text: product.price.display(),
         was,
         was_text,
         image: image::best_fit(&product.images, hint.target(config.images.detail)),
@@ -125,7 +125,7 @@ pub async fn get(
 /// `4.3 (1,024 ratings)`.
 fn rating_text(average: f64, count: u64) -> String {
     let noun = if count == 1 { "rating" } else { "ratings" };
-    format!("{average:.1} ({} {noun})", money::group_thousands(count))
+    format!("{average:.1} ({} {noun})", group_thousands(count))
 }
 
 /// An attribute key as a label: `screen_size` → `Screen size`.
