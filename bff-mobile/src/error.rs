@@ -30,6 +30,7 @@
 //! | `cart_empty`            | 409 | checkout of an empty cart |
 //! | `items_unavailable`     | 409 | checkout with products out of stock or gone (listed in `items`) |
 //! | `mixed_currencies`      | 409 | checkout of products priced in more than one currency |
+//! | `idempotency_key_reused`| 422 | checkout with an `Idempotency-Key` already used for a different checkout |
 //! | `downstream_timeout`    | 504 | the request's deadline passed waiting for a service |
 //! | `downstream_unavailable`| 503 | a service needed for the screen is down (with `Retry-After`) |
 //! | `downstream_error`      | 502 | a service answered something unusable |
@@ -118,6 +119,9 @@ pub enum ApiError {
     /// Checkout of products priced in more than one currency.
     #[error("mixed currencies")]
     MixedCurrencies,
+    /// Checkout with an `Idempotency-Key` already used for a different checkout.
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
     /// A downstream failure the screen cannot do without.
     #[error(transparent)]
     Downstream(ClientError),
@@ -149,6 +153,7 @@ impl ApiError {
             Self::CartEmpty => "cart_empty",
             Self::ItemsUnavailable(_) => "items_unavailable",
             Self::MixedCurrencies => "mixed_currencies",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::Downstream(error) => match error.kind() {
                 ErrorKind::Timeout => "downstream_timeout",
                 ErrorKind::Unavailable => "downstream_unavailable",
@@ -184,6 +189,7 @@ impl ApiError {
             | Self::CartEmpty
             | Self::ItemsUnavailable(_)
             | Self::MixedCurrencies => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Downstream(error) => match error.kind() {
                 ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -214,6 +220,7 @@ impl ApiError {
             Self::CartEmpty => "Cart is empty",
             Self::ItemsUnavailable(_) => "Items unavailable",
             Self::MixedCurrencies => "Mixed currencies",
+            Self::IdempotencyKeyReused => "Idempotency-Key reused",
             Self::Downstream(error) => match error.kind() {
                 ErrorKind::Timeout => "Service too slow",
                 ErrorKind::Unavailable => "Service unavailable",
@@ -242,6 +249,9 @@ impl ApiError {
                 "The Idempotency-Key must be 1 to 255 visible ASCII characters.".to_owned()
             }
             Self::QuantityLimit => "A cart line holds at most 99 of a product.".to_owned(),
+            Self::IdempotencyKeyReused => "This Idempotency-Key was already used for a different \
+                 checkout (another address); use a new key for a new checkout."
+                .to_owned(),
             Self::Downstream(error) => format!(
                 "The {} service could not be used; try again shortly.",
                 error.service().as_str()
@@ -279,6 +289,8 @@ impl From<PlaceOrderError> for ApiError {
             PlaceOrderError::InvalidLines(why) => Self::Internal(why.to_owned()),
             PlaceOrderError::Unavailable(items) => Self::ItemsUnavailable(items),
             PlaceOrderError::MixedCurrencies => Self::MixedCurrencies,
+            PlaceOrderError::InvalidAddress(why) => Self::InvalidJson(format!("address: {why}")),
+            PlaceOrderError::KeyReused => Self::IdempotencyKeyReused,
             PlaceOrderError::Downstream(error) => Self::Downstream(error),
         }
     }

@@ -193,6 +193,28 @@ impl ApiError {
         }
     }
 
+    /// Maps a failed order creation: the order service refusing the order as invalid (400, 413,
+    /// 422) is the partner's input at fault (`invalid-body`; a 422 for a well-formed,
+    /// single-currency order means the `Idempotency-Key` was used with another body), not an
+    /// internal error. Everything else as [`ApiError::downstream`].
+    pub fn order_creation(error: ClientError, retry_after: Duration) -> Self {
+        if error.service() != shared_clients::Service::Order || error.kind() != ErrorKind::Invalid {
+            let what = match error.service() {
+                shared_clients::Service::Product => "product",
+                _ => "order",
+            };
+            return Self::downstream(error, what, retry_after);
+        }
+        tracing::debug!(error = %error, "order refused downstream as invalid");
+        match error.status() {
+            Some(422) => Self::IdempotencyKeyReused,
+            _ => Self::InvalidBody(
+                "the order was refused as invalid; check the lines and the shipping address"
+                    .to_owned(),
+            ),
+        }
+    }
+
     /// The documented type of this error.
     pub fn problem_type(&self) -> ProblemType {
         match self {

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use shared_clients::{
     Category, Channel, ClientError, Downstream, ErrorKind, IdempotencyKey, MAX_ORDER_LINES, Order,
     OrderId, OrderPage, OrderPlacement, Owner, PlaceOrderError, PlacedOrder, Product, ProductId,
-    ProductPage, RequestContext, RequestedLine, Served, Service, UnavailableReason, UserId,
+    ProductPage, RequestContext, RequestedLine, Served, UnavailableReason, UserId,
 };
 
 use crate::{
@@ -184,22 +184,12 @@ impl AppState {
                     .collect(),
             ),
             PlaceOrderError::MixedCurrencies => ApiError::MixedCurrency,
-            PlaceOrderError::Downstream(error)
-                if error.service() == Service::Order
-                    && error.kind() == ErrorKind::Invalid
-                    && error.status() == Some(422) =>
-            {
-                // The only 422 the contract allows for a well-formed, single-currency order: the
-                // key was used before with a different body.
-                tracing::debug!(error = %error, "idempotency key reused");
-                ApiError::IdempotencyKeyReused
+            PlaceOrderError::InvalidAddress(why) => {
+                ApiError::InvalidBody(format!("`shipping_address`: {why}"))
             }
+            PlaceOrderError::KeyReused => ApiError::IdempotencyKeyReused,
             PlaceOrderError::Downstream(error) => {
-                let what = match error.service() {
-                    Service::Product => "product",
-                    Service::Cart | Service::Order => "order",
-                };
-                ApiError::downstream(error, what, self.retry_after())
+                ApiError::order_creation(error, self.retry_after())
             }
         }
     }

@@ -4,28 +4,49 @@
 //! Policy:
 //! - **Prices and stock are current.** Lines are priced from a fresh batch lookup at the product
 //!   service (one call per 100 distinct products, concurrent), never from the gateway's cache: an
-//!   order must not be placed at a price or against stock that was true a minute ago.
-//! - **Refuse before creating.** Unknown products, products out of stock or with fewer units
+//!   order must not be placed at a price or against stock that was true a minute ago. A checkout
+//!   reads the cart uncached too (another replica may have changed it within the cache's TTL).
+//! - **Refuse before creating.** A shipping address that is not the contract's `Address`
+//!   ([`PlaceOrderError::InvalidAddress`]: `country` not `^[A-Z]{2}$`, a field longer than
+//!   [`MAX_ADDRESS_FIELD_CHARS`]), unknown products, products out of stock or with fewer units
 //!   available than asked, and lines in more than one currency are refused with
-//!   [`PlaceOrderError`] naming every offending product; no order is created.
-//! - **A retry is the same order.** The order service deduplicates by `Idempotency-Key` *and body*.
-//!   Re-pricing on a retry could change the body (a price moved) and turn a harmless retry into a
-//!   422, and a retried cart checkout whose first attempt already emptied the cart would have
-//!   nothing left to order. So the first attempt's priced body — and, once created, its order — is
-//!   remembered per (owner, key) for [`OrderPlacementConfig::remember_for`], and a retry with the
-//!   same key reuses it. The record is in-process: a retry that lands on another replica falls back
-//!   to the order service's own deduplication (same cart, same prices → same order).
+//!   [`PlaceOrderError`] (naming every offending product); no order is created.
+//! - **A retry is the same order; a different request is refused.** The order service
+//!   deduplicates by `Idempotency-Key` *and body*. Re-pricing on a retry could change the body (a
+//!   price moved) and turn a harmless retry into a 422, and a retried cart checkout whose first
+//!   attempt already emptied the cart would have nothing left to order. So each (owner, key)
+//!   attempt is remembered for [`OrderPlacementConfig::remember_for`] with a fingerprint of the
+//!   request (explicit lines: customer, channel, lines and shipping address; checkout: channel and
+//!   shipping address, since the cart may be empty on a retry). The same key with a different
+//!   request is [`PlaceOrderError::KeyReused`] (so is the order service's own 422 for a reused
+//!   key). Concurrent requests with one key run one after another in this process.
+//! - **A priced body is reused briefly.** Until the order is created, a retry resends the first
+//!   attempt's priced body only while it is younger than [`OrderPlacementConfig::reuse_priced_for`]
+//!   (older: priced again, at current prices and stock). A definite refusal of the order service
+//!   (invalid, forbidden, conflict, not found, precondition failed) forgets the attempt; a timeout
+//!   or outage keeps it, so the retry sends the same body.
+//! - **Checkout empties only what was ordered, once.** After the order is created, the cart is
+//!   read again (uncached) and each ordered quantity is taken off its line (the line goes when
+//!   nothing remains; when every line goes, the cart is cleared in one call). Writes go through
+//!   [`Carts`](crate::Carts), so the user's cached cart is invalidated. A retry answered from the
+//!   remembered order never touches the cart again and reports the first attempt's
+//!   `cart_cleared`; an order the order service replays for an attempt this process does not
+//!   remember (it came through another replica) leaves the cart alone (`cart_cleared: false`).
+//!   The record is in-process: a retry that lands on another replica falls back to the order
+//!   service's own deduplication (same cart, same prices → same order).
 //! - **A created order is never lost.** When checkout created the order but emptying the cart
-//!   failed, the order is still returned, with `cart_cleared: false`.
+//!   failed, the order is still returned, with `cart_cleared: false` (logged once).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
+use tokio::{sync::Mutex, time::Instant};
 
 use crate::{
-    Address, Channel, ClientError, Creation, Downstream, IdempotencyKey, InventoryStatus, NewOrder,
-    Order, OrderLine, Owner, Product, RequestContext,
+    Address, Channel, ClientError, Creation, Downstream, ErrorKind, IdempotencyKey,
+    InventoryStatus, NewOrder, Order, OrderLine, Owner, Product, RequestContext,
+    error::{Failure, Service},
     id::{ProductId, UserId},
     product::MAX_BATCH,
 };
@@ -36,6 +57,9 @@ pub const MAX_ORDER_LINES: usize = 100;
 /// Largest quantity of one line (the contract's limit).
 pub const MAX_LINE_QUANTITY: u32 = 99;
 
+/// Longest text (in characters) of one shipping address field.
+pub const MAX_ADDRESS_FIELD_CHARS: usize = 200;
+
 /// How order placement remembers attempts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -44,6 +68,10 @@ pub struct OrderPlacementConfig {
     /// that a client's retry gets the same order.
     #[serde(with = "humantime_serde")]
     pub remember_for: Duration,
+    /// How long a priced body not yet known to be created may be resent by a retry; older, the
+    /// lines are priced again (default 10 minutes).
+    #[serde(with = "humantime_serde")]
+    pub reuse_priced_for: Duration,
     /// Most attempts remembered at once (oldest forgotten first).
     pub max_remembered: u64,
 }
@@ -52,6 +80,7 @@ impl Default for OrderPlacementConfig {
     fn default() -> Self {
         Self {
             remember_for: Duration::from_secs(24 * 60 * 60),
+            reuse_priced_for: Duration::from_secs(10 * 60),
             max_remembered: 100_000,
         }
     }
@@ -112,12 +141,20 @@ pub enum PlaceOrderError {
     /// Too many lines, a quantity out of range, or a product listed twice.
     #[error("invalid order lines: {0}")]
     InvalidLines(&'static str),
+    /// The shipping address is not the contract's `Address` (the text names the field and the
+    /// rule, safe to show); nothing was created.
+    #[error("invalid shipping address: {0}")]
+    InvalidAddress(&'static str),
     /// Some products cannot be ordered; nothing was created.
     #[error("{} product(s) cannot be ordered", .0.len())]
     Unavailable(Vec<UnavailableProduct>),
     /// The products are priced in more than one currency; nothing was created.
     #[error("the products are priced in more than one currency")]
     MixedCurrencies,
+    /// The idempotency key was already used by this owner for a different request (here, or at
+    /// the order service); nothing was created.
+    #[error("the idempotency key was already used for a different request")]
+    KeyReused,
     /// A downstream call failed.
     #[error(transparent)]
     Downstream(#[from] ClientError),
@@ -130,19 +167,85 @@ pub struct PlacedOrder {
     pub order: Order,
     /// Whether this request created it (false: a retry got the earlier order).
     pub created: bool,
-    /// For a cart checkout, whether the cart was emptied afterwards (false when that failed; the
-    /// order stands regardless). Always true for orders placed from explicit lines.
+    /// For a cart checkout, whether the cart was emptied of what was ordered (false when that
+    /// failed; the order stands regardless). A retry reports what the first attempt did. Always
+    /// true for orders placed from explicit lines.
     pub cart_cleared: bool,
+}
+
+/// What identifies a request under one idempotency key: a retry must have the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fingerprint {
+    /// An order of explicit lines (lines sorted by product).
+    Place {
+        /// The customer.
+        customer: UserId,
+        /// The channel.
+        channel: Channel,
+        /// (product, quantity), sorted by product.
+        lines: Vec<(ProductId, u32)>,
+        /// Where to ship.
+        shipping_address: Option<Address>,
+    },
+    /// A cart checkout (the cart itself may legitimately be empty on a retry).
+    Checkout {
+        /// The channel.
+        channel: Channel,
+        /// Where to ship.
+        shipping_address: Option<Address>,
+    },
+}
+
+impl Fingerprint {
+    /// The fingerprint of an order of explicit lines.
+    fn place(request: &OrderRequest) -> Self {
+        let mut lines: Vec<(ProductId, u32)> = request
+            .lines
+            .iter()
+            .map(|line| (line.product_id.clone(), line.quantity))
+            .collect();
+        lines.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        Self::Place {
+            customer: request.customer.clone(),
+            channel: request.channel.clone(),
+            lines,
+            shipping_address: request.shipping_address.clone(),
+        }
+    }
+}
+
+/// Where one (owner, key) attempt stands.
+#[derive(Debug, Clone)]
+enum Stage {
+    /// Priced and about to be (or being) created: a retry sends exactly this body again, while
+    /// it is younger than `reuse_priced_for`.
+    Priced {
+        /// The body sent.
+        body: Arc<NewOrder>,
+        /// When the lines were priced.
+        priced_at: Instant,
+    },
+    /// Created: a retry gets this order without another call, and never touches the cart.
+    Created {
+        /// The order.
+        order: Arc<Order>,
+        /// Whether the cart was emptied afterwards (true for explicit lines).
+        cart_cleared: bool,
+    },
 }
 
 /// What is remembered of one (owner, key) attempt.
 #[derive(Debug, Clone)]
-enum Attempt {
-    /// Priced and about to be (or being) created: a retry sends exactly this body again.
-    Priced(Arc<NewOrder>),
-    /// Created: a retry gets this order without another call.
-    Created(Arc<Order>),
+struct Attempt {
+    /// The request it was for.
+    fingerprint: Fingerprint,
+    /// How far it got.
+    stage: Stage,
 }
+
+/// The remembered attempt of one (owner, key), locked for the whole of each request with that
+/// key so that concurrent requests run one after another. `None`: nothing (or nothing valid).
+type Slot = Arc<Mutex<Option<Attempt>>>;
 
 /// Places orders from explicit lines or from a user's cart. Cheap to clone.
 #[derive(Clone)]
@@ -150,7 +253,9 @@ pub struct OrderPlacement {
     /// The downstream services.
     downstream: Downstream,
     /// Attempts by (owner, idempotency key), so retries get the same order.
-    attempts: moka::future::Cache<(Owner, IdempotencyKey), Attempt>,
+    attempts: moka::future::Cache<(Owner, IdempotencyKey), Slot>,
+    /// How long a priced, not yet created body may be resent.
+    reuse_priced_for: Duration,
 }
 
 impl OrderPlacement {
@@ -162,6 +267,7 @@ impl OrderPlacement {
                 .max_capacity(config.max_remembered)
                 .time_to_live(config.remember_for)
                 .build(),
+            reuse_priced_for: config.reuse_priced_for,
         }
     }
 
@@ -188,7 +294,8 @@ impl OrderPlacement {
     }
 
     /// Places an order of explicit `lines` for `owner` (e.g. a partner's order), pricing them
-    /// first. A retry with the same `key` returns the same order.
+    /// first. A retry with the same `key` and request returns the same order; the same key with a
+    /// different request is [`PlaceOrderError::KeyReused`].
     pub async fn place(
         &self,
         ctx: &RequestContext,
@@ -196,38 +303,54 @@ impl OrderPlacement {
         key: &IdempotencyKey,
         request: OrderRequest,
     ) -> Result<PlacedOrder, PlaceOrderError> {
-        let attempt_key = (owner.clone(), key.clone());
-        let body = match self.attempts.get(&attempt_key).await {
-            Some(Attempt::Created(order)) => {
+        if let Some(address) = &request.shipping_address {
+            validate_address(address)?;
+        }
+        let fingerprint = Fingerprint::place(&request);
+        let slot = self.slot(owner, key).await;
+        let mut attempt = lock(ctx, &slot).await?;
+        let (body, priced_at) = match self.remembered(&attempt, &fingerprint)? {
+            Remembered::Created { order, .. } => {
                 return Ok(PlacedOrder {
                     order: Order::clone(&order),
                     created: false,
                     cart_cleared: true,
                 });
             }
-            Some(Attempt::Priced(body)) => body,
-            None => {
+            Remembered::Priced { body, priced_at } => (body, priced_at),
+            Remembered::Nothing => {
                 let priced = self.price(ctx, &request.lines).await?;
-                Arc::new(NewOrder {
+                let body = Arc::new(NewOrder {
                     user_id: request.customer,
                     channel: request.channel,
                     lines: priced,
                     shipping_address: request.shipping_address,
-                })
+                });
+                (body, Instant::now())
             }
         };
-        self.create(ctx, owner, key, attempt_key, body)
-            .await
-            .map(|(order, created)| PlacedOrder {
-                order,
-                created,
+        let (order, created) = self
+            .create(ctx, owner, key, &mut attempt, &fingerprint, body, priced_at)
+            .await?;
+        *attempt = Some(Attempt {
+            fingerprint,
+            stage: Stage::Created {
+                order: Arc::new(order.clone()),
                 cart_cleared: true,
-            })
+            },
+        });
+        Ok(PlacedOrder {
+            order,
+            created: matches!(created, Creation::Created),
+            cart_cleared: true,
+        })
     }
 
-    /// Checks out `user`'s cart: reads it, prices its lines from current catalog data, refuses if
-    /// anything is unavailable, creates the order with `key`, then empties the cart. A retry with
-    /// the same `key` returns the same order, never a second one.
+    /// Checks out `user`'s cart: reads it (uncached), prices its lines from current catalog
+    /// data, refuses if anything is unavailable, creates the order with `key`, then takes what was
+    /// ordered off the cart. A retry with the same `key` returns the same order, never a second
+    /// one, and leaves the cart alone; the same key with another channel or shipping address is
+    /// [`PlaceOrderError::KeyReused`].
     pub async fn checkout(
         &self,
         ctx: &RequestContext,
@@ -236,13 +359,33 @@ impl OrderPlacement {
         channel: Channel,
         shipping_address: Option<Address>,
     ) -> Result<PlacedOrder, PlaceOrderError> {
+        if let Some(address) = &shipping_address {
+            validate_address(address)?;
+        }
+        let fingerprint = Fingerprint::Checkout {
+            channel: channel.clone(),
+            shipping_address: shipping_address.clone(),
+        };
         let owner = Owner::User(user.clone());
-        let attempt_key = (owner.clone(), key.clone());
-        let (order, created) = match self.attempts.get(&attempt_key).await {
-            Some(Attempt::Created(order)) => (Order::clone(&order), false),
-            Some(Attempt::Priced(body)) => self.create(ctx, &owner, key, attempt_key, body).await?,
-            None => {
-                let cart = self.downstream.carts().get(ctx, user).await?;
+        let slot = self.slot(&owner, key).await;
+        let mut attempt = lock(ctx, &slot).await?;
+        // A remembered attempt (even one too old to resend) means this process sent a body under
+        // this key before: an order the service replays now may be that one, cart not yet emptied.
+        let sent_before = attempt.is_some();
+        let (body, priced_at) = match self.remembered(&attempt, &fingerprint)? {
+            Remembered::Created {
+                order,
+                cart_cleared,
+            } => {
+                return Ok(PlacedOrder {
+                    order: Order::clone(&order),
+                    created: false,
+                    cart_cleared,
+                });
+            }
+            Remembered::Priced { body, priced_at } => (body, priced_at),
+            Remembered::Nothing => {
+                let cart = self.downstream.carts().client().get(ctx, user).await?;
                 if cart.items.is_empty() {
                     return Err(PlaceOrderError::Empty);
                 }
@@ -261,52 +404,279 @@ impl OrderPlacement {
                     lines: priced,
                     shipping_address,
                 });
-                self.create(ctx, &owner, key, attempt_key, body).await?
+                (body, Instant::now())
             }
         };
-        let cart_cleared = match self.downstream.carts().clear(ctx, user).await {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(
-                    order_id = order.id.as_str(),
-                    error = error.kind().code(),
-                    "order placed but the cart could not be emptied"
-                );
-                false
-            }
+        let (order, creation) = self
+            .create(
+                ctx,
+                &owner,
+                key,
+                &mut attempt,
+                &fingerprint,
+                body,
+                priced_at,
+            )
+            .await?;
+        // Empty the cart when this request made the order, or when this process sent a body under
+        // the key before (whose answer was lost before the cart was emptied). An order the service
+        // replays for a key this process never used was made (and its cart emptied) elsewhere.
+        let cart_cleared = if matches!(creation, Creation::Created) || sent_before {
+            self.take_ordered_off_cart(ctx, user, &order).await
+        } else {
+            false
         };
+        *attempt = Some(Attempt {
+            fingerprint,
+            stage: Stage::Created {
+                order: Arc::new(order.clone()),
+                cart_cleared,
+            },
+        });
         Ok(PlacedOrder {
             order,
-            created,
+            created: matches!(creation, Creation::Created),
             cart_cleared,
         })
     }
 
-    /// Creates the order from `body`, remembering the body first and the order once created.
+    /// The slot of (owner, key), created empty when there is none.
+    async fn slot(&self, owner: &Owner, key: &IdempotencyKey) -> Slot {
+        self.attempts
+            .get_with((owner.clone(), key.clone()), async { Slot::default() })
+            .await
+    }
+
+    /// What a remembered attempt offers a request with `fingerprint`: refused when the key was
+    /// used for a different request; a priced body only while young enough to resend.
+    fn remembered(
+        &self,
+        attempt: &Option<Attempt>,
+        fingerprint: &Fingerprint,
+    ) -> Result<Remembered, PlaceOrderError> {
+        let Some(attempt) = attempt else {
+            return Ok(Remembered::Nothing);
+        };
+        if attempt.fingerprint != *fingerprint {
+            return Err(PlaceOrderError::KeyReused);
+        }
+        Ok(match &attempt.stage {
+            Stage::Created {
+                order,
+                cart_cleared,
+            } => Remembered::Created {
+                order: Arc::clone(order),
+                cart_cleared: *cart_cleared,
+            },
+            Stage::Priced { body, priced_at } if priced_at.elapsed() < self.reuse_priced_for => {
+                Remembered::Priced {
+                    body: Arc::clone(body),
+                    priced_at: *priced_at,
+                }
+            }
+            Stage::Priced { .. } => Remembered::Nothing,
+        })
+    }
+
+    /// Creates the order from `body`, remembering the body first. A definite refusal of the
+    /// order service forgets the attempt; a timeout or outage keeps it for the retry. The
+    /// order service's 422 (the key was used with another body) is [`PlaceOrderError::KeyReused`].
+    #[allow(clippy::too_many_arguments)]
     async fn create(
         &self,
         ctx: &RequestContext,
         owner: &Owner,
         key: &IdempotencyKey,
-        attempt_key: (Owner, IdempotencyKey),
+        attempt: &mut Option<Attempt>,
+        fingerprint: &Fingerprint,
         body: Arc<NewOrder>,
-    ) -> Result<(Order, bool), PlaceOrderError> {
-        self.attempts
-            .insert(attempt_key.clone(), Attempt::Priced(Arc::clone(&body)))
-            .await;
-        let created = self
+        priced_at: Instant,
+    ) -> Result<(Order, Creation), PlaceOrderError> {
+        *attempt = Some(Attempt {
+            fingerprint: fingerprint.clone(),
+            stage: Stage::Priced {
+                body: Arc::clone(&body),
+                priced_at,
+            },
+        });
+        match self
             .downstream
             .orders()
             .create(ctx, owner, key, &body)
-            .await?;
-        let is_new = matches!(created.creation, Creation::Created);
-        self.attempts
-            .insert(
-                attempt_key,
-                Attempt::Created(Arc::new(created.order.clone())),
-            )
-            .await;
-        Ok((created.order, is_new))
+            .await
+        {
+            Ok(created) => Ok((created.order, created.creation)),
+            Err(error) => {
+                if is_definite_refusal(error.kind()) {
+                    *attempt = None;
+                }
+                if error.service() == Service::Order
+                    && error.kind() == ErrorKind::Invalid
+                    && error.status() == Some(422)
+                {
+                    // The body is priced and single-currency, so the only 422 the contract
+                    // leaves is a key already used with a different body.
+                    return Err(PlaceOrderError::KeyReused);
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Takes what `order` holds off `user`'s cart, read again uncached: each ordered quantity
+    /// comes off its line (the line goes when nothing remains; when every line goes, one call
+    /// clears the cart). Writes go through the [`Carts`](crate::Carts) facade, which invalidates
+    /// the user's cached cart. Whether it worked; a failure is logged once and never loses the
+    /// order.
+    async fn take_ordered_off_cart(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        order: &Order,
+    ) -> bool {
+        match self.try_take_ordered_off_cart(ctx, user, order).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(
+                    order_id = order.id.as_str(),
+                    service = error.service().as_str(),
+                    error = error.kind().code(),
+                    "order placed but the cart could not be emptied"
+                );
+                false
+            }
+        }
+    }
+
+    /// [`Self::take_ordered_off_cart`], failing at the first failed call.
+    async fn try_take_ordered_off_cart(
+        &self,
+        ctx: &RequestContext,
+        user: &UserId,
+        order: &Order,
+    ) -> Result<(), ClientError> {
+        let carts = self.downstream.carts();
+        let cart = carts.client().get(ctx, user).await?;
+        let mut ordered: HashMap<&ProductId, u32> = HashMap::new();
+        for line in &order.lines {
+            *ordered.entry(&line.product_id).or_default() += line.quantity;
+        }
+        // (product, quantity left): 0 removes the line.
+        let changes: Vec<(&ProductId, u32)> = cart
+            .items
+            .iter()
+            .filter_map(|item| {
+                ordered
+                    .get(&item.product_id)
+                    .map(|taken| (&item.product_id, item.quantity.saturating_sub(*taken)))
+            })
+            .collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if changes.len() == cart.items.len() && changes.iter().all(|(_, left)| *left == 0) {
+            return carts.clear(ctx, user).await;
+        }
+        for (product_id, left) in changes {
+            let result = if left == 0 {
+                carts.remove_item(ctx, user, product_id).await.map(drop)
+            } else {
+                carts
+                    .set_quantity(ctx, user, product_id, left)
+                    .await
+                    .map(drop)
+            };
+            match result {
+                // Someone else removed the line meanwhile: nothing left to take off.
+                Err(error) if error.kind() == ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a remembered attempt offers a new request with the same key and fingerprint.
+enum Remembered {
+    /// Nothing: price (again) and create.
+    Nothing,
+    /// A young priced body to resend.
+    Priced {
+        /// The body.
+        body: Arc<NewOrder>,
+        /// When it was priced.
+        priced_at: Instant,
+    },
+    /// The order already created.
+    Created {
+        /// The order.
+        order: Arc<Order>,
+        /// What the first attempt reported.
+        cart_cleared: bool,
+    },
+}
+
+/// Locks the slot, waiting at most until the request's deadline (another request with the same
+/// key holds it meanwhile).
+async fn lock<'a>(
+    ctx: &RequestContext,
+    slot: &'a Slot,
+) -> Result<tokio::sync::MutexGuard<'a, Option<Attempt>>, PlaceOrderError> {
+    match ctx.deadline() {
+        None => Ok(slot.lock().await),
+        Some(deadline) => tokio::time::timeout_at(deadline, slot.lock())
+            .await
+            .map_err(|_| {
+                PlaceOrderError::Downstream(ClientError::classify(
+                    Service::Order,
+                    Failure::DeadlineExceeded,
+                ))
+            }),
+    }
+}
+
+/// Whether the order service's answer refuses this body for good (so it is not resent).
+fn is_definite_refusal(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Invalid
+            | ErrorKind::Forbidden
+            | ErrorKind::Conflict
+            | ErrorKind::NotFound
+            | ErrorKind::PreconditionFailed
+    )
+}
+
+/// Checks a shipping address against the contract's `Address`: `country` an ISO 3166 alpha-2
+/// code (`^[A-Z]{2}$`), every field at most [`MAX_ADDRESS_FIELD_CHARS`] characters.
+fn validate_address(address: &Address) -> Result<(), PlaceOrderError> {
+    let fields: [(&Option<String>, &'static str); 5] = [
+        (&address.name, "`name` must be at most 200 characters"),
+        (&address.line1, "`line1` must be at most 200 characters"),
+        (&address.city, "`city` must be at most 200 characters"),
+        (
+            &address.postal_code,
+            "`postal_code` must be at most 200 characters",
+        ),
+        (&address.country, "`country` must be at most 200 characters"),
+    ];
+    for (value, why) in fields {
+        if value
+            .as_deref()
+            .is_some_and(|value| value.chars().count() > MAX_ADDRESS_FIELD_CHARS)
+        {
+            return Err(PlaceOrderError::InvalidAddress(why));
+        }
+    }
+    let country_ok = address.country.as_deref().is_none_or(|country| {
+        country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase())
+    });
+    if country_ok {
+        Ok(())
+    } else {
+        Err(PlaceOrderError::InvalidAddress(
+            "`country` must be an ISO 3166 alpha-2 code such as `DE` (^[A-Z]{2}$)",
+        ))
     }
 }
 
@@ -497,6 +867,55 @@ mod tests {
             Err(PlaceOrderError::InvalidLines(_))
         ));
         assert!(validate_lines(&[line("a", 99)]).is_ok());
+    }
+
+    #[test]
+    fn addresses_are_checked_against_the_contract() {
+        let ok = Address {
+            name: Some("Ada".into()),
+            country: Some("DE".into()),
+            ..Address::default()
+        };
+        assert!(validate_address(&ok).is_ok());
+        assert!(validate_address(&Address::default()).is_ok());
+        for country in ["de", "DEU", "D", "D1", "ÄÖ"] {
+            let bad = Address {
+                country: Some(country.into()),
+                ..Address::default()
+            };
+            assert!(
+                matches!(validate_address(&bad), Err(PlaceOrderError::InvalidAddress(why)) if why.contains("country")),
+                "{country}"
+            );
+        }
+        let long = Address {
+            city: Some("é".repeat(MAX_ADDRESS_FIELD_CHARS + 1)),
+            ..Address::default()
+        };
+        assert!(matches!(
+            validate_address(&long),
+            Err(PlaceOrderError::InvalidAddress(why)) if why.contains("city")
+        ));
+        let at_limit = Address {
+            city: Some("é".repeat(MAX_ADDRESS_FIELD_CHARS)),
+            ..Address::default()
+        };
+        assert!(validate_address(&at_limit).is_ok());
+    }
+
+    #[test]
+    fn the_fingerprint_of_explicit_lines_ignores_their_order_only() {
+        let request = |lines: Vec<RequestedLine>| OrderRequest {
+            customer: UserId::parse("c-1").expect("id"),
+            channel: Channel::web(),
+            lines,
+            shipping_address: None,
+        };
+        let a = Fingerprint::place(&request(vec![line("a", 1), line("b", 2)]));
+        let b = Fingerprint::place(&request(vec![line("b", 2), line("a", 1)]));
+        let c = Fingerprint::place(&request(vec![line("a", 1), line("b", 3)]));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
     }
 
     #[test]

@@ -215,6 +215,11 @@ impl Carts {
         }
     }
 
+    /// The raw client, for reads that must not come from the cache (checkout).
+    pub(crate) fn client(&self) -> &CartClient {
+        &self.client
+    }
+
     /// The user's cart (empty, version 0, if they have none), from the user's own cache entry
     /// when it is fresh and no write invalidated it. See [`CartClient::get`].
     pub async fn get(&self, ctx: &RequestContext, user: &UserId) -> Result<Cart, ClientError> {

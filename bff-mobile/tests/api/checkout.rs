@@ -91,3 +91,30 @@ async fn checkout_takes_an_optional_shipping_address() {
         "Jane Doe, 1 Main St, 10115 Berlin, DE"
     );
 }
+
+#[tokio::test]
+async fn an_idempotency_key_reused_for_another_checkout_is_a_422() {
+    let app = spawn_app().await;
+    let user = app.world().user_without_cart().to_owned();
+    app.add_to_cart(&user, app.world().regular_product(), 1)
+        .await;
+    let checkout = |city: &str| {
+        app.request(reqwest::Method::POST, "/checkout", Some(&user))
+            .header("idempotency-key", "key-reused")
+            .json(&serde_json::json!({ "address": { "city": city, "country": "DE" } }))
+    };
+    let first = app.send(checkout("Berlin")).await;
+    assert_eq!(first.status, 201);
+
+    let problem = app
+        .send(checkout("Bonn"))
+        .await
+        .assert_problem(422, "idempotency_key_reused");
+    assert!(problem["detail"].is_string(), "{problem}");
+    assert_eq!(app.orders_at_the_order_service(&user), 1);
+    let again = app.send(checkout("Berlin")).await;
+    assert_eq!(
+        again.status, 200,
+        "the original request still gets its order"
+    );
+}

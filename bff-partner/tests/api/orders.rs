@@ -356,3 +356,64 @@ async fn the_request_id_and_trace_context_are_propagated_downstream() {
     assert_eq!(listed["headers"]["x-request-id"], "partner-req-42");
     assert_eq!(listed["headers"]["traceparent"], traceparent);
 }
+
+#[tokio::test]
+async fn an_idempotency_key_reused_for_a_different_order_is_a_422() {
+    let app = spawn_app().await;
+    let world = app.services.world.clone();
+    let first = order_body("acme-cust-7", &[(world.regular_product(), 1)]);
+    let other = order_body("acme-cust-7", &[(world.regular_product(), 2)]);
+    for version in VERSIONS {
+        let key = format!("reused-{version}");
+        let response = app
+            .create_order(version, ACME_KEY, Some(&key), &first)
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let response = app
+            .create_order(version, ACME_KEY, Some(&key), &other)
+            .await;
+        let (problem, _) = assert_problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            version,
+            "idempotency-key-reused",
+        )
+        .await;
+        app.assert_documented(
+            version,
+            "post",
+            &format!("/{version}/orders"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &problem,
+        )
+        .await;
+    }
+    let stats = app.order_stats().await;
+    assert_eq!(stats["requests"]["POST /orders"], 2, "{stats}");
+}
+
+#[tokio::test]
+async fn an_invalid_shipping_address_is_a_400_invalid_body_and_creates_nothing() {
+    let app = spawn_app().await;
+    let world = app.services.world.clone();
+    let mut body = order_body("acme-cust-7", &[(world.regular_product(), 1)]);
+    body["shipping_address"] = serde_json::json!({ "city": "Berlin", "country": "de" });
+    let response = app
+        .create_order("v2", ACME_KEY, Some("bad-country"), &body)
+        .await;
+    let (problem, _) =
+        assert_problem(response, StatusCode::BAD_REQUEST, "v2", "invalid-body").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("country")),
+        "{problem}"
+    );
+    body["shipping_address"] = serde_json::json!({ "name": "x".repeat(201) });
+    let response = app
+        .create_order("v2", ACME_KEY, Some("long-name"), &body)
+        .await;
+    assert_problem(response, StatusCode::BAD_REQUEST, "v2", "invalid-body").await;
+    let stats = app.order_stats().await;
+    assert_eq!(stats["requests"]["POST /orders"], Value::Null, "{stats}");
+}

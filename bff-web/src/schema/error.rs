@@ -32,6 +32,8 @@ pub enum Code {
     EmptyCart,
     /// Checkout refused: the cart's products are priced in more than one currency.
     MixedCurrencies,
+    /// Checkout refused: the idempotency key was already used for a different checkout.
+    IdempotencyKeyReused,
     /// A downstream service is down, failing or shedding load; trying later may help.
     DownstreamUnavailable,
     /// A downstream service did not answer within the request's time budget.
@@ -54,6 +56,7 @@ impl Code {
             Self::OutOfStock => "OUT_OF_STOCK",
             Self::EmptyCart => "EMPTY_CART",
             Self::MixedCurrencies => "MIXED_CURRENCIES",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::DownstreamUnavailable => "DOWNSTREAM_UNAVAILABLE",
             Self::DownstreamTimeout => "DOWNSTREAM_TIMEOUT",
             Self::DownstreamBadResponse => "DOWNSTREAM_BAD_RESPONSE",
@@ -180,6 +183,11 @@ pub fn checkout(error: &PlaceOrderError) -> Error {
             )
             .extend_with(|_, ext| ext.set("unavailable", async_graphql::Value::List(detail)))
         }
+        PlaceOrderError::InvalidAddress(why) => bad_input("shippingAddress", why),
+        PlaceOrderError::KeyReused => coded(
+            Code::IdempotencyKeyReused,
+            "This idempotencyKey was already used for a different checkout; use a new key.",
+        ),
         PlaceOrderError::Downstream(error) => downstream(error),
     }
 }

@@ -191,3 +191,50 @@ async fn checkout_of_an_empty_cart_is_refused() {
     assert_eq!(answer.codes(), ["EMPTY_CART"]);
     assert_eq!(answer.data(""), &Value::Null);
 }
+
+#[tokio::test]
+async fn a_checkout_key_reused_with_another_address_is_refused() {
+    let app = spawn_app().await;
+    let user = app.services.world.user_without_cart().to_owned();
+    let token = token(&user);
+    app.fill_cart(&user, &["p-00002".to_owned()], 1).await;
+    app.query(CHECKOUT, json!({ "key": "reuse-me" }), Some(&token))
+        .await
+        .assert_ok();
+
+    let other = "mutation($key: String!) { checkout(idempotencyKey: $key,
+        shippingAddress: { city: \"Bonn\", country: \"DE\" }) { created } }";
+    let answer = app
+        .query(other, json!({ "key": "reuse-me" }), Some(&token))
+        .await;
+    assert_eq!(answer.codes(), ["IDEMPOTENCY_KEY_REUSED"]);
+    assert_eq!(app.calls(ServiceKind::Order, "POST /orders"), 1);
+}
+
+#[tokio::test]
+async fn checkout_with_an_invalid_shipping_address_is_bad_user_input() {
+    let app = spawn_app().await;
+    let user = app.services.world.user_without_cart().to_owned();
+    let token = token(&user);
+    app.fill_cart(&user, &["p-00002".to_owned()], 1).await;
+
+    let bad = "mutation($key: String!) { checkout(idempotencyKey: $key,
+        shippingAddress: { city: \"Berlin\", country: \"de\" }) { created } }";
+    let answer = app
+        .query(bad, json!({ "key": "bad-country" }), Some(&token))
+        .await;
+    assert_eq!(answer.codes(), ["BAD_USER_INPUT"]);
+    let error = &answer.body["errors"][0];
+    assert_eq!(
+        error["extensions"]["argument"], "shippingAddress",
+        "{error}"
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("country")),
+        "{error}"
+    );
+    assert_eq!(app.calls(ServiceKind::Order, "POST /orders"), 0);
+    assert_eq!(app.services.world.cart(&user).items.len(), 1);
+}
