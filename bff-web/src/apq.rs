@@ -4,8 +4,8 @@
 //! `PERSISTED_QUERY_NOT_FOUND` and the client sends hash and text together once, which the gateway
 //! checks (the hash must be the SHA-256 of the text) and remembers.
 //!
-//! The store is bounded (`gateway.apq.max_entries`, least recently used forgotten first) and
-//! in-process: each replica learns a query on its first miss.
+//! The store is bounded in bytes (`gateway.apq.max_bytes`, least recently used forgotten first),
+//! keeps only texts that parse, and is in-process: each replica learns a query on its first miss.
 
 use std::sync::Arc;
 
@@ -61,10 +61,18 @@ pub struct PersistedQueries {
 }
 
 impl PersistedQueries {
-    /// A store of at most `max_entries` texts, or a disabled one.
-    pub fn new(enabled: bool, max_entries: u64) -> Self {
+    /// A store of at most `max_bytes` of query text (least recently used forgotten first), or a
+    /// disabled one.
+    pub fn new(enabled: bool, max_bytes: u64) -> Self {
         Self {
-            store: enabled.then(|| moka::future::Cache::new(max_entries)),
+            store: enabled.then(|| {
+                moka::future::Cache::builder()
+                    .weigher(|hash: &String, text: &Arc<str>| {
+                        u32::try_from(hash.len() + text.len()).unwrap_or(u32::MAX)
+                    })
+                    .max_capacity(max_bytes)
+                    .build()
+            }),
         }
     }
 
@@ -109,7 +117,14 @@ impl PersistedQueries {
                 "`persistedQuery.sha256Hash` is not the SHA-256 of the query.",
             ));
         }
-        store.insert(hash, Arc::from(request.query.as_str())).await;
+        // Only documents that can run are remembered: anything else would take memory for
+        // nothing (and the store is shared by every caller).
+        let parses = crate::schema::limits::text_nesting(&request.query)
+            <= crate::schema::limits::MAX_TEXT_NESTING
+            && async_graphql::parser::parse_query(&request.query).is_ok();
+        if parses {
+            store.insert(hash, Arc::from(request.query.as_str())).await;
+        }
         Ok(())
     }
 }

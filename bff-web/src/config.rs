@@ -69,9 +69,9 @@ impl GatewayConfig for WebConfig {
             ));
         }
         self.limits.validate()?;
-        if self.apq.enabled && self.apq.max_entries == 0 {
+        if self.apq.enabled && self.apq.max_bytes == 0 {
             return Err(ConfigError::invalid(
-                "gateway.apq.max_entries",
+                "gateway.apq.max_bytes",
                 "must be greater than 0 while APQ is enabled",
             ));
         }
@@ -164,16 +164,16 @@ pub struct ApqConfig {
     /// Whether `extensions.persistedQuery` is honoured; off, such requests get
     /// `PERSISTED_QUERY_NOT_SUPPORTED`.
     pub enabled: bool,
-    /// Most query texts remembered (least recently used forgotten first), so the store stays
-    /// bounded whatever clients send.
-    pub max_entries: u64,
+    /// Memory budget of the remembered query texts, in bytes (least recently used forgotten
+    /// first), so the store stays bounded whatever clients send.
+    pub max_bytes: u64,
 }
 
 impl Default for ApqConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            max_entries: 10_000,
+            max_bytes: 4 * 1024 * 1024,
         }
     }
 }

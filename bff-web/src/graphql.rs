@@ -179,6 +179,7 @@ fn wants_html(headers: &HeaderMap) -> bool {
 /// `GET /graphql`: a query in the query string, or the query page.
 async fn get_graphql(
     State(endpoint): State<Endpoint>,
+    metrics: Option<axum::Extension<server_kit::metrics::Metrics>>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
@@ -194,12 +195,21 @@ async fn get_graphql(
             return transport_error(media, StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message);
         }
     };
-    execute(endpoint, headers, request, media, true).await
+    execute(
+        endpoint,
+        metrics.map(|m| m.0),
+        headers,
+        request,
+        media,
+        true,
+    )
+    .await
 }
 
 /// `POST /graphql`: a JSON request body.
 async fn post_graphql(
     State(endpoint): State<Endpoint>,
+    metrics: Option<axum::Extension<server_kit::metrics::Metrics>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -251,7 +261,15 @@ async fn post_graphql(
             );
         }
     };
-    execute(endpoint, headers, request, media, false).await
+    execute(
+        endpoint,
+        metrics.map(|m| m.0),
+        headers,
+        request,
+        media,
+        false,
+    )
+    .await
 }
 
 /// A request from `GET` parameters.
@@ -275,6 +293,7 @@ fn request_from_params(params: &HashMap<String, String>) -> Result<Request, &'st
 /// Runs one request through APQ, the `GET` rule, authentication and the schema.
 async fn execute(
     endpoint: Endpoint,
+    metrics: Option<server_kit::metrics::Metrics>,
     headers: HeaderMap,
     mut request: Request,
     media: Media,
@@ -295,7 +314,22 @@ async fn execute(
             "The request has no `query`.",
         );
     }
+    if schema::limits::text_nesting(&request.query) > schema::limits::MAX_TEXT_NESTING {
+        // Refused before parsing: the parser recurses on nesting and could overflow its stack.
+        let status = match media {
+            Media::Json => StatusCode::OK,
+            Media::GraphqlResponse => StatusCode::BAD_REQUEST,
+        };
+        return transport_error(
+            media,
+            status,
+            schema::limits::codes::PARSE_FAILED,
+            "The document nests brackets too deeply.",
+        );
+    }
+    let mut named = None;
     if let Ok(document) = async_graphql::parser::parse_query(&request.query) {
+        named = sole_operation_name(&document);
         let ty = schema::limits::operation_type(&document, request.operation_name.as_deref());
         if via_get && ty == Some(OperationType::Mutation) {
             let mut response = transport_error(
@@ -318,6 +352,7 @@ async fn execute(
         Err(refused) => return unauthenticated(media, refused),
     };
     let context = downstream_context(&headers, endpoint.deadline);
+    let operation = request.operation_name.clone().or(named);
     let executed = Executed::default();
     let scope = RequestScope::new(&endpoint.services, context, identity);
     let staleness = Arc::clone(&scope.staleness);
@@ -362,6 +397,9 @@ async fn execute(
             error
         })
         .collect();
+    if let Some(metrics) = &metrics {
+        record_operation(metrics, operation.as_deref(), &errors);
+    }
     let mut body = serde_json::Map::new();
     if ran {
         body.insert(
@@ -382,6 +420,56 @@ async fn execute(
         );
     }
     json_response(media, status, &serde_json::Value::Object(body))
+}
+
+/// The name of a document's only operation, when it has exactly one and it is named.
+fn sole_operation_name(
+    document: &async_graphql::parser::types::ExecutableDocument,
+) -> Option<String> {
+    match &document.operations {
+        async_graphql::parser::types::DocumentOperations::Single(_) => None,
+        async_graphql::parser::types::DocumentOperations::Multiple(operations)
+            if operations.len() == 1 =>
+        {
+            operations.keys().next().map(|name| name.to_string())
+        }
+        async_graphql::parser::types::DocumentOperations::Multiple(_) => None,
+    }
+}
+
+/// Counts one executed operation by name (bounded: `anonymous` without a name, `other` for an
+/// unusual or too varied one) and each of its errors by code.
+fn record_operation(
+    metrics: &server_kit::metrics::Metrics,
+    operation: Option<&str>,
+    errors: &[ServerError],
+) {
+    let name = match operation {
+        None => "anonymous".to_owned(),
+        Some(name)
+            if name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            metrics.bounded("operation", name)
+        }
+        Some(_) => "other".to_owned(),
+    };
+    metrics.record(|| {
+        metrics::counter!("bff_graphql_operations_total", "operation" => name.clone()).increment(1);
+        for error in errors {
+            let code = error
+                .extensions
+                .as_ref()
+                .and_then(|ext| ext.get("code"))
+                .and_then(|code| match code {
+                    async_graphql::Value::String(code) => Some(code.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "UNKNOWN".to_owned());
+            let code = metrics.bounded("code", &code);
+            metrics::counter!("bff_graphql_errors_total", "operation" => name.clone(), "code" => code)
+                .increment(1);
+        }
+    });
 }
 
 /// The downstream context of a request: its id, trace and deadline.

@@ -54,7 +54,7 @@ pub enum BuildError {
 pub fn build(settings: &WebSettings) -> Result<Gateway, BuildError> {
     let downstream = Downstream::new(&settings.downstream)?;
     let routes = routes(settings, downstream.clone())?;
-    Ok(Gateway::new(routes, downstream))
+    Ok(Gateway::over("bff-web", routes, downstream))
 }
 
 /// The gateway's own routes over `downstream` (what [`build`] serves; tests may call it too).
@@ -85,7 +85,7 @@ pub fn routes(settings: &WebSettings, downstream: Downstream) -> Result<Router, 
         schema,
         services,
         auth: Authenticator::new(&config.auth)?,
-        apq: PersistedQueries::new(config.apq.enabled, config.apq.max_entries),
+        apq: PersistedQueries::new(config.apq.enabled, config.apq.max_bytes),
         graphiql: config.graphiql,
         path: Arc::from(config.path.as_str()),
         deadline: settings.downstream.deadline,

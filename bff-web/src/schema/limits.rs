@@ -119,6 +119,17 @@ impl Extension for Limits {
                 ),
             ));
         }
+        let expanded = expanded_fields(&document);
+        if expanded > u64::try_from(self.max_complexity).unwrap_or(u64::MAX) {
+            return Err(error(
+                codes::TOO_COMPLEX,
+                format!(
+                    "The document selects {expanded} fields once its fragments are expanded; at \
+                     most {} are allowed.",
+                    self.max_complexity
+                ),
+            ));
+        }
         let aliases = count_aliases(&document);
         if aliases > self.max_aliases {
             return Err(error(
@@ -214,60 +225,31 @@ pub fn operation_type(
 /// introspection off is its own setting. Fragment depths are memoized and cycles (which
 /// validation refuses later) count as 0, so the walk is linear in the document's size.
 fn max_depth(document: &ExecutableDocument) -> usize {
-    struct Walk<'a> {
-        document: &'a ExecutableDocument,
-        memo: std::collections::HashMap<&'a str, usize>,
-        visiting: std::collections::HashSet<&'a str>,
-    }
-    impl<'a> Walk<'a> {
-        fn set(&mut self, set: &'a SelectionSet) -> usize {
-            set.items
-                .iter()
-                .map(|item| match &item.node {
-                    Selection::Field(field) => {
-                        let name = field.node.name.node.as_str();
-                        if name.starts_with("__") && name != "__typename" {
-                            0
-                        } else {
-                            1 + self.set(&field.node.selection_set.node)
-                        }
+    let mut walk = FragmentWalk::new(document, |walk: &mut FragmentWalk<'_>, set| {
+        set.items
+            .iter()
+            .map(|item| match &item.node {
+                Selection::Field(field) => {
+                    let name = field.node.name.node.as_str();
+                    if name.starts_with("__") && name != "__typename" {
+                        0
+                    } else {
+                        1_u64.saturating_add(walk.set(&field.node.selection_set.node))
                     }
-                    Selection::InlineFragment(fragment) => {
-                        self.set(&fragment.node.selection_set.node)
-                    }
-                    Selection::FragmentSpread(spread) => {
-                        self.fragment(spread.node.fragment_name.node.as_str())
-                    }
-                })
-                .max()
-                .unwrap_or(0)
-        }
-
-        fn fragment(&mut self, name: &'a str) -> usize {
-            if let Some(depth) = self.memo.get(name) {
-                return *depth;
-            }
-            let Some((key, fragment)) = self.document.fragments.get_key_value(name) else {
-                return 0;
-            };
-            if !self.visiting.insert(key.as_str()) {
-                return 0;
-            }
-            let depth = self.set(&fragment.node.selection_set.node);
-            self.visiting.remove(key.as_str());
-            self.memo.insert(key.as_str(), depth);
-            depth
-        }
-    }
-    let mut walk = Walk {
-        document,
-        memo: std::collections::HashMap::new(),
-        visiting: std::collections::HashSet::new(),
-    };
-    operations(document)
+                }
+                Selection::InlineFragment(fragment) => walk.set(&fragment.node.selection_set.node),
+                Selection::FragmentSpread(spread) => {
+                    walk.fragment(spread.node.fragment_name.node.as_str())
+                }
+            })
+            .max()
+            .unwrap_or(0)
+    });
+    let deepest = operations(document)
         .map(|op| walk.set(&op.selection_set.node))
         .max()
-        .unwrap_or(0)
+        .unwrap_or(0);
+    usize::try_from(deepest).unwrap_or(usize::MAX)
 }
 
 /// Aliases anywhere in the document (operations and fragments).
@@ -295,28 +277,146 @@ fn count_aliases(document: &ExecutableDocument) -> usize {
         .sum()
 }
 
-/// Fields at the root of an operation, looking through fragments (one level of spreads deep per
-/// spread, so fragment cycles, which validation refuses anyway, cannot loop).
+/// Fields at the root of an operation, looking through fragments (each fragment counted once
+/// and memoized; cycles, which validation refuses later, count as 0).
 fn root_fields(document: &ExecutableDocument, set: &SelectionSet) -> usize {
-    fn count(document: &ExecutableDocument, set: &SelectionSet, spreads_left: usize) -> usize {
+    let mut walk = FragmentWalk::new(document, |walk: &mut FragmentWalk<'_>, set| {
         set.items
             .iter()
             .map(|item| match &item.node {
                 Selection::Field(_) => 1,
-                Selection::InlineFragment(fragment) => {
-                    count(document, &fragment.node.selection_set.node, spreads_left)
+                Selection::InlineFragment(fragment) => walk.set(&fragment.node.selection_set.node),
+                Selection::FragmentSpread(spread) => {
+                    walk.fragment(spread.node.fragment_name.node.as_str())
                 }
-                Selection::FragmentSpread(spread) if spreads_left > 0 => document
-                    .fragments
-                    .get(&spread.node.fragment_name.node)
-                    .map_or(0, |f| {
-                        count(document, &f.node.selection_set.node, spreads_left - 1)
-                    }),
-                Selection::FragmentSpread(_) => 0,
             })
-            .sum()
+            .fold(0_u64, u64::saturating_add)
+    });
+    usize::try_from(walk.set(set)).unwrap_or(usize::MAX)
+}
+
+/// Fields the operations select once every fragment spread is expanded (introspection not
+/// counted), saturating. async-graphql's own complexity check walks the expanded document, so a
+/// few kilobytes of nested spreads would cost it exponential time; this count is computed in
+/// linear time and refuses such documents before validation runs.
+pub fn expanded_fields(document: &ExecutableDocument) -> u64 {
+    let mut walk = FragmentWalk::new(document, |walk: &mut FragmentWalk<'_>, set| {
+        set.items
+            .iter()
+            .map(|item| match &item.node {
+                Selection::Field(field) => {
+                    let name = field.node.name.node.as_str();
+                    if name.starts_with("__") && name != "__typename" {
+                        0
+                    } else {
+                        1_u64.saturating_add(walk.set(&field.node.selection_set.node))
+                    }
+                }
+                Selection::InlineFragment(fragment) => walk.set(&fragment.node.selection_set.node),
+                Selection::FragmentSpread(spread) => {
+                    walk.fragment(spread.node.fragment_name.node.as_str())
+                }
+            })
+            .fold(0_u64, u64::saturating_add)
+    });
+    operations(document)
+        .map(|op| walk.set(&op.selection_set.node))
+        .fold(0_u64, u64::saturating_add)
+}
+
+/// A walk over selection sets that evaluates each fragment at most once (memoized), treating a
+/// fragment that spreads itself (directly or not) as 0, so any measure it computes is linear in
+/// the size of the document.
+struct FragmentWalk<'a> {
+    /// The document whose fragments are looked up.
+    document: &'a ExecutableDocument,
+    /// The measure of one selection set; it recurses through the walk.
+    measure: Measure<'a>,
+    /// Fragments already measured.
+    memo: std::collections::HashMap<&'a str, u64>,
+    /// Fragments being measured (a spread of one of them is a cycle).
+    visiting: std::collections::HashSet<&'a str>,
+}
+
+/// How a [`FragmentWalk`] measures one selection set.
+type Measure<'a> = fn(&mut FragmentWalk<'a>, &'a SelectionSet) -> u64;
+
+impl<'a> FragmentWalk<'a> {
+    fn new(document: &'a ExecutableDocument, measure: Measure<'a>) -> Self {
+        Self {
+            document,
+            measure,
+            memo: std::collections::HashMap::new(),
+            visiting: std::collections::HashSet::new(),
+        }
     }
-    count(document, set, 8)
+
+    fn set(&mut self, set: &'a SelectionSet) -> u64 {
+        let measure = self.measure;
+        measure(self, set)
+    }
+
+    fn fragment(&mut self, name: &'a str) -> u64 {
+        if let Some(value) = self.memo.get(name) {
+            return *value;
+        }
+        let Some((key, fragment)) = self.document.fragments.get_key_value(name) else {
+            return 0;
+        };
+        if !self.visiting.insert(key.as_str()) {
+            return 0;
+        }
+        let value = self.set(&fragment.node.selection_set.node);
+        self.visiting.remove(key.as_str());
+        self.memo.insert(key.as_str(), value);
+        value
+    }
+}
+
+/// Deepest nesting of brackets a query text may have (selection sets, lists, objects,
+/// arguments together); real queries stay far below it.
+pub const MAX_TEXT_NESTING: usize = 64;
+
+/// Deepest nesting of `{`, `[` and `(` in a query text, outside strings and comments, counted
+/// without parsing: the parser recurses on nested list and object values, so a few kilobytes of
+/// `[[[[…` would overflow its stack before any other limit is checked.
+pub fn text_nesting(query: &str) -> usize {
+    let bytes = query.as_bytes();
+    let (mut depth, mut deepest, mut index) = (0_usize, 0_usize, 0_usize);
+    while index < bytes.len() {
+        match bytes[index] {
+            b'#' => {
+                while index < bytes.len() && bytes[index] != b'\n' {
+                    index += 1;
+                }
+            }
+            b'"' if bytes[index..].starts_with(b"\"\"\"") => {
+                index += 3;
+                while index < bytes.len() && !bytes[index..].starts_with(b"\"\"\"") {
+                    index += if bytes[index..].starts_with(b"\\\"\"\"") {
+                        4
+                    } else {
+                        1
+                    };
+                }
+                index += 2;
+            }
+            b'"' => {
+                index += 1;
+                while index < bytes.len() && bytes[index] != b'"' && bytes[index] != b'\n' {
+                    index += if bytes[index] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        index += 1;
+    }
+    deepest
 }
 
 #[cfg(test)]
@@ -325,6 +425,54 @@ mod tests {
 
     fn parse(query: &str) -> ExecutableDocument {
         async_graphql::parser::parse_query(query).expect("parses")
+    }
+
+    /// `{ ...F1 }` where each fragment spreads the next one `fanout` times, `levels` deep.
+    fn exponential_fragments(levels: usize, fanout: usize) -> String {
+        let mut query = String::from("{ ...F1 }\n");
+        for level in 1..levels {
+            let spreads = vec![format!("...F{}", level + 1); fanout].join(" ");
+            query.push_str(&format!("fragment F{level} on Query {{ {spreads} }}\n"));
+        }
+        query.push_str(&format!(
+            "fragment F{levels} on Query {{ categories {{ id }} }}\n"
+        ));
+        query
+    }
+
+    #[test]
+    fn expanded_fields_are_counted_in_linear_time_and_saturate() {
+        // 10^8 expanded fields from a few hundred bytes: counted without expanding.
+        let document = parse(&exponential_fragments(9, 10));
+        assert_eq!(expanded_fields(&document), 2 * 10_u64.pow(8));
+        let huge = parse(&exponential_fragments(40, 20));
+        assert_eq!(expanded_fields(&huge), u64::MAX);
+        assert_eq!(expanded_fields(&parse("{ a { b c } d }")), 4);
+        assert_eq!(
+            expanded_fields(&parse("{ __schema { types { name } } a }")),
+            1
+        );
+    }
+
+    #[test]
+    fn root_fields_are_counted_through_deep_fragment_chains() {
+        let document = parse(&exponential_fragments(12, 3));
+        let op = operations(&document).next().expect("operation");
+        assert_eq!(
+            root_fields(&document, &op.selection_set.node),
+            3_usize.pow(11)
+        );
+    }
+
+    #[test]
+    fn text_nesting_ignores_brackets_in_strings_and_comments() {
+        assert_eq!(text_nesting("{ a(x: [1, [2]]) { b } }"), 4);
+        assert_eq!(text_nesting("{ a(x: \"[[[[\") }"), 2);
+        assert_eq!(text_nesting("{ a # [[[[[\n }"), 1);
+        assert_eq!(text_nesting("{ a(x: \"\"\" {{{ \\\"\"\" [[ \"\"\") }"), 2);
+        assert_eq!(text_nesting("{ a(x: \"\\\"[[\") }"), 2);
+        let deep = format!("{{ a(x: {}1{}) }}", "[".repeat(5000), "]".repeat(5000));
+        assert_eq!(text_nesting(&deep), 5002);
     }
 
     #[test]

@@ -259,6 +259,26 @@ async fn automatic_persisted_queries_are_learned_then_served_by_hash() {
 }
 
 #[tokio::test]
+async fn a_persisted_query_that_does_not_parse_is_not_remembered() {
+    let app = spawn_app().await;
+    let garbage = format!("{{ not graphql {}", "x".repeat(10_000));
+    let hash = bff_web::apq::sha256_hex(&garbage);
+    let extensions = json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } });
+    let sent = app
+        .post_json(
+            json!({ "query": garbage, "extensions": extensions }),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(sent.codes(), ["GRAPHQL_PARSE_FAILED"]);
+    let by_hash = app
+        .post_json(json!({ "extensions": extensions }), None, None)
+        .await;
+    assert_eq!(by_hash.codes(), ["PERSISTED_QUERY_NOT_FOUND"]);
+}
+
+#[tokio::test]
 async fn configured_origins_get_cors_headers_and_others_do_not() {
     let app = spawn_app_with(|s| {
         s.gateway.cors.allowed_origins = vec!["https://shop.example.com".to_owned()];

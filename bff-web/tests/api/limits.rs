@@ -97,3 +97,25 @@ async fn introspection_can_be_turned_off() {
     answer.assert_ok();
     assert!(answer.data("/__schema/types").is_array());
 }
+
+#[tokio::test]
+async fn deeply_nested_values_are_refused_before_parsing_and_the_gateway_keeps_serving() {
+    let app = spawn_app().await;
+    let nested = format!(
+        "{{ categories(x: {}1{}) {{ id }} }}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let answer = app.query(&nested, json!({}), None).await;
+    assert_eq!(answer.codes(), ["GRAPHQL_PARSE_FAILED"]);
+    let objects = format!(
+        "{{ categories(x: {}1{}) {{ id }} }}",
+        "{a:".repeat(3000),
+        "}".repeat(3000)
+    );
+    let answer = app.query(&objects, json!({}), None).await;
+    assert_eq!(answer.codes(), ["GRAPHQL_PARSE_FAILED"]);
+    app.query("{ categories { id } }", json!({}), None)
+        .await
+        .assert_ok();
+}

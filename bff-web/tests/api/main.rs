@@ -10,5 +10,6 @@ mod errors;
 mod http;
 mod limits;
 mod mutations;
+mod operating;
 mod schema;
 mod viewer;
