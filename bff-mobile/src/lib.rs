@@ -61,7 +61,7 @@ pub enum BuildError {
 pub fn build(settings: &MobileSettings) -> Result<Gateway, BuildError> {
     let downstream = Downstream::new(&settings.downstream)?;
     let state = AppState::new(settings, downstream.clone())?;
-    Ok(Gateway::new(router(state), downstream))
+    Ok(Gateway::over("bff-mobile", router(state), downstream))
 }
 
 /// The mobile routes under [`PREFIX`], with compression, revalidation and the body limit.

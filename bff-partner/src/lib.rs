@@ -68,5 +68,9 @@ pub fn build(settings: &PartnerSettings) -> Result<Gateway, BuildError> {
         deprecation: Deprecation::new(&config.deprecation),
         config: Arc::new(config.clone()),
     };
-    Ok(Gateway::new(routes::routes(state), downstream))
+    Ok(Gateway::over(
+        "bff-partner",
+        routes::routes(state),
+        downstream,
+    ))
 }

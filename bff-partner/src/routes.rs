@@ -6,7 +6,8 @@
 //! 2. the problem renderer ([`crate::error::render`]): every error of the version, including
 //!    unknown paths (its fallback) and axum's bare 405, becomes the version's problem document;
 //! 3. on the API routes only: [`authenticate`] (401 without a known key) and the key's quota
-//!    (429), adding `RateLimit-Policy` and `RateLimit` to the response;
+//!    (429), adding `RateLimit-Policy` and `RateLimit` to the response, and counting the request
+//!    per partner id (`bff_partner_requests_total`, `bff_partner_rate_limited_total`);
 //! 4. per handler, the [`Authorized`](crate::auth::Authorized) extractor (403 without the scope).
 //!
 //! `/vN/openapi.json` and `/vN/problems/{name}` need no key.
@@ -21,6 +22,7 @@ use axum::{
     routing::get,
 };
 use serde::Serialize;
+use server_kit::metrics::Metrics;
 use shared_clients::{Creation, Served};
 
 use crate::{
@@ -107,6 +109,18 @@ fn version_router(state: &AppState, version: Version) -> Router {
     }
 }
 
+/// Counts an authenticated request of `partner` (never per key: partner ids are configured, so
+/// the label is bounded), and whether its quota refused it with 429.
+fn record(metrics: &Metrics, partner: &str, allowed: bool) {
+    let partner = metrics.bounded("partner", partner);
+    metrics.record(|| {
+        metrics::counter!("bff_partner_requests_total", "partner" => partner.clone()).increment(1);
+        if !allowed {
+            metrics::counter!("bff_partner_rate_limited_total", "partner" => partner).increment(1);
+        }
+    });
+}
+
 /// Marks a response as private to one partner and not to be stored by any cache.
 async fn private_no_store(mut response: Response) -> Response {
     response.headers_mut().insert(
@@ -125,6 +139,9 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     };
     let quota = partner.rate_limit;
     let decision = state.limiter.acquire(&partner.key_id, quota).await;
+    if let Some(metrics) = parts.extensions.get::<Metrics>() {
+        record(metrics, partner.id.as_str(), decision.allowed);
+    }
     let mut response = if decision.allowed {
         parts.extensions.insert(partner);
         next.run(Request::from_parts(parts, body)).await

@@ -120,6 +120,9 @@ pub struct ServerConfig {
     /// Longest time `/ready` waits for the downstream health checks, so a probe never hangs.
     #[serde(with = "humantime_serde")]
     pub ready_timeout: Duration,
+    /// A separate address to serve `GET /metrics` on (e.g. `0.0.0.0:9090`), so the metrics can
+    /// be kept off the client-facing port. Unset, `/metrics` is served on `listen_addr`.
+    pub metrics_listen_addr: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -157,6 +160,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             ready_requires_downstream: false,
             ready_timeout: Duration::from_millis(500),
+            metrics_listen_addr: None,
         }
     }
 }

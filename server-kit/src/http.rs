@@ -5,16 +5,21 @@
 //!    prints them;
 //! 2. a request id: the client's `X-Request-Id` when it is sane (≤ 128 characters of
 //!    `[A-Za-z0-9._:-]`), otherwise a new UUID; echoed on the response and passed downstream;
-//! 3. one `tracing` span per request with method, route template and request id, and one log
-//!    line when it finishes (status, latency);
-//! 4. a panic in a handler becomes a 500 problem, never a dropped connection;
-//! 5. every error response that is not already JSON (axum's plain-text rejections, an empty 405,
+//! 3. a W3C `traceparent`: the client's when it is valid, otherwise a new one (random trace id,
+//!    sampled), set on the request so that every gateway's downstream context sends it and all
+//!    downstream calls of one request share one trace id;
+//! 4. one `tracing` span per request, its fields named as OpenTelemetry's HTTP semantic
+//!    conventions name them (`http.request.method`, `http.route` — the template —, `url.path`,
+//!    `server.address`, `http.response.status_code`) plus `trace_id` and `request_id`, so every
+//!    log line of the request carries them, and one log line when it finishes (status, latency);
+//! 5. a panic in a handler becomes a 500 problem, never a dropped connection;
+//! 6. every error response that is not already JSON (axum's plain-text rejections, an empty 405,
 //!    the body limit's 413, …) becomes `application/problem+json`, keeping `Allow`,
 //!    `Retry-After` and `WWW-Authenticate`;
-//! 6. request bodies above `server.max_body_bytes` get 413 (enforced by every body extractor
+//! 7. request bodies above `server.max_body_bytes` get 413 (enforced by every body extractor
 //!    through axum's `DefaultBodyLimit`; handlers read bodies only through extractors).
 
-use std::any::Any;
+use std::{any::Any, time::Duration};
 
 use axum::{
     Router,
@@ -24,14 +29,15 @@ use axum::{
     middleware,
     response::{IntoResponse, Response},
 };
+use shared_clients::TraceParent;
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     sensitive_headers::SetSensitiveRequestHeadersLayer,
-    trace::{DefaultOnResponse, TraceLayer},
+    trace::TraceLayer,
 };
-use tracing::Level;
+use uuid::Uuid;
 
 use crate::{config::ServerConfig, problem::Problem};
 
@@ -54,10 +60,11 @@ pub fn apply(router: Router, config: &ServerConfig) -> Router {
         ]))
         .layer(middleware::map_request(drop_unsafe_request_id))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::map_request(ensure_traceparent))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(on_response),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -76,22 +83,90 @@ pub fn request_id(request: &http::request::Parts) -> Option<&str> {
         .and_then(|value| value.to_str().ok())
 }
 
+/// The request's span, with OpenTelemetry's HTTP attribute names; the status is recorded by
+/// [`on_response`].
 fn request_span(request: &Request<Body>) -> tracing::Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("<unmatched>", MatchedPath::as_str);
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
+    let header = |name: &HeaderName| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+    };
+    let request_id = header(&REQUEST_ID);
+    let trace_id = trace_id(header(&TRACEPARENT));
+    let server_address = request
+        .uri()
+        .host()
+        .unwrap_or_else(|| host_without_port(header(&header::HOST)));
     tracing::info_span!(
         "request",
-        method = %request.method(),
-        route,
+        "http.request.method" = %request.method(),
+        "http.route" = route,
+        "url.path" = request.uri().path(),
+        "server.address" = server_address,
+        "http.response.status_code" = tracing::field::Empty,
+        trace_id,
         request_id,
     )
+}
+
+/// Records the status on the request's span and logs the request's end.
+fn on_response<B>(response: &http::Response<B>, latency: Duration, span: &tracing::Span) {
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(status, latency_ms, "finished processing request");
+}
+
+/// The W3C trace context header.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Sets a fresh `traceparent` on a request that has none or an invalid one, so the gateway's
+/// downstream calls (which send the request's `traceparent`) share one trace id.
+async fn ensure_traceparent(mut request: Request) -> Request {
+    let valid = request
+        .headers()
+        .get(&TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| TraceParent::parse(value).is_ok());
+    if !valid {
+        let generated = new_traceparent();
+        if let Ok(value) = HeaderValue::from_str(&generated) {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
+    }
+    request
+}
+
+/// A new `traceparent`: version 00, a random trace id and parent id, sampled (this gateway
+/// starts the trace and asks the services behind it to record their part).
+fn new_traceparent() -> String {
+    let trace_id = Uuid::new_v4().simple().to_string();
+    let parent_id = &Uuid::new_v4().simple().to_string()[..16];
+    format!("00-{trace_id}-{parent_id}-01")
+}
+
+/// The host of a `Host` header, without its port (`[::1]:8080` → `[::1]`).
+fn host_without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if port.bytes().all(|b| b.is_ascii_digit())
+                && (!name.contains(':') || name.ends_with(']')) =>
+        {
+            name
+        }
+        _ => host,
+    }
+}
+
+/// The trace id of a `traceparent` (its second field), or empty.
+fn trace_id(traceparent: &str) -> &str {
+    traceparent.split('-').nth(1).unwrap_or_default()
 }
 
 /// Removes a client-supplied request id that is too long or has characters unfit for logs and
@@ -176,5 +251,21 @@ mod tests {
         assert!(!is_sane_request_id(
             &HeaderValue::from_str(&long).expect("ascii")
         ));
+    }
+
+    #[test]
+    fn the_server_address_is_the_host_without_its_port() {
+        assert_eq!(host_without_port("example.com:8080"), "example.com");
+        assert_eq!(host_without_port("example.com"), "example.com");
+        assert_eq!(host_without_port("[::1]:8080"), "[::1]");
+        assert_eq!(host_without_port("::1"), "::1");
+    }
+
+    #[test]
+    fn a_generated_traceparent_is_valid_and_its_trace_id_is_found() {
+        let generated = new_traceparent();
+        assert!(TraceParent::parse(&generated).is_ok(), "{generated}");
+        assert_eq!(trace_id(&generated).len(), 32);
+        assert_ne!(new_traceparent(), generated);
     }
 }

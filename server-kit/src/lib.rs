@@ -14,6 +14,8 @@
 //!   body limits, panic containment and `application/problem+json` for every error response.
 //! - [`problem`]: RFC 9457 problem details, the error body of the REST gateways.
 //! - [`health`]: `GET /health` (liveness) and `GET /ready` (readiness).
+//! - [`metrics`]: `GET /metrics` (Prometheus), the per-request counters and the export of the
+//!   downstream clients' counters.
 //! - [`shutdown`]: SIGTERM / ctrl-c handling and a bounded graceful drain.
 //! - [`server`]: binding, serving, and the `run` entry point that keeps each `main.rs` to a few lines.
 
@@ -22,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod problem;
 pub mod server;
 pub mod shutdown;

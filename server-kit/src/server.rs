@@ -1,37 +1,55 @@
 //! Binding, serving and the gateways' shared entry point.
 //!
 //! A gateway contributes a [`Gateway`] (its routes and what readiness depends on); [`Server`] adds
-//! `/health`, `/ready` and the middleware of [`crate::http`], and serves it on a listener it is
+//! `/health`, `/ready`, `/metrics` ([`crate::metrics`]) and the middleware of [`crate::http`], and serves it on a listener it is
 //! given — tests bind port 0. [`run`] is the whole of a gateway's `main`: arguments → settings →
 //! logs → build → serve until SIGTERM.
 
 use std::{fmt::Display, future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc};
 
-use axum::Router;
+use axum::{Router, middleware};
 use clap::Parser;
+use shared_clients::Downstream;
 use tokio::net::TcpListener;
 
 use crate::{
     cli::Args,
     config::{self, GatewayConfig, ServerConfig, Settings},
     health::{self, Readiness, ReadinessProbe},
-    http, shutdown, telemetry,
+    http,
+    metrics::{self, Metrics},
+    shutdown, telemetry,
 };
 
 /// What one gateway contributes to its server.
 pub struct Gateway {
-    /// The client-facing routes (everything but `/health` and `/ready`).
+    /// Names the gateway in every metric series (the `gateway` label).
+    pub name: &'static str,
+    /// The client-facing routes (everything but `/health`, `/ready` and `/metrics`).
     pub routes: Router,
     /// The dependencies `/ready` may check (see `server.ready_requires_downstream`).
     pub probe: Option<Arc<dyn ReadinessProbe>>,
+    /// The downstream clients whose counters `/metrics` exports, if any.
+    pub downstream: Option<Downstream>,
 }
 
 impl Gateway {
     /// A gateway serving `routes`, whose readiness may depend on `probe`.
-    pub fn new(routes: Router, probe: impl ReadinessProbe) -> Self {
+    pub fn new(name: &'static str, routes: Router, probe: impl ReadinessProbe) -> Self {
         Self {
+            name,
             routes,
             probe: Some(Arc::new(probe)),
+            downstream: None,
+        }
+    }
+
+    /// A gateway serving `routes` over `downstream`: readiness may depend on its services, and
+    /// `/metrics` exports its counters.
+    pub fn over(name: &'static str, routes: Router, downstream: Downstream) -> Self {
+        Self {
+            downstream: Some(downstream.clone()),
+            ..Self::new(name, routes, downstream)
         }
     }
 }
@@ -44,6 +62,13 @@ pub struct Server {
     router: Router,
     /// Flipped to "shutting down" when shutdown starts.
     readiness: Readiness,
+    /// This server's metrics (also served at `/metrics`).
+    metrics: Metrics,
+    /// Whether `/metrics` is served on its own listener (`server.metrics_listen_addr`) rather
+    /// than with the routes.
+    separate_metrics: bool,
+    /// That listener, given with [`Server::with_metrics_listener`].
+    metrics_listener: Option<TcpListener>,
     /// How long in-flight requests may take to finish after shutdown starts.
     grace: std::time::Duration,
 }
@@ -52,14 +77,23 @@ impl Server {
     /// Assembles the application for `gateway` on `listener`.
     pub fn new(listener: TcpListener, config: &ServerConfig, gateway: Gateway) -> Self {
         let readiness = Readiness::new(config, gateway.probe);
-        let router = http::apply(
-            gateway.routes.merge(health::routes(readiness.clone())),
-            config,
-        );
+        let metrics = Metrics::new(gateway.name, gateway.downstream);
+        let mut routes = gateway.routes.merge(health::routes(readiness.clone()));
+        let separate_metrics = config.metrics_listen_addr.is_some();
+        if !separate_metrics {
+            routes = routes.merge(metrics::routes(metrics.clone()));
+        }
+        let router = http::apply(routes, config).layer(middleware::from_fn_with_state(
+            metrics.clone(),
+            metrics::track,
+        ));
         Self {
             listener,
             router,
             readiness,
+            metrics,
+            separate_metrics,
+            metrics_listener: None,
             grace: config.shutdown_grace,
         }
     }
@@ -69,9 +103,37 @@ impl Server {
         TcpListener::bind(config.listen_addr).await
     }
 
+    /// Binds `config.metrics_listen_addr`, when set.
+    pub async fn bind_metrics(config: &ServerConfig) -> io::Result<Option<TcpListener>> {
+        match config.metrics_listen_addr {
+            Some(addr) => TcpListener::bind(addr).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Serves `/metrics` on `listener` (bound with [`Server::bind_metrics`]). With
+    /// `server.metrics_listen_addr` set, this is the only place `/metrics` is served; without it,
+    /// `/metrics` is served with the routes and this listener is ignored.
+    pub fn with_metrics_listener(mut self, listener: TcpListener) -> Self {
+        if self.separate_metrics {
+            self.metrics_listener = Some(listener);
+        }
+        self
+    }
+
+    /// The address `/metrics` is served on, when it has a listener of its own.
+    pub fn metrics_local_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.metrics_listener.as_ref().map(TcpListener::local_addr)
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// This server's metrics, e.g. for a gateway's own series.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
     }
 
     /// The readiness state, e.g. to mark shutdown from outside.
@@ -93,6 +155,21 @@ impl Server {
             tracing::info!("shutdown started; draining in-flight requests");
             started_tx.send(()).ok();
         };
+        // The metrics listener keeps answering while requests drain, and stops with the server
+        // (when `metrics_stop` is dropped, at the end of this function).
+        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(listener) = self.metrics_listener {
+            let metrics = axum::serve(listener, metrics::routes(self.metrics))
+                .with_graceful_shutdown(async move {
+                    metrics_stopped.await.ok();
+                });
+            tokio::spawn(async move {
+                if let Err(error) = metrics.await {
+                    tracing::error!(%error, "the metrics listener failed");
+                }
+            });
+        }
+        let _metrics_stop = metrics_stop;
         let serving = axum::serve(self.listener, self.router).with_graceful_shutdown(graceful);
         let grace = self.grace;
         let deadline = async move {
@@ -169,10 +246,26 @@ where
                 return ExitCode::FAILURE;
             }
         };
-        let server = Server::new(listener, server_config, gateway);
+        let metrics_listener = match Server::bind_metrics(server_config).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!(
+                    "{name}: cannot listen on {:?} (server.metrics_listen_addr): {error}",
+                    server_config.metrics_listen_addr
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut server = Server::new(listener, server_config, gateway);
+        if let Some(metrics_listener) = metrics_listener {
+            server = server.with_metrics_listener(metrics_listener);
+        }
         match server.local_addr() {
             Ok(addr) => tracing::info!(gateway = name, %addr, "listening"),
             Err(error) => tracing::warn!(%error, "cannot read the bound address"),
+        }
+        if let Some(Ok(addr)) = server.metrics_local_addr() {
+            tracing::info!(gateway = name, %addr, "serving /metrics");
         }
         match server.serve(shutdown::signal()).await {
             Ok(()) => {

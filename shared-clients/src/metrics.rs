@@ -4,7 +4,7 @@
 //! as a plain, serializable [`MetricsSnapshot`] from [`Downstream::metrics`](crate::Downstream::metrics).
 //! Counters only ever grow (a scraper computes rates); gauges (`in_flight`, breaker `state`, cache
 //! `entries` and `bytes`) are read at snapshot time. Nothing here knows about Prometheus: the
-//! exporter (a later issue) maps the snapshot to its format.
+//! exporter (`server_kit::metrics`, at each scrape of `/metrics`) maps the snapshot to its format.
 //!
 //! Per service ([`ServiceMetricsSnapshot`]): logical calls and their outcome (successes, errors by
 //! [`ErrorKind`] code), network attempts, retries and retries the budget refused, calls refused

@@ -13,6 +13,11 @@
 //! other methods are not unless the client marks them so ([`Call::idempotent`], used only for
 //! `POST /orders` with its `Idempotency-Key`). Readiness probes ([`Call::probe`]) bypass the
 //! guard: they must report the service's real state, not the breaker's.
+//!
+//! Each attempt runs in a `downstream` span with OpenTelemetry's HTTP client attributes
+//! (`peer.service`, `http.request.method`, `server.address`, `server.port`, `url.path`,
+//! `http.request.resend_count`, `http.response.status_code`, `error.type`); it is a child of the
+//! inbound request's span, so it carries that request's `trace_id`.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -25,6 +30,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use reqwest::Url;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
 
 use crate::config::ServiceConfig;
 use crate::context::RequestContext;
@@ -104,8 +110,9 @@ impl Transport {
     ) -> Result<Reply, ClientError> {
         let url = self.url(&call)?;
         if let Some(timeout) = call.probe_timeout {
-            return self.attempt(ctx, &call, &url, Some(timeout)).await;
+            return self.attempt(ctx, &call, &url, Some(timeout), 0).await;
         }
+        let mut retry = 0;
         self.guard
             .run(
                 call.operation,
@@ -114,14 +121,43 @@ impl Transport {
                 |_timeout| {
                     // The guard bounds the attempt by its timeout; reqwest's own (the service's
                     // configured `timeout`) stays in place as a backstop.
-                    self.attempt(ctx, &call, &url, None)
+                    let attempt = self.attempt(ctx, &call, &url, None, retry);
+                    retry += 1;
+                    attempt
                 },
             )
             .await
     }
 
-    /// Builds and sends one request of `call`.
+    /// Builds and sends one request of `call` (`retry` is 0 for the first attempt), in a span
+    /// named with OpenTelemetry's HTTP client attributes.
     async fn attempt(
+        &self,
+        ctx: &RequestContext,
+        call: &Call<'_>,
+        url: &Url,
+        timeout: Option<Duration>,
+        retry: u32,
+    ) -> Result<Reply, ClientError> {
+        let span = tracing::info_span!(
+            "downstream",
+            "peer.service" = self.service.as_str(),
+            "http.request.method" = %call.method,
+            "server.address" = url.host_str().unwrap_or_default(),
+            "server.port" = url.port_or_known_default(),
+            "url.path" = url.path(),
+            "http.request.resend_count" = retry,
+            operation = call.operation,
+            "http.response.status_code" = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+        );
+        self.attempt_in_span(ctx, call, url, timeout)
+            .instrument(span)
+            .await
+    }
+
+    /// The body of [`Self::attempt`], inside its span.
+    async fn attempt_in_span(
         &self,
         ctx: &RequestContext,
         call: &Call<'_>,
@@ -149,6 +185,18 @@ impl Transport {
 
         let started = tokio::time::Instant::now();
         let outcome = self.send(request, call.accept_not_modified).await;
+        let span = tracing::Span::current();
+        match &outcome {
+            Ok(reply) => {
+                span.record("http.response.status_code", reply.status.as_u16());
+            }
+            Err(error) => {
+                if let Some(status) = error.status() {
+                    span.record("http.response.status_code", status);
+                }
+                span.record("error.type", error.kind().code());
+            }
+        }
         tracing::debug!(
             service = self.service.as_str(),
             operation = call.operation,

@@ -9,4 +9,5 @@ mod compact;
 mod errors;
 mod helpers;
 mod home;
+mod operating;
 mod orders;

@@ -6,6 +6,7 @@ mod auth;
 mod catalog;
 mod errors;
 mod openapi;
+mod operating;
 mod orders;
 mod quota;
 mod versions;

@@ -43,6 +43,8 @@ impl ReadinessProbe for StubProbe {
 
 pub struct TestApp {
     pub base: String,
+    /// `http://…` of the separate metrics listener, when `metrics_listen_addr` is set.
+    pub metrics_base: Option<String>,
     pub client: reqwest::Client,
     pub readiness: Readiness,
     pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -77,6 +79,17 @@ fn routes() -> Router {
             }),
         )
         .route(
+            "/traceparent",
+            get(|parts: Parts| async move {
+                parts
+                    .headers
+                    .get("traceparent")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            }),
+        )
+        .route(
             "/request-id",
             get(|parts: Parts| async move {
                 server_kit::http::request_id(&parts)
@@ -97,16 +110,26 @@ pub async fn spawn_with(
 ) -> TestApp {
     config.listen_addr = "127.0.0.1:0".parse().expect("addr");
     let listener = Server::bind(&config).await.expect("bind port 0");
+    let metrics_listener = Server::bind_metrics(&config).await.expect("bind port 0");
     let gateway = Gateway {
+        name: "test",
         routes: routes(),
         probe: probe.map(|p| Arc::new(p) as Arc<dyn ReadinessProbe>),
+        downstream: None,
     };
-    let server = Server::new(listener, &config, gateway);
+    let mut server = Server::new(listener, &config, gateway);
+    if let Some(metrics_listener) = metrics_listener {
+        server = server.with_metrics_listener(metrics_listener);
+    }
+    let metrics_base = server
+        .metrics_local_addr()
+        .map(|addr| format!("http://{}", addr.expect("addr")));
     let addr = server.local_addr().expect("addr");
     let readiness = server.readiness();
     let handle = tokio::spawn(server.serve(shutdown));
     TestApp {
         base: format!("http://{addr}"),
+        metrics_base,
         client: reqwest::Client::new(),
         readiness,
         handle,

@@ -232,3 +232,67 @@ async fn serving_stops_when_shutdown_is_signalled() {
     assert!(finished.is_ok());
     assert!(app.readiness.is_shutting_down());
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_method_and_status_class() {
+    let app = spawn(ServerConfig::default(), None).await;
+    assert_eq!(app.get("/request-id").await.status(), 200);
+    assert_eq!(app.get("/request-id").await.status(), 200);
+    assert_eq!(app.get("/no/such/route").await.status(), 404);
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("text");
+    assert!(
+        text.contains(
+            "bff_http_requests_total{gateway=\"test\",method=\"GET\",route=\"/request-id\",status_class=\"2xx\"} 2"
+        ),
+        "{text}"
+    );
+    assert!(text.contains(
+        "bff_http_requests_total{gateway=\"test\",method=\"GET\",route=\"unmatched\",status_class=\"4xx\"} 1"
+    ));
+    assert!(text.contains("# TYPE bff_http_request_duration_seconds histogram"));
+    assert!(
+        !text.contains("/no/such/route"),
+        "raw paths are never labels"
+    );
+    // The scrape itself is in flight while it renders.
+    assert!(text.contains("bff_http_requests_in_flight{gateway=\"test\"} 1"));
+}
+
+#[tokio::test]
+async fn metrics_can_be_served_on_a_listener_of_their_own() {
+    let config = ServerConfig {
+        metrics_listen_addr: Some("127.0.0.1:0".parse().expect("addr")),
+        ..ServerConfig::default()
+    };
+    let app = spawn(config, None).await;
+    assert_eq!(app.get("/request-id").await.status(), 200);
+    assert_eq!(app.get("/metrics").await.status(), 404);
+    let metrics_base = app.metrics_base.as_deref().expect("a metrics listener");
+    let response = reqwest::get(format!("{metrics_base}/metrics"))
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("text");
+    assert!(text.contains("route=\"/request-id\""), "{text}");
+}
+
+#[tokio::test]
+async fn a_request_span_gets_a_traceparent_when_the_client_sent_none() {
+    let app = spawn(ServerConfig::default(), None).await;
+    let echoed: String = app.get("/traceparent").await.text().await.expect("text");
+    assert!(
+        shared_clients::TraceParent::parse(&echoed).is_ok(),
+        "{echoed:?}"
+    );
+    let kept = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = app
+        .client
+        .get(app.url("/traceparent"))
+        .header("traceparent", kept)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.text().await.expect("text"), kept);
+}

@@ -1,0 +1,90 @@
+//! What operators see: partner requests and 429s per partner id in `/metrics`.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{ACME_KEY, CATALOG_ONLY_KEY, TIGHT_BURST, TIGHT_KEY, TestApp, spawn_app};
+
+/// The sum of the samples of `name` whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((series_name, rest)) => (series_name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let matches = series_name == name
+                && labels
+                    .iter()
+                    .all(|(key, value)| series_labels.contains(&format!("{key}=\"{value}\"")));
+            matches.then(|| value.parse::<f64>().expect("a number"))
+        })
+        .sum()
+}
+
+impl TestApp {
+    /// `GET /metrics`, as Prometheus scrapes it.
+    async fn scrape(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("scrape");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("text")
+    }
+}
+
+#[tokio::test]
+async fn requests_and_429s_are_counted_per_partner_never_per_key() {
+    let app = spawn_app().await;
+    for _ in 0..TIGHT_BURST {
+        assert_eq!(
+            app.get_as("/v2/categories", Some(TIGHT_KEY)).await.status(),
+            StatusCode::OK
+        );
+    }
+    let refused = app.get_as("/v2/categories", Some(TIGHT_KEY)).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Two keys of one partner count as that partner.
+    assert_eq!(
+        app.get_as("/v1/categories", Some(ACME_KEY)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get_as("/v2/categories", Some(CATALOG_ONLY_KEY))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let text = app.scrape().await;
+
+    let initech = [("gateway", "bff-partner"), ("partner", "partner-initech")];
+    let acme = [("partner", "partner-acme")];
+    let burst = f64::from(TIGHT_BURST);
+    assert_eq!(
+        sample(&text, "bff_partner_requests_total", &initech),
+        burst + 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "bff_partner_rate_limited_total", &initech),
+        1.0
+    );
+    assert_eq!(sample(&text, "bff_partner_requests_total", &acme), 2.0);
+    assert_eq!(sample(&text, "bff_partner_rate_limited_total", &acme), 0.0);
+    for key in [TIGHT_KEY, ACME_KEY, CATALOG_ONLY_KEY] {
+        assert!(!text.contains(key), "a key leaked into the metrics");
+        assert!(!text.contains(&bff_partner::hash_key(key)));
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "bff_http_requests_total",
+            &[("route", "/v2/categories"), ("status_class", "4xx")]
+        ),
+        1.0
+    );
+}

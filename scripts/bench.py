@@ -1,0 +1,1092 @@
+#!/usr/bin/env python3
+"""The benchmark harness behind `scripts/bench` (run that, not this).
+
+Starts the reference services and the three gateways from release binaries, drives every scenario
+of docs/BENCHMARKS.md with `wrk` (steady load) or a small bounded Python client (cold probes, the
+stampede, the slow service), reads the reference services' request counters around each run, and
+writes docs/BENCHMARKS.md. Only 127.0.0.1 is ever contacted; every loop is bounded in count and
+time; every process started here is stopped here, by PID.
+
+Settings (environment variables, all optional):
+  BENCH_QUICK=1            smoke test: short runs, one repetition, few probes (~1 minute)
+  BENCH_LATENCY            latency of every reference-service call (default 10ms)
+  BENCH_DURATION           seconds per wrk run (default 5, quick 2)
+  BENCH_RUNS               repetitions of each wrk scenario; the median is reported (default 3, quick 1)
+  BENCH_CONNECTIONS        wrk connections (default 64)
+  BENCH_PROBES             requests per cold/warm latency probe (default 40, quick 10)
+  BENCH_RESTARTS           gateway restarts for the cold home screen (default 15, quick 4)
+  BENCH_STAMPEDE           concurrent requests in the stampede (default 1000)
+  BENCH_SLOW_REQUESTS      requests per gateway against the slow product service (default 240, quick 60)
+  BENCH_PORT_BASE          first of the ports used (default 19100; nine consecutive ports)
+  BENCH_OUT                where the report goes (default docs/BENCHMARKS.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import concurrent.futures
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+HOST = "127.0.0.1"
+
+
+def env_int(name: str, default: int, quick: int | None = None) -> int:
+    if name in os.environ:
+        return int(os.environ[name])
+    if quick is not None and os.environ.get("BENCH_QUICK") == "1":
+        return quick
+    return default
+
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+LATENCY = os.environ.get("BENCH_LATENCY", "10ms")
+DURATION = env_int("BENCH_DURATION", 5, 2)
+RUNS = env_int("BENCH_RUNS", 3, 1)
+CONNECTIONS = env_int("BENCH_CONNECTIONS", 64)
+PROBES = env_int("BENCH_PROBES", 40, 10)
+RESTARTS = env_int("BENCH_RESTARTS", 15, 4)
+STAMPEDE = env_int("BENCH_STAMPEDE", 1000)
+SLOW_REQUESTS = env_int("BENCH_SLOW_REQUESTS", 240, 60)
+PORT_BASE = env_int("BENCH_PORT_BASE", 19100)
+SLOW_LATENCY = "100ms"  # 10x the default per-call latency
+DEADLINE_MS = 3000.0  # downstream.deadline default, the budget of every gateway's requests
+CART_LINES = 20
+
+PORTS = {
+    "product": PORT_BASE + 1,
+    "cart": PORT_BASE + 2,
+    "order": PORT_BASE + 3,
+    "bff-web": PORT_BASE + 4,
+    "bff-mobile": PORT_BASE + 5,
+    "bff-partner": PORT_BASE + 6,
+    "baseline": PORT_BASE + 7,
+    "bff-partner-quiet": PORT_BASE + 8,
+}
+SERVICES = ("product", "cart", "order")
+GATEWAYS = ("bff-web", "bff-mobile", "bff-partner")
+
+WEB_PRODUCT_QUERY = (
+    "query Product($id: ID!) { product(id: $id) { id name brand description "
+    "price { formatted } listPrice { formatted } discountPercentage "
+    "availability { status quantity } rating { average count } "
+    "image(width: 600) { url width height alt } } }"
+)
+WEB_CART_QUERY = (
+    "{ viewer { cart { itemCount lines { quantity product { id name "
+    "price { formatted } availability { status } image(width: 100) { url } } } } } }"
+)
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Credentials (the gateways are given a fresh secret and key each run; nothing is built in)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256_token(secret: str, user: str) -> str:
+    now = int(time.time())
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    claims = b64url(json.dumps({"sub": user, "iat": now, "exp": now + 3600}).encode())
+    signing_input = f"{header}.{claims}".encode()
+    signature = b64url(hmac.new(secret.encode(), signing_input, hashlib.sha256).digest())
+    return f"{header}.{claims}.{signature}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log_path: str
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+class Stack:
+    """Every process this harness started, so that all of them are stopped, by PID."""
+
+    def __init__(self, bin_dir: str, work_dir: str, gateway_cpu: str | None, other_cpu: str | None):
+        self.bin_dir = bin_dir
+        self.work_dir = work_dir
+        self.gateway_cpu = gateway_cpu
+        self.other_cpu = other_cpu
+        self.procs: dict[str, Proc] = {}
+        self.secret = "bench-secret-" + os.urandom(24).hex()
+        self.partner_key = "bffbench_" + os.urandom(16).hex()
+        self.peak_rss_kb: dict[str, int] = {}
+
+    def pinned(self, cpu: str | None, argv: list[str]) -> list[str]:
+        if cpu is not None and shutil.which("taskset"):
+            return ["taskset", "-c", cpu, *argv]
+        return argv
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], cpu: str | None) -> Proc:
+        log_path = os.path.join(self.work_dir, f"{name}.log")
+        out = open(log_path, "ab")
+        full_env = dict(os.environ)
+        full_env.update(env)
+        popen = subprocess.Popen(
+            self.pinned(cpu, argv), stdout=out, stderr=subprocess.STDOUT, env=full_env,
+            stdin=subprocess.DEVNULL,
+        )
+        out.close()
+        proc = Proc(name, popen, log_path)
+        self.procs[name] = proc
+        return proc
+
+    def start_service(self, service: str) -> None:
+        self.start(
+            service,
+            [os.path.join(self.bin_dir, "reference-services"), "--service", service,
+             "--listen", f"{HOST}:{PORTS[service]}", "--latency", LATENCY],
+            {"RUST_LOG": "warn"},
+            self.other_cpu,
+        )
+
+    def gateway_env(self, name: str) -> dict[str, str]:
+        env = {
+            "BFF_LISTEN_ADDR": f"{HOST}:{PORTS[name]}",
+            "BFF_PRODUCT_URL": f"http://{HOST}:{PORTS['product']}",
+            "BFF_CART_URL": f"http://{HOST}:{PORTS['cart']}",
+            "BFF_ORDER_URL": f"http://{HOST}:{PORTS['order']}",
+        }
+        if name in ("bff-web", "bff-mobile"):
+            env["BFF_GATEWAY__AUTH__HS256_SECRET"] = self.secret
+        else:
+            key_hash = hashlib.sha256(self.partner_key.encode()).hexdigest()
+            # The one deviation from the defaults: the benchmark key's quota is high enough that
+            # the rate limiter (still on the path of every request) never answers 429.
+            env["BFF_GATEWAY__KEYS"] = (
+                f'[{{sha256="{key_hash}",partner_id="partner-acme",'
+                f'scopes=["catalog:read","orders:read","orders:write"],'
+                f"rate_limit={{per_second=1000000,burst=1000000}}}}]"
+            )
+        return env
+
+    def start_gateway(self, name: str) -> None:
+        if name == "bff-partner-quiet":
+            # The same gateway logging only warnings: shows what per-request logging costs.
+            env = self.gateway_env("bff-partner")
+            env["BFF_LISTEN_ADDR"] = f"{HOST}:{PORTS[name]}"
+            env["BFF_TELEMETRY__FILTER"] = "warn"
+            self.start(name, [os.path.join(self.bin_dir, "bff-partner")], env, self.gateway_cpu)
+            return
+        self.start(name, [os.path.join(self.bin_dir, name)], self.gateway_env(name), self.gateway_cpu)
+
+    def start_baseline(self, answers_dir: str) -> None:
+        self.start(
+            "baseline",
+            [os.path.join(self.bin_dir, "bench-baseline"), f"{HOST}:{PORTS['baseline']}", answers_dir],
+            {},
+            self.gateway_cpu,
+        )
+
+    def wait_healthy(self, names: list[str], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        for name in names:
+            path = "/health" if name != "baseline" else "/__none__"
+            while True:
+                proc = self.procs[name]
+                if proc.popen.poll() is not None:
+                    raise RuntimeError(f"{name} exited during start-up; see {proc.log_path}")
+                try:
+                    status, _, _ = request("GET", PORTS[name], path, timeout=1.0)
+                    if status == 200 or (name == "baseline" and status == 404):
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not become healthy; see {proc.log_path}")
+                time.sleep(0.05)
+
+    def sample_rss(self, name: str) -> int:
+        """Peak resident set size (VmHWM) of a running process, remembered as the maximum seen."""
+        try:
+            with open(f"/proc/{self.procs[name].pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        kb = int(line.split()[1])
+                        self.peak_rss_kb[name] = max(self.peak_rss_kb.get(name, 0), kb)
+                        return kb
+        except (OSError, KeyError):
+            pass
+        return 0
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.popen.poll() is not None:
+            return
+        proc.popen.send_signal(signal.SIGTERM)
+        try:
+            proc.popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+            proc.popen.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# A small HTTP client (keep-alive, bounded), for set-up, probes and the slow-service scenario
+
+
+def request(method: str, port: int, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None, timeout: float = 10.0,
+            conn: http.client.HTTPConnection | None = None) -> tuple[int, dict[str, str], bytes]:
+    own = conn is None
+    if conn is None:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+    finally:
+        if own:
+            conn.close()
+
+
+def admin(service: str, method: str, path: str, body: dict | None = None) -> dict | None:
+    raw = json.dumps(body).encode() if body is not None else None
+    status, _, data = request(method, PORTS[service], path, raw,
+                              {"content-type": "application/json"} if raw else None)
+    if status >= 300:
+        raise RuntimeError(f"{service} {method} {path}: {status} {data[:200]!r}")
+    return json.loads(data) if data else None
+
+
+def reset_counters() -> None:
+    for service in SERVICES:
+        admin(service, "POST", "/__admin/reset")
+
+
+def read_counters() -> dict[str, dict]:
+    return {service: admin(service, "GET", "/__admin/stats") for service in SERVICES}
+
+
+def set_latency(service: str, latency: str) -> None:
+    admin(service, "PUT", "/__admin/faults", {"latency": latency})
+
+
+def calls_summary(stats: dict[str, dict]) -> tuple[int, dict[str, int]]:
+    per_route: dict[str, int] = {}
+    total = 0
+    for service, s in stats.items():
+        total += s["total"]
+        for route, count in s["requests"].items():
+            if count:
+                per_route[f"{service}: {route}"] = count
+    return total, per_route
+
+
+@dataclass
+class Req:
+    """One request of a scenario, as the load generator sends it."""
+
+    method: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+
+
+def run_requests(port: int, reqs: list[Req], concurrency: int, timeout: float = 15.0) -> dict:
+    """Sends `reqs` (each once) over `concurrency` keep-alive connections; latencies in ms."""
+    local = threading.local()
+    lock = threading.Lock()
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    opened: list[http.client.HTTPConnection] = []
+
+    def one(r: Req) -> None:
+        if getattr(local, "conn", None) is None:
+            local.conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+            with lock:
+                opened.append(local.conn)
+        start = time.perf_counter()
+        try:
+            status, _, _ = request(r.method, port, r.path, r.body, r.headers, conn=local.conn)
+        except (OSError, http.client.HTTPException):
+            local.conn.close()
+            local.conn = None
+            status = 0
+        elapsed = (time.perf_counter() - start) * 1000
+        with lock:
+            latencies.append(elapsed)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(one, reqs))
+    wall = time.perf_counter() - started
+    for conn in opened:
+        conn.close()
+    errors = sum(n for s, n in statuses.items() if not 200 <= s < 400)
+    return {
+        "requests": len(reqs),
+        "rps": len(reqs) / wall if wall else 0.0,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "max": max(latencies) if latencies else 0.0,
+        "errors": errors,
+        "statuses": statuses,
+    }
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, int(round(pct / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[index]
+
+
+# ---------------------------------------------------------------------------------------------
+# wrk
+
+
+@dataclass
+class Scenario:
+    """A steady-load scenario driven by wrk against a gateway and against the baseline."""
+
+    key: str
+    title: str
+    gateway: str
+    req: Req
+    cache_hit: bool
+    note: str
+
+
+def wrk_script(work_dir: str, name: str, req: Req) -> str:
+    path = os.path.join(work_dir, f"{name}.lua")
+    lines = [f'wrk.method = "{req.method}"']
+    if req.body is not None:
+        lines.append(f"wrk.body = {json.dumps(req.body.decode())}")
+    for key, value in req.headers.items():
+        lines.append(f'wrk.headers["{key}"] = {json.dumps(value)}')
+    with open(path, "w") as script:
+        script.write("\n".join(lines) + "\n")
+    return path
+
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def parse_duration_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not match:
+        return float("nan")
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
+def run_wrk(port: int, path: str, script: str, cpu: str | None, duration: int) -> dict:
+    argv = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency", "--timeout", "10s",
+            "-s", script, f"http://{HOST}:{port}{path}"]
+    if cpu is not None and shutil.which("taskset"):
+        argv = ["taskset", "-c", cpu, *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60).stdout
+    result = {"requests": 0, "rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": 0}
+    if m := re.search(r"(\d+) requests in", out):
+        result["requests"] = int(m.group(1))
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", out):
+        result["rps"] = float(m.group(1))
+    if m := re.search(r"^\s+50%\s+(\S+)", out, re.M):
+        result["p50"] = parse_duration_ms(m.group(1))
+    if m := re.search(r"^\s+99%\s+(\S+)", out, re.M):
+        result["p99"] = parse_duration_ms(m.group(1))
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        result["errors"] += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        result["errors"] += sum(int(g) for g in m.groups())
+    if result["requests"] == 0:
+        raise RuntimeError(f"wrk produced no result:\n{out}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The stampede: N connections opened first, then N requests sent at once
+
+
+async def stampede(port: int, req: Req, n: int, timeout: float = 30.0) -> dict:
+    head = f"{req.method} {req.path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n"
+    for key, value in req.headers.items():
+        head += f"{key}: {value}\r\n"
+    body = req.body or b""
+    if req.body is not None:
+        head += f"Content-Length: {len(body)}\r\n"
+    raw = head.encode() + b"\r\n" + body
+
+    connections = await asyncio.gather(
+        *(asyncio.open_connection(HOST, port) for _ in range(n)), return_exceptions=True)
+    opened = [c for c in connections if not isinstance(c, BaseException)]
+    go = asyncio.Event()
+    statuses: dict[int, int] = {}
+    latencies: list[float] = []
+
+    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await go.wait()
+        start = time.perf_counter()
+        status = 0
+        try:
+            writer.write(raw)
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(), timeout)
+            status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+        except (OSError, asyncio.TimeoutError, ValueError, IndexError):
+            status = 0
+        finally:
+            writer.close()
+        latencies.append((time.perf_counter() - start) * 1000)
+        statuses[status] = statuses.get(status, 0) + 1
+
+    tasks = [asyncio.create_task(one(r, w)) for r, w in opened]
+    await asyncio.sleep(0.2)
+    go.set()
+    await asyncio.gather(*tasks)
+    return {
+        "opened": len(opened),
+        "statuses": statuses,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "errors": n - statuses.get(200, 0),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def product_id(n: int) -> str:
+    return f"p-{n:05d}"
+
+
+def user_id(n: int) -> str:
+    return f"u-{n:04d}"
+
+
+def web_product(pid: str) -> Req:
+    body = json.dumps({"query": WEB_PRODUCT_QUERY, "variables": {"id": pid}}).encode()
+    return Req("POST", "/graphql", {"Content-Type": "application/json"}, body)
+
+
+def web_cart(token: str) -> Req:
+    body = json.dumps({"query": WEB_CART_QUERY}).encode()
+    return Req("POST", "/graphql",
+               {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}, body)
+
+
+def setup_carts(users: list[str], first_product: int) -> int:
+    """Gives each user a cart of CART_LINES distinct products no one else has; returns the next
+    unused product number."""
+    n = first_product
+    for user in users:
+        headers = {"X-User-Id": user, "Content-Type": "application/json"}
+        request("DELETE", PORTS["cart"], f"/carts/{user}", headers=headers)
+        added = 0
+        while added < CART_LINES:
+            body = json.dumps({"product_id": product_id(n), "quantity": 1}).encode()
+            status, _, data = request("POST", PORTS["cart"], f"/carts/{user}/items", body, headers)
+            n += 1
+            if status < 300:
+                added += 1
+            elif n > first_product + 5 * CART_LINES * len(users):
+                raise RuntimeError(f"cannot fill the cart of {user}: {status} {data[:200]!r}")
+    return n
+
+
+def probe(stack: Stack, port: int, reqs: list[Req], concurrency: int = 1) -> dict:
+    reset_counters()
+    result = run_requests(port, reqs, concurrency)
+    total, per_route = calls_summary(read_counters())
+    result["calls_per_request"] = total / len(reqs)
+    result["calls"] = per_route
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin-dir", required=True)
+    parser.add_argument("--out", default=os.environ.get("BENCH_OUT", "docs/BENCHMARKS.md"))
+    parser.add_argument("--command", default="./scripts/bench")
+    args = parser.parse_args()
+
+    if not shutil.which("wrk"):
+        log("wrk is not installed (scripts/bench installs it)")
+        return 1
+    cpus = sorted(os.sched_getaffinity(0))
+    gateway_cpu = str(cpus[0]) if len(cpus) >= 2 else None
+    other_cpu = ",".join(str(c) for c in cpus[1:]) if len(cpus) >= 2 else None
+    if other_cpu is not None:
+        os.sched_setaffinity(0, {int(c) for c in other_cpu.split(",")})
+
+    started = time.monotonic()
+    work_dir = tempfile.mkdtemp(prefix="bff-bench-")
+    stack = Stack(args.bin_dir, work_dir, gateway_cpu, other_cpu)
+    results: dict = {"scenarios": {}, "probes": {}, "stampede": {}, "slow": {}}
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        log(f"logs and scripts in {work_dir}")
+        for service in SERVICES:
+            stack.start_service(service)
+        stack.wait_healthy(list(SERVICES))
+
+        # Set-up at no latency, then the fixed latency of the run.
+        for service in SERVICES:
+            set_latency(service, "0ms")
+        n_cart_users = max(PROBES, 2)
+        cart_users = [user_id(101 + i) for i in range(n_cart_users + 1)]
+        setup_carts(cart_users, 1001)
+        for service in SERVICES:
+            set_latency(service, LATENCY)
+
+        for gateway in (*GATEWAYS, "bff-partner-quiet"):
+            stack.start_gateway(gateway)
+        stack.wait_healthy([*GATEWAYS, "bff-partner-quiet"])
+
+        tokens = {u: hs256_token(stack.secret, u) for u in cart_users}
+        home_users = [user_id(201 + i) for i in range(max(PROBES, RESTARTS) + 1)]
+        tokens.update({u: hs256_token(stack.secret, u) for u in home_users})
+        bench_cart_user = cart_users[-1]
+        partner_auth = {"Authorization": f"Bearer {stack.partner_key}"}
+
+        # -- Cold and warm cart of 20 lines (bff-web), one request at a time -------------------
+        # Cold: each user's cart holds 20 products nobody asked for yet, so the catalog cache has
+        # none of them. Warm: the same users again once their private cart entries expired
+        # (private_cache.ttl 2s): the products are now cached, the cart is not.
+        # -- What the services alone take: the floor under every gateway latency -------------
+        log("downstream floor")
+        floor_user = cart_users[-2]
+        floor_ids = ",".join(product_id(4501 + i) for i in range(CART_LINES))
+        results["probes"]["floor-cart"] = probe(stack, PORTS["cart"], [
+            Req("GET", f"/carts/{floor_user}", {"X-User-Id": floor_user})] * PROBES)
+        results["probes"]["floor-batch"] = probe(stack, PORTS["product"], [
+            Req("GET", f"/products?ids={floor_ids}")] * PROBES)
+
+        log("cart of 20 lines: cold, then warm products")
+        probe_users = cart_users[:PROBES]
+        results["probes"]["web-cart-cold"] = probe(
+            stack, PORTS["bff-web"], [web_cart(tokens[u]) for u in probe_users])
+        time.sleep(2.5)
+        results["probes"]["web-cart-warm"] = probe(
+            stack, PORTS["bff-web"], [web_cart(tokens[u]) for u in probe_users])
+
+        # -- Stampede: N concurrent requests for one product nobody asked for yet -------------
+        stampede_reqs = {
+            "bff-web": web_product(product_id(3001)),
+            "bff-mobile": Req("GET", f"/m/v1/products/{product_id(3002)}"),
+            "bff-partner": Req("GET", f"/v2/products/{product_id(3003)}", dict(partner_auth)),
+        }
+        for gateway, req in stampede_reqs.items():
+            log(f"stampede of {STAMPEDE} on {gateway}")
+            reset_counters()
+            outcome = asyncio.run(stampede(PORTS[gateway], req, STAMPEDE))
+            total, per_route = calls_summary(read_counters())
+            outcome["calls"] = total
+            outcome["per_route"] = per_route
+            results["stampede"][gateway] = outcome
+            stack.sample_rss(gateway)
+
+        # -- Slow product service: 10x latency, every request a cache miss --------------------
+        log(f"slow product service ({SLOW_LATENCY})")
+        set_latency("product", SLOW_LATENCY)
+        try:
+            bases = {"bff-web": 3101, "bff-mobile": 3501, "bff-partner": 3901}
+            for gateway, base in bases.items():
+                ids = [product_id(base + i) for i in range(min(SLOW_REQUESTS, 399))]
+                if gateway == "bff-web":
+                    reqs = [web_product(pid) for pid in ids]
+                elif gateway == "bff-mobile":
+                    reqs = [Req("GET", f"/m/v1/products/{pid}") for pid in ids]
+                else:
+                    reqs = [Req("GET", f"/v2/products/{pid}", dict(partner_auth)) for pid in ids]
+                results["slow"][gateway] = probe(stack, PORTS[gateway], reqs, concurrency=16)
+        finally:
+            set_latency("product", LATENCY)
+
+        # -- Steady load, gateway and baseline back to back ----------------------------------
+        scenarios = [
+            Scenario("web-product", "Web: product detail query, warm cache", "bff-web",
+                     web_product(product_id(2)), True,
+                     "POST /graphql, one product with price, availability, rating, image"),
+            Scenario("web-cart", "Web: cart of 20 lines with products, warm", "bff-web",
+                     web_cart(tokens[bench_cart_user]), False,
+                     "one user's cart; its products are cached and so is the cart itself for "
+                     "`private_cache.ttl` (2s), so most requests make no downstream call"),
+            Scenario("mobile-home", "Mobile: home screen, signed in, warm", "bff-mobile",
+                     Req("GET", "/m/v1/home",
+                         {"Authorization": f"Bearer {tokens[home_users[-1]]}"}), False,
+                     "featured products (a catalog page: not cached, one product-service call), "
+                     "categories (catalog cache), cart badge and latest order (private cache, 2s)"),
+            Scenario("mobile-product", "Mobile: product detail, warm", "bff-mobile",
+                     Req("GET", f"/m/v1/products/{product_id(2)}"), True,
+                     "GET /m/v1/products/p-00002"),
+            Scenario("mobile-products", "Mobile: product list page", "bff-mobile",
+                     Req("GET", "/m/v1/products?limit=20"), False,
+                     "GET /m/v1/products?limit=20. Catalog pages are never cached (by design, "
+                     "docs/resilience.md), so every request makes one product-service call"),
+            Scenario("partner-product", "Partner: v2 product get, warm", "bff-partner",
+                     Req("GET", f"/v2/products/{product_id(2)}", dict(partner_auth)), True,
+                     "GET /v2/products/p-00002 with an API key"),
+            Scenario("partner-products", "Partner: v2 product list", "bff-partner",
+                     Req("GET", "/v2/products?limit=20", dict(partner_auth)), False,
+                     "GET /v2/products?limit=20 with an API key. Catalog pages are never cached, "
+                     "so every request makes one product-service call"),
+            Scenario("partner-product-quiet", "Partner: v2 product get, warm, logging at warn",
+                     "bff-partner-quiet",
+                     Req("GET", f"/v2/products/{product_id(2)}", dict(partner_auth)), True,
+                     "the same as the v2 product get, on a second bff-partner with "
+                     "`telemetry.filter = warn` (no log line per request): not a target, it shows "
+                     "what per-request logging costs"),
+        ]
+        answers_dir = os.path.join(work_dir, "answers")
+        os.makedirs(answers_dir)
+        for s in scenarios:
+            for _ in range(3):  # warm the caches; keep the last answer for the baseline
+                status, headers, body = request(s.req.method, PORTS[s.gateway], s.req.path,
+                                                s.req.body, s.req.headers)
+            if status != 200:
+                raise RuntimeError(f"{s.key}: {status} {body[:300]!r}")
+            with open(os.path.join(answers_dir, f"{s.key}.body"), "wb") as f:
+                f.write(body)
+            with open(os.path.join(answers_dir, f"{s.key}.type"), "w") as f:
+                f.write(headers.get("content-type", "application/json"))
+        stack.start_baseline(answers_dir)
+        stack.wait_healthy(["baseline"])
+
+        runs: dict[str, list[dict]] = {s.key: [] for s in scenarios}
+        for run in range(RUNS):
+            for s in scenarios:
+                log(f"run {run + 1}/{RUNS}: {s.key}")
+                script = wrk_script(work_dir, s.key, s.req)
+                reset_counters()
+                gw = run_wrk(PORTS[s.gateway], s.req.path, script, other_cpu, DURATION)
+                total, per_route = calls_summary(read_counters())
+                gw["calls_per_request"] = total / gw["requests"]
+                gw["calls"] = per_route
+                stack.sample_rss(s.gateway)
+                base = run_wrk(PORTS["baseline"], f"/{s.key}", script, other_cpu, DURATION)
+                runs[s.key].append({"gateway": gw, "baseline": base,
+                                    "ratio": gw["rps"] / base["rps"] if base["rps"] else 0.0})
+        for s in scenarios:
+            r = runs[s.key]
+            med = lambda pick: statistics.median(pick(x) for x in r)  # noqa: E731
+            results["scenarios"][s.key] = {
+                "title": s.title, "gateway": s.gateway, "note": s.note, "cache_hit": s.cache_hit,
+                "rps": med(lambda x: x["gateway"]["rps"]),
+                "p50": med(lambda x: x["gateway"]["p50"]),
+                "p99": med(lambda x: x["gateway"]["p99"]),
+                "errors": sum(x["gateway"]["errors"] for x in r),
+                "requests": sum(x["gateway"]["requests"] for x in r),
+                "calls_per_request": med(lambda x: x["gateway"]["calls_per_request"]),
+                "baseline_rps": med(lambda x: x["baseline"]["rps"]),
+                "baseline_p50": med(lambda x: x["baseline"]["p50"]),
+                "baseline_p99": med(lambda x: x["baseline"]["p99"]),
+                "baseline_errors": sum(x["baseline"]["errors"] for x in r),
+                "ratio": med(lambda x: x["ratio"]),
+                "response_bytes": os.path.getsize(os.path.join(answers_dir, f"{s.key}.body")),
+                "runs": r,
+            }
+        for gateway in GATEWAYS:
+            stack.sample_rss(gateway)
+        stack.sample_rss("baseline")
+
+        # -- Home screen: cold (fresh gateway) and warm catalog -------------------------------
+        # Cold: bff-mobile restarted, so its catalog cache is empty; one signed-in home request
+        # per start. Warm: the catalog cached, each request by another user (private cache cold).
+        log(f"home screen: {RESTARTS} cold starts")
+        cold: list[dict] = []
+        for i in range(RESTARTS):
+            stack.sample_rss("bff-mobile")
+            stack.stop("bff-mobile")
+            stack.start_gateway("bff-mobile")
+            stack.wait_healthy(["bff-mobile"])
+            user = home_users[i]
+            cold.append(probe(stack, PORTS["bff-mobile"], [
+                Req("GET", "/m/v1/home", {"Authorization": f"Bearer {tokens[user]}"})]))
+        latencies = [c["p50"] for c in cold]
+        results["probes"]["mobile-home-cold"] = {
+            "requests": len(cold), "p50": percentile(latencies, 50),
+            "p99": percentile(latencies, 99), "max": max(latencies),
+            "errors": sum(c["errors"] for c in cold),
+            "calls_per_request": statistics.mean(c["calls_per_request"] for c in cold),
+            "calls": cold[-1]["calls"],
+        }
+        log("home screen: warm catalog")
+        results["probes"]["mobile-home-warm"] = probe(stack, PORTS["bff-mobile"], [
+            Req("GET", "/m/v1/home", {"Authorization": f"Bearer {tokens[u]}"})
+            for u in home_users[:PROBES]])
+        stack.sample_rss("bff-mobile")
+    except KeyboardInterrupt:
+        log("interrupted; stopping everything")
+        stack.stop_all()
+        return 130
+    finally:
+        stack.stop_all()
+
+    results["elapsed_s"] = time.monotonic() - started
+    results["peak_rss_kb"] = stack.peak_rss_kb
+    results["pinning"] = {"gateway_cpu": gateway_cpu, "other_cpu": other_cpu}
+    with open(os.path.join(work_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    write_report(args.out, args.command, results)
+    log(f"wrote {args.out} ({results['elapsed_s']:.0f}s of benchmarks; raw data in {work_dir})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def machine() -> str:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), {mem} memory, {platform.system()} {platform.release()}"
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return head + (" plus uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def ms(value: float) -> str:
+    return f"{value:.2f} ms" if value == value else "n/a"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+CRITERION_BEGIN = "<!-- criterion:begin -->"
+CRITERION_END = "<!-- criterion:end -->"
+
+
+NOTES_BEGIN = "<!-- notes:begin -->"
+NOTES_END = "<!-- notes:end -->"
+
+
+def kept_section(path: str, begin: str, end_marker: str) -> str:
+    """A hand-maintained section of the previous report, kept across runs."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return ""
+    if begin in text and end_marker in text:
+        start = text.index(begin)
+        end = text.index(end_marker) + len(end_marker)
+        return text[start:end]
+    return ""
+
+
+def kept_criterion_section(path: str) -> str:
+    return kept_section(path, CRITERION_BEGIN, CRITERION_END)
+
+
+def write_report(path: str, command: str, r: dict) -> None:
+    sc = r["scenarios"]
+    pr = r["probes"]
+    rss = r["peak_rss_kb"]
+    lines: list[str] = []
+    add = lines.append
+    add("# Benchmarks")
+    add("")
+    add("Generated by `scripts/bench` — do not edit by hand, except the Findings section (written")
+    add("by hand about a run, kept across runs: re-read it against new numbers) and the")
+    add("micro-benchmark section (rewritten by `scripts/bench micro`). What each number means and")
+    add("how it is measured is under [Method](#method).")
+    add("")
+    add(f"- **Command:** `{command}`")
+    add(f"- **Commit:** {commit()}")
+    add(f"- **Machine:** {machine()}")
+    add(f"- **Date:** {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; benchmarks took "
+        f"{r['elapsed_s']:.0f} s (without the build)")
+    add(f"- **Settings:** reference-service latency {LATENCY} per call; wrk: 1 thread, "
+        f"{CONNECTIONS} connections, {DURATION} s per run, median of {RUNS} run(s); "
+        f"probes of {PROBES} requests; {RESTARTS} cold starts; stampede of {STAMPEDE}"
+        + (" (BENCH_QUICK=1: a smoke run, too short for stable numbers)" if QUICK else ""))
+    pin = r["pinning"]
+    if pin["gateway_cpu"] is not None:
+        add(f"- **CPU pinning (taskset):** gateway and baseline on CPU {pin['gateway_cpu']}; wrk, "
+            f"the reference services and the harness on CPU {pin['other_cpu']}")
+    else:
+        add("- **CPU pinning:** none (a single CPU)")
+    add("")
+
+    # Targets
+    add("## Targets")
+    add("")
+    add("| target | measured | |")
+    add("|---|---|---|")
+    for key in ("mobile-product", "partner-product"):
+        s = sc[key]
+        add(f"| cache-hit REST ≥ 0.6× baseline throughput: {s['title']} | {s['ratio']:.2f}× "
+            f"({s['rps']:.0f} vs {s['baseline_rps']:.0f} req/s) | {verdict(s['ratio'] >= 0.6)} |")
+    for key in ("mobile-products", "partner-products"):
+        s = sc[key]
+        add(f"| (not a cache hit: pages are never cached) {s['title']} | {s['ratio']:.2f}× "
+            f"({s['rps']:.0f} vs {s['baseline_rps']:.0f} req/s) | n/a |")
+    home = pr["mobile-home-cold"]
+    add(f"| home screen p50 < 12 ms (fan-out, cold catalog) | {ms(home['p50'])} | "
+        f"{verdict(home['p50'] < 12)} |")
+    homew = pr["mobile-home-warm"]
+    add(f"| home screen p50 < 12 ms (catalog warm, cart and orders called) | {ms(homew['p50'])} | "
+        f"{verdict(homew['p50'] < 12)} |")
+    cc = pr["web-cart-cold"]
+    add(f"| cart of 20 lines p50 < 22 ms (cold: two dependent hops) | {ms(cc['p50'])} | "
+        f"{verdict(cc['p50'] < 22)} |")
+    add(f"| cart of 20 lines → 2 downstream calls (cold) | {cc['calls_per_request']:.2f} | "
+        f"{verdict(abs(cc['calls_per_request'] - 2) < 1e-9)} |")
+    cw = pr["web-cart-warm"]
+    add(f"| cart of 20 lines → 1 downstream call (products warm) | {cw['calls_per_request']:.2f} | "
+        f"{verdict(abs(cw['calls_per_request'] - 1) < 1e-9)} |")
+    for gateway, st in r["stampede"].items():
+        add(f"| stampede ({STAMPEDE} concurrent, one cold product) → 1 call: {gateway} | "
+            f"{st['calls']} | {verdict(st['calls'] == 1)} |")
+    for gateway, st in r["slow"].items():
+        add(f"| slow product service: p99 within the {DEADLINE_MS / 1000:.0f} s deadline: {gateway} "
+            f"| {ms(st['p99'])} | {verdict(st['p99'] < DEADLINE_MS)} |")
+    for gateway in GATEWAYS:
+        kb = rss.get(gateway, 0)
+        add(f"| peak RSS < 150 MB: {gateway} | {kb / 1024:.1f} MiB | {verdict(kb / 1024 < 150)} |")
+    add("")
+
+    # Steady load
+    add("## Steady load (wrk), gateway vs. bare axum baseline")
+    add("")
+    add("Each row: median of the runs; the baseline (`bench-baseline`) answers the same bytes on "
+        "the same CPU right after the gateway's run. Ratio = gateway ÷ baseline throughput, median "
+        "of the per-run ratios.")
+    add("")
+    for key, s in sc.items():
+        add(f"### {s['title']}")
+        add("")
+        add(f"{s['note']}. Response: {s['response_bytes']} bytes. "
+            + ("Pure cache hit." if s["cache_hit"] else "Not a pure cache hit (see note)."))
+        add("")
+        add("| | req/s | p50 | p99 | errors | downstream calls / request | peak RSS |")
+        add("|---|---|---|---|---|---|---|")
+        add(f"| {s['gateway']} | {s['rps']:.0f} | {ms(s['p50'])} | {ms(s['p99'])} | {s['errors']} "
+            f"/ {s['requests']} | {s['calls_per_request']:.4f} | "
+            f"{rss.get(s['gateway'], 0) / 1024:.1f} MiB |")
+        add(f"| baseline | {s['baseline_rps']:.0f} | {ms(s['baseline_p50'])} | "
+            f"{ms(s['baseline_p99'])} | {s['baseline_errors']} | – | "
+            f"{rss.get('baseline', 0) / 1024:.1f} MiB |")
+        add(f"| **ratio** | **{s['ratio']:.2f}×** | | | | | |")
+        add("")
+        per_run = ", ".join(f"{x['gateway']['rps']:.0f}/{x['baseline']['rps']:.0f}"
+                            for x in s["runs"])
+        add(f"Per run (gateway/baseline req/s): {per_run}.")
+        add("")
+
+    # Probes
+    add("## Latency and downstream calls, one request at a time")
+    add("")
+    add("| scenario | requests | p50 | p99 | max | errors | downstream calls / request | calls (last) |")
+    add("|---|---|---|---|---|---|---|---|")
+    titles = {
+        "web-cart-cold": "Web: cart of 20 lines, cold (products never requested before)",
+        "web-cart-warm": "Web: cart of 20 lines, products warm (cart not cached)",
+        "mobile-home-cold": "Mobile: home, cold (fresh gateway, first request)",
+        "mobile-home-warm": "Mobile: home, catalog warm (a different user each request)",
+    }
+    titles["floor-cart"] = "Floor: the cart service alone (GET /carts/{user}), no gateway"
+    titles["floor-batch"] = "Floor: the product service alone (batch of 20 ids), no gateway"
+    for key in ("floor-cart", "floor-batch", "web-cart-cold", "web-cart-warm",
+                "mobile-home-cold", "mobile-home-warm"):
+        p = pr[key]
+        calls = "; ".join(f"{k} ×{v}" for k, v in sorted(p["calls"].items()))
+        if key != "mobile-home-cold" and calls:
+            calls = "(all) " + calls
+        add(f"| {titles[key]} | {p['requests']} | {ms(p['p50'])} | {ms(p['p99'])} | "
+            f"{ms(p['max'])} | {p['errors']} | {p['calls_per_request']:.2f} | {calls} |")
+    add("")
+
+    floor = pr["floor-cart"]["p50"] + pr["floor-batch"]["p50"]
+    add(f"Two dependent hops cost {ms(floor)} at the services alone (p50 of the cart plus p50 of "
+        f"the batch, measured by the same client), so the cold cart's gateway overhead is about "
+        f"{ms(pr['web-cart-cold']['p50'] - floor)}.")
+    add("")
+    add("## Stampede")
+    add("")
+    add(f"{STAMPEDE} connections opened first, then one request on each sent at once, for one "
+        "product no one had asked for.")
+    add("")
+    add("| gateway | connections | statuses | p50 | p99 | product-service calls |")
+    add("|---|---|---|---|---|---|")
+    for gateway, st in r["stampede"].items():
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(st["statuses"].items()))
+        routes = "; ".join(f"{k} ×{v}" for k, v in sorted(st["per_route"].items()))
+        add(f"| {gateway} | {st['opened']} | {statuses} | {ms(st['p50'])} | {ms(st['p99'])} | "
+            f"{st['calls']} ({routes}) |")
+    add("")
+
+    add("## Slow product service")
+    add("")
+    add(f"Product service latency {SLOW_LATENCY} (10× {LATENCY}); every request for a product not "
+        "yet cached, 16 concurrent. Configured deadline (`downstream.deadline`): "
+        f"{DEADLINE_MS / 1000:.0f} s.")
+    add("")
+    add("| gateway | requests | req/s | p50 | p99 | max | errors | downstream calls / request |")
+    add("|---|---|---|---|---|---|---|---|")
+    for gateway, st in r["slow"].items():
+        add(f"| {gateway} | {st['requests']} | {st['rps']:.0f} | {ms(st['p50'])} | "
+            f"{ms(st['p99'])} | {ms(st['max'])} | {st['errors']} | {st['calls_per_request']:.2f} |")
+    add("")
+
+    notes = kept_section(path, NOTES_BEGIN, NOTES_END)
+    add(notes if notes else f"{NOTES_BEGIN}\n## Findings\n\nNone written yet.\n{NOTES_END}")
+    add("")
+    add("## Method")
+    add("")
+    add(METHOD)
+    add("")
+    kept = kept_criterion_section(path)
+    add(kept if kept else f"{CRITERION_BEGIN}\n## Micro-benchmarks (criterion)\n\n"
+        f"Not recorded yet: see `cargo bench`.\n{CRITERION_END}")
+    add("")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+METHOD = """\
+- **Processes.** `scripts/bench` builds the release binaries and starts, directly (not through
+  `bff-dev`), the three reference services as separate processes (`reference-services --service
+  … --latency`), the three gateways with their default configuration, and `bench-baseline`. Each
+  gateway is wired to the services with `BFF_*_URL` and given a fresh HS256 secret (web, mobile)
+  or API key (partner) for the run. The one setting that differs from the defaults: the partner
+  benchmark key's quota is 1,000,000/s, so the rate limiter still runs on every request but never
+  answers 429 (the default quota, 10/s, would make a throughput test measure the limiter's 429s).
+  Gateways log every request at `info` (the default), into a file.
+- **Steady load.** `wrk -t1 -cN --latency` for a fixed duration per run against the gateway, then
+  against `bench-baseline` — a bare axum handler answering the very bytes the gateway answered for
+  that request (captured after warming the cache) on the same CPU. The median of the runs is
+  reported; ratios are taken per run, then the median. Errors are non-2xx/3xx responses plus
+  socket errors.
+- **Downstream calls per request.** The reference services' counters are reset
+  (`POST /__admin/reset`) before a run and read (`GET /__admin/stats`) after it; the sum over the
+  three services is divided by the number of requests sent.
+- **Peak RSS.** `VmHWM` of each gateway process from `/proc/PID/status`, sampled after each of its
+  runs (and before each restart); the maximum is reported.
+- **Cold cart.** Before any steady load, each of the probe users is given (through the cart
+  service, at no latency) a cart of 20 products that appear in no other cart and that no request
+  has asked for yet; one request per user, one at a time, is cold (cart and products both fetched).
+  After 2.5 s (the private cart cache holds an entry 2 s) the same users again: products cached,
+  cart fetched — "products warm".
+- **Cold home screen.** The catalog part of the home screen (featured products, categories) is the
+  same for every user, so the only honest cold start is an empty cache: bff-mobile is restarted
+  before each cold request (a fresh process, connection pools empty too, so this includes the
+  gateway opening its connections to the services over loopback). Warm: the catalog cached, each
+  request by a user whose cart and orders are not in the private cache yet (two concurrent calls).
+- **Stampede.** A Python asyncio client opens all connections first, then writes the same request
+  on each at once (`Connection: close`), for a product id that nothing had requested, and counts
+  the product service's requests.
+- **Slow product service.** `PUT /__admin/faults {"latency":"100ms"}` on the product service, then
+  requests for product ids not yet cached (each request misses), 16 at a time, through a Python
+  keep-alive client; restored afterwards.
+- **Python probes** measure from the client, one request at a time unless stated; their overhead
+  (≈0.1–0.3 ms per request) is included in their latencies."""
+
+
+def criterion_section(command: str, log_paths: list[str]) -> str:
+    """The micro-benchmark section, from the output of `cargo bench` (criterion)."""
+    rows = []
+    pattern = re.compile(r"^(\S+)\s+time:\s+\[(\S+ \S+) (\S+ \S+) (\S+ \S+)\]", re.M)
+    for path in log_paths:
+        crate = os.path.basename(path).removesuffix(".log")
+        with open(path) as f:
+            text = f.read()
+        # criterion prints a long name on its own line and the times on the next one.
+        text = re.sub(r"^(\S+)\n\s+time:", r"\1 time:", text, flags=re.M)
+        for name, low, mid, high in pattern.findall(text):
+            rows.append(f"| {crate} | `{name}` | {mid} | {low} – {high} |")
+    lines = [
+        CRITERION_BEGIN,
+        "## Micro-benchmarks (criterion)",
+        "",
+        f"Command: `{command}` — on {machine()}, commit {commit()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        "Each bench file's `//!` says what one iteration is. Time per iteration: criterion's "
+        "estimate and its 95% confidence interval.",
+        "",
+        "| crate | benchmark | time | interval |",
+        "|---|---|---|---|",
+        *rows,
+        CRITERION_END,
+    ]
+    return "\n".join(lines)
+
+
+def update_criterion(out: str, command: str, log_paths: list[str]) -> None:
+    section = criterion_section(command, log_paths)
+    try:
+        with open(out) as f:
+            text = f.read()
+    except OSError:
+        text = "# Benchmarks\n\n"
+    old = kept_criterion_section(out)
+    text = text.replace(old, section) if old else text.rstrip("\n") + "\n\n" + section + "\n"
+    with open(out, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "criterion":
+        # scripts/bench.py criterion OUT COMMAND LOG...
+        update_criterion(sys.argv[2], sys.argv[3], sys.argv[4:])
+        sys.exit(0)
+    sys.exit(main())

@@ -1,0 +1,481 @@
+//! Prometheus metrics: `GET /metrics`, the middleware that counts every request, and the export
+//! of the downstream clients' counters.
+//!
+//! One [`Metrics`] per server (not a process-global recorder): each [`Server`](crate::Server)
+//! owns a `metrics-exporter-prometheus` recorder, records into it through
+//! [`metrics::with_local_recorder`] ([`Metrics::record`]), and renders it at `/metrics` through
+//! its `PrometheusHandle`. A gateway process runs one server, so in production this is the same
+//! as a global recorder; tests start several gateways in one process, and each one's `/metrics`
+//! shows its own requests only, so tests can assert exact values. No exporter HTTP listener is
+//! used: the text is served by the gateway's own router.
+//!
+//! Every series carries the label `gateway` (`bff-web`, `bff-mobile`, `bff-partner`). Label
+//! cardinality is bounded: routes are templates (axum's `MatchedPath`, `unmatched` otherwise,
+//! never a raw path), methods outside the standard ones are `other`, statuses are classes
+//! (`2xx`…), and any other label a gateway adds goes through [`Metrics::bounded`], which keeps at
+//! most [`MAX_LABEL_VALUES`] values per label and reports the rest as `other`.
+//!
+//! The downstream series are not counted here: `shared-clients` counts them with atomics and
+//! this module copies its [`MetricsSnapshot`] into the recorder at scrape time (counters set with
+//! `absolute`, gauges set), so the client library stays free of exporter code. The downstream
+//! latency histogram arrives pre-aggregated (cumulative buckets), which the `metrics` facade
+//! cannot express, so those few lines are written here in the exposition format.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use axum::{
+    Router,
+    extract::{MatchedPath, Request, State},
+    http::{HeaderValue, Method, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use shared_clients::{Downstream, MetricsSnapshot};
+
+/// Where the metrics are served.
+pub const PATH: &str = "/metrics";
+
+/// The content type of the Prometheus text exposition format.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Most distinct values one bounded label keeps; later new values are reported as `other`.
+pub const MAX_LABEL_VALUES: usize = 100;
+
+/// Upper bounds of the request latency histograms, in seconds (the same as the downstream
+/// clients' buckets, so the two can be compared on one panel).
+const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The name of the downstream latency histogram, rendered by hand from the snapshot.
+const DOWNSTREAM_LATENCY: &str = "bff_downstream_request_duration_seconds";
+
+/// The metrics of one gateway server. Cheap to clone; every clone records into the same recorder.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Shared by the middleware, the `/metrics` handler and the gateway's own code.
+    inner: Arc<Inner>,
+}
+
+/// The parts of [`Metrics`].
+struct Inner {
+    /// Where every series is recorded; used through [`metrics::with_local_recorder`].
+    recorder: PrometheusRecorder,
+    /// Renders the recorder's series as text.
+    handle: PrometheusHandle,
+    /// The `gateway` label, repeated on the hand-rendered downstream histogram.
+    gateway: String,
+    /// The downstream clients whose counters are exported at scrape time, if any.
+    downstream: Option<Downstream>,
+    /// The values seen so far of each bounded label, to cap their number.
+    seen: Mutex<HashMap<&'static str, HashSet<String>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("gateway", &self.inner.gateway)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A fresh recorder for the gateway named `gateway`, exporting `downstream`'s counters too.
+    pub fn new(gateway: &str, downstream: Option<Downstream>) -> Self {
+        let recorder = PrometheusBuilder::new()
+            .add_global_label("gateway", gateway)
+            .set_buckets(&LATENCY_BUCKETS)
+            .expect("the bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let metrics = Self {
+            inner: Arc::new(Inner {
+                recorder,
+                handle,
+                gateway: gateway.to_owned(),
+                downstream,
+                seen: Mutex::new(HashMap::new()),
+            }),
+        };
+        metrics.record(describe);
+        metrics
+    }
+
+    /// Runs `f` with this server's recorder as the current one, so the `metrics` macros
+    /// (`counter!`, `histogram!`, …) inside it record here. Handles they return keep recording
+    /// here after `f` returns.
+    pub fn record<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.inner.recorder, f)
+    }
+
+    /// `value` as a label value, or `other` once [`MAX_LABEL_VALUES`] other values of `label`
+    /// have been seen: keeps a label fed by clients (a GraphQL operation name) bounded.
+    pub fn bounded(&self, label: &'static str, value: &str) -> String {
+        let mut seen = self
+            .inner
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let values = seen.entry(label).or_default();
+        if values.contains(value) {
+            return value.to_owned();
+        }
+        if values.len() < MAX_LABEL_VALUES {
+            values.insert(value.to_owned());
+            return value.to_owned();
+        }
+        "other".to_owned()
+    }
+
+    /// Every series in the Prometheus text format, the downstream counters as of now.
+    pub fn render(&self) -> String {
+        let snapshot = self.inner.downstream.as_ref().map(Downstream::metrics);
+        if let Some(snapshot) = &snapshot {
+            self.record(|| export_downstream(snapshot));
+        }
+        self.inner.handle.run_upkeep();
+        let mut text = self.inner.handle.render();
+        if let Some(snapshot) = &snapshot {
+            render_downstream_latency(&mut text, &self.inner.gateway, snapshot);
+        }
+        text
+    }
+}
+
+/// `GET /metrics`.
+pub fn routes(metrics: Metrics) -> Router {
+    Router::new().route(PATH, get(scrape).with_state(metrics))
+}
+
+/// Renders the metrics.
+async fn scrape(State(metrics): State<Metrics>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+/// Middleware: counts each request by route template, method and status class, times it, keeps
+/// the in-flight gauge, and hands the [`Metrics`] to the handlers as a request extension (where
+/// gateways find it to record their own series).
+pub async fn track(State(metrics): State<Metrics>, mut request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = method_label(request.method());
+    request.extensions_mut().insert(metrics.clone());
+    let in_flight = metrics.record(|| gauge!("bff_http_requests_in_flight"));
+    in_flight.increment(1.0);
+    // Decrements also when the request is cancelled (the client went away).
+    let _in_flight = InFlight(in_flight);
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status_class = status_class(response.status().as_u16());
+    metrics.record(|| {
+        counter!(
+            "bff_http_requests_total",
+            "method" => method,
+            "route" => route.clone(),
+            "status_class" => status_class,
+        )
+        .increment(1);
+        histogram!(
+            "bff_http_request_duration_seconds",
+            "method" => method,
+            "route" => route,
+        )
+        .record(started.elapsed().as_secs_f64());
+    });
+    response
+}
+
+/// Takes one from the in-flight gauge when dropped.
+struct InFlight(metrics::Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// A method as a bounded label value.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// `2xx`, `4xx`, … of a status code.
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The help texts and units of every series recorded through the facade.
+fn describe() {
+    describe_counter!(
+        "bff_http_requests_total",
+        "Requests answered, by route template, method and status class."
+    );
+    describe_histogram!(
+        "bff_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer a request, by route template and method."
+    );
+    describe_gauge!(
+        "bff_http_requests_in_flight",
+        "Requests being answered now."
+    );
+    describe_counter!(
+        "bff_downstream_calls_total",
+        "Logical downstream calls (one per client call, whatever its attempts)."
+    );
+    describe_counter!(
+        "bff_downstream_successes_total",
+        "Logical downstream calls that succeeded."
+    );
+    describe_counter!(
+        "bff_downstream_errors_total",
+        "Logical downstream calls that failed, by error class."
+    );
+    describe_counter!(
+        "bff_downstream_attempts_total",
+        "Requests sent downstream: first attempts plus retries."
+    );
+    describe_counter!("bff_downstream_retries_total", "Retries sent downstream.");
+    describe_counter!(
+        "bff_downstream_retries_denied_total",
+        "Retries the retry budget refused."
+    );
+    describe_counter!(
+        "bff_downstream_rejections_total",
+        "Calls refused without a request: deadline spent, breaker open or bulkhead full."
+    );
+    describe_gauge!(
+        "bff_downstream_in_flight",
+        "Downstream requests in flight now."
+    );
+    describe_gauge!(
+        "bff_downstream_breaker_state",
+        "1 for the circuit breaker's current state (closed, open, half_open), 0 for the others."
+    );
+    describe_counter!(
+        "bff_downstream_breaker_transitions_total",
+        "Circuit breaker transitions, by the state entered."
+    );
+    for (name, help) in CACHE_COUNTERS {
+        describe_counter!(*name, *help);
+    }
+    describe_gauge!("bff_cache_entries", "Entries held by the cache now.");
+    describe_gauge!(
+        "bff_cache_bytes",
+        Unit::Bytes,
+        "Approximate bytes held by the cache now."
+    );
+}
+
+/// The per-cache counters: name and help.
+const CACHE_COUNTERS: &[(&str, &str)] = &[
+    ("bff_cache_hits_total", "Answers from a fresh cache entry."),
+    (
+        "bff_cache_misses_total",
+        "Lookups that called the service or joined a call in flight.",
+    ),
+    (
+        "bff_cache_stale_total",
+        "Answers from a stale entry (while revalidating or instead of an error).",
+    ),
+    (
+        "bff_cache_stale_if_error_total",
+        "Stale answers given instead of an error.",
+    ),
+    ("bff_cache_refreshes_total", "Background refreshes started."),
+    (
+        "bff_cache_refresh_failures_total",
+        "Background refreshes that failed.",
+    ),
+    (
+        "bff_cache_not_modified_total",
+        "Revalidations answered 304 Not Modified.",
+    ),
+    (
+        "bff_cache_negative_hits_total",
+        "Answers from a remembered 404.",
+    ),
+    (
+        "bff_cache_invalidations_total",
+        "Owners whose entries a write invalidated.",
+    ),
+    (
+        "bff_cache_evictions_total",
+        "Entries evicted to stay within the byte budget.",
+    ),
+];
+
+/// Copies the downstream counters and gauges into the current recorder.
+fn export_downstream(snapshot: &MetricsSnapshot) {
+    for s in &snapshot.services {
+        let service = s.service.as_str();
+        counter!("bff_downstream_calls_total", "service" => service).absolute(s.calls);
+        counter!("bff_downstream_successes_total", "service" => service).absolute(s.successes);
+        for (class, count) in &s.errors {
+            counter!("bff_downstream_errors_total", "service" => service, "class" => *class)
+                .absolute(*count);
+        }
+        counter!("bff_downstream_attempts_total", "service" => service).absolute(s.attempts);
+        counter!("bff_downstream_retries_total", "service" => service).absolute(s.retries);
+        counter!("bff_downstream_retries_denied_total", "service" => service)
+            .absolute(s.retries_denied);
+        for (reason, count) in [
+            ("deadline", s.deadline_exceeded),
+            ("breaker_open", s.breaker_rejections),
+            ("bulkhead_full", s.bulkhead_rejections),
+        ] {
+            counter!("bff_downstream_rejections_total", "service" => service, "reason" => reason)
+                .absolute(count);
+        }
+        gauge!("bff_downstream_in_flight", "service" => service).set(s.in_flight as f64);
+        for state in [
+            shared_clients::BreakerState::Closed,
+            shared_clients::BreakerState::Open,
+            shared_clients::BreakerState::HalfOpen,
+        ] {
+            let current = if s.breaker.state == state { 1.0 } else { 0.0 };
+            gauge!("bff_downstream_breaker_state", "service" => service, "state" => state.as_str())
+                .set(current);
+        }
+        for (to, count) in [
+            ("open", s.breaker.opened),
+            ("half_open", s.breaker.half_opened),
+            ("closed", s.breaker.closed),
+        ] {
+            counter!("bff_downstream_breaker_transitions_total", "service" => service, "to" => to)
+                .absolute(count);
+        }
+    }
+    for c in &snapshot.caches {
+        let cache = c.cache;
+        let values = [
+            c.hits,
+            c.misses,
+            c.stale_served,
+            c.stale_if_error,
+            c.refreshes,
+            c.refresh_failures,
+            c.not_modified,
+            c.negative_hits,
+            c.invalidations,
+            c.evictions,
+        ];
+        for ((name, _), value) in CACHE_COUNTERS.iter().zip(values) {
+            counter!(*name, "cache" => cache).absolute(value);
+        }
+        gauge!("bff_cache_entries", "cache" => cache).set(c.entries as f64);
+        gauge!("bff_cache_bytes", "cache" => cache).set(c.bytes as f64);
+    }
+}
+
+/// Appends the downstream attempt latency histogram, per service, in the text format.
+fn render_downstream_latency(out: &mut String, gateway: &str, snapshot: &MetricsSnapshot) {
+    let gateway = escape(gateway);
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "# HELP {DOWNSTREAM_LATENCY} Time each downstream request (attempt) took, by service."
+    );
+    let _ = writeln!(out, "# TYPE {DOWNSTREAM_LATENCY} histogram");
+    for s in &snapshot.services {
+        let labels = format!("gateway=\"{gateway}\",service=\"{}\"", s.service.as_str());
+        for bucket in &s.latency.buckets {
+            let _ = writeln!(
+                out,
+                "{DOWNSTREAM_LATENCY}_bucket{{{labels},le=\"{}\"}} {}",
+                bucket.le_seconds, bucket.count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{DOWNSTREAM_LATENCY}_bucket{{{labels},le=\"+Inf\"}} {}",
+            s.latency.count
+        );
+        let _ = writeln!(
+            out,
+            "{DOWNSTREAM_LATENCY}_sum{{{labels}}} {}",
+            s.latency.sum_seconds
+        );
+        let _ = writeln!(
+            out,
+            "{DOWNSTREAM_LATENCY}_count{{{labels}}} {}",
+            s.latency.count
+        );
+    }
+}
+
+/// A label value escaped for the text format.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bounded_label_keeps_its_first_values_and_reports_the_rest_as_other() {
+        let metrics = Metrics::new("test", None);
+        for i in 0..MAX_LABEL_VALUES {
+            assert_eq!(
+                metrics.bounded("operation", &format!("op{i}")),
+                format!("op{i}")
+            );
+        }
+        assert_eq!(metrics.bounded("operation", "op0"), "op0");
+        assert_eq!(metrics.bounded("operation", "one_too_many"), "other");
+        assert_eq!(metrics.bounded("code", "fresh"), "fresh");
+    }
+
+    #[test]
+    fn two_servers_in_one_process_count_separately() {
+        let a = Metrics::new("a", None);
+        let b = Metrics::new("b", None);
+        a.record(|| counter!("bff_test_total").increment(2));
+        b.record(|| counter!("bff_test_total").increment(5));
+        assert!(a.render().contains("bff_test_total{gateway=\"a\"} 2"));
+        assert!(b.render().contains("bff_test_total{gateway=\"b\"} 5"));
+    }
+
+    #[test]
+    fn statuses_and_methods_are_bounded_classes() {
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(429), "4xx");
+        assert_eq!(status_class(503), "5xx");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+    }
+}
