@@ -107,6 +107,11 @@ pub struct LimitsConfig {
     pub max_aliases: usize,
     /// Most fields selected at the root of the operation (`TOO_MANY_ROOT_FIELDS` beyond it).
     pub max_root_fields: usize,
+    /// Most selections (fields, introspection included, fragment spreads, inline fragments) a
+    /// document may hold once its fragments are expanded (`QUERY_TOO_COMPLEX` beyond it), so a
+    /// small document of fragments spreading one another cannot expand into millions of fields.
+    /// Counted without expanding anything.
+    pub max_expanded_selections: usize,
     /// Page size when a list is asked for without `first`.
     pub default_page_size: u32,
     /// Largest `first` accepted (`BAD_USER_INPUT` beyond it); at most 100.
@@ -120,6 +125,7 @@ impl Default for LimitsConfig {
             max_complexity: 5000,
             max_aliases: 30,
             max_root_fields: 20,
+            max_expanded_selections: 10_000,
             default_page_size: 20,
             max_page_size: MAX_PAGE_SIZE,
         }
@@ -133,6 +139,7 @@ impl LimitsConfig {
             ("max_depth", self.max_depth),
             ("max_complexity", self.max_complexity),
             ("max_root_fields", self.max_root_fields),
+            ("max_expanded_selections", self.max_expanded_selections),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(

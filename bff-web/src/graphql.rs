@@ -65,6 +65,8 @@ pub mod codes {
 pub struct Endpoint {
     /// The executable schema.
     pub schema: WebSchema,
+    /// The limits checked on each parsed document before the schema sees it.
+    pub limits: schema::limits::Limits,
     /// What every request's scope is built from.
     pub services: Services,
     /// Verifies bearer tokens.
@@ -343,6 +345,22 @@ async fn execute(
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
+        if let Err(refused) = endpoint.limits.check(&document) {
+            // Checked here, before async-graphql walks the document with its fragments expanded.
+            let status = match media {
+                Media::Json => StatusCode::OK,
+                Media::GraphqlResponse => StatusCode::BAD_REQUEST,
+            };
+            let code = code_of(&refused).unwrap_or(schema::limits::codes::VALIDATION_FAILED);
+            if let Some(metrics) = &metrics {
+                record_operation(
+                    metrics,
+                    request.operation_name.as_deref().or(named.as_deref()),
+                    std::slice::from_ref(&refused),
+                );
+            }
+            return transport_error(media, status, code, &refused.message);
+        }
         request.set_parsed_query(document);
     }
 
@@ -456,20 +474,19 @@ fn record_operation(
     metrics.record(|| {
         metrics::counter!("bff_graphql_operations_total", "operation" => name.clone()).increment(1);
         for error in errors {
-            let code = error
-                .extensions
-                .as_ref()
-                .and_then(|ext| ext.get("code"))
-                .and_then(|code| match code {
-                    async_graphql::Value::String(code) => Some(code.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "UNKNOWN".to_owned());
-            let code = metrics.bounded("code", &code);
+            let code = metrics.bounded("code", code_of(error).unwrap_or("UNKNOWN"));
             metrics::counter!("bff_graphql_errors_total", "operation" => name.clone(), "code" => code)
                 .increment(1);
         }
     });
+}
+
+/// The `extensions.code` of an error, if it has one.
+fn code_of(error: &ServerError) -> Option<&str> {
+    match error.extensions.as_ref()?.get("code")? {
+        async_graphql::Value::String(code) => Some(code),
+        _ => None,
+    }
 }
 
 /// The downstream context of a request: its id, trace and deadline.

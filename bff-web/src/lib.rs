@@ -73,6 +73,7 @@ pub fn routes(settings: &WebSettings, downstream: Downstream) -> Result<Router, 
         max_complexity: config.limits.max_complexity,
         max_aliases: config.limits.max_aliases,
         max_root_fields: config.limits.max_root_fields,
+        max_expanded_selections: config.limits.max_expanded_selections,
     };
     let schema = schema::build(
         services.clone(),
@@ -83,6 +84,7 @@ pub fn routes(settings: &WebSettings, downstream: Downstream) -> Result<Router, 
     );
     let endpoint = Endpoint {
         schema,
+        limits,
         services,
         auth: Authenticator::new(&config.auth)?,
         apq: PersistedQueries::new(config.apq.enabled, config.apq.max_bytes),

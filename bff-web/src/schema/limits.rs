@@ -1,14 +1,18 @@
 //! Protection against expensive documents, and the codes of errors raised before execution.
 //!
-//! [`Limits`] is a schema extension. Before anything is resolved it refuses a document with more
-//! aliases or root fields than allowed (`TOO_MANY_ALIASES`, `TOO_MANY_ROOT_FIELDS`), deeper
-//! (`QUERY_TOO_DEEP`) or more complex (`QUERY_TOO_COMPLEX`) than allowed. Complexity counts one
-//! per field, and list fields multiply what they select by their page size (`first`).
+//! [`Limits::check`] refuses a parsed document with more aliases or root fields than allowed
+//! (`TOO_MANY_ALIASES`, `TOO_MANY_ROOT_FIELDS`), nested deeper (`QUERY_TOO_DEEP`) or larger once
+//! its fragments are expanded (`QUERY_TOO_COMPLEX`) than allowed. Every measure is linear in the
+//! size of the document: fragments are measured once each, never expanded. The transport runs it
+//! before the schema sees the document.
 //!
-//! It also gives the errors of the phases before execution their codes:
-//! `GRAPHQL_PARSE_FAILED` for a document that does not parse, `GRAPHQL_VALIDATION_FAILED` for one
-//! that does not fit the schema. And it marks the request as executed once execution starts, so
-//! the transport can tell a request error (no `data`) from a field error.
+//! [`Limits`] is also a schema extension. After validation it refuses a document more complex
+//! than allowed (`QUERY_TOO_COMPLEX`): complexity counts one per field, and list fields multiply
+//! what they select by their page size (`first`). It gives the errors of the phases before
+//! execution their codes: `GRAPHQL_PARSE_FAILED` for a document that does not parse,
+//! `GRAPHQL_VALIDATION_FAILED` for one that does not fit the schema. And it marks the request as
+//! executed once execution starts, so the transport can tell a request error (no `data`) from a
+//! field error.
 
 use std::sync::{
     Arc,
@@ -53,6 +57,8 @@ pub struct Limits {
     pub max_aliases: usize,
     /// Most fields at the root of the operation.
     pub max_root_fields: usize,
+    /// Most selections once fragments are expanded (see [`expanded_selections`]).
+    pub max_expanded_selections: usize,
 }
 
 impl ExtensionFactory for Limits {
@@ -96,20 +102,17 @@ fn with_code(mut error: ServerError, code: &'static str) -> ServerError {
     error
 }
 
-#[async_graphql::async_trait::async_trait]
-impl Extension for Limits {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next
-            .run(ctx, query, variables)
-            .await
-            .map_err(|e| with_code(e, codes::PARSE_FAILED))?;
-        let depth = max_depth(&document);
+impl Limits {
+    /// Checks a parsed document against every limit that can be measured without the schema:
+    /// depth, expanded size, aliases and root fields. Linear in the size of the document, however
+    /// its fragments spread one another.
+    ///
+    /// The transport calls it before handing the document to the schema, because async-graphql
+    /// walks the document with its fragments expanded before any extension sees it (its recursion
+    /// check, then validation): a few hundred bytes of fragments spreading one another many
+    /// times would keep it busy for ever.
+    pub fn check(&self, document: &ExecutableDocument) -> Result<(), ServerError> {
+        let depth = max_depth(document);
         if depth > self.max_depth {
             return Err(error(
                 codes::TOO_DEEP,
@@ -119,18 +122,18 @@ impl Extension for Limits {
                 ),
             ));
         }
-        let expanded = expanded_fields(&document);
-        if expanded > u64::try_from(self.max_complexity).unwrap_or(u64::MAX) {
+        let expanded = expanded_selections(document);
+        if expanded > u64::try_from(self.max_expanded_selections).unwrap_or(u64::MAX) {
             return Err(error(
                 codes::TOO_COMPLEX,
                 format!(
-                    "The document selects {expanded} fields once its fragments are expanded; at \
+                    "The document has {expanded} selections once its fragments are expanded; at \
                      most {} are allowed.",
-                    self.max_complexity
+                    self.max_expanded_selections
                 ),
             ));
         }
-        let aliases = count_aliases(&document);
+        let aliases = count_aliases(document);
         if aliases > self.max_aliases {
             return Err(error(
                 codes::TOO_MANY_ALIASES,
@@ -140,8 +143,8 @@ impl Extension for Limits {
                 ),
             ));
         }
-        let roots = operations(&document)
-            .map(|op| root_fields(&document, &op.selection_set.node))
+        let roots = operations(document)
+            .map(|op| root_fields(document, &op.selection_set.node))
             .max()
             .unwrap_or(0);
         if roots > self.max_root_fields {
@@ -153,7 +156,22 @@ impl Extension for Limits {
                 ),
             ));
         }
-        Ok(document)
+        Ok(())
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for Limits {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        next.run(ctx, query, variables)
+            .await
+            .map_err(|e| with_code(e, codes::PARSE_FAILED))
     }
 
     async fn validation(
@@ -295,27 +313,24 @@ fn root_fields(document: &ExecutableDocument, set: &SelectionSet) -> usize {
     usize::try_from(walk.set(set)).unwrap_or(usize::MAX)
 }
 
-/// Fields the operations select once every fragment spread is expanded (introspection not
-/// counted), saturating. async-graphql's own complexity check walks the expanded document, so a
-/// few kilobytes of nested spreads would cost it exponential time; this count is computed in
-/// linear time and refuses such documents before validation runs.
-pub fn expanded_fields(document: &ExecutableDocument) -> u64 {
+/// Selections (fields, introspection included, fragment spreads and inline fragments) the
+/// operations hold once every fragment spread is expanded, saturating: the work any walk over the
+/// expanded document does, computed in linear time without expanding it.
+pub fn expanded_selections(document: &ExecutableDocument) -> u64 {
     let mut walk = FragmentWalk::new(document, |walk: &mut FragmentWalk<'_>, set| {
         set.items
             .iter()
-            .map(|item| match &item.node {
-                Selection::Field(field) => {
-                    let name = field.node.name.node.as_str();
-                    if name.starts_with("__") && name != "__typename" {
-                        0
-                    } else {
-                        1_u64.saturating_add(walk.set(&field.node.selection_set.node))
+            .map(|item| {
+                let inner = match &item.node {
+                    Selection::Field(field) => walk.set(&field.node.selection_set.node),
+                    Selection::InlineFragment(fragment) => {
+                        walk.set(&fragment.node.selection_set.node)
                     }
-                }
-                Selection::InlineFragment(fragment) => walk.set(&fragment.node.selection_set.node),
-                Selection::FragmentSpread(spread) => {
-                    walk.fragment(spread.node.fragment_name.node.as_str())
-                }
+                    Selection::FragmentSpread(spread) => {
+                        walk.fragment(spread.node.fragment_name.node.as_str())
+                    }
+                };
+                1_u64.saturating_add(inner)
             })
             .fold(0_u64, u64::saturating_add)
     });
@@ -441,16 +456,23 @@ mod tests {
     }
 
     #[test]
-    fn expanded_fields_are_counted_in_linear_time_and_saturate() {
-        // 10^8 expanded fields from a few hundred bytes: counted without expanding.
+    fn expanded_selections_are_counted_in_linear_time_and_saturate() {
+        // {...F1}: 1 spread; F1..F8 each 10 spreads; F9 = categories { id } (2 selections).
         let document = parse(&exponential_fragments(9, 10));
-        assert_eq!(expanded_fields(&document), 2 * 10_u64.pow(8));
+        let spreads: u64 = (0..=8).map(|level| 10_u64.pow(level)).sum();
+        assert_eq!(expanded_selections(&document), spreads + 2 * 10_u64.pow(8));
         let huge = parse(&exponential_fragments(40, 20));
-        assert_eq!(expanded_fields(&huge), u64::MAX);
-        assert_eq!(expanded_fields(&parse("{ a { b c } d }")), 4);
+        assert_eq!(expanded_selections(&huge), u64::MAX);
+        assert_eq!(expanded_selections(&parse("{ a { b c } d }")), 4);
+        // Introspection and inline fragments are work too.
         assert_eq!(
-            expanded_fields(&parse("{ __schema { types { name } } a }")),
-            1
+            expanded_selections(&parse("{ __schema { types { name } } ... on Query { a } }")),
+            5
+        );
+        // A cycle (refused by validation later) does not loop.
+        assert_eq!(
+            expanded_selections(&parse("{ a { ...F } } fragment F on T { b { ...F } }")),
+            4
         );
     }
 

@@ -119,3 +119,69 @@ async fn deeply_nested_values_are_refused_before_parsing_and_the_gateway_keeps_s
         .await
         .assert_ok();
 }
+
+/// `{ ...F1 }` where each fragment spreads the next `fanout` times, `levels` deep, ending in
+/// `leaf`: a few hundred bytes that expand to `fanout^(levels-1)` copies of `leaf`.
+fn fragment_bomb(levels: usize, fanout: usize, leaf: &str) -> String {
+    let mut query = String::from("{ ...F1 }\n");
+    for level in 1..levels {
+        let spreads = vec![format!("...F{}", level + 1); fanout].join(" ");
+        query.push_str(&format!("fragment F{level} on Query {{ {spreads} }}\n"));
+    }
+    query.push_str(&format!("fragment F{levels} on Query {{ {leaf} }}\n"));
+    query
+}
+
+/// Sends `query`; `Err` if the gateway takes more than a few seconds to answer: a document whose
+/// expansion is exponential must be refused by counting, never by expanding.
+async fn answered_quickly(
+    app: &crate::helpers::TestApp,
+    query: &str,
+) -> Result<crate::helpers::Answer, String> {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.query(query, json!({}), None),
+    )
+    .await
+    .map_err(|_| format!("no answer within 10 s to {query}"))
+}
+
+async fn refuse_fragment_bombs() -> Result<(), String> {
+    let app = spawn_app().await;
+    for leaf in [
+        "categories { id }",
+        "__typename",
+        "__schema { queryType { name } }",
+        "... on Query { __typename }",
+    ] {
+        let bomb = fragment_bomb(30, 20, leaf);
+        assert!(bomb.len() < 8 * 1024, "a small document");
+        let answer = answered_quickly(&app, &bomb).await?;
+        assert_eq!(
+            answer.codes(),
+            ["QUERY_TOO_COMPLEX"],
+            "{leaf}: {:#}",
+            answer.body
+        );
+        assert!(answer.body.get("data").is_none());
+    }
+    // Still serving, and a modest use of nested fragments is fine.
+    let modest = fragment_bomb(3, 3, "categories { id }");
+    answered_quickly(&app, &modest).await?.assert_ok();
+    Ok(())
+}
+
+/// A plain test with its own runtime: should the gateway spin on a worker thread, the runtime is
+/// leaked instead of joined (joining would wait for ever), so the test fails instead of hanging.
+#[test]
+fn exponential_fragment_spreads_are_refused_without_expanding_them() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Err(message) = runtime.block_on(refuse_fragment_bombs()) {
+        std::mem::forget(runtime);
+        panic!("{message}");
+    }
+}
