@@ -15,6 +15,10 @@
 //! | `BFF_CART_URL`    | `downstream.cart.url`    |
 //! | `BFF_ORDER_URL`   | `downstream.order.url`   |
 //!
+//! Two standard OpenTelemetry variables are read as well, below any `BFF_…` variable:
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` sets `telemetry.otlp_endpoint` and `OTEL_SERVICE_NAME` sets
+//! `telemetry.service_name`.
+//!
 //! Unknown keys are errors, not silently ignored, so a typo cannot leave a default in force. Every
 //! error names the setting and where its value came from.
 
@@ -33,6 +37,13 @@ pub const ENV_PREFIX: &str = "BFF_";
 
 /// Environment variables with the prefix that are not settings (they are read elsewhere).
 const NOT_SETTINGS: &[&str] = &["CONFIG"];
+
+/// OpenTelemetry's standard variables that are read as settings too (exact names, values taken as
+/// strings). A `BFF_…` variable for the same setting wins.
+const OTEL_ALIASES: &[(&str, &str)] = &[
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
+    ("OTEL_SERVICE_NAME", "telemetry.service_name"),
+];
 
 /// The settings of one gateway binary: the sections every gateway shares plus its own.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -63,6 +74,7 @@ impl<X: GatewayConfig> Settings<X> {
     /// Checks that go beyond types (ranges, combinations), naming the setting at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
+        self.telemetry.validate()?;
         for (name, service) in [
             ("product", &self.downstream.product),
             ("cart", &self.downstream.cart),
@@ -165,15 +177,92 @@ impl Default for ServerConfig {
     }
 }
 
-/// How logs are written.
+/// How logs are written and, optionally, where traces are exported (see [`crate::telemetry`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// Which events to log, in `tracing`'s filter syntax (e.g. `info,shared_clients=debug`).
-    /// `RUST_LOG`, when set, takes precedence, as is customary.
+    /// `RUST_LOG`, when set, takes precedence, as is customary. Spans the filter turns off are
+    /// not exported either.
     pub filter: String,
     /// `compact` for people at a terminal, `json` for log pipelines.
     pub format: LogFormat,
+    /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver (e.g. `http://collector:4318`;
+    /// a path prefix is kept). Spans are posted as protobuf to `<otlp_endpoint>/v1/traces`. Unset
+    /// (the default), nothing is exported and no connection is opened for telemetry: the trace
+    /// context still reaches the logs and the downstream services. The standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` variable sets it too, below any `BFF_…` variable.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` the exported spans carry, which names the gateway in trace backends.
+    /// Unset, it is the gateway's own name (`bff-web`, `bff-mobile`, `bff-partner`), so that
+    /// replicas of one gateway share it. `OTEL_SERVICE_NAME` sets it too.
+    pub service_name: Option<String>,
+    /// Longest time one export to the collector may take, its retries included. An export that
+    /// fails or takes longer loses its spans; requests never wait for it. Also bounds how long a
+    /// gateway waits at shutdown for its last spans to be sent.
+    #[serde(with = "humantime_serde")]
+    pub otlp_timeout: Duration,
+    /// Fraction (0.0 to 1.0) of the traces this gateway starts that are exported. A request that
+    /// arrives with a `traceparent` follows its caller's sampled flag instead, so that a trace is
+    /// exported whole or not at all.
+    pub trace_sample_ratio: f64,
+}
+
+impl TelemetryConfig {
+    /// Range and format checks that the types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.otlp_traces_url()?;
+        if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
+            return Err(ConfigError::invalid(
+                "telemetry.trace_sample_ratio",
+                format!("{} is not between 0.0 and 1.0", self.trace_sample_ratio),
+            ));
+        }
+        if self.otlp_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "telemetry.otlp_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if self.service_name.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::invalid(
+                "telemetry.service_name",
+                "must not be empty (leave it unset for the gateway's name)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where spans are posted, `<otlp_endpoint>/v1/traces`, or `None` when export is off; an error
+    /// when `otlp_endpoint` is not an `http://` or `https://` URL of a host, without credentials,
+    /// query or fragment (collector credentials go in `OTEL_EXPORTER_OTLP_HEADERS`).
+    pub fn otlp_traces_url(&self) -> Result<Option<String>, ConfigError> {
+        let Some(endpoint) = &self.otlp_endpoint else {
+            return Ok(None);
+        };
+        let refuse = |reason: String| ConfigError::invalid("telemetry.otlp_endpoint", reason);
+        let url = reqwest::Url::parse(endpoint)
+            .map_err(|error| refuse(format!("`{endpoint}` is not a URL: {error}")))?;
+        if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+            return Err(refuse(format!(
+                "`{endpoint}` is not an http:// or https:// URL of a host"
+            )));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(refuse(
+                "must not carry credentials (send them with OTEL_EXPORTER_OTLP_HEADERS)".to_owned(),
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(refuse(format!(
+                "`{endpoint}` must not have a query or fragment"
+            )));
+        }
+        Ok(Some(format!(
+            "{}/v1/traces",
+            url.as_str().trim_end_matches('/')
+        )))
+    }
 }
 
 impl Default for TelemetryConfig {
@@ -181,6 +270,10 @@ impl Default for TelemetryConfig {
         Self {
             filter: "info".to_owned(),
             format: LogFormat::Compact,
+            otlp_endpoint: None,
+            service_name: None,
+            otlp_timeout: Duration::from_secs(10),
+            trace_sample_ratio: 1.0,
         }
     }
 }
@@ -253,29 +346,45 @@ pub fn load_from<X: GatewayConfig>(
     Ok(settings)
 }
 
-/// A figment provider over a fixed set of `BFF_…` variables.
+/// A figment provider over a fixed set of `BFF_…` variables (and the [`OTEL_ALIASES`]).
 struct EnvVars {
-    /// `(dotted.key, BFF_ORIGINAL_NAME, value)` for every variable that is a setting.
+    /// `(dotted.key, BFF_ORIGINAL_NAME, value)` for every variable that is a setting, the
+    /// OpenTelemetry aliases first so that a `BFF_…` variable merged after them wins.
     vars: Vec<(String, String, String)>,
+    /// How many of `vars` (at the start) are OpenTelemetry aliases, whose values are plain strings.
+    aliases: usize,
 }
 
 impl EnvVars {
     fn new(env: impl IntoIterator<Item = (String, String)>) -> Self {
-        let vars = env
-            .into_iter()
-            .filter_map(|(name, value)| {
-                let rest = name.get(..ENV_PREFIX.len()).and_then(|prefix| {
-                    prefix
-                        .eq_ignore_ascii_case(ENV_PREFIX)
-                        .then(|| &name[ENV_PREFIX.len()..])
-                })?;
-                if rest.is_empty() || NOT_SETTINGS.iter().any(|n| rest.eq_ignore_ascii_case(n)) {
-                    return None;
+        let mut aliases = Vec::new();
+        let mut vars = Vec::new();
+        for (name, value) in env {
+            if let Some((_, path)) = OTEL_ALIASES.iter().find(|(alias, _)| *alias == name) {
+                // An empty OpenTelemetry variable means "unset", as the specification says.
+                if !value.is_empty() {
+                    aliases.push(((*path).to_owned(), name, value));
                 }
-                Some((env_key_to_path(rest), name.clone(), value))
-            })
-            .collect();
-        Self { vars }
+                continue;
+            }
+            let Some(rest) = name.get(..ENV_PREFIX.len()).and_then(|prefix| {
+                prefix
+                    .eq_ignore_ascii_case(ENV_PREFIX)
+                    .then(|| &name[ENV_PREFIX.len()..])
+            }) else {
+                continue;
+            };
+            if rest.is_empty() || NOT_SETTINGS.iter().any(|n| rest.eq_ignore_ascii_case(n)) {
+                continue;
+            }
+            vars.push((env_key_to_path(rest), name.clone(), value));
+        }
+        let count = aliases.len();
+        aliases.append(&mut vars);
+        Self {
+            vars: aliases,
+            aliases: count,
+        }
     }
 }
 
@@ -311,8 +420,13 @@ impl Provider for EnvVars {
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let mut dict = Dict::new();
-        for (path, _name, value) in &self.vars {
-            let Ok(parsed) = value.parse::<Value>();
+        for (index, (path, _name, value)) in self.vars.iter().enumerate() {
+            let parsed = if index < self.aliases {
+                Value::from(value.clone())
+            } else {
+                let Ok(parsed) = value.parse::<Value>();
+                parsed
+            };
             if let Some(nested) = figment::util::nest(path, parsed).into_dict() {
                 merge_dict(&mut dict, nested);
             }
@@ -479,6 +593,124 @@ mod tests {
         let error = load_from::<TestGateway>(None, env(&[("BFF_CART_URL", "cart.internal:80")]))
             .expect_err("refused");
         assert!(error.to_string().contains("downstream.cart.url"), "{error}");
+    }
+
+    #[test]
+    fn trace_export_is_off_by_default() {
+        let settings: TestSettings = load_from(None, env(&[])).expect("defaults load");
+        assert_eq!(settings.telemetry.otlp_endpoint, None);
+        assert_eq!(settings.telemetry.otlp_traces_url().expect("valid"), None);
+        assert!((settings.telemetry.trace_sample_ratio - 1.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn the_otlp_endpoint_gets_the_traces_path_appended() {
+        for (endpoint, url) in [
+            ("http://collector:4318", "http://collector:4318/v1/traces"),
+            (
+                "https://collector:4318/",
+                "https://collector:4318/v1/traces",
+            ),
+            (
+                "http://gw.internal/otlp/",
+                "http://gw.internal/otlp/v1/traces",
+            ),
+        ] {
+            let settings: TestSettings =
+                load_from(None, env(&[("BFF_TELEMETRY__OTLP_ENDPOINT", endpoint)])).expect("loads");
+            assert_eq!(
+                settings.telemetry.otlp_traces_url().expect("valid"),
+                Some(url.to_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_otlp_endpoint_is_refused_naming_the_setting() {
+        for endpoint in [
+            "collector:4318",
+            "grpc://collector:4317",
+            "http://",
+            "not a url",
+            "http://user:secret@collector:4318",
+            "http://collector:4318/?token=x",
+            "",
+        ] {
+            let error =
+                load_from::<TestGateway>(None, env(&[("BFF_TELEMETRY__OTLP_ENDPOINT", endpoint)]))
+                    .expect_err(endpoint);
+            let message = error.to_string();
+            assert!(
+                message.contains("telemetry.otlp_endpoint"),
+                "{endpoint}: {message}"
+            );
+            assert!(!message.contains("secret"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_sample_ratio_outside_zero_to_one_is_refused() {
+        for ratio in ["1.5", "-0.1", "nan"] {
+            let error = load_from::<TestGateway>(
+                None,
+                env(&[("BFF_TELEMETRY__TRACE_SAMPLE_RATIO", ratio)]),
+            )
+            .expect_err(ratio);
+            assert!(
+                error.to_string().contains("telemetry.trace_sample_ratio"),
+                "{ratio}: {error}"
+            );
+        }
+        let settings: TestSettings =
+            load_from(None, env(&[("BFF_TELEMETRY__TRACE_SAMPLE_RATIO", "0.25")])).expect("loads");
+        assert!((settings.telemetry.trace_sample_ratio - 0.25).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn the_standard_otel_variables_set_export_below_the_bff_ones() {
+        let settings: TestSettings = load_from(
+            None,
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318"),
+                ("OTEL_SERVICE_NAME", "12345"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(
+            settings.telemetry.otlp_endpoint.as_deref(),
+            Some("http://otel:4318")
+        );
+        assert_eq!(settings.telemetry.service_name.as_deref(), Some("12345"));
+
+        // Whatever the order of the environment, the gateway's own variable wins.
+        for vars in [
+            [
+                ("BFF_TELEMETRY__OTLP_ENDPOINT", "http://bff:4318"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318"),
+            ],
+            [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318"),
+                ("BFF_TELEMETRY__OTLP_ENDPOINT", "http://bff:4318"),
+            ],
+        ] {
+            let settings: TestSettings = load_from(None, env(&vars)).expect("loads");
+            assert_eq!(
+                settings.telemetry.otlp_endpoint.as_deref(),
+                Some("http://bff:4318")
+            );
+        }
+
+        // Empty means unset; a bad value is refused like any other.
+        let settings: TestSettings =
+            load_from(None, env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "")])).expect("loads");
+        assert_eq!(settings.telemetry.otlp_endpoint, None);
+        let error =
+            load_from::<TestGateway>(None, env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "otel:4318")]))
+                .expect_err("refused");
+        assert!(
+            error.to_string().contains("telemetry.otlp_endpoint"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -11,12 +11,19 @@
 //! 4. one `tracing` span per request, its fields named as OpenTelemetry's HTTP semantic
 //!    conventions name them (`http.request.method`, `http.route` — the template —, `url.path`,
 //!    `server.address`, `http.response.status_code`) plus `trace_id` and `request_id`, so every
-//!    log line of the request carries them, and one log line when it finishes (status, latency);
-//! 5. a panic in a handler becomes a 500 problem, never a dropped connection;
-//! 6. every error response that is not already JSON (axum's plain-text rejections, an empty 405,
+//!    log line of the request carries them, and one log line when it finishes (status, latency).
+//!    With OTLP export on ([`crate::telemetry`]), this span continues the client's trace (its
+//!    parent is the client's valid `traceparent`; without one it starts a new trace, the
+//!    generated header of step 3 is not its parent) and `trace_id` is the trace id it is exported
+//!    with;
+//! 5. with OTLP export on, the request's `traceparent` is rewritten to point at that span
+//!    (`00-<trace id>-<span id>-<flags>`), so the downstream calls, which send it, are its
+//!    children in the exported trace; with export off the header is left as step 3 set it;
+//! 6. a panic in a handler becomes a 500 problem, never a dropped connection;
+//! 7. every error response that is not already JSON (axum's plain-text rejections, an empty 405,
 //!    the body limit's 413, …) becomes `application/problem+json`, keeping `Allow`,
 //!    `Retry-After` and `WWW-Authenticate`;
-//! 7. request bodies above `server.max_body_bytes` get 413 (enforced by every body extractor
+//! 8. request bodies above `server.max_body_bytes` get 413 (enforced by every body extractor
 //!    through axum's `DefaultBodyLimit`; handlers read bodies only through extractors).
 
 use std::{any::Any, time::Duration};
@@ -29,6 +36,12 @@ use axum::{
     middleware,
     response::{IntoResponse, Response},
 };
+use opentelemetry::{
+    propagation::TextMapPropagator,
+    trace::{TraceContextExt, TraceId},
+};
+use opentelemetry_http::HeaderExtractor;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use shared_clients::TraceParent;
 use tower::ServiceBuilder;
 use tower_http::{
@@ -37,6 +50,7 @@ use tower_http::{
     sensitive_headers::SetSensitiveRequestHeadersLayer,
     trace::TraceLayer,
 };
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use crate::{config::ServerConfig, problem::Problem};
@@ -66,6 +80,7 @@ pub fn apply(router: Router, config: &ServerConfig) -> Router {
                 .make_span_with(request_span)
                 .on_response(on_response),
         )
+        .layer(middleware::map_request(point_traceparent_at_request_span))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::map_response(problem_for_plain_errors))
@@ -84,7 +99,8 @@ pub fn request_id(request: &http::request::Parts) -> Option<&str> {
 }
 
 /// The request's span, with OpenTelemetry's HTTP attribute names; the status is recorded by
-/// [`on_response`].
+/// [`on_response`]. With OTLP export on, it continues the client's trace (see
+/// [`continue_client_trace`]).
 fn request_span(request: &Request<Body>) -> tracing::Span {
     let route = request
         .extensions()
@@ -98,33 +114,96 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
             .unwrap_or_default()
     };
     let request_id = header(&REQUEST_ID);
-    let trace_id = trace_id(header(&TRACEPARENT));
     let server_address = request
         .uri()
         .host()
         .unwrap_or_else(|| host_without_port(header(&header::HOST)));
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         "http.request.method" = %request.method(),
         "http.route" = route,
         "url.path" = request.uri().path(),
         "server.address" = server_address,
         "http.response.status_code" = tracing::field::Empty,
-        trace_id,
-        request_id,
-    )
+        trace_id = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+    );
+    // The trace id is known only once the span exists (with export on, a new trace's id comes
+    // from the OpenTelemetry layer). Both ids are recorded now, in their declared order, so that
+    // log lines show them as they always have.
+    let exported = if crate::telemetry::exporting() {
+        continue_client_trace(&span, request)
+    } else {
+        None
+    };
+    match exported {
+        Some(exported) => span.record("trace_id", exported.to_string()),
+        None => span.record("trace_id", trace_id(header(&TRACEPARENT))),
+    };
+    span.record("request_id", request_id);
+    span
+}
+
+/// With OTLP export on, makes `span` a child of the client's `traceparent` (when the client sent
+/// a valid one) and returns the trace id the span is exported with. `None` when nothing is
+/// exported: export is off, or the log filter disabled the span.
+fn continue_client_trace(span: &tracing::Span, request: &Request<Body>) -> Option<TraceId> {
+    if request.extensions().get::<GeneratedTraceParent>().is_none() {
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+        if parent.span().span_context().is_valid() {
+            // Fails only when there is no OpenTelemetry layer (export off) or no span: nothing to
+            // continue then.
+            drop(span.set_parent(parent));
+        }
+    }
+    let context = span.context();
+    let exported = context.span();
+    let exported = exported.span_context();
+    exported.is_valid().then(|| exported.trace_id())
+}
+
+/// Runs inside the request's span: with OTLP export on, sets the request's `traceparent` to that
+/// span (`00-<trace id>-<span id>-<sampled>`), so the downstream calls, which send the request's
+/// `traceparent`, are exported as its children. With export off (or the span disabled), the
+/// header stays what [`ensure_traceparent`] left.
+async fn point_traceparent_at_request_span(mut request: Request) -> Request {
+    if !crate::telemetry::exporting() {
+        return request;
+    }
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span = span.span_context();
+    if span.is_valid() {
+        let traceparent = format!(
+            "00-{}-{}-{:02x}",
+            span.trace_id(),
+            span.span_id(),
+            u8::from(span.is_sampled())
+        );
+        if let Ok(value) = HeaderValue::from_str(&traceparent) {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
+    }
+    request
 }
 
 /// Records the status on the request's span and logs the request's end.
 fn on_response<B>(response: &http::Response<B>, latency: Duration, span: &tracing::Span) {
     let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
+    // As an i64: OpenTelemetry attributes have no unsigned integers (a u64 would be exported as
+    // a string); the log lines read the same.
+    span.record("http.response.status_code", i64::from(status));
     let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
     tracing::info!(status, latency_ms, "finished processing request");
 }
 
 /// The W3C trace context header.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Marks a request whose `traceparent` [`ensure_traceparent`] generated: no client span is its
+/// parent, so with OTLP export on the request span starts a new trace instead of continuing it.
+#[derive(Clone, Copy, Debug)]
+struct GeneratedTraceParent;
 
 /// Sets a fresh `traceparent` on a request that has none or an invalid one, so the gateway's
 /// downstream calls (which send the request's `traceparent`) share one trace id.
@@ -138,6 +217,7 @@ async fn ensure_traceparent(mut request: Request) -> Request {
         let generated = new_traceparent();
         if let Ok(value) = HeaderValue::from_str(&generated) {
             request.headers_mut().insert(TRACEPARENT, value);
+            request.extensions_mut().insert(GeneratedTraceParent);
         }
     }
     request

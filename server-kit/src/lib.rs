@@ -9,7 +9,8 @@
 //!   `--config`, then `BFF_…` environment variables — into each gateway's typed settings, with
 //!   start-up errors that name the bad setting.
 //! - [`cli`]: the command line every gateway accepts (`--config`, `--check-config`).
-//! - [`telemetry`]: structured `tracing` logs (compact or JSON).
+//! - [`telemetry`]: structured `tracing` logs (compact or JSON) and, when configured, trace export
+//!   over OTLP/HTTP.
 //! - [`http`]: the middleware stack every gateway router gets — request ids, a span per request,
 //!   body limits, panic containment and `application/problem+json` for every error response.
 //! - [`problem`]: RFC 9457 problem details, the error body of the REST gateways.

@@ -3,7 +3,7 @@
 //! A gateway contributes a [`Gateway`] (its routes and what readiness depends on); [`Server`] adds
 //! `/health`, `/ready`, `/metrics` ([`crate::metrics`]) and the middleware of [`crate::http`], and serves it on a listener it is
 //! given — tests bind port 0. [`run`] is the whole of a gateway's `main`: arguments → settings →
-//! logs → build → serve until SIGTERM.
+//! logs and trace export → build → serve until SIGTERM → flush the last spans.
 
 use std::{fmt::Display, future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc};
 
@@ -189,8 +189,10 @@ impl Server {
     }
 }
 
-/// The whole `main` of a gateway: parses arguments, loads and validates settings, starts logging,
-/// builds the gateway with `build`, and serves it until SIGTERM or ctrl-c.
+/// The whole `main` of a gateway: parses arguments, loads and validates settings, starts logging
+/// (and trace export, when configured, as service `name` unless `telemetry.service_name` says
+/// otherwise), builds the gateway with `build`, serves it until SIGTERM or ctrl-c, then sends the
+/// last spans.
 ///
 /// Exit codes: 0 after a clean shutdown (or a valid `--check-config`), 2 for a bad configuration,
 /// 1 when the gateway cannot be built or the address cannot be bound.
@@ -214,7 +216,9 @@ where
         println!("{name}: configuration is valid");
         return ExitCode::SUCCESS;
     }
-    telemetry::init(&settings.telemetry);
+    // Kept until the server has stopped; shutting it down sends the last spans (bounded by
+    // `telemetry.otlp_timeout`), on this thread, outside the runtime.
+    let telemetry = telemetry::init(&settings.telemetry, name);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -225,7 +229,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         // The gateway is built first so that a build error (e.g. a bad downstream URL) is reported
         // even when the port is taken.
         let gateway = match build(&settings) {
@@ -277,5 +281,7 @@ where
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    telemetry.shutdown();
+    code
 }
