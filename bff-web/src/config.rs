@@ -41,6 +41,12 @@ pub struct WebConfig {
     pub auth: AuthConfig,
     /// How checkouts remember attempts, so a retried checkout returns the same order.
     pub checkout: OrderPlacementConfig,
+    /// How long a request's product loader waits, after the first product it is asked for that
+    /// the cache does not hold fresh, for the others of the same request before it makes its one
+    /// batch call. Fields of one request are resolved in one pass, so their lookups arrive within
+    /// microseconds; longer only adds latency to cold requests (cache hits never wait).
+    #[serde(with = "humantime_serde")]
+    pub batch_delay: Duration,
 }
 
 impl Default for WebConfig {
@@ -54,6 +60,7 @@ impl Default for WebConfig {
             cors: CorsConfig::default(),
             auth: AuthConfig::default(),
             checkout: OrderPlacementConfig::default(),
+            batch_delay: Duration::from_micros(200),
         }
     }
 }
@@ -87,9 +94,18 @@ impl GatewayConfig for WebConfig {
                 ));
             }
         }
+        if self.batch_delay > MAX_BATCH_DELAY {
+            return Err(ConfigError::invalid(
+                "gateway.batch_delay",
+                "must be at most 100ms (it delays every request that misses the cache)",
+            ));
+        }
         self.auth.validate("gateway.auth")
     }
 }
+
+/// Longest `gateway.batch_delay` accepted.
+const MAX_BATCH_DELAY: Duration = Duration::from_millis(100);
 
 /// Limits on what one GraphQL request may ask for. A document beyond a limit is refused before
 /// anything is resolved, with a code naming the limit.

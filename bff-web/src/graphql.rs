@@ -9,7 +9,8 @@
 //! - Content negotiation: `application/graphql-response+json` when the client accepts it,
 //!   otherwise `application/json` (also without `Accept`); a client accepting neither gets 406.
 //! - Status codes: with `application/graphql-response+json`, a request that fails before execution
-//!   (unparsable or invalid document, a limit exceeded) is 400 and its body has no `data`;
+//!   (unparsable or invalid document, a limit exceeded, a required variable left out —
+//!   `BAD_USER_INPUT`) is 400 and its body has no `data`;
 //!   once execution started, 200 (field errors travel in `errors` next to partial `data`). With
 //!   `application/json`, every well-formed request gets 200. A body that is not a GraphQL request
 //!   at all is 400 either way. `PERSISTED_QUERY_NOT_FOUND` is 200 either way (Apollo clients
@@ -122,6 +123,15 @@ enum Media {
 }
 
 impl Media {
+    /// The status of a request refused before execution (it has no `data`): 400 for
+    /// `application/graphql-response+json`, 200 for `application/json`.
+    fn request_error_status(self) -> StatusCode {
+        match self {
+            Self::Json => StatusCode::OK,
+            Self::GraphqlResponse => StatusCode::BAD_REQUEST,
+        }
+    }
+
     /// The `Content-Type` value.
     fn content_type(self) -> &'static str {
         match self {
@@ -318,10 +328,7 @@ async fn execute(
     }
     if schema::limits::text_nesting(&request.query) > schema::limits::MAX_TEXT_NESTING {
         // Refused before parsing: the parser recurses on nesting and could overflow its stack.
-        let status = match media {
-            Media::Json => StatusCode::OK,
-            Media::GraphqlResponse => StatusCode::BAD_REQUEST,
-        };
+        let status = media.request_error_status();
         return transport_error(
             media,
             status,
@@ -347,10 +354,7 @@ async fn execute(
         }
         if let Err(refused) = endpoint.limits.check(&document) {
             // Checked here, before async-graphql walks the document with its fragments expanded.
-            let status = match media {
-                Media::Json => StatusCode::OK,
-                Media::GraphqlResponse => StatusCode::BAD_REQUEST,
-            };
+            let status = media.request_error_status();
             let code = code_of(&refused).unwrap_or(schema::limits::codes::VALIDATION_FAILED);
             if let Some(metrics) = &metrics {
                 record_operation(
@@ -360,6 +364,20 @@ async fn execute(
                 );
             }
             return transport_error(media, status, code, &refused.message);
+        }
+        if let Some((name, ty)) =
+            schema::limits::selected_operation(&document, request.operation_name.as_deref())
+                .and_then(|operation| {
+                    schema::limits::missing_variable(operation, &request.variables)
+                })
+        {
+            let status = media.request_error_status();
+            return transport_error(
+                media,
+                status,
+                schema::error::Code::BadUserInput.as_str(),
+                &format!("Variable `${name}` of required type `{ty}` was not provided."),
+            );
         }
         request.set_parsed_query(document);
     }

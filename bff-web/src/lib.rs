@@ -67,6 +67,7 @@ pub fn routes(settings: &WebSettings, downstream: Downstream) -> Result<Router, 
             default: config.limits.default_page_size,
             max: config.limits.max_page_size,
         },
+        batch_delay: config.batch_delay,
     };
     let limits = Limits {
         max_depth: config.limits.max_depth,

@@ -122,6 +122,19 @@ impl Catalog {
             .await
     }
 
+    /// One product if the cache holds it fresh (counted as a hit), else `None` with no call and no
+    /// other effect: lets a caller that batches its lookups (bff-web's DataLoader) answer cache
+    /// hits at once and batch only the rest.
+    pub async fn fresh_product(&self, id: &ProductId) -> Option<Served<Arc<Product>>> {
+        match self.products.lookup(id).await {
+            Lookup::Fresh(entry) => {
+                self.products.count(|m| &m.hits);
+                Some(entry.served(Instant::now()))
+            }
+            _ => None,
+        }
+    }
+
     /// Many products by id. Duplicate ids are answered once. Cached ids come from the cache
     /// (stale ones at once, refreshed together in the background); the others are fetched in
     /// concurrent batch calls of at most [`MAX_BATCH`] ids each (ids being fetched by a concurrent

@@ -328,8 +328,14 @@ pub async fn categories(ctx: &Context<'_>) -> Result<Arc<Vec<Category>>> {
     Ok(served.value)
 }
 
-/// One product by id through the request's loader: `None` when it does not exist.
+/// One product by id: at once when the cache holds it fresh, else through the request's loader
+/// (batched with the other lookups of this tick). `None` when it does not exist.
 pub async fn load_product(ctx: &Context<'_>, id: &ProductId) -> Result<Option<ProductView>> {
+    // A cache hit needs no batching: answering it here spares the loader's batching delay.
+    let catalog = Services::of(ctx)?.downstream.catalog();
+    if let Some(served) = catalog.fresh_product(id).await {
+        return Ok(Some(ProductView(served.into_inner())));
+    }
     let scope = RequestScope::of(ctx)?;
     let product = scope
         .products

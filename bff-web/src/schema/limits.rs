@@ -226,14 +226,47 @@ pub fn operation_type(
     document: &ExecutableDocument,
     operation_name: Option<&str>,
 ) -> Option<OperationType> {
+    selected_operation(document, operation_name).map(|op| op.ty)
+}
+
+/// The operation a request selects (`operation_name`, or the only one), if the document has it.
+pub fn selected_operation<'a>(
+    document: &'a ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<&'a OperationDefinition> {
     match (&document.operations, operation_name) {
-        (DocumentOperations::Single(op), _) => Some(op.node.ty),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),
+        (DocumentOperations::Single(op), _) => Some(&op.node),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| &op.node),
         (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-            ops.values().next().map(|op| op.node.ty)
+            ops.values().next().map(|op| &op.node)
         }
         (DocumentOperations::Multiple(_), None) => None,
     }
+}
+
+/// The first variable of `operation` whose type is non-null, that has no default and that the
+/// request leaves out (or sends as `null`), as `(name, type)`: a request error the client must
+/// fix, caught before execution (async-graphql would only notice it inside a resolver).
+pub fn missing_variable(
+    operation: &OperationDefinition,
+    variables: &Variables,
+) -> Option<(String, String)> {
+    operation
+        .variable_definitions
+        .iter()
+        .find_map(|definition| {
+            let definition = &definition.node;
+            let required = !definition.var_type.node.nullable && definition.default_value.is_none();
+            let given = variables
+                .get(&definition.name.node)
+                .is_some_and(|value| !matches!(value, async_graphql::Value::Null));
+            (required && !given).then(|| {
+                (
+                    definition.name.node.to_string(),
+                    definition.var_type.node.to_string(),
+                )
+            })
+        })
 }
 
 /// How deeply the document's operations nest fields, looking through fragments.
@@ -314,8 +347,10 @@ fn root_fields(document: &ExecutableDocument, set: &SelectionSet) -> usize {
 }
 
 /// Selections (fields, introspection included, fragment spreads and inline fragments) the
-/// operations hold once every fragment spread is expanded, saturating: the work any walk over the
-/// expanded document does, computed in linear time without expanding it.
+/// operations and the fragment definitions hold once every fragment spread is expanded,
+/// saturating: the work any walk over the expanded document does (async-graphql's recursion check
+/// walks the operations, its validation every definition), computed in linear time without
+/// expanding anything.
 pub fn expanded_selections(document: &ExecutableDocument) -> u64 {
     let mut walk = FragmentWalk::new(document, |walk: &mut FragmentWalk<'_>, set| {
         set.items
@@ -334,9 +369,16 @@ pub fn expanded_selections(document: &ExecutableDocument) -> u64 {
             })
             .fold(0_u64, u64::saturating_add)
     });
+    // Fragment definitions count as roots too, used or not: validation visits each of them
+    // (and what they spread) before it refuses an unused one.
+    let fragments = document
+        .fragments
+        .keys()
+        .map(|name| walk.fragment(name.as_str()))
+        .fold(0_u64, u64::saturating_add);
     operations(document)
         .map(|op| walk.set(&op.selection_set.node))
-        .fold(0_u64, u64::saturating_add)
+        .fold(fragments, u64::saturating_add)
 }
 
 /// A walk over selection sets that evaluates each fragment at most once (memoized), treating a
@@ -401,7 +443,8 @@ pub fn text_nesting(query: &str) -> usize {
     while index < bytes.len() {
         match bytes[index] {
             b'#' => {
-                while index < bytes.len() && bytes[index] != b'\n' {
+                // A comment ends at a line terminator: `\n` or `\r`.
+                while index < bytes.len() && !matches!(bytes[index], b'\n' | b'\r') {
                     index += 1;
                 }
             }
@@ -418,7 +461,7 @@ pub fn text_nesting(query: &str) -> usize {
             }
             b'"' => {
                 index += 1;
-                while index < bytes.len() && bytes[index] != b'"' && bytes[index] != b'\n' {
+                while index < bytes.len() && !matches!(bytes[index], b'"' | b'\n' | b'\r') {
                     index += if bytes[index] == b'\\' { 2 } else { 1 };
                 }
             }
@@ -459,8 +502,16 @@ mod tests {
     fn expanded_selections_are_counted_in_linear_time_and_saturate() {
         // {...F1}: 1 spread; F1..F8 each 10 spreads; F9 = categories { id } (2 selections).
         let document = parse(&exponential_fragments(9, 10));
-        let spreads: u64 = (0..=8).map(|level| 10_u64.pow(level)).sum();
-        assert_eq!(expanded_selections(&document), spreads + 2 * 10_u64.pow(8));
+        // F9 = `categories { id }` = 2; F(k) = 10 × (1 + F(k+1)); the operation = 1 + F1, and
+        // every fragment definition counts once more as a root.
+        let mut sizes = vec![2_u64];
+        for _ in 1..9 {
+            let next = sizes.last().unwrap();
+            sizes.push(10 * (1 + next));
+        }
+        let f1 = *sizes.last().unwrap();
+        let fragments: u64 = sizes.iter().sum();
+        assert_eq!(expanded_selections(&document), 1 + f1 + fragments);
         let huge = parse(&exponential_fragments(40, 20));
         assert_eq!(expanded_selections(&huge), u64::MAX);
         assert_eq!(expanded_selections(&parse("{ a { b c } d }")), 4);
@@ -469,11 +520,15 @@ mod tests {
             expanded_selections(&parse("{ __schema { types { name } } ... on Query { a } }")),
             5
         );
-        // A cycle (refused by validation later) does not loop.
+        // A cycle (refused by validation later) does not loop. F counts as a root too (2).
         assert_eq!(
             expanded_selections(&parse("{ a { ...F } } fragment F on T { b { ...F } }")),
-            4
+            6
         );
+        // An unused fragment is work for validation all the same.
+        let unused = "{ __typename } fragment F on T { a b c } \
+                      fragment U on Query { x { ...F } y { ...F } }";
+        assert_eq!(expanded_selections(&parse(unused)), 1 + 3 + 2 * (1 + 1 + 3));
     }
 
     #[test]
@@ -491,6 +546,9 @@ mod tests {
         assert_eq!(text_nesting("{ a(x: [1, [2]]) { b } }"), 4);
         assert_eq!(text_nesting("{ a(x: \"[[[[\") }"), 2);
         assert_eq!(text_nesting("{ a # [[[[[\n }"), 1);
+        // `\r` alone ends a comment too: what follows it is counted.
+        assert_eq!(text_nesting("{ a(x: #\r[[[1]]]) }"), 5);
+        assert_eq!(text_nesting("{ a(x: \"ab\r[[[1]]]) }"), 5);
         assert_eq!(text_nesting("{ a(x: \"\"\" {{{ \\\"\"\" [[ \"\"\") }"), 2);
         assert_eq!(text_nesting("{ a(x: \"\\\"[[\") }"), 2);
         let deep = format!("{{ a(x: {}1{}) }}", "[".repeat(5000), "]".repeat(5000));

@@ -1,6 +1,7 @@
 //! [`ProductLoader`]: the per-request DataLoader over the catalog's batched product lookup.
 //!
-//! Every `product` field of one request (cart lines, order lines, …) asks the loader; the loader
+//! Every `product` field of one request (cart lines, order lines, …) whose product the cache does
+//! not hold fresh asks the loader (fresh ones are answered at once, without batching); the loader
 //! collects the ids asked within one tick and makes one [`Catalog::products`] call for them, which
 //! answers cached ids from the shared cache and fetches the others in batch calls of at most 100
 //! ids. So a cart of 50 lines costs one cart call plus at most one product call.

@@ -46,7 +46,7 @@ impl RequestScope {
         Self {
             context,
             identity,
-            products: DataLoader::new(loader, tokio::spawn),
+            products: DataLoader::new(loader, tokio::spawn).delay(services.batch_delay),
             staleness,
         }
     }
@@ -74,6 +74,8 @@ pub struct Services {
     pub placement: OrderPlacement,
     /// Page sizes.
     pub pages: PageSizes,
+    /// How long the product loader collects ids before its batch call (`gateway.batch_delay`).
+    pub batch_delay: std::time::Duration,
 }
 
 impl Services {

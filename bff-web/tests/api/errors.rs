@@ -103,3 +103,60 @@ async fn data_served_stale_from_the_cache_is_flagged_in_extensions() {
     assert_eq!(stale["sources"], json!(["products"]), "{:#}", answer.body);
     assert!(stale["maxAgeSeconds"].as_f64().unwrap() >= 30.0);
 }
+
+#[tokio::test]
+async fn a_required_variable_left_out_is_bad_user_input_not_an_internal_error() {
+    let app = spawn_app().await;
+    let query = "query One($id: ID!) { product(id: $id) { id } }";
+    for variables in [json!({}), json!({ "id": null })] {
+        let answer = app
+            .post_json(
+                json!({ "query": query, "variables": variables }),
+                None,
+                Some("application/graphql-response+json"),
+            )
+            .await;
+        assert_eq!(answer.status, 400, "{:#}", answer.body);
+        assert_eq!(answer.codes(), ["BAD_USER_INPUT"]);
+        assert!(answer.body.get("data").is_none());
+        let message = answer.body["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("$id") && message.contains("ID!"),
+            "{message}"
+        );
+    }
+    // With `application/json`, the same request error is a 200.
+    let answer = app.query(query, json!({}), None).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.codes(), ["BAD_USER_INPUT"]);
+    // A variable with a default, or a nullable one, may be left out.
+    let answer = app
+        .query(
+            "query Page($first: Int = 2, $q: String) { products(first: $first, search: $q) { nodes { id } } }",
+            json!({}),
+            None,
+        )
+        .await;
+    answer.assert_ok();
+}
+
+#[tokio::test]
+async fn a_variable_of_the_wrong_type_is_a_validation_error() {
+    let app = spawn_app().await;
+    let answer = app
+        .query(
+            "query Page($first: Int!) { products(first: $first) { nodes { id } } }",
+            json!({ "first": "many" }),
+            None,
+        )
+        .await;
+    // Variables are checked against their types in validation: a request error, with its code.
+    let codes = answer.codes();
+    assert!(!codes.is_empty(), "{:#}", answer.body);
+    assert!(
+        codes.iter().all(|code| code == "GRAPHQL_VALIDATION_FAILED"),
+        "{:#}",
+        answer.body
+    );
+    assert!(answer.body.get("data").is_none());
+}

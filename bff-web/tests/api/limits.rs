@@ -185,3 +185,32 @@ fn exponential_fragment_spreads_are_refused_without_expanding_them() {
         panic!("{message}");
     }
 }
+
+#[tokio::test]
+async fn an_unused_fragment_is_measured_like_a_used_one() {
+    let app = spawn_app().await;
+    // Each `a { ...F }` validates F's 300 duplicated fields again: 300 × 300 selections, from a
+    // document that no operation expands.
+    let fields = vec!["id"; 300].join(" ");
+    let spreads = vec!["a: categories { ...F }"; 300].join(" ");
+    let document = format!(
+        "{{ __typename }} fragment F on Category {{ {fields} }} fragment U on Query {{ {spreads} }}"
+    );
+    let answer = app.query(&document, json!({}), None).await;
+    assert_eq!(answer.codes(), ["QUERY_TOO_COMPLEX"], "{:#}", answer.body);
+}
+
+#[tokio::test]
+async fn a_carriage_return_ending_a_comment_does_not_hide_deep_brackets() {
+    let app = spawn_app().await;
+    let nested = format!(
+        "{{ categories(x: #\r{}1{}) {{ id }} }}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let answer = app.query(&nested, json!({}), None).await;
+    assert_eq!(answer.codes(), ["GRAPHQL_PARSE_FAILED"]);
+    app.query("{ categories { id } }", json!({}), None)
+        .await
+        .assert_ok();
+}

@@ -52,6 +52,24 @@ async fn a_cached_product_is_served_without_a_downstream_call() {
     assert_eq!(calls(&server).await, 1);
 }
 
+#[tokio::test]
+async fn fresh_product_answers_only_from_the_cache_and_never_calls() {
+    let server = MockServer::start().await;
+    mount_product(&server, 30).await;
+    let downstream = downstream(&server);
+    let catalog = downstream.catalog();
+    assert!(catalog.fresh_product(&product_id(1)).await.is_none());
+    assert_eq!(calls(&server).await, 0, "a miss makes no call");
+    let fetched = catalog.product(&ctx(), &product_id(1)).await.unwrap();
+    let cached = catalog
+        .fresh_product(&product_id(1))
+        .await
+        .expect("fresh once fetched");
+    assert!(Arc::ptr_eq(&fetched, &cached));
+    assert!(!cached.is_stale());
+    assert_eq!(calls(&server).await, 1);
+}
+
 /// Reads p-00001 at once, again after `fresh_secs - 1` seconds (expected: cached) and after
 /// `fresh_secs + 1` (expected: fetched again; the configuration must not serve it stale). Time is
 /// paused only while no request is in flight: the clock is frozen and advanced to jump ahead, then
