@@ -46,12 +46,11 @@ use shared_clients::TraceParent;
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     sensitive_headers::SetSensitiveRequestHeadersLayer,
     trace::TraceLayer,
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use uuid::Uuid;
 
 use crate::{config::ServerConfig, problem::Problem};
 
@@ -73,7 +72,7 @@ pub fn apply(router: Router, config: &ServerConfig) -> Router {
             HeaderName::from_static("x-api-key"),
         ]))
         .layer(middleware::map_request(drop_unsafe_request_id))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomUuid))
         .layer(middleware::map_request(ensure_traceparent))
         .layer(
             TraceLayer::new_for_http()
@@ -226,9 +225,25 @@ async fn ensure_traceparent(mut request: Request) -> Request {
 /// A new `traceparent`: version 00, a random trace id and parent id, sampled (this gateway
 /// starts the trace and asks the services behind it to record their part).
 fn new_traceparent() -> String {
-    let trace_id = Uuid::new_v4().simple().to_string();
-    let parent_id = &Uuid::new_v4().simple().to_string()[..16];
-    format!("00-{trace_id}-{parent_id}-01")
+    // From the thread's random generator (no system call per request); never all zeros, which
+    // W3C trace context forbids.
+    let trace_id = rand::random::<u128>().max(1);
+    let parent_id = rand::random::<u64>().max(1);
+    format!("00-{trace_id:032x}-{parent_id:016x}-01")
+}
+
+/// Makes each request id a random (version 4) UUID from the thread's random generator, without
+/// the system call per id that `uuid`'s own `new_v4` makes.
+#[derive(Clone, Copy, Debug, Default)]
+struct RandomUuid;
+
+impl MakeRequestId for RandomUuid {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = uuid.hyphenated().encode_lower(&mut text);
+        HeaderValue::from_str(text).ok().map(RequestId::new)
+    }
 }
 
 /// The host of a `Host` header, without its port (`[::1]:8080` → `[::1]`).

@@ -31,6 +31,7 @@ use opentelemetry_sdk::{
     Resource,
     trace::{Sampler, SdkTracerProvider},
 };
+use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter,
     filter::{LevelFilter, Targets},
@@ -78,7 +79,8 @@ const NOT_EXPORTED: &[&str] = &[
 
 /// The telemetry installed by [`init`]; keep it for the life of the process.
 ///
-/// With OTLP export on it owns the tracer provider: [`Telemetry::shutdown`] (or dropping it) sends
+/// It owns the log writer's thread: dropping it writes the log lines still queued. With OTLP
+/// export on it also owns the tracer provider: [`Telemetry::shutdown`] (or dropping it) sends
 /// the spans still queued and stops the export thread, waiting at most `telemetry.otlp_timeout`
 /// plus a second. It blocks the calling thread that long at most, so call it after the server has
 /// stopped (from async code, inside `spawn_blocking`). Without export it does nothing.
@@ -89,14 +91,18 @@ pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
     /// How long shutdown waits for the last export.
     shutdown_timeout: Duration,
+    /// Writes the queued log lines when dropped (after the provider's last spans, declared
+    /// last so it is dropped last). `None` when an earlier [`init`] installed the subscriber.
+    _log_writer: Option<WorkerGuard>,
 }
 
 impl Telemetry {
-    /// A guard with nothing to stop.
-    fn off() -> Self {
+    /// A guard with no export to stop.
+    fn off(log_writer: Option<WorkerGuard>) -> Self {
         Self {
             provider: None,
             shutdown_timeout: Duration::ZERO,
+            _log_writer: log_writer,
         }
     }
 
@@ -151,6 +157,7 @@ pub fn init(config: &TelemetryConfig, gateway: &str) -> Telemetry {
                     .with_targets(NOT_EXPORTED.iter().map(|name| (*name, LevelFilter::OFF))),
             )
     });
+    let (writer, log_writer) = log_writer();
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let installed = match config.format {
         LogFormat::Compact => registry
@@ -158,7 +165,7 @@ pub fn init(config: &TelemetryConfig, gateway: &str) -> Telemetry {
                 fmt::layer()
                     .compact()
                     .with_ansi(std::io::stderr().is_terminal())
-                    .with_writer(std::io::stderr),
+                    .with_writer(writer),
             )
             .try_init(),
         LogFormat::Json => registry
@@ -168,7 +175,7 @@ pub fn init(config: &TelemetryConfig, gateway: &str) -> Telemetry {
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr),
+                    .with_writer(writer),
             )
             .try_init(),
     }
@@ -176,13 +183,14 @@ pub fn init(config: &TelemetryConfig, gateway: &str) -> Telemetry {
     if let Some(error) = export_error {
         tracing::warn!(%error, "trace export is off: the OTLP exporter cannot be built");
     }
+    // A subscriber already installed (by an earlier call) is the one logs and spans go to.
+    let log_writer = installed.then_some(log_writer);
     let Some(provider) = provider else {
-        return Telemetry::off();
+        return Telemetry::off(log_writer);
     };
     if !installed {
-        // A subscriber is already installed (an earlier call): it is the one spans go to.
         drop(provider.shutdown());
-        return Telemetry::off();
+        return Telemetry::off(log_writer);
     }
     EXPORTING.store(true, Ordering::Relaxed);
     if let Ok(Some(url)) = config.otlp_traces_url() {
@@ -191,7 +199,25 @@ pub fn init(config: &TelemetryConfig, gateway: &str) -> Telemetry {
     Telemetry {
         provider: Some(provider),
         shutdown_timeout: config.otlp_timeout + SHUTDOWN_MARGIN,
+        _log_writer: log_writer,
     }
+}
+
+/// Most log lines queued for the writer thread; beyond it, lines are dropped rather than making
+/// a request wait (a stalled log pipe must never stall the gateway).
+const LOG_QUEUE_LINES: usize = 128_000;
+
+/// Stderr behind a queue: requests format their log lines and hand them to a thread of their own,
+/// which writes everything queued in one go (through a buffer, so one system call per batch rather
+/// than per line) and flushes whenever the queue is empty. Under load that saves a write system call
+/// per request; and a slow reader of stderr (a full pipe, a stalled log collector) costs log lines,
+/// never request latency.
+fn log_writer() -> (NonBlocking, WorkerGuard) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("bff-log-writer")
+        .finish(std::io::BufWriter::new(std::io::stderr()))
 }
 
 /// The tracer provider exporting to `telemetry.otlp_endpoint`, or `None` when it is unset.

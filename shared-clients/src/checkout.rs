@@ -247,9 +247,16 @@ struct Attempt {
 /// key so that concurrent requests run one after another. `None`: nothing (or nothing valid).
 type Slot = Arc<Mutex<Option<Attempt>>>;
 
-/// Places orders from explicit lines or from a user's cart. Cheap to clone.
+/// Places orders from explicit lines or from a user's cart. Cheap to clone (one `Arc`): gateways
+/// keep it in their router state, which is cloned per request.
 #[derive(Clone)]
 pub struct OrderPlacement {
+    /// Shared by every clone.
+    inner: Arc<PlacementInner>,
+}
+
+/// The parts of [`OrderPlacement`].
+struct PlacementInner {
     /// The downstream services.
     downstream: Downstream,
     /// Attempts by (owner, idempotency key), so retries get the same order.
@@ -262,12 +269,14 @@ impl OrderPlacement {
     /// Order placement over `downstream`.
     pub fn new(downstream: Downstream, config: &OrderPlacementConfig) -> Self {
         Self {
-            downstream,
-            attempts: moka::future::Cache::builder()
-                .max_capacity(config.max_remembered)
-                .time_to_live(config.remember_for)
-                .build(),
-            reuse_priced_for: config.reuse_priced_for,
+            inner: Arc::new(PlacementInner {
+                downstream,
+                attempts: moka::future::Cache::builder()
+                    .max_capacity(config.max_remembered)
+                    .time_to_live(config.remember_for)
+                    .build(),
+                reuse_priced_for: config.reuse_priced_for,
+            }),
         }
     }
 
@@ -279,7 +288,7 @@ impl OrderPlacement {
     ) -> Result<Vec<OrderLine>, PlaceOrderError> {
         validate_lines(lines)?;
         let ids: Vec<ProductId> = lines.iter().map(|l| l.product_id.clone()).collect();
-        let client = self.downstream.catalog().client();
+        let client = self.inner.downstream.catalog().client();
         let batches = try_join_all(
             ids.chunks(MAX_BATCH)
                 .map(|chunk| async move { client.batch(ctx, chunk).await }),
@@ -385,7 +394,13 @@ impl OrderPlacement {
             }
             Remembered::Priced { body, priced_at } => (body, priced_at),
             Remembered::Nothing => {
-                let cart = self.downstream.carts().client().get(ctx, user).await?;
+                let cart = self
+                    .inner
+                    .downstream
+                    .carts()
+                    .client()
+                    .get(ctx, user)
+                    .await?;
                 if cart.items.is_empty() {
                     return Err(PlaceOrderError::Empty);
                 }
@@ -442,7 +457,8 @@ impl OrderPlacement {
 
     /// The slot of (owner, key), created empty when there is none.
     async fn slot(&self, owner: &Owner, key: &IdempotencyKey) -> Slot {
-        self.attempts
+        self.inner
+            .attempts
             .get_with((owner.clone(), key.clone()), async { Slot::default() })
             .await
     }
@@ -468,7 +484,9 @@ impl OrderPlacement {
                 order: Arc::clone(order),
                 cart_cleared: *cart_cleared,
             },
-            Stage::Priced { body, priced_at } if priced_at.elapsed() < self.reuse_priced_for => {
+            Stage::Priced { body, priced_at }
+                if priced_at.elapsed() < self.inner.reuse_priced_for =>
+            {
                 Remembered::Priced {
                     body: Arc::clone(body),
                     priced_at: *priced_at,
@@ -500,6 +518,7 @@ impl OrderPlacement {
             },
         });
         match self
+            .inner
             .downstream
             .orders()
             .create(ctx, owner, key, &body)
@@ -555,7 +574,7 @@ impl OrderPlacement {
         user: &UserId,
         order: &Order,
     ) -> Result<(), ClientError> {
-        let carts = self.downstream.carts();
+        let carts = self.inner.downstream.carts();
         let cart = carts.client().get(ctx, user).await?;
         let mut ordered: HashMap<&ProductId, u32> = HashMap::new();
         for line in &order.lines {
