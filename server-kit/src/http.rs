@@ -126,11 +126,18 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
         "http.response.status_code" = tracing::field::Empty,
         trace_id = tracing::field::Empty,
         request_id = tracing::field::Empty,
+        // Read by the OpenTelemetry layer only, recorded only when exporting (log lines skip
+        // fields never recorded).
+        "otel.kind" = tracing::field::Empty,
+        "otel.name" = tracing::field::Empty,
     );
     // The trace id is known only once the span exists (with export on, a new trace's id comes
     // from the OpenTelemetry layer). Both ids are recorded now, in their declared order, so that
     // log lines show them as they always have.
     let exported = if crate::telemetry::exporting() {
+        // A server span named `{method} {route}`, as OpenTelemetry's HTTP conventions name it.
+        span.record("otel.kind", "server");
+        span.record("otel.name", format!("{} {route}", request.method()));
         continue_client_trace(&span, request)
     } else {
         None

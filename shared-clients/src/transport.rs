@@ -148,6 +148,8 @@ impl Transport {
             "url.path" = url.path(),
             "http.request.resend_count" = retry,
             operation = call.operation,
+            // A client span, for the OpenTelemetry layer when traces are exported.
+            "otel.kind" = "client",
             "http.response.status_code" = tracing::field::Empty,
             "error.type" = tracing::field::Empty,
         );
@@ -188,11 +190,14 @@ impl Transport {
         let span = tracing::Span::current();
         match &outcome {
             Ok(reply) => {
-                span.record("http.response.status_code", reply.status.as_u16());
+                span.record(
+                    "http.response.status_code",
+                    i64::from(reply.status.as_u16()),
+                );
             }
             Err(error) => {
                 if let Some(status) = error.status() {
-                    span.record("http.response.status_code", status);
+                    span.record("http.response.status_code", i64::from(status));
                 }
                 span.record("error.type", error.kind().code());
             }

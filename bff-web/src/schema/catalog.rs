@@ -284,6 +284,7 @@ impl CategoryView {
     }
 
     /// The categories directly below this one.
+    #[graphql(complexity = "category_list_cost(CHILDREN_WEIGHT, child_complexity)")]
     async fn children(&self) -> Vec<CategoryView> {
         self.all
             .iter()
@@ -297,7 +298,7 @@ impl CategoryView {
 
     /// A page of this category's products, newest first; `null` with an error when the
     /// catalog cannot be listed.
-    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    #[graphql(complexity = "page_cost(first, child_complexity).saturating_add(LIST_CALL_COST)")]
     async fn products(
         &self,
         ctx: &Context<'_>,
@@ -307,6 +308,24 @@ impl CategoryView {
         let result = product_page(ctx, first, after, Some(self.category.id.clone()), None).await;
         error::or_null(ctx, result.map(Some))
     }
+}
+
+/// What a category's `products` costs on top of its page: one catalog call per category (the
+/// catalog has no listing of several categories at once), never cached.
+pub const LIST_CALL_COST: usize = 50;
+
+/// How many categories `categories` is counted as, and [`CHILDREN_WEIGHT`] how many a category's
+/// `children` are: complexity is computed before anything is resolved, so a list's real length is
+/// unknown; these bound what a selection under them may cost (e.g. a `products` page, one catalog
+/// call, per category).
+pub const CATEGORY_LIST_WEIGHT: usize = 20;
+
+/// See [`CATEGORY_LIST_WEIGHT`].
+pub const CHILDREN_WEIGHT: usize = 5;
+
+/// The complexity of a list of `weight` categories, each costing `child_complexity`.
+pub fn category_list_cost(weight: usize, child_complexity: usize) -> usize {
+    weight.saturating_mul(child_complexity).saturating_add(1)
 }
 
 /// The complexity of a list field: the page size (bounded) times what each item costs.

@@ -113,6 +113,9 @@ impl QueryRoot {
 
     /// Every category, top-level ones and their descendants alike; follow `parent`/`children`
     /// for the tree. `null` with an error when the categories cannot be loaded.
+    #[graphql(
+        complexity = "catalog::category_list_cost(catalog::CATEGORY_LIST_WEIGHT, child_complexity)"
+    )]
     async fn categories(&self, ctx: &Context<'_>) -> Result<Option<Vec<CategoryView>>> {
         let result = categories(ctx)
             .await

@@ -214,3 +214,37 @@ async fn a_carriage_return_ending_a_comment_does_not_hide_deep_brackets() {
         .await
         .assert_ok();
 }
+
+#[tokio::test]
+async fn a_product_page_per_category_is_counted_per_category() {
+    let app = spawn_app().await;
+    // Every alias lists the products of every category: one catalog call per category each.
+    let aliases: String = (0..8)
+        .map(|i| format!("c{i}: categories {{ products(first: 1) {{ nodes {{ id }} }} }} "))
+        .collect();
+    app.reset_stats();
+    let answer = app
+        .query(&format!("{{ {aliases} }}"), json!({}), None)
+        .await;
+    assert_eq!(answer.codes(), ["QUERY_TOO_COMPLEX"], "{:#}", answer.body);
+    assert_eq!(
+        app.stats(ServiceKind::Product).total,
+        0,
+        "refused before any call"
+    );
+    // A category tree three levels deep, and one page per category, remain fine.
+    app.query(
+        "{ categories { id children { id children { id name } } } }",
+        json!({}),
+        None,
+    )
+    .await
+    .assert_ok();
+    app.query(
+        "{ categories { id products(first: 2) { nodes { id name } } } }",
+        json!({}),
+        None,
+    )
+    .await
+    .assert_ok();
+}

@@ -251,7 +251,7 @@ async fn request_spans_are_exported_over_otlp_continuing_the_clients_trace() {
     }
     let requests: Vec<&(String, Span)> = spans
         .iter()
-        .filter(|(_, span)| span.name == "request")
+        .filter(|(_, span)| span.name == "GET /traceparent")
         .collect();
     assert!(
         collector
@@ -285,6 +285,11 @@ async fn request_spans_are_exported_over_otlp_continuing_the_clients_trace() {
     assert_eq!(
         string_attribute(&continued.attributes, "http.route").as_deref(),
         Some("/traceparent")
+    );
+    assert_eq!(
+        continued.kind,
+        opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as i32,
+        "a server span"
     );
     assert_eq!(
         attribute(&continued.attributes, "http.response.status_code"),
