@@ -393,7 +393,16 @@ struct FragmentWalk<'a> {
     memo: std::collections::HashMap<&'a str, u64>,
     /// Fragments being measured (a spread of one of them is a cycle).
     visiting: std::collections::HashSet<&'a str>,
+    /// Selection sets being measured, nested: the walk's recursion depth.
+    depth: usize,
 }
+
+/// Deepest the walk recurses (selection sets inside fields, inline fragments and spread
+/// fragments, together) before it gives up and reports the saturated measure, so a long chain of
+/// fragments spreading one another (the text limit does not bound it: each is at top level)
+/// cannot overflow the stack. Real documents stay far below it; async-graphql itself refuses
+/// recursion deeper than 32.
+const MAX_WALK_DEPTH: usize = 256;
 
 /// How a [`FragmentWalk`] measures one selection set.
 type Measure<'a> = fn(&mut FragmentWalk<'a>, &'a SelectionSet) -> u64;
@@ -405,12 +414,19 @@ impl<'a> FragmentWalk<'a> {
             measure,
             memo: std::collections::HashMap::new(),
             visiting: std::collections::HashSet::new(),
+            depth: 0,
         }
     }
 
     fn set(&mut self, set: &'a SelectionSet) -> u64 {
+        if self.depth >= MAX_WALK_DEPTH {
+            return u64::MAX;
+        }
+        self.depth += 1;
         let measure = self.measure;
-        measure(self, set)
+        let value = measure(self, set);
+        self.depth -= 1;
+        value
     }
 
     fn fragment(&mut self, name: &'a str) -> u64 {
@@ -529,6 +545,20 @@ mod tests {
         let unused = "{ __typename } fragment F on T { a b c } \
                       fragment U on Query { x { ...F } y { ...F } }";
         assert_eq!(expanded_selections(&parse(unused)), 1 + 3 + 2 * (1 + 1 + 3));
+    }
+
+    #[test]
+    fn a_long_chain_of_fragments_saturates_instead_of_recursing_without_bound() {
+        let mut query = String::from("{ ...F0 }\n");
+        for i in 0..5000 {
+            query.push_str(&format!("fragment F{i} on Query {{ ...F{} }}\n", i + 1));
+        }
+        query.push_str("fragment F5000 on Query { __typename }\n");
+        let document = parse(&query);
+        assert_eq!(expanded_selections(&document), u64::MAX);
+        assert_eq!(max_depth(&document), usize::MAX);
+        let op = operations(&document).next().unwrap();
+        assert_eq!(root_fields(&document, &op.selection_set.node), usize::MAX);
     }
 
     #[test]
