@@ -126,11 +126,19 @@ impl Limits {
         if expanded > u64::try_from(self.max_expanded_selections).unwrap_or(u64::MAX) {
             return Err(error(
                 codes::TOO_COMPLEX,
-                format!(
-                    "The document has {expanded} selections once its fragments are expanded; at \
-                     most {} are allowed.",
-                    self.max_expanded_selections
-                ),
+                if expanded == u64::MAX {
+                    format!(
+                        "The document has too many selections to count once its fragments are \
+                         expanded; at most {} are allowed.",
+                        self.max_expanded_selections
+                    )
+                } else {
+                    format!(
+                        "The document has {expanded} selections once its fragments are expanded; \
+                         at most {} are allowed.",
+                        self.max_expanded_selections
+                    )
+                },
             ));
         }
         let aliases = count_aliases(document);
