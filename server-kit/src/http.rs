@@ -24,18 +24,30 @@
 //!    the body limit's 413, …) becomes `application/problem+json`, keeping `Allow`,
 //!    `Retry-After` and `WWW-Authenticate`;
 //! 8. request bodies above `server.max_body_bytes` get 413 (enforced by every body extractor
-//!    through axum's `DefaultBodyLimit`; handlers read bodies only through extractors).
+//!    through axum's `DefaultBodyLimit`; handlers read bodies only through extractors);
+//! 9. on a gateway's server, the request's Prometheus series ([`crate::metrics`]): counted by
+//!    route template, method and status class, timed, and the in-flight gauge.
+//!
+//! Steps 1–7 and 9 are one service ([`Edge`]) with one future per request: as a chain of
+//! separate layers (tower-http's and axum's `map_request`/`from_fn`), each layer cloned the
+//! stack below it and boxed a future of its own on every request, which cost more CPU than the
+//! work itself (docs/BENCHMARKS.md).
 
-use std::{any::Any, time::Duration};
+use std::{
+    any::Any,
+    convert::Infallible,
+    panic::AssertUnwindSafe,
+    task::{Context, Poll},
+    time::Instant,
+};
 
 use axum::{
     Router,
-    body::Body,
     extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::{HeaderName, HeaderValue, StatusCode, header},
-    middleware,
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use futures::{FutureExt as _, future::BoxFuture};
 use opentelemetry::{
     propagation::TextMapPropagator,
     trace::{TraceContextExt, TraceId},
@@ -43,16 +55,11 @@ use opentelemetry::{
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use shared_clients::TraceParent;
-use tower::ServiceBuilder;
-use tower_http::{
-    catch_panic::CatchPanicLayer,
-    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
-    sensitive_headers::SetSensitiveRequestHeadersLayer,
-    trace::TraceLayer,
-};
+use tower::{Layer, Service, ServiceBuilder};
+use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::{config::ServerConfig, problem::Problem};
+use crate::{config::ServerConfig, metrics::Metrics, problem::Problem};
 
 /// The request id header, set on every request and response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -63,30 +70,145 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// Largest error body read back to turn into a problem's `detail`.
 const MAX_DETAIL_BYTES: usize = 1024;
 
+/// Request headers holding credentials, marked sensitive.
+const SENSITIVE: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    HeaderName::from_static("x-api-key"),
+];
+
 /// Wraps `router` in the common middleware, adds the problem+json 404 fallback.
 pub fn apply(router: Router, config: &ServerConfig) -> Router {
+    stack(router, config, None)
+}
+
+/// [`apply`], and each request's series recorded in `metrics` (step 9).
+pub(crate) fn apply_with_metrics(
+    router: Router,
+    config: &ServerConfig,
+    metrics: Metrics,
+) -> Router {
+    stack(router, config, Some(metrics))
+}
+
+fn stack(router: Router, config: &ServerConfig, metrics: Option<Metrics>) -> Router {
+    // One `Router::layer` call: each one boxes every route once more.
     let middleware = ServiceBuilder::new()
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            header::COOKIE,
-            HeaderName::from_static("x-api-key"),
-        ]))
-        .layer(middleware::map_request(drop_unsafe_request_id))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomUuid))
-        .layer(middleware::map_request(ensure_traceparent))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(on_response),
-        )
-        .layer(middleware::map_request(point_traceparent_at_request_span))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::map_response(problem_for_plain_errors))
+        .layer(EdgeLayer { metrics })
         .layer(DefaultBodyLimit::max(config.max_body_bytes));
     router
         .fallback(|| async { Problem::status(StatusCode::NOT_FOUND) })
         .layer(middleware)
+}
+
+/// Makes [`Edge`]s.
+#[derive(Clone)]
+struct EdgeLayer {
+    /// Where each request's series go, on a gateway's server.
+    metrics: Option<Metrics>,
+}
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Steps 1–7 and 9 of the module's list around one route.
+#[derive(Clone)]
+struct Edge<S> {
+    /// The route.
+    inner: S,
+    /// Where each request's series go, if anywhere.
+    metrics: Option<Metrics>,
+}
+
+impl<S> Service<Request> for Edge<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        // The service that was polled ready is the one called; a clone takes its place.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let series = self.metrics.as_ref().map(|metrics| {
+            let route = request.extensions().get::<MatchedPath>().cloned();
+            metrics.begin(route.as_ref().map(MatchedPath::as_str), &mut request)
+        });
+        mark_sensitive(request.headers_mut());
+        let request_id = ensure_request_id(request.headers_mut());
+        let generated = ensure_traceparent(request.headers_mut());
+        let span = request_span(&request, generated);
+        if crate::telemetry::exporting() {
+            point_traceparent_at(&span, request.headers_mut());
+        }
+        let answer = async move {
+            // A panic while calling the route or while polling its future becomes a 500.
+            let response = match AssertUnwindSafe(async move { inner.call(request).await })
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(response)) => response,
+                Ok(Err(infallible)) => match infallible {},
+                Err(panic) => panic_response(panic),
+            };
+            let mut response = problem_for_plain_errors(response).await;
+            if let Some(request_id) = request_id {
+                response
+                    .headers_mut()
+                    .entry(REQUEST_ID)
+                    .or_insert(request_id);
+            }
+            finished(&response, started);
+            response
+        }
+        .instrument(span);
+        Box::pin(async move {
+            let response = answer.await;
+            if let Some(series) = series {
+                series.finish(response.status().as_u16());
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Marks the credential headers sensitive (step 1), so that no `Debug` print shows them.
+fn mark_sensitive(headers: &mut HeaderMap) {
+    for name in &SENSITIVE {
+        if let header::Entry::Occupied(mut entry) = headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
+}
+
+/// Keeps a sane client request id or sets a new one (step 2); returns it, to be echoed.
+fn ensure_request_id(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    if let Some(value) = headers.get(&REQUEST_ID)
+        && is_sane_request_id(value)
+    {
+        return Some(value.clone());
+    }
+    let value = new_request_id()?;
+    headers.insert(REQUEST_ID, value.clone());
+    Some(value)
 }
 
 /// The request id of a request that went through [`apply`]'s middleware.
@@ -97,10 +219,10 @@ pub fn request_id(request: &http::request::Parts) -> Option<&str> {
         .and_then(|value| value.to_str().ok())
 }
 
-/// The request's span, with OpenTelemetry's HTTP attribute names; the status is recorded by
-/// [`on_response`]. With OTLP export on, it continues the client's trace (see
-/// [`continue_client_trace`]).
-fn request_span(request: &Request<Body>) -> tracing::Span {
+/// The request's span (step 4), with OpenTelemetry's HTTP attribute names. With OTLP export on,
+/// it continues the client's trace (see [`continue_client_trace`]) unless `generated_parent`
+/// (the `traceparent` is the gateway's own, step 3).
+fn request_span(request: &Request, generated_parent: bool) -> tracing::Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -117,45 +239,50 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
         .uri()
         .host()
         .unwrap_or_else(|| host_without_port(header(&header::HOST)));
+    let exporting = crate::telemetry::exporting();
+    // Without export, both ids are known now and given at creation (a field recorded later costs
+    // the log formatter a second pass). With export, the trace id is known only once the span
+    // exists (a new trace's id comes from the OpenTelemetry layer); both are recorded then, in
+    // their declared order, so that log lines show them in the same order either way.
+    let local = (!exporting).then(|| (trace_id(header(&TRACEPARENT)), request_id));
     let span = tracing::info_span!(
         "request",
         "http.request.method" = %request.method(),
         "http.route" = route,
         "url.path" = request.uri().path(),
         "server.address" = server_address,
+        // Recorded when exporting only: log lines have the status in the request's last line.
         "http.response.status_code" = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        request_id = tracing::field::Empty,
+        trace_id = local.map(|(trace_id, _)| trace_id),
+        request_id = local.map(|(_, request_id)| request_id),
         // Read by the OpenTelemetry layer only, recorded only when exporting (log lines skip
         // fields never recorded).
         "otel.kind" = tracing::field::Empty,
         "otel.name" = tracing::field::Empty,
     );
-    // The trace id is known only once the span exists (with export on, a new trace's id comes
-    // from the OpenTelemetry layer). Both ids are recorded now, in their declared order, so that
-    // log lines show them as they always have.
-    let exported = if crate::telemetry::exporting() {
+    if exporting {
         // A server span named `{method} {route}`, as OpenTelemetry's HTTP conventions name it.
         span.record("otel.kind", "server");
         span.record("otel.name", format!("{} {route}", request.method()));
-        continue_client_trace(&span, request)
-    } else {
-        None
-    };
-    match exported {
-        Some(exported) => span.record("trace_id", exported.to_string()),
-        None => span.record("trace_id", trace_id(header(&TRACEPARENT))),
-    };
-    span.record("request_id", request_id);
+        let parent = (!generated_parent).then(|| request.headers());
+        match continue_client_trace(&span, parent) {
+            Some(exported) => span.record("trace_id", exported.to_string()),
+            None => span.record("trace_id", trace_id(header(&TRACEPARENT))),
+        };
+        span.record("request_id", request_id);
+    }
     span
 }
 
-/// With OTLP export on, makes `span` a child of the client's `traceparent` (when the client sent
-/// a valid one) and returns the trace id the span is exported with. `None` when nothing is
-/// exported: export is off, or the log filter disabled the span.
-fn continue_client_trace(span: &tracing::Span, request: &Request<Body>) -> Option<TraceId> {
-    if request.extensions().get::<GeneratedTraceParent>().is_none() {
-        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+/// With OTLP export on, makes `span` a child of the client's `traceparent` in `client_headers`
+/// (when there is a valid one) and returns the trace id the span is exported with. `None` when
+/// nothing is exported: export is off, or the log filter disabled the span.
+fn continue_client_trace(
+    span: &tracing::Span,
+    client_headers: Option<&HeaderMap>,
+) -> Option<TraceId> {
+    if let Some(headers) = client_headers {
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
         if parent.span().span_context().is_valid() {
             // Fails only when there is no OpenTelemetry layer (export off) or no span: nothing to
             // continue then.
@@ -168,15 +295,12 @@ fn continue_client_trace(span: &tracing::Span, request: &Request<Body>) -> Optio
     exported.is_valid().then(|| exported.trace_id())
 }
 
-/// Runs inside the request's span: with OTLP export on, sets the request's `traceparent` to that
-/// span (`00-<trace id>-<span id>-<sampled>`), so the downstream calls, which send the request's
-/// `traceparent`, are exported as its children. With export off (or the span disabled), the
-/// header stays what [`ensure_traceparent`] left.
-async fn point_traceparent_at_request_span(mut request: Request) -> Request {
-    if !crate::telemetry::exporting() {
-        return request;
-    }
-    let context = tracing::Span::current().context();
+/// With OTLP export on (step 5), sets the request's `traceparent` to the request's `span`
+/// (`00-<trace id>-<span id>-<sampled>`), so the downstream calls, which send the request's
+/// `traceparent`, are exported as its children. With the span disabled, the header stays what
+/// [`ensure_traceparent`] left.
+fn point_traceparent_at(span: &tracing::Span, headers: &mut HeaderMap) {
+    let context = span.context();
     let span = context.span();
     let span = span.span_context();
     if span.is_valid() {
@@ -187,46 +311,44 @@ async fn point_traceparent_at_request_span(mut request: Request) -> Request {
             u8::from(span.is_sampled())
         );
         if let Ok(value) = HeaderValue::from_str(&traceparent) {
-            request.headers_mut().insert(TRACEPARENT, value);
+            headers.insert(TRACEPARENT, value);
         }
     }
-    request
 }
 
-/// Records the status on the request's span and logs the request's end.
-fn on_response<B>(response: &http::Response<B>, latency: Duration, span: &tracing::Span) {
+/// Logs the request's end, inside its span; with export on, records the status on the span.
+fn finished(response: &Response, started: Instant) {
     let status = response.status().as_u16();
-    // As an i64: OpenTelemetry attributes have no unsigned integers (a u64 would be exported as
-    // a string); the log lines read the same.
-    span.record("http.response.status_code", i64::from(status));
-    let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+    if crate::telemetry::exporting() {
+        // As an i64: OpenTelemetry attributes have no unsigned integers (a u64 would be exported
+        // as a string).
+        tracing::Span::current().record("http.response.status_code", i64::from(status));
+    }
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     tracing::info!(status, latency_ms, "finished processing request");
 }
 
 /// The W3C trace context header.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
-/// Marks a request whose `traceparent` [`ensure_traceparent`] generated: no client span is its
-/// parent, so with OTLP export on the request span starts a new trace instead of continuing it.
-#[derive(Clone, Copy, Debug)]
-struct GeneratedTraceParent;
-
-/// Sets a fresh `traceparent` on a request that has none or an invalid one, so the gateway's
-/// downstream calls (which send the request's `traceparent`) share one trace id.
-async fn ensure_traceparent(mut request: Request) -> Request {
-    let valid = request
-        .headers()
+/// Sets a fresh `traceparent` on a request that has none or an invalid one (step 3), so the
+/// gateway's downstream calls (which send the request's `traceparent`) share one trace id.
+/// Returns whether it did: no client span is the parent of the request's span then.
+fn ensure_traceparent(headers: &mut HeaderMap) -> bool {
+    let valid = headers
         .get(&TRACEPARENT)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| TraceParent::parse(value).is_ok());
-    if !valid {
-        let generated = new_traceparent();
-        if let Ok(value) = HeaderValue::from_str(&generated) {
-            request.headers_mut().insert(TRACEPARENT, value);
-            request.extensions_mut().insert(GeneratedTraceParent);
-        }
+    if valid {
+        return false;
     }
-    request
+    match HeaderValue::from_str(&new_traceparent()) {
+        Ok(value) => {
+            headers.insert(TRACEPARENT, value);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// A new `traceparent`: version 00, a random trace id and parent id, sampled (this gateway
@@ -239,18 +361,13 @@ fn new_traceparent() -> String {
     format!("00-{trace_id:032x}-{parent_id:016x}-01")
 }
 
-/// Makes each request id a random (version 4) UUID from the thread's random generator, without
-/// the system call per id that `uuid`'s own `new_v4` makes.
-#[derive(Clone, Copy, Debug, Default)]
-struct RandomUuid;
-
-impl MakeRequestId for RandomUuid {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-        let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = uuid.hyphenated().encode_lower(&mut text);
-        HeaderValue::from_str(text).ok().map(RequestId::new)
-    }
+/// A new request id: a random (version 4) UUID from the thread's random generator, without the
+/// system call per id that `uuid`'s own `new_v4` makes.
+fn new_request_id() -> Option<HeaderValue> {
+    let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid.hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(text).ok()
 }
 
 /// The host of a `Host` header, without its port (`[::1]:8080` → `[::1]`).
@@ -271,19 +388,8 @@ fn trace_id(traceparent: &str) -> &str {
     traceparent.split('-').nth(1).unwrap_or_default()
 }
 
-/// Removes a client-supplied request id that is too long or has characters unfit for logs and
-/// downstream headers, so a fresh one is generated instead.
-async fn drop_unsafe_request_id(mut request: Request) -> Request {
-    let unsafe_id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .is_some_and(|value| !is_sane_request_id(value));
-    if unsafe_id {
-        request.headers_mut().remove(&REQUEST_ID);
-    }
-    request
-}
-
+/// Whether a client-supplied request id is short enough and has only characters fit for logs
+/// and downstream headers; otherwise a fresh one replaces it.
 fn is_sane_request_id(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
     !bytes.is_empty()

@@ -1,5 +1,5 @@
-//! Prometheus metrics: `GET /metrics`, the middleware that counts every request, and the export
-//! of the downstream clients' counters.
+//! Prometheus metrics: `GET /metrics`, the series of every request (recorded by the middleware
+//! of [`crate::http`]), and the export of the downstream clients' counters.
 //!
 //! One [`Metrics`] per server (not a process-global recorder): each [`Server`](crate::Server)
 //! owns a `metrics-exporter-prometheus` recorder, records into it through
@@ -24,20 +24,20 @@
 use std::{
     collections::{HashMap, HashSet},
     fmt::Write as _,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock, RwLock},
     time::Instant,
 };
 
 use axum::{
     Router,
-    extract::{MatchedPath, Request, State},
+    extract::{Request, State},
     http::{HeaderValue, Method, header},
-    middleware::Next,
     response::{IntoResponse, Response},
     routing::get,
 };
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use shared_clients::{Downstream, MetricsSnapshot};
@@ -79,6 +79,10 @@ struct Inner {
     downstream: Option<Downstream>,
     /// The values seen so far of each bounded label, to cap their number.
     seen: Mutex<HashMap<&'static str, HashSet<String>>>,
+    /// `bff_http_requests_in_flight`.
+    in_flight: Gauge,
+    /// The per-request series of each route template seen so far.
+    routes: RwLock<HashMap<Box<str>, Arc<RouteSeries>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -98,6 +102,8 @@ impl Metrics {
             .expect("the bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
+        let in_flight =
+            metrics::with_local_recorder(&recorder, || gauge!("bff_http_requests_in_flight"));
         let metrics = Self {
             inner: Arc::new(Inner {
                 recorder,
@@ -105,6 +111,8 @@ impl Metrics {
                 gateway: gateway.to_owned(),
                 downstream,
                 seen: Mutex::new(HashMap::new()),
+                in_flight,
+                routes: RwLock::new(HashMap::new()),
             }),
         };
         metrics.record(describe);
@@ -166,72 +174,143 @@ async fn scrape(State(metrics): State<Metrics>) -> Response {
         .into_response()
 }
 
-/// Middleware: counts each request by route template, method and status class, times it, keeps
-/// the in-flight gauge, and hands the [`Metrics`] to the handlers as a request extension (where
-/// gateways find it to record their own series).
-pub async fn track(State(metrics): State<Metrics>, mut request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = method_label(request.method());
-    request.extensions_mut().insert(metrics.clone());
-    let in_flight = metrics.record(|| gauge!("bff_http_requests_in_flight"));
-    in_flight.increment(1.0);
-    // Decrements also when the request is cancelled (the client went away).
-    let _in_flight = InFlight(in_flight);
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status_class = status_class(response.status().as_u16());
-    metrics.record(|| {
-        counter!(
-            "bff_http_requests_total",
-            "method" => method,
-            "route" => route.clone(),
-            "status_class" => status_class,
-        )
-        .increment(1);
-        histogram!(
-            "bff_http_request_duration_seconds",
-            "method" => method,
-            "route" => route,
-        )
-        .record(started.elapsed().as_secs_f64());
-    });
-    response
+/// The series of one request, begun by [`Metrics::begin`]: holds the in-flight gauge up (until
+/// dropped, also when the request is cancelled) and, on [`RequestMetrics::finish`], counts the
+/// request by route template, method and status class and records its duration.
+pub(crate) struct RequestMetrics {
+    /// Where the series are recorded.
+    metrics: Metrics,
+    /// The route template's series handles.
+    series: Arc<RouteSeries>,
+    /// Index of the method's label in [`METHOD_LABELS`].
+    method: usize,
+    /// When the request arrived.
+    started: Instant,
+    /// Taken down when this is dropped.
+    in_flight: Gauge,
 }
 
-/// Takes one from the in-flight gauge when dropped.
-struct InFlight(metrics::Gauge);
+impl RequestMetrics {
+    /// Counts the request as answered with `status` and records how long it took.
+    pub(crate) fn finish(self, status: u16) {
+        let class = status_class_index(status);
+        let (metrics, series) = (&self.metrics, &self.series);
+        series.requests[self.method][class]
+            .get_or_init(|| {
+                metrics.record(|| {
+                    counter!(
+                        "bff_http_requests_total",
+                        "method" => METHOD_LABELS[self.method],
+                        "route" => series.route.to_string(),
+                        "status_class" => STATUS_CLASSES[class],
+                    )
+                })
+            })
+            .increment(1);
+        series.durations[self.method]
+            .get_or_init(|| {
+                metrics.record(|| {
+                    histogram!(
+                        "bff_http_request_duration_seconds",
+                        "method" => METHOD_LABELS[self.method],
+                        "route" => series.route.to_string(),
+                    )
+                })
+            })
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
 
-impl Drop for InFlight {
+impl Drop for RequestMetrics {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        self.in_flight.decrement(1.0);
     }
 }
 
-/// A method as a bounded label value.
-fn method_label(method: &Method) -> &'static str {
+/// The per-request series of one route template, their handles resolved on first use, so that
+/// a request costs no label formatting and no registry lookup.
+struct RouteSeries {
+    /// The `route` label.
+    route: Box<str>,
+    /// `bff_http_requests_total`, by method and status class.
+    requests: [[OnceLock<Counter>; STATUS_CLASSES.len()]; METHOD_LABELS.len()],
+    /// `bff_http_request_duration_seconds`, by method.
+    durations: [OnceLock<Histogram>; METHOD_LABELS.len()],
+}
+
+impl Metrics {
+    /// Starts the series of `request`: takes the in-flight gauge up and hands this [`Metrics`]
+    /// to the handlers as a request extension (where gateways find it to record their own
+    /// series). `route` is the matched route template, `None` for an unmatched request.
+    pub(crate) fn begin(&self, route: Option<&str>, request: &mut Request) -> RequestMetrics {
+        let series = self.route_series(route.unwrap_or("unmatched"));
+        let method = method_index(request.method());
+        request.extensions_mut().insert(self.clone());
+        let in_flight = self.inner.in_flight.clone();
+        in_flight.increment(1.0);
+        RequestMetrics {
+            metrics: self.clone(),
+            series,
+            method,
+            started: Instant::now(),
+            in_flight,
+        }
+    }
+
+    /// The series handles of `route` (a template: the router's routes bound their number).
+    fn route_series(&self, route: &str) -> Arc<RouteSeries> {
+        let routes = &self.inner.routes;
+        if let Some(series) = routes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(route)
+        {
+            return Arc::clone(series);
+        }
+        let mut routes = routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let series = routes.entry(route.into()).or_insert_with(|| {
+            Arc::new(RouteSeries {
+                route: route.into(),
+                requests: Default::default(),
+                durations: Default::default(),
+            })
+        });
+        Arc::clone(series)
+    }
+}
+
+/// The `method` label values; a method outside the standard ones is `other` (the last).
+const METHOD_LABELS: [&str; 8] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other",
+];
+
+/// The `status_class` label values, by hundreds (1xx at 0).
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// A method's index in [`METHOD_LABELS`].
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::PATCH => 3,
+        Method::DELETE => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
-/// `2xx`, `4xx`, … of a status code.
-fn status_class(status: u16) -> &'static str {
+/// A status code's index in [`STATUS_CLASSES`] (anything outside 1xx–4xx counts as 5xx).
+fn status_class_index(status: u16) -> usize {
     match status / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
+        1 => 0,
+        2 => 1,
+        3 => 2,
+        4 => 3,
+        _ => 4,
     }
 }
 
@@ -473,9 +552,45 @@ mod tests {
 
     #[test]
     fn statuses_and_methods_are_bounded_classes() {
-        assert_eq!(status_class(204), "2xx");
-        assert_eq!(status_class(429), "4xx");
-        assert_eq!(status_class(503), "5xx");
-        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+        assert_eq!(STATUS_CLASSES[status_class_index(204)], "2xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(429)], "4xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(503)], "5xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(99)], "5xx");
+        let brew = Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(METHOD_LABELS[method_index(&brew)], "other");
+        assert_eq!(METHOD_LABELS[method_index(&Method::DELETE)], "DELETE");
+    }
+
+    #[test]
+    fn requests_are_counted_by_route_method_and_status_class() {
+        let metrics = Metrics::new("a", None);
+        let request = |method: Method| {
+            let mut request = Request::new(axum::body::Body::empty());
+            *request.method_mut() = method;
+            request
+        };
+        let mut get = request(Method::GET);
+        let first = metrics.begin(Some("/items/{id}"), &mut get);
+        assert!(get.extensions().get::<Metrics>().is_some());
+        let second = metrics.begin(Some("/items/{id}"), &mut request(Method::GET));
+        let third = metrics.begin(None, &mut request(Method::POST));
+        assert!(
+            metrics
+                .render()
+                .contains("bff_http_requests_in_flight{gateway=\"a\"} 3")
+        );
+        first.finish(200);
+        second.finish(404);
+        drop(third); // cancelled: not counted, no longer in flight
+        let text = metrics.render();
+        for line in [
+            "bff_http_requests_in_flight{gateway=\"a\"} 0",
+            "bff_http_requests_total{gateway=\"a\",method=\"GET\",route=\"/items/{id}\",status_class=\"2xx\"} 1",
+            "bff_http_requests_total{gateway=\"a\",method=\"GET\",route=\"/items/{id}\",status_class=\"4xx\"} 1",
+            "bff_http_request_duration_seconds_count{gateway=\"a\",method=\"GET\",route=\"/items/{id}\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains("unmatched"), "{text}");
     }
 }

@@ -7,7 +7,7 @@
 
 use std::{fmt::Display, future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc};
 
-use axum::{Router, middleware};
+use axum::Router;
 use clap::Parser;
 use shared_clients::Downstream;
 use tokio::net::TcpListener;
@@ -83,10 +83,7 @@ impl Server {
         if !separate_metrics {
             routes = routes.merge(metrics::routes(metrics.clone()));
         }
-        let router = http::apply(routes, config).layer(middleware::from_fn_with_state(
-            metrics.clone(),
-            metrics::track,
-        ));
+        let router = http::apply_with_metrics(routes, config, metrics.clone());
         Self {
             listener,
             router,
