@@ -1,10 +1,12 @@
 //! [`ProductLoader`]: the per-request DataLoader over the catalog's batched product lookup.
 //!
-//! Every `product` field of one request (cart lines, order lines, …) whose product the cache does
-//! not hold fresh asks the loader (fresh ones are answered at once, without batching); the loader
-//! collects the ids asked within one tick and makes one [`Catalog::products`] call for them, which
-//! answers cached ids from the shared cache and fetches the others in batch calls of at most 100
-//! ids. So a cart of 50 lines costs one cart call plus at most one product call.
+//! Every `product` field of one request (order lines, `product(id:)`, …) whose product the cache
+//! does not hold fresh asks the loader (fresh ones are answered at once, without batching); the
+//! loader collects the ids asked within `gateway.batch_delay` and makes one [`Catalog::products`]
+//! call for them, which answers cached ids from the shared cache and fetches the others in batch
+//! calls of at most 100 ids. So a page of 20 orders costs one order call plus at most one product
+//! call. A cart's lines do not need the loader: the cart knows all its ids at once, and fetches
+//! them in one call without waiting (see `viewer::LineProducts`).
 //!
 //! The loader is built per request (see [`RequestScope`](super::scope::RequestScope)): it carries
 //! that request's [`RequestContext`] (request id, trace, deadline), and its memo never serves one

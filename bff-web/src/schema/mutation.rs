@@ -40,7 +40,7 @@ impl MutationRoot {
             .add_item(&scope.context, user, &product_id, quantity, None)
             .await
             .map_err(|e| error::downstream(&e))?;
-        Ok(CartView(Arc::new(cart)))
+        Ok(CartView::new(cart))
     }
 
     /// Sets the quantity of a line of the viewer's cart; 0 removes it. `NOT_FOUND` when the cart
@@ -61,7 +61,7 @@ impl MutationRoot {
             .set_quantity(&scope.context, user, &product_id, quantity)
             .await
             .map_err(|e| error::downstream(&e))?;
-        Ok(CartView(Arc::new(cart)))
+        Ok(CartView::new(cart))
     }
 
     /// Removes a line from the viewer's cart. `NOT_FOUND` when the cart has no line for it.
@@ -75,7 +75,7 @@ impl MutationRoot {
             .remove_item(&scope.context, user, &product_id)
             .await
             .map_err(|e| error::downstream(&e))?;
-        Ok(CartView(Arc::new(cart)))
+        Ok(CartView::new(cart))
     }
 
     /// Orders the viewer's cart at current prices, then empties the cart.

@@ -1,14 +1,15 @@
 //! The signed-in user's part of the schema: the viewer, their cart and their orders. Private
 //! data: every call acts for the token's user, never for an id the client names.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
 use futures::future::join_all;
 use shared_clients::{
     Address, Cart, ErrorKind, Money, Order, OrderId, OrderLine, OrderQuery, OrderStatus, Owner,
-    ProductId, UserId,
+    Product, ProductId, UserId,
 };
+use tokio::sync::OnceCell;
 
 use super::{
     catalog::{PageInfo, ProductView, load_product, page_cost},
@@ -42,7 +43,7 @@ impl Viewer {
                 .get(&scope.context, &self.user)
                 .await
                 .map_err(|e| error::downstream(&e))?;
-            Ok(Some(CartView(Arc::new(cart))))
+            Ok(Some(CartView::new(cart)))
         }
         .await;
         error::or_null(ctx, result)
@@ -117,33 +118,102 @@ impl Viewer {
     }
 }
 
-/// A user's cart.
-pub struct CartView(pub Arc<Cart>);
+/// A user's cart, with the products of its lines.
+pub struct CartView {
+    /// The cart as the cart service answered it.
+    cart: Arc<Cart>,
+    /// The lines' products, fetched once for every field that needs one.
+    products: Arc<LineProducts>,
+}
+
+impl CartView {
+    /// A view of `cart`; its products are fetched when a field first asks for one.
+    pub fn new(cart: Cart) -> Self {
+        let ids = cart
+            .items
+            .iter()
+            .map(|item| item.product_id.clone())
+            .collect();
+        Self {
+            cart: Arc::new(cart),
+            products: Arc::new(LineProducts {
+                ids,
+                fetched: OnceCell::new(),
+            }),
+        }
+    }
+}
+
+/// The products of one cart's lines.
+///
+/// A cart knows every product id it needs up front, so it does not go through the request's
+/// [`ProductLoader`](super::loader::ProductLoader): the loader waits `gateway.batch_delay` to
+/// collect ids (and a timer's wake-up on top), which on a cold cart is most of the gateway's own
+/// latency. Instead the first line (or the subtotal) whose product is not fresh in the cache makes
+/// one [`Catalog::products`](shared_clients::Catalog::products) call for all the cart's ids at
+/// once; every other line waits for that same call and shares its answer, or its error. Fresh
+/// products are answered from the cache without it.
+struct LineProducts {
+    /// Every line's product id, in line order.
+    ids: Vec<ProductId>,
+    /// The batch's answer: the products found (unknown ids are absent), or why the batch failed.
+    fetched: OnceCell<Result<HashMap<ProductId, Arc<Product>>>>,
+}
+
+impl LineProducts {
+    /// The product `id` (one of the cart's); `None` when it no longer exists.
+    async fn get(&self, ctx: &Context<'_>, id: &ProductId) -> Result<Option<ProductView>> {
+        let services = Services::of(ctx)?;
+        let catalog = services.downstream.catalog();
+        if self.fetched.get().is_none()
+            && let Some(served) = catalog.fresh_product(id).await
+        {
+            return Ok(Some(ProductView(served.into_inner())));
+        }
+        let fetched = self
+            .fetched
+            .get_or_init(|| async {
+                let scope = RequestScope::of(ctx)?;
+                let found = catalog
+                    .products(&scope.context, &self.ids)
+                    .await
+                    .map_err(|e| error::downstream(&e))?;
+                scope.staleness.record("products", found.freshness);
+                Ok(found.into_map())
+            })
+            .await;
+        match fetched {
+            Ok(products) => Ok(products.get(id).cloned().map(ProductView)),
+            Err(error) => Err(error.clone()),
+        }
+    }
+}
 
 /// A user's cart. Prices are the catalog's current ones.
 #[Object(name = "Cart")]
 impl CartView {
     /// Increases with every change, so a client can tell whether it has the latest cart.
     async fn version(&self) -> u64 {
-        self.0.version
+        self.cart.version
     }
 
     /// The lines, in the order they were added.
     async fn lines(&self) -> Vec<CartLine> {
-        self.0
+        self.cart
             .items
             .iter()
             .map(|item| CartLine {
                 product_id: item.product_id.clone(),
                 quantity: item.quantity,
                 added_at: item.added_at.clone(),
+                products: Arc::clone(&self.products),
             })
             .collect()
     }
 
     /// Units in the cart, all lines together (for the cart badge).
     async fn item_count(&self) -> u64 {
-        self.0.items.iter().map(|i| u64::from(i.quantity)).sum()
+        self.cart.items.iter().map(|i| u64::from(i.quantity)).sum()
     }
 
     /// The sum of the line totals at current prices; `null` (with an error) when a product's
@@ -158,8 +228,8 @@ impl CartView {
 impl CartView {
     /// The subtotal of the cart at current prices.
     async fn sum(&self, ctx: &Context<'_>) -> Result<Option<MoneyView>> {
-        let lines = self.0.items.iter().map(|item| async move {
-            let product = load_product(ctx, &item.product_id).await?;
+        let lines = self.cart.items.iter().map(|item| async move {
+            let product = self.products.get(ctx, &item.product_id).await?;
             Ok::<_, async_graphql::Error>(product.map(|p| times(&p.0.price, item.quantity)))
         });
         let mut total: Option<Money> = None;
@@ -200,6 +270,8 @@ pub struct CartLine {
     quantity: u32,
     /// When the line was first added (RFC 3339).
     added_at: String,
+    /// The cart's products, shared by its lines.
+    products: Arc<LineProducts>,
 }
 
 /// One line of a cart.
@@ -210,10 +282,10 @@ impl CartLine {
         ID::from(self.product_id.as_str())
     }
 
-    /// The product, resolved in one batch with every other product of the request. `null` when
-    /// it no longer exists, or (with an error) when the product service fails.
+    /// The product, resolved in one batch with the cart's other products. `null` when it no
+    /// longer exists, or (with an error) when the product service fails.
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<ProductView>> {
-        let result = load_product(ctx, &self.product_id).await;
+        let result = self.products.get(ctx, &self.product_id).await;
         error::or_null(ctx, result)
     }
 
@@ -224,7 +296,9 @@ impl CartLine {
 
     /// Current price × quantity; `null` when the product cannot be loaded.
     async fn line_total(&self, ctx: &Context<'_>) -> Result<Option<MoneyView>> {
-        let result = load_product(ctx, &self.product_id)
+        let result = self
+            .products
+            .get(ctx, &self.product_id)
             .await
             .map(|product| product.map(|p| MoneyView(times(&p.0.price, self.quantity))));
         error::or_null(ctx, result)

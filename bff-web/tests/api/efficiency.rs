@@ -45,6 +45,63 @@ async fn a_cart_of_50_lines_costs_one_cart_call_and_one_product_batch() {
 }
 
 #[tokio::test]
+async fn a_cart_with_some_products_cached_fetches_the_others_in_one_batch() {
+    let app = spawn_app().await;
+    let user = app.services.world.user_without_cart().to_owned();
+    let products = app.product_ids(10).await;
+    app.fill_cart(&user, &products, 2).await;
+    // Half the cart's products are asked for (and cached) first.
+    for id in products.iter().step_by(2) {
+        app.query(
+            "query ($id: ID!) { product(id: $id) { name } }",
+            json!({ "id": id }),
+            None,
+        )
+        .await
+        .assert_ok();
+    }
+    app.reset_stats();
+
+    let answer = app.query(CART_QUERY, json!({}), Some(&token(&user))).await;
+    answer.assert_ok();
+    let lines = answer
+        .data("/viewer/cart/lines")
+        .as_array()
+        .unwrap()
+        .clone();
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|line| {
+            line["product"]["name"]
+                .as_str()
+                .expect("every product resolved")
+        })
+        .collect();
+    assert_eq!(names.len(), 10);
+    let product = app.stats(ServiceKind::Product);
+    assert_eq!(
+        app.calls(ServiceKind::Product, "GET /products"),
+        1,
+        "{product:?}"
+    );
+    assert_eq!(
+        app.calls(ServiceKind::Product, "GET /products/{product_id}"),
+        0,
+        "{product:?}"
+    );
+    assert_eq!(app.stats(ServiceKind::Cart).total, 1);
+    // The subtotal is the sum of the line totals: each line was priced from its own product.
+    let totals: i64 = lines
+        .iter()
+        .map(|line| line["lineTotal"]["amountMinor"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        answer.data("/viewer/cart/subtotal/amountMinor").as_i64(),
+        Some(totals)
+    );
+}
+
+#[tokio::test]
 async fn products_are_fetched_in_batches_of_at_most_100() {
     let app = spawn_app().await;
     let user = app.services.world.user_without_cart().to_owned();

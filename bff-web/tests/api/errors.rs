@@ -10,11 +10,14 @@ use crate::helpers::{spawn_app, token};
 #[tokio::test]
 async fn a_cart_whose_product_service_is_down_returns_its_lines_with_null_products() {
     let app = spawn_app().await;
-    let user = app.services.world.user_with_cart().to_owned();
+    let user = app.services.world.user_without_cart().to_owned();
+    let products = app.product_ids(3).await;
+    app.fill_cart(&user, &products, 1).await;
     app.services
         .world
         .admin(ServiceKind::Product)
         .set_mode(FaultMode::Failing);
+    app.reset_stats();
 
     let answer = app
         .query(
@@ -29,11 +32,24 @@ async fn a_cart_whose_product_service_is_down_returns_its_lines_with_null_produc
         .as_array()
         .unwrap()
         .clone();
-    assert!(!lines.is_empty());
+    assert_eq!(lines.len(), 3);
     for line in &lines {
         assert!(line["productId"].is_string());
         assert_eq!(line["product"], Value::Null);
     }
+    // Every line shares the one failed batch: the service saw one call (and its retries), not
+    // one per line.
+    let retried_at_most = u64::from(shared_clients::ServiceConfig::default().retry.max_attempts);
+    let product = app.stats(ServiceKind::Product);
+    assert!(
+        (1..=retried_at_most).contains(&app.calls(ServiceKind::Product, "GET /products")),
+        "{product:?}"
+    );
+    assert_eq!(
+        product.total,
+        app.calls(ServiceKind::Product, "GET /products"),
+        "{product:?}"
+    );
     assert!(answer.data("/viewer/cart/itemCount").as_i64().unwrap() > 0);
     let errors = answer.body["errors"].as_array().unwrap();
     assert_eq!(errors.len(), lines.len(), "one error per failed path");
