@@ -9,12 +9,15 @@
 //! - [`revalidate`] (middleware) gives every successful GET a strong `ETag`, a hash of the bytes
 //!   actually sent (so a gzip and a br answer have different tags, as strong tags must), and
 //!   answers `If-None-Match` with a matching tag (weak comparison, RFC 9110 §13.1.2) with 304
-//!   and no body, keeping `ETag`, `Cache-Control` and `Vary`.
+//!   and no body, keeping `ETag`, `Cache-Control` and `Vary`. A [`Screen`] carries the tag of
+//!   its own bytes already, so only a body the compression layer re-encoded is hashed again.
+//! - [`Rendered`] is a screen already serialized, with its headers and tag: a handler may keep
+//!   it and answer it again while its inputs are the same (see the product detail screen).
 
 use std::time::Duration;
 
 use axum::{
-    body::Body,
+    body::{Body, Bytes},
     extract::Request,
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     middleware::Next,
@@ -102,12 +105,11 @@ impl<T: Serialize> Screen<T> {
     }
 }
 
-impl<T: Serialize> IntoResponse for Screen<T> {
-    fn into_response(self) -> Response {
-        let bytes = match serde_json::to_vec(&self.body) {
-            Ok(bytes) => bytes,
-            Err(error) => return ApiError::Internal(error.to_string()).into_response(),
-        };
+impl<T: Serialize> Screen<T> {
+    /// Serializes the screen once: its bytes, their entity tag and its caching headers.
+    pub fn render(self) -> Result<Rendered, ApiError> {
+        let bytes = serde_json::to_vec(&self.body)
+            .map_err(|error| ApiError::Internal(error.to_string()))?;
         let cache_control = match self.audience {
             Audience::Private => HeaderValue::from_static(PRIVATE),
             Audience::Public(_) if self.degraded => HeaderValue::from_static(REVALIDATE),
@@ -121,8 +123,7 @@ impl<T: Serialize> IntoResponse for Screen<T> {
             vary.push_str(", ");
             vary.push_str(name);
         }
-        let mut response = (self.status, bytes).into_response();
-        let headers = response.headers_mut();
+        let mut headers = HeaderMap::with_capacity(4);
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -131,6 +132,43 @@ impl<T: Serialize> IntoResponse for Screen<T> {
         if let Ok(vary) = HeaderValue::from_str(&vary) {
             headers.insert(header::VARY, vary);
         }
+        if let Ok(tag) = HeaderValue::from_str(&entity_tag(&bytes)) {
+            headers.insert(header::ETAG, tag);
+        }
+        Ok(Rendered {
+            status: self.status,
+            headers,
+            body: Bytes::from(bytes),
+        })
+    }
+}
+
+impl<T: Serialize> IntoResponse for Screen<T> {
+    fn into_response(self) -> Response {
+        match self.render() {
+            Ok(rendered) => rendered.into_response(),
+            Err(error) => error.into_response(),
+        }
+    }
+}
+
+/// A serialized screen: status, headers (`Content-Type`, `Cache-Control`, `Vary`, `ETag`) and
+/// body. Cheap to clone (the body is shared), so it can be kept and answered again.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The screen's status.
+    pub(crate) status: StatusCode,
+    /// Its headers, the entity tag of `body` included.
+    pub(crate) headers: HeaderMap,
+    /// The JSON bytes.
+    pub(crate) body: Bytes,
+}
+
+impl IntoResponse for Rendered {
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
         response
     }
 }
@@ -145,26 +183,38 @@ pub async fn revalidate(request: Request, next: Next) -> Response {
     if response.status() != StatusCode::OK {
         return response;
     }
-    let (mut parts, body) = response.into_parts();
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(bytes) => bytes,
-        Err(error) => return ApiError::Internal(error.to_string()).into_response(),
-    };
-    let tag = entity_tag(&bytes);
+    // A screen's tag is over its JSON bytes; once re-encoded (gzip, br) the bytes sent differ,
+    // so they get a tag of their own.
+    let tagged = response.headers().contains_key(header::ETAG)
+        && !response.headers().contains_key(header::CONTENT_ENCODING);
+    let (mut parts, mut body) = response.into_parts();
+    if !tagged {
+        let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(bytes) => bytes,
+            Err(error) => return ApiError::Internal(error.to_string()).into_response(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&entity_tag(&bytes)) {
+            parts.headers.insert(header::ETAG, value);
+        }
+        parts.headers.remove(header::CONTENT_LENGTH);
+        body = Body::from(bytes);
+    }
     let matched = if_none_match
         .as_ref()
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| matches(value, &tag));
-    if let Ok(value) = HeaderValue::from_str(&tag) {
-        parts.headers.insert(header::ETAG, value);
-    }
+        .zip(
+            parts
+                .headers
+                .get(header::ETAG)
+                .and_then(|tag| tag.to_str().ok()),
+        )
+        .is_some_and(|(value, tag)| matches(value, tag));
     if matched {
         parts.status = StatusCode::NOT_MODIFIED;
         strip_content_headers(&mut parts.headers);
         return Response::from_parts(parts, Body::empty());
     }
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(bytes))
+    Response::from_parts(parts, body)
 }
 
 /// The strong entity tag of `bytes`: `"` + base64url of the first 128 bits of SHA-256 + `"`.

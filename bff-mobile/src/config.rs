@@ -46,6 +46,9 @@ pub struct MobileConfig {
     /// Responses smaller than this many bytes are sent uncompressed: on tiny bodies gzip's and
     /// brotli's framing costs more than it saves.
     pub compression_min_bytes: u64,
+    /// How many rendered product detail screens (one per product and image width) are kept to be
+    /// answered again while the catalog cache serves the same product; `0` keeps none.
+    pub rendered_details: u64,
     /// Largest request body accepted by the mobile endpoints, in bytes (the screens take small
     /// JSON bodies); larger bodies get 413.
     pub max_body_bytes: usize,
@@ -68,6 +71,7 @@ impl Default for MobileConfig {
             home_featured: 6,
             home_categories: 8,
             compression_min_bytes: 512,
+            rendered_details: 10_000,
             max_body_bytes: 16 * 1024,
             images: ImageWidths::default(),
             checkout: OrderPlacementConfig::default(),

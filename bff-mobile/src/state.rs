@@ -6,7 +6,7 @@ use axum::extract::FromRef;
 use server_kit::auth::Authenticator;
 use shared_clients::{Downstream, OrderPlacement};
 
-use crate::{BuildError, MobileSettings, config::MobileConfig};
+use crate::{BuildError, MobileSettings, config::MobileConfig, screens::DetailMemo};
 
 /// The router state. Cheap to clone (every part is shared).
 #[derive(Clone)]
@@ -17,6 +17,8 @@ pub struct AppState {
     auth: Authenticator,
     /// Checkout: pricing, stock checks and idempotency across retries.
     placement: OrderPlacement,
+    /// Product detail screens already rendered, answered again while their product is the same.
+    detail_memo: DetailMemo,
     /// This gateway's settings (limits, cache lifetimes, image widths).
     config: Arc<MobileConfig>,
 }
@@ -31,6 +33,7 @@ impl AppState {
             downstream,
             auth,
             placement,
+            detail_memo: DetailMemo::new(config.rendered_details),
             config: Arc::new(config),
         })
     }
@@ -43,6 +46,11 @@ impl AppState {
     /// Checkout.
     pub fn placement(&self) -> &OrderPlacement {
         &self.placement
+    }
+
+    /// Rendered product detail screens.
+    pub fn detail_memo(&self) -> &DetailMemo {
+        &self.detail_memo
     }
 
     /// This gateway's settings.

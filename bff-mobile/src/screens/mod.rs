@@ -23,6 +23,8 @@ mod orders;
 mod product;
 mod products;
 
+pub use product::DetailMemo;
+
 use axum::{
     Router,
     routing::{get, post, put},
