@@ -8,9 +8,13 @@ use shared_clients::{Downstream, OrderPlacement};
 
 use crate::{BuildError, MobileSettings, config::MobileConfig, screens::DetailMemo};
 
-/// The router state. Cheap to clone (every part is shared).
+/// The router state: one [`Shared`] behind an `Arc`, so the copy axum makes for each request
+/// (and each extractor) is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What every request shares (reached through [`AppState`]'s methods).
+struct Shared {
     /// The downstream facade (cached catalog, carts, orders), shared by every request.
     downstream: Downstream,
     /// Verifies bearer tokens; the shared extractors reach it through `FromRef`.
@@ -20,7 +24,7 @@ pub struct AppState {
     /// Product detail screens already rendered, answered again while their product is the same.
     detail_memo: DetailMemo,
     /// This gateway's settings (limits, cache lifetimes, image widths).
-    config: Arc<MobileConfig>,
+    config: MobileConfig,
 }
 
 impl AppState {
@@ -29,38 +33,38 @@ impl AppState {
         let config = settings.gateway.clone();
         let auth = Authenticator::new(&config.auth)?;
         let placement = OrderPlacement::new(downstream.clone(), &config.checkout);
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             downstream,
             auth,
             placement,
             detail_memo: DetailMemo::new(config.rendered_details),
-            config: Arc::new(config),
-        })
+            config,
+        })))
     }
 
     /// The downstream services.
     pub fn downstream(&self) -> &Downstream {
-        &self.downstream
+        &self.0.downstream
     }
 
     /// Checkout.
     pub fn placement(&self) -> &OrderPlacement {
-        &self.placement
+        &self.0.placement
     }
 
     /// Rendered product detail screens.
     pub fn detail_memo(&self) -> &DetailMemo {
-        &self.detail_memo
+        &self.0.detail_memo
     }
 
     /// This gateway's settings.
     pub fn config(&self) -> &MobileConfig {
-        &self.config
+        &self.0.config
     }
 }
 
 impl FromRef<AppState> for Authenticator {
     fn from_ref(state: &AppState) -> Self {
-        state.auth.clone()
+        state.0.auth.clone()
     }
 }

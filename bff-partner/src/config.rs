@@ -41,6 +41,9 @@ pub struct PartnerConfig {
     /// so partners back off instead of retrying at once.
     #[serde(with = "humantime_serde")]
     pub unavailable_retry_after: Duration,
+    /// How many product bodies (one per product and API version) are kept serialized, to be
+    /// answered again while the catalog cache serves the same product; `0` keeps none.
+    pub rendered_products: u64,
 }
 
 impl Default for PartnerConfig {
@@ -51,6 +54,7 @@ impl Default for PartnerConfig {
             paging: PagingConfig::default(),
             deprecation: DeprecationConfig::default(),
             unavailable_retry_after: Duration::from_secs(5),
+            rendered_products: 10_000,
         }
     }
 }

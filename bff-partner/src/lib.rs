@@ -37,12 +37,17 @@ use std::{
 };
 
 use server_kit::{ConfigError, GatewayConfig, Settings, server::Gateway};
-use shared_clients::{BuildError, Downstream, OrderPlacement, OrderPlacementConfig};
+use shared_clients::{BuildError, Derived, Downstream, OrderPlacement, OrderPlacementConfig};
 
 pub use auth::hash_key;
 pub use config::PartnerConfig;
 
-use crate::{auth::ApiKeys, rate_limit::InProcessLimiter, service::AppState, version::Deprecation};
+use crate::{
+    auth::ApiKeys,
+    rate_limit::InProcessLimiter,
+    service::{AppState, Services},
+    version::Deprecation,
+};
 
 impl GatewayConfig for PartnerConfig {
     const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8082);
@@ -60,14 +65,15 @@ pub type PartnerSettings = Settings<PartnerConfig>;
 pub fn build(settings: &PartnerSettings) -> Result<Gateway, BuildError> {
     let downstream = Downstream::new(&settings.downstream)?;
     let config = &settings.gateway;
-    let state = AppState {
+    let state = AppState::new(Services {
         placement: OrderPlacement::new(downstream.clone(), &OrderPlacementConfig::default()),
         downstream: downstream.clone(),
         keys: Arc::new(ApiKeys::new(config)),
         limiter: Arc::new(InProcessLimiter::new()),
         deprecation: Deprecation::new(&config.deprecation),
+        product_bodies: Derived::new(config.rendered_products),
         config: Arc::new(config.clone()),
-    };
+    });
     Ok(Gateway::over(
         "bff-partner",
         routes::routes(state),

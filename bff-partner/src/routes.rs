@@ -12,6 +12,8 @@
 //!
 //! `/vN/openapi.json` and `/vN/problems/{name}` need no key.
 
+use std::sync::Arc;
+
 use axum::{
     Router,
     body::Bytes,
@@ -23,7 +25,7 @@ use axum::{
 };
 use serde::Serialize;
 use server_kit::metrics::Metrics;
-use shared_clients::{Creation, Served};
+use shared_clients::{Creation, Product, ProductId, Served};
 
 use crate::{
     error::{self, ApiError, PROBLEM_TYPES},
@@ -178,13 +180,51 @@ pub fn json<T: Serialize>(body: &T) -> Response {
 /// the value was fetched when it did not come from the service for this request.
 pub fn json_served<V, T: Serialize>(served: &Served<V>, body: &T) -> Response {
     let mut response = json(body);
+    with_age(&mut response, served);
+    response
+}
+
+/// Adds `Age` when `served` did not come from the service for this request.
+fn with_age<V>(response: &mut Response, served: &Served<V>) {
     let age = served.age();
     if served.is_stale() || !age.is_zero() {
         response
             .headers_mut()
             .insert(header::AGE, HeaderValue::from(age.as_secs()));
     }
-    response
+}
+
+/// A product as `version` shapes it: 200 with a JSON body and `Age` as [`json_served`] says.
+///
+/// The body is serialized once per product value and version, then answered from
+/// [`AppState::product_bodies`] for as long as the catalog cache serves that same value.
+/// `serialize` shapes and serializes the product, e.g.
+/// `|p| serde_json::to_vec(&v2::Product::from(p))`.
+pub async fn product_served(
+    state: &AppState,
+    version: Version,
+    id: ProductId,
+    product: &Served<Arc<Product>>,
+    serialize: impl FnOnce(&Product) -> serde_json::Result<Vec<u8>>,
+) -> Result<Response, ApiError> {
+    let body = state
+        .product_bodies
+        .get_or_derive((version, id), product, |product| {
+            serialize(product)
+                .map(Bytes::from)
+                .map_err(|error| ApiError::Internal(error.to_string()))
+        })
+        .await?;
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    with_age(&mut response, product);
+    Ok(response)
 }
 
 /// A page: 200 with a JSON body and, when there is a next page, `Link: <…>; rel="next"` to it.

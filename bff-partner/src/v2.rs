@@ -17,7 +17,7 @@ use crate::{
     extract::{Ctx, IdempotencyKeyHeader, Json, Path, Query},
     openapi::{ProblemDoc, ProblemResponse},
     params::{self, OrderListParams, OrderStatus, ProductListParams},
-    routes::{created, json, json_served, page},
+    routes::{created, json, json_served, page, product_served},
     service::{AppState, LineRequest, OrderRequest},
     version::Version,
 };
@@ -395,10 +395,10 @@ pub async fn get_product(
 ) -> Result<Response, ApiError> {
     let id = params::product_id(&product_id)?;
     let product = state.product(&ctx, &id).await?;
-    Ok(json_served(
-        &product,
-        &Product::from(product.value.as_ref()),
-    ))
+    product_served(&state, Version::V2, id, &product, |product| {
+        serde_json::to_vec(&Product::from(product))
+    })
+    .await
 }
 
 /// List every category.

@@ -94,7 +94,8 @@ pub fn routes(endpoint: Endpoint) -> Router {
     } else {
         router
     };
-    router.with_state(endpoint)
+    // Shared behind one `Arc`: axum copies the state for every request.
+    router.with_state(Arc::new(endpoint))
 }
 
 /// `GET {path}/graphiql/{version}/{name}`: a vendored GraphiQL file, cacheable for good (the
@@ -190,7 +191,7 @@ fn wants_html(headers: &HeaderMap) -> bool {
 
 /// `GET /graphql`: a query in the query string, or the query page.
 async fn get_graphql(
-    State(endpoint): State<Endpoint>,
+    State(endpoint): State<Arc<Endpoint>>,
     metrics: Option<axum::Extension<server_kit::metrics::Metrics>>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -220,7 +221,7 @@ async fn get_graphql(
 
 /// `POST /graphql`: a JSON request body.
 async fn post_graphql(
-    State(endpoint): State<Endpoint>,
+    State(endpoint): State<Arc<Endpoint>>,
     metrics: Option<axum::Extension<server_kit::metrics::Metrics>>,
     headers: HeaderMap,
     body: Bytes,
@@ -304,7 +305,7 @@ fn request_from_params(params: &HashMap<String, String>) -> Result<Request, &'st
 
 /// Runs one request through APQ, the `GET` rule, authentication and the schema.
 async fn execute(
-    endpoint: Endpoint,
+    endpoint: Arc<Endpoint>,
     metrics: Option<server_kit::metrics::Metrics>,
     headers: HeaderMap,
     mut request: Request,

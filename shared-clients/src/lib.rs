@@ -15,6 +15,8 @@
 //!   idempotent order creation and cart checkout, the same for every gateway.
 //! - `cache`: a byte-bounded cache whose freshness rules are ours (TTL = min(`max_ttl`, `max-age`)).
 //! - `coalesce`: one downstream call for concurrent misses of the same key.
+//! - `derived`: [`Derived`], values made from cached entries (response bytes), kept while the
+//!   cache serves the same entry.
 //! - `product`, `cart`, `order`: the raw clients, one typed method per contract operation.
 //! - `transport`: the shared HTTP plumbing every call goes through (the resilience seam).
 //! - `cache_control`: `Cache-Control`, `Age` and `ETag` of catalog responses.
@@ -34,6 +36,7 @@ mod catalog;
 mod checkout;
 mod coalesce;
 mod context;
+mod derived;
 mod downstream;
 mod error;
 mod id;
@@ -61,6 +64,7 @@ pub use config::{
 pub use context::{
     IdempotencyKey, InvalidHeaderValue, Owner, RequestContext, RequestId, TraceParent,
 };
+pub use derived::Derived;
 pub use downstream::{Carts, Downstream, Orders, READY_TIMEOUT, ReadyCheck, ReadyReport};
 pub use error::{BuildError, ClientError, ErrorKind, Problem, Service};
 pub use id::{CategoryId, InvalidId, OrderId, PartnerId, ProductId, UserId};

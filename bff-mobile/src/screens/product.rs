@@ -4,15 +4,11 @@
 //! tag) is kept in a [`DetailMemo`] and answered again for as long as the catalog cache serves
 //! the very same product value.
 
-use std::{
-    collections::BTreeMap,
-    hash::{BuildHasher, RandomState},
-    sync::{Arc, Weak},
-};
+use std::collections::BTreeMap;
 
 use axum::{extract::State, response::IntoResponse, response::Response};
 use serde::Serialize;
-use shared_clients::{Product, ProductId, money::group_thousands};
+use shared_clients::{Derived, Product, ProductId, money::group_thousands};
 
 use super::{
     card::{rating, sale_price, stock},
@@ -94,12 +90,12 @@ pub async fn get(
         // Degraded: rendered each time, never kept (it says `stale`, and is rarely asked twice).
         return Ok(render(&product, width, true, config.catalog_max_age)?.into_response());
     }
-    let memo = state.detail_memo();
-    if let Some(rendered) = memo.get(&product, width).await {
-        return Ok(rendered.into_response());
-    }
-    let rendered = render(&product, width, false, config.catalog_max_age)?;
-    memo.keep(&product, width, rendered.clone()).await;
+    let rendered = state
+        .detail_memo()
+        .get_or_derive((id, width), &product, |product| {
+            render(product, width, false, config.catalog_max_age)
+        })
+        .await?;
     Ok(rendered.into_response())
 }
 
@@ -150,67 +146,10 @@ fn render(
         .render()
 }
 
-/// Rendered product detail screens, by product and image width (`gateway.rendered_details`
-/// entries at most; 0 keeps none).
-///
-/// An entry is answered only for the very product value it was rendered from: it holds a
-/// [`Weak`] to the catalog cache's `Arc<Product>` and compares addresses. A refreshed product is
-/// a new allocation, so its screen is rendered anew; and while the entry's `Weak` lives, the old
-/// allocation cannot be reused for another product (no ABA). The screen is public catalog data,
-/// the same for every user, so sharing it is safe.
-#[derive(Clone)]
-pub struct DetailMemo {
-    /// Entries by a hash of product id and width; the entry itself is checked on every hit.
-    entries: Option<moka::future::Cache<u64, Arc<Kept>>>,
-    /// Hashes the keys.
-    hasher: RandomState,
-}
-
-/// One kept rendering.
-struct Kept {
-    /// The product value it was rendered from.
-    source: Weak<Product>,
-    /// The image width it was rendered for.
-    width: u32,
-    /// The screen.
-    rendered: Rendered,
-}
-
-impl DetailMemo {
-    /// A memo of at most `capacity` screens; `0` keeps none.
-    pub fn new(capacity: u64) -> Self {
-        Self {
-            entries: (capacity > 0).then(|| moka::future::Cache::new(capacity)),
-            hasher: RandomState::new(),
-        }
-    }
-
-    fn key(&self, id: &ProductId, width: u32) -> u64 {
-        self.hasher.hash_one((id.as_str(), width))
-    }
-
-    /// The screen rendered from this very `product` value for `width`, if kept.
-    async fn get(&self, product: &Arc<Product>, width: u32) -> Option<Rendered> {
-        let entries = self.entries.as_ref()?;
-        let kept = entries.get(&self.key(&product.id, width)).await?;
-        (kept.width == width && std::ptr::eq(kept.source.as_ptr(), Arc::as_ptr(product)))
-            .then(|| kept.rendered.clone())
-    }
-
-    /// Keeps the screen rendered from `product` for `width`.
-    async fn keep(&self, product: &Arc<Product>, width: u32, rendered: Rendered) {
-        if let Some(entries) = &self.entries {
-            let kept = Kept {
-                source: Arc::downgrade(product),
-                width,
-                rendered,
-            };
-            entries
-                .insert(self.key(&product.id, width), Arc::new(kept))
-                .await;
-        }
-    }
-}
+/// Rendered product detail screens, by product and image width (`gateway.rendered_details` at
+/// most), answered again while the catalog cache serves the very same product value. The screen
+/// is public catalog data, the same for every user, so sharing it is safe.
+pub type DetailMemo = Derived<(ProductId, u32), Product, Rendered>;
 
 /// `4.3 (1,024 ratings)`.
 fn rating_text(average: f64, count: u64) -> String {
@@ -229,7 +168,7 @@ fn label(key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{sync::Arc, time::Duration};
 
     use super::*;
 
@@ -257,38 +196,6 @@ mod tests {
 
     fn body(rendered: &Rendered) -> serde_json::Value {
         serde_json::from_slice(&rendered.body).expect("JSON")
-    }
-
-    #[tokio::test]
-    async fn a_kept_screen_is_answered_for_the_same_product_value_and_width_only() {
-        let memo = DetailMemo::new(100);
-        let first = product("Lamp");
-        memo.keep(&first, 600, rendered(&first, 600)).await;
-
-        let again = memo.get(&first, 600).await.expect("kept");
-        assert_eq!(body(&again)["name"], "Lamp");
-        assert!(memo.get(&first, 100).await.is_none(), "another width");
-
-        // The cache refreshed the product: a new value, even with the same id.
-        let refreshed = product("Desk lamp");
-        assert!(memo.get(&refreshed, 600).await.is_none());
-        memo.keep(&refreshed, 600, rendered(&refreshed, 600)).await;
-        assert_eq!(
-            body(&memo.get(&refreshed, 600).await.expect("kept"))["name"],
-            "Desk lamp"
-        );
-        assert!(
-            memo.get(&first, 600).await.is_none(),
-            "the old value's screen was replaced"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_memo_of_capacity_zero_keeps_nothing() {
-        let memo = DetailMemo::new(0);
-        let lamp = product("Lamp");
-        memo.keep(&lamp, 600, rendered(&lamp, 600)).await;
-        assert!(memo.get(&lamp, 600).await.is_none());
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! The product list and product detail screens.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::extract::Path;
 
 use reference_services::ServiceKind;
 
@@ -204,4 +209,59 @@ async fn the_request_id_and_traceparent_are_propagated_downstream() {
         list.headers.get("traceparent").map(String::as_str),
         Some(traceparent)
     );
+}
+
+/// A product service whose one product can be renamed while the gateway runs.
+async fn renaming_product_service(name: Arc<Mutex<&'static str>>) -> String {
+    let app = axum::Router::new().route(
+        "/products/{id}",
+        axum::routing::get(move |Path(id): Path<String>| {
+            let name = *name.lock().expect("lock");
+            async move {
+                (
+                    [("cache-control", "max-age=1")],
+                    axum::Json(serde_json::json!({
+                        "id": id,
+                        "sku": "SKU-1",
+                        "name": name,
+                        "price": { "amount_minor": 1999, "currency": "EUR" },
+                        "inventory": { "available": 3, "status": "in_stock" },
+                        "updated_at": "2026-12-01T00:00:00Z",
+                    })),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn a_product_changed_at_the_service_shows_once_the_cache_refreshes_it() {
+    let name = Arc::new(Mutex::new("Lamp"));
+    let product_url = renaming_product_service(Arc::clone(&name)).await;
+    let app = spawn_app_with(|settings| {
+        settings.downstream.product.url = product_url;
+        settings.downstream.cache.stale_while_revalidate = Duration::ZERO;
+    })
+    .await;
+
+    let first = app.product("p-00001").await;
+    assert_eq!(first.json()["name"], "Lamp");
+    assert_eq!(app.product("p-00001").await.json()["name"], "Lamp");
+
+    *name.lock().expect("lock") = "Desk lamp";
+    assert_eq!(
+        app.product("p-00001").await.json()["name"],
+        "Lamp",
+        "still fresh in the cache"
+    );
+    advance(Duration::from_secs(2)).await;
+    let refreshed = app.product("p-00001").await;
+    assert_eq!(refreshed.json()["name"], "Desk lamp");
+    assert_ne!(refreshed.header("etag"), first.header("etag"));
 }
