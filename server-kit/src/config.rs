@@ -206,6 +206,14 @@ pub struct TelemetryConfig {
     /// arrives with a `traceparent` follows its caller's sampled flag instead, so that a trace is
     /// exported whole or not at all.
     pub trace_sample_ratio: f64,
+    /// Longest a log line waits in memory before the log writer thread writes it to stderr (it
+    /// writes sooner once 256 KiB wait). Lines are written in batches so that logging costs a
+    /// request no system call.
+    #[serde(with = "humantime_serde")]
+    pub log_flush_interval: Duration,
+    /// Most bytes of log lines waiting to be written; further lines are dropped (and counted in a
+    /// warning line) rather than making requests wait on a slow reader of stderr.
+    pub log_buffer_max_bytes: usize,
 }
 
 impl TelemetryConfig {
@@ -222,6 +230,18 @@ impl TelemetryConfig {
             return Err(ConfigError::invalid(
                 "telemetry.otlp_timeout",
                 "must be greater than 0",
+            ));
+        }
+        if self.log_flush_interval.is_zero() || self.log_flush_interval > Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                "telemetry.log_flush_interval",
+                "must be greater than 0 and at most 60s",
+            ));
+        }
+        if self.log_buffer_max_bytes < 64 * 1024 {
+            return Err(ConfigError::invalid(
+                "telemetry.log_buffer_max_bytes",
+                "must be at least 65536 (64 KiB)",
             ));
         }
         if self.service_name.as_deref().is_some_and(str::is_empty) {
@@ -274,6 +294,8 @@ impl Default for TelemetryConfig {
             service_name: None,
             otlp_timeout: Duration::from_secs(10),
             trace_sample_ratio: 1.0,
+            log_flush_interval: Duration::from_millis(50),
+            log_buffer_max_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -666,6 +688,42 @@ mod tests {
         assert!((settings.telemetry.trace_sample_ratio - 0.25).abs() < f64::EPSILON);
     }
 
+    #[test]
+    fn log_writer_limits_are_read_and_checked() {
+        for (name, value, setting) in [
+            (
+                "BFF_TELEMETRY__LOG_FLUSH_INTERVAL",
+                "0s",
+                "telemetry.log_flush_interval",
+            ),
+            (
+                "BFF_TELEMETRY__LOG_FLUSH_INTERVAL",
+                "2m",
+                "telemetry.log_flush_interval",
+            ),
+            (
+                "BFF_TELEMETRY__LOG_BUFFER_MAX_BYTES",
+                "1000",
+                "telemetry.log_buffer_max_bytes",
+            ),
+        ] {
+            let error = load_from::<TestGateway>(None, env(&[(name, value)])).expect_err(value);
+            assert!(error.to_string().contains(setting), "{value}: {error}");
+        }
+        let settings: TestSettings = load_from(
+            None,
+            env(&[
+                ("BFF_TELEMETRY__LOG_FLUSH_INTERVAL", "200ms"),
+                ("BFF_TELEMETRY__LOG_BUFFER_MAX_BYTES", "1048576"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(
+            settings.telemetry.log_flush_interval,
+            Duration::from_millis(200)
+        );
+        assert_eq!(settings.telemetry.log_buffer_max_bytes, 1 << 20);
+    }
     #[test]
     fn the_standard_otel_variables_set_export_below_the_bff_ones() {
         let settings: TestSettings = load_from(

@@ -31,13 +31,20 @@ use opentelemetry_sdk::{
     Resource,
     trace::{Sampler, SdkTracerProvider},
 };
-use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter,
     filter::{LevelFilter, Targets},
-    fmt,
+    fmt::{
+        self,
+        format::Writer,
+        time::{FormatTime as _, SystemTime},
+    },
     prelude::*,
 };
+
+mod log_writer;
+
+use log_writer::{LogBuffer, LogWriterGuard};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
@@ -93,12 +100,12 @@ pub struct Telemetry {
     shutdown_timeout: Duration,
     /// Writes the queued log lines when dropped (after the provider's last spans, declared
     /// last so it is dropped last). `None` when an earlier [`init`] installed the subscriber.
-    _log_writer: Option<WorkerGuard>,
+    _log_writer: Option<LogWriterGuard>,
 }
 
 impl Telemetry {
     /// A guard with no export to stop.
-    fn off(log_writer: Option<WorkerGuard>) -> Self {
+    fn off(log_writer: Option<LogWriterGuard>) -> Self {
         Self {
             provider: None,
             shutdown_timeout: Duration::ZERO,
@@ -157,7 +164,7 @@ pub fn init(config: &TelemetryConfig, gateway: &str) -> Telemetry {
                     .with_targets(NOT_EXPORTED.iter().map(|name| (*name, LevelFilter::OFF))),
             )
     });
-    let (writer, log_writer) = log_writer();
+    let (writer, log_writer) = log_writer(config);
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let installed = match config.format {
         LogFormat::Compact => registry
@@ -184,7 +191,7 @@ pub fn init(config: &TelemetryConfig, gateway: &str) -> Telemetry {
         tracing::warn!(%error, "trace export is off: the OTLP exporter cannot be built");
     }
     // A subscriber already installed (by an earlier call) is the one logs and spans go to.
-    let log_writer = installed.then_some(log_writer);
+    let log_writer = log_writer.filter(|_| installed);
     let Some(provider) = provider else {
         return Telemetry::off(log_writer);
     };
@@ -203,21 +210,44 @@ pub fn init(config: &TelemetryConfig, gateway: &str) -> Telemetry {
     }
 }
 
-/// Most log lines queued for the writer thread; beyond it, lines are dropped rather than making
-/// a request wait (a stalled log pipe must never stall the gateway).
-const LOG_QUEUE_LINES: usize = 128_000;
+/// Stderr behind [`log_writer`]'s buffer: requests append their formatted lines, a thread of its
+/// own writes them in batches (every `telemetry.log_flush_interval`, or per 256 KiB waiting), so
+/// logging costs a request neither a system call nor a thread wake-up, and a slow reader of
+/// stderr costs log lines (beyond `telemetry.log_buffer_max_bytes` waiting), never latency.
+fn log_writer(config: &TelemetryConfig) -> (LogBuffer, Option<LogWriterGuard>) {
+    let format = config.format;
+    let notice: log_writer::DropNotice = Box::new(move |dropped| drop_notice(format, dropped));
+    let limits = log_writer::Limits::new(config.log_flush_interval, config.log_buffer_max_bytes);
+    match log_writer::start(std::io::stderr(), limits, notice) {
+        Ok((buffer, guard)) => (buffer, Some(guard)),
+        Err(error) => {
+            eprintln!("cannot start the log writer thread ({error}); logging straight to stderr");
+            (LogBuffer::unbuffered(), None)
+        }
+    }
+}
 
-/// Stderr behind a queue: requests format their log lines and hand them to a thread of their own,
-/// which writes everything queued in one go (through a buffer, so one system call per batch rather
-/// than per line) and flushes whenever the queue is empty. Under load that saves a write system call
-/// per request; and a slow reader of stderr (a full pipe, a stalled log collector) costs log lines,
-/// never request latency.
-fn log_writer() -> (NonBlocking, WorkerGuard) {
-    tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("bff-log-writer")
-        .finish(std::io::BufWriter::new(std::io::stderr()))
+/// The line saying that `dropped` lines were lost, shaped as the log's other lines are.
+fn drop_notice(format: LogFormat, dropped: u64) -> Vec<u8> {
+    const MESSAGE: &str = "log lines dropped: stderr was read too slowly";
+    const TARGET: &str = "server_kit::telemetry";
+    let mut timestamp = String::new();
+    // Formatting into a `String` cannot fail.
+    let _ = SystemTime.format_time(&mut Writer::new(&mut timestamp));
+    let line = match format {
+        LogFormat::Compact => format!("{timestamp}  WARN {TARGET}: {MESSAGE} dropped={dropped}\n"),
+        LogFormat::Json => format!(
+            "{}\n",
+            serde_json::json!({
+                "timestamp": timestamp,
+                "level": "WARN",
+                "message": MESSAGE,
+                "dropped": dropped,
+                "target": TARGET,
+            })
+        ),
+    };
+    line.into_bytes()
 }
 
 /// The tracer provider exporting to `telemetry.otlp_endpoint`, or `None` when it is unset.
