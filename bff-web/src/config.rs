@@ -32,6 +32,10 @@ pub struct WebConfig {
     pub introspection: bool,
     /// Protection against expensive documents.
     pub limits: LimitsConfig,
+    /// Memory budget, in bytes, of the parsed documents kept by their text so a repeated query is
+    /// parsed once (estimated from each text's length; least recently used forgotten first). 0
+    /// turns the cache off.
+    pub document_cache_max_bytes: u64,
     /// Automatic persisted queries (Apollo's protocol): clients send a query's hash instead of its
     /// text once the gateway knows it.
     pub apq: ApqConfig,
@@ -56,6 +60,7 @@ impl Default for WebConfig {
             graphiql: true,
             introspection: true,
             limits: LimitsConfig::default(),
+            document_cache_max_bytes: 8 * 1024 * 1024,
             apq: ApqConfig::default(),
             cors: CorsConfig::default(),
             auth: AuthConfig::default(),
@@ -252,8 +257,10 @@ mod tests {
                 "a-development-secret-of-32-bytes!!",
             ),
             ("BFF_GATEWAY__CORS__MAX_AGE", "1m"),
+            ("BFF_GATEWAY__DOCUMENT_CACHE_MAX_BYTES", "0"),
         ])
         .expect("loads");
+        assert_eq!(settings.gateway.document_cache_max_bytes, 0);
         assert_eq!(settings.gateway.limits.max_depth, 7);
         assert!(settings.gateway.auth.hs256_secret.is_some());
         assert_eq!(settings.gateway.cors.max_age, Duration::from_secs(60));

@@ -26,7 +26,10 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use async_graphql::{Request, ServerError, parser::types::OperationType};
+use async_graphql::{
+    Request, ServerError,
+    parser::types::{ExecutableDocument, OperationType},
+};
 use axum::{
     Router,
     body::Bytes,
@@ -40,6 +43,7 @@ use shared_clients::{RequestContext, RequestId, TraceParent};
 
 use crate::{
     apq::{ApqError, PersistedQueries},
+    documents::ParsedDocuments,
     graphiql,
     schema::{self, Executed, Identity, RequestScope, Services, WebSchema},
 };
@@ -74,6 +78,8 @@ pub struct Endpoint {
     pub auth: Authenticator,
     /// Automatic persisted queries.
     pub apq: PersistedQueries,
+    /// Parsed documents by text, so a repeated query is parsed once.
+    pub documents: ParsedDocuments,
     /// Whether browsers get GraphiQL.
     pub graphiql: bool,
     /// Where the endpoint is mounted (GraphiQL posts there).
@@ -338,7 +344,7 @@ async fn execute(
         );
     }
     let mut named = None;
-    if let Ok(document) = async_graphql::parser::parse_query(&request.query) {
+    if let Some(document) = endpoint.documents.parse(&request.query).await {
         named = sole_operation_name(&document);
         let ty = schema::limits::operation_type(&document, request.operation_name.as_deref());
         if via_get && ty == Some(OperationType::Mutation) {
@@ -380,7 +386,8 @@ async fn execute(
                 &format!("Variable `${name}` of required type `{ty}` was not provided."),
             );
         }
-        request.set_parsed_query(document);
+        // The schema takes its own tree; copying the kept one is cheaper than parsing again.
+        request.set_parsed_query(ExecutableDocument::clone(&document));
     }
 
     let identity = match endpoint.auth.authenticate(&headers).await {

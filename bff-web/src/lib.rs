@@ -12,10 +12,12 @@
 //! - [`graphql`]: the endpoint over HTTP — GET/POST, content negotiation, status codes,
 //!   authentication, the downstream context of each request.
 //! - [`apq`]: automatic persisted queries.
+//! - [`documents`]: parsed documents kept by their text, so a repeated query is parsed once.
 //! - [`graphiql`]: GraphiQL for browsers, served from vendored assets.
 
 pub mod apq;
 pub mod config;
+pub mod documents;
 pub mod graphiql;
 pub mod graphql;
 pub mod schema;
@@ -32,6 +34,7 @@ pub use config::WebConfig;
 
 use crate::{
     apq::PersistedQueries,
+    documents::ParsedDocuments,
     graphql::Endpoint,
     schema::{PageSizes, SchemaOptions, Services, limits::Limits},
 };
@@ -89,6 +92,7 @@ pub fn routes(settings: &WebSettings, downstream: Downstream) -> Result<Router, 
         services,
         auth: Authenticator::new(&config.auth)?,
         apq: PersistedQueries::new(config.apq.enabled, config.apq.max_bytes),
+        documents: ParsedDocuments::new(config.document_cache_max_bytes),
         graphiql: config.graphiql,
         path: Arc::from(config.path.as_str()),
         deadline: settings.downstream.deadline,
