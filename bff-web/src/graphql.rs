@@ -444,26 +444,26 @@ async fn execute(
     if let Some(metrics) = &metrics {
         record_operation(metrics, operation.as_deref(), &errors);
     }
-    let mut body = serde_json::Map::new();
-    if ran {
-        body.insert(
-            "data".to_owned(),
-            serde_json::to_value(&response.data).unwrap_or(serde_json::Value::Null),
-        );
-    }
-    if !errors.is_empty() {
-        body.insert(
-            "errors".to_owned(),
-            serde_json::to_value(&errors).unwrap_or_default(),
-        );
-    }
-    if !response.extensions.is_empty() {
-        body.insert(
-            "extensions".to_owned(),
-            serde_json::to_value(&response.extensions).unwrap_or_default(),
-        );
-    }
-    json_response(media, status, &serde_json::Value::Object(body))
+    let body = ResponseBody {
+        data: ran.then_some(&response.data),
+        errors: &errors,
+        extensions: &response.extensions,
+    };
+    json_response(media, status, &body)
+}
+
+/// A response body, serialized straight from async-graphql's values: `data` keeps the order of
+/// the query's selections, as the GraphQL specification asks (a detour through
+/// `serde_json::Value` would sort every object's keys).
+#[derive(serde::Serialize)]
+struct ResponseBody<'a> {
+    /// Absent when execution never started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a async_graphql::Value>,
+    #[serde(skip_serializing_if = "<[ServerError]>::is_empty")]
+    errors: &'a [ServerError],
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
 }
 
 /// The name of a document's only operation, when it has exactly one and it is named.
@@ -529,7 +529,7 @@ fn downstream_context(headers: &HeaderMap, deadline: Duration) -> RequestContext
 }
 
 /// A response with a GraphQL body.
-fn json_response(media: Media, status: StatusCode, body: &serde_json::Value) -> Response {
+fn json_response(media: Media, status: StatusCode, body: &impl serde::Serialize) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = (status, bytes).into_response();
     let headers = response.headers_mut();

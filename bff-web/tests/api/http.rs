@@ -338,3 +338,26 @@ async fn the_request_id_and_trace_are_propagated_downstream() {
         Some(traceparent)
     );
 }
+
+#[tokio::test]
+async fn response_fields_follow_the_order_of_the_query() {
+    let app = spawn_app().await;
+    let query =
+        r#"{ z: product(id: "p-00001") { name id brand } a: product(id: "p-00002") { id } }"#;
+    let response = app
+        .client
+        .post(&app.endpoint)
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .expect("request");
+    let text = response.text().await.expect("body");
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle} missing from {text}"))
+    };
+    // Sorted keys would put `a` before `z` and `brand` before `id` before `name`.
+    assert!(at(r#""z":"#) < at(r#""a":"#), "{text}");
+    assert!(at(r#""name":"#) < at(r#""id":"#), "{text}");
+    assert!(at(r#""id":"#) < at(r#""brand":"#), "{text}");
+}
