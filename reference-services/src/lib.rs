@@ -1,5 +1,5 @@
 //! Reference implementation of the downstream product, cart and order services described by
-//! `shared/contracts/downstream.openapi.yaml`, seeded with deterministic data and fitted with
+//! `contracts/downstream.openapi.yaml` (at the repository root), seeded with deterministic data and fitted with
 //! latency and fault knobs. The demo launcher, the gateways' tests and the benchmarks all talk to
 //! these services over real HTTP.
 //!

@@ -36,7 +36,7 @@ fn contract() -> &'static Value {
     CONTRACT.get_or_init(|| {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/contracts/downstream.openapi.yaml"
+            "/../contracts/downstream.openapi.yaml"
         );
         let text = std::fs::read_to_string(path).expect("the contract is readable");
         serde_yaml::from_str(&text).expect("the contract is valid YAML")

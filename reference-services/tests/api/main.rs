@@ -1,6 +1,6 @@
 //! Integration tests of the reference services over real HTTP: each test starts the three
 //! services on ephemeral ports and checks them against the contract
-//! (`shared/contracts/downstream.openapi.yaml`), validating every body against its schemas.
+//! (`contracts/downstream.openapi.yaml` at the repository root), validating every body against its schemas.
 
 mod admin;
 mod carts;
