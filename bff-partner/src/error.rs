@@ -313,7 +313,8 @@ impl IntoResponse for ApiError {
 }
 
 /// Renders a response holding a [`PendingProblem`] (or axum's bare 404/405) as the problem of
-/// `version`, and logs it. Every other response passes unchanged.
+/// `version`, and logs it. Every other response passes unchanged. The problem keeps the
+/// response's `Allow` (on a 405), `Cache-Control` and quota headers.
 pub fn render(version: Version, response: Response) -> Response {
     let pending = response.extensions().get::<PendingProblem>().cloned();
     let error = match pending {
@@ -328,9 +329,14 @@ pub fn render(version: Version, response: Response) -> Response {
     let (parts, _) = response.into_parts();
     let mut rendered = error.problem(version).into_response();
     // `Allow` only belongs on a 405 (axum also sets it when the authentication in front of the
-    // method check refused the request).
+    // method check refused the request). `Cache-Control` is the route's (`private, no-store` on
+    // the order routes): an error of a private route is as private as its success.
     let allow = matches!(*error, ApiError::MethodNotAllowed).then_some(header::ALLOW);
-    for name in allow.into_iter().chain(crate::rate_limit::header_names()) {
+    let kept = allow
+        .into_iter()
+        .chain([header::CACHE_CONTROL])
+        .chain(crate::rate_limit::header_names());
+    for name in kept {
         for value in parts.headers.get_all(&name) {
             rendered.headers_mut().append(name.clone(), value.clone());
         }

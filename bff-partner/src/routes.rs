@@ -5,10 +5,12 @@
 //! 1. (`/v1` only) the deprecation headers ([`crate::version::announce_deprecation`]);
 //! 2. the problem renderer ([`crate::error::render`]): every error of the version, including
 //!    unknown paths (its fallback) and axum's bare 405, becomes the version's problem document;
-//! 3. on the API routes only: [`authenticate`] (401 without a known key) and the key's quota
+//! 3. on the order routes only: `Cache-Control: private, no-store` on every answer, errors
+//!    included ([`private_no_store`]);
+//! 4. on the API routes only: [`authenticate`] (401 without a known key) and the key's quota
 //!    (429), adding `RateLimit-Policy` and `RateLimit` to the response, and counting the request
 //!    per partner id (`bff_partner_requests_total`, `bff_partner_rate_limited_total`);
-//! 4. per handler, the [`Authorized`](crate::auth::Authorized) extractor (403 without the scope).
+//! 5. per handler, the [`Authorized`](crate::auth::Authorized) extractor (403 without the scope).
 //!
 //! `/vN/openapi.json` and `/vN/problems/{name}` need no key.
 
@@ -76,11 +78,16 @@ fn version_router(state: &AppState, version: Version) -> Router {
                 .route("/orders/{order_id}", get(v2::get_order)),
         ),
     };
-    // A partner's orders are private to it: no cache may keep them.
-    let api = catalog.merge(orders.route_layer(middleware::map_response(private_no_store)));
+    let authenticated = || middleware::from_fn_with_state(state.clone(), authenticate);
+    // A partner's orders are private to it: no cache may keep any answer of an order route,
+    // refusals included. Outside the authentication, so its 401 and 429 are marked too; `render`
+    // keeps the header when it turns an error into a problem document.
+    let orders = orders
+        .route_layer(authenticated())
+        .route_layer(middleware::map_response(private_no_store));
+    let api = catalog.route_layer(authenticated()).merge(orders);
     let document = Bytes::from(openapi::document(version).to_string());
     let router = api
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route(
             "/openapi.json",
             get(move || async move {

@@ -1,10 +1,12 @@
 //! Orders: creation (priced, idempotent), listing and reading, isolated per partner.
 
-use reqwest::StatusCode;
+use reference_services::ServiceKind;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::helpers::{
-    ACME_KEY, GLOBEX_KEY, VERSIONS, assert_problem, header, order_body, spawn_app,
+    ACME_KEY, CATALOG_ONLY_KEY, GLOBEX_KEY, TIGHT_BURST, TIGHT_KEY, VERSIONS, assert_problem,
+    header, order_body, spawn_app,
 };
 
 #[tokio::test]
@@ -416,4 +418,110 @@ async fn an_invalid_shipping_address_is_a_400_invalid_body_and_creates_nothing()
     assert_problem(response, StatusCode::BAD_REQUEST, "v2", "invalid-body").await;
     let stats = app.order_stats().await;
     assert_eq!(stats["requests"]["POST /orders"], Value::Null, "{stats}");
+}
+
+#[tokio::test]
+async fn every_order_response_is_private_no_store_errors_included() {
+    let app = spawn_app().await;
+    let world = app.services.world.clone();
+    let out = world.out_of_stock_product().to_owned();
+    let private = |response: &reqwest::Response, what: &str| {
+        assert_eq!(
+            response
+                .headers()
+                .get("cache-control")
+                .and_then(|v| v.to_str().ok()),
+            Some("private, no-store"),
+            "{what}: {}",
+            response.status()
+        );
+    };
+    for version in VERSIONS {
+        let orders = format!("/{version}/orders");
+        let cases: Vec<(&str, reqwest::RequestBuilder, StatusCode)> = vec![
+            (
+                "list",
+                app.request(Method::GET, &orders, Some(ACME_KEY)),
+                StatusCode::OK,
+            ),
+            (
+                "no key",
+                app.request(Method::GET, &orders, None),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                "unknown key",
+                app.request(Method::GET, &format!("{orders}/o-1"), Some("not-a-key")),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                "no scope",
+                app.request(Method::GET, &orders, Some(CATALOG_ONLY_KEY)),
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                "unknown order",
+                app.request(
+                    Method::GET,
+                    &format!("{orders}/o-does-not-exist"),
+                    Some(ACME_KEY),
+                ),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                "bad query",
+                app.request(Method::GET, &format!("{orders}?limit=abc"), Some(ACME_KEY)),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "wrong method",
+                app.request(Method::PUT, &orders, Some(ACME_KEY)),
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                "no idempotency key",
+                app.request(Method::POST, &orders, Some(ACME_KEY))
+                    .json(&order_body("acme-cust-1", &[(world.regular_product(), 1)])),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "unorderable",
+                app.request(Method::POST, &orders, Some(ACME_KEY))
+                    .header("idempotency-key", format!("no-store-{version}"))
+                    .json(&order_body("acme-cust-1", &[(out.as_str(), 1)])),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+        ];
+        for (what, request, status) in cases {
+            let response = request.send().await.expect("request");
+            assert_eq!(response.status(), status, "{what}");
+            private(&response, what);
+        }
+    }
+    // Over the quota.
+    for _ in 0..TIGHT_BURST {
+        let response = app.get_as("/v2/orders", Some(TIGHT_KEY)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let refused = app.get_as("/v1/orders", Some(TIGHT_KEY)).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    private(&refused, "over the quota");
+    // The order service down (globex's orders were not read yet, so none is cached).
+    app.set_fault_mode(ServiceKind::Order, "down").await;
+    for version in VERSIONS {
+        let response = app
+            .get_as(&format!("/{version}/orders"), Some(GLOBEX_KEY))
+            .await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        private(&response, "outage");
+    }
+    // Catalog answers are not private.
+    let catalog = app.get("/v2/categories").await;
+    assert_ne!(
+        catalog
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("private, no-store")
+    );
 }
