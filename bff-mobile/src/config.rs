@@ -103,6 +103,7 @@ impl Default for ImageWidths {
 
 impl GatewayConfig for MobileConfig {
     const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8081);
+    const DEFAULT_METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9181);
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.auth.validate("gateway.auth")?;

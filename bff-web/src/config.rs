@@ -45,6 +45,8 @@ pub struct WebConfig {
     pub auth: AuthConfig,
     /// How checkouts remember attempts, so a retried checkout returns the same order.
     pub checkout: OrderPlacementConfig,
+    /// What the gateway's own metrics may name.
+    pub metrics: WebMetricsConfig,
     /// How long a request's product loader waits, after the first product it is asked for that
     /// the cache does not hold fresh, for the others of the same request before it makes its one
     /// batch call. Fields of one request are resolved in one pass, so their lookups arrive within
@@ -65,6 +67,7 @@ impl Default for WebConfig {
             cors: CorsConfig::default(),
             auth: AuthConfig::default(),
             checkout: OrderPlacementConfig::default(),
+            metrics: WebMetricsConfig::default(),
             batch_delay: Duration::from_micros(200),
         }
     }
@@ -72,6 +75,7 @@ impl Default for WebConfig {
 
 impl GatewayConfig for WebConfig {
     const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+    const DEFAULT_METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9180);
 
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.path.starts_with('/') || self.path.len() < 2 {
@@ -105,7 +109,50 @@ impl GatewayConfig for WebConfig {
                 "must be at most 100ms (it delays every request that misses the cache)",
             ));
         }
+        self.metrics.validate()?;
         self.auth.validate("gateway.auth")
+    }
+}
+
+/// Most names `gateway.metrics.operation_names` may list.
+pub const MAX_OPERATION_METRIC_NAMES: usize = 1000;
+
+/// What `bff_graphql_operations_total` and `bff_graphql_errors_total` may name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebMetricsConfig {
+    /// The operation names the metrics label by name (the web app's own operations, e.g. from its
+    /// code generator's output). Any other named operation is counted as `other`, and an unnamed
+    /// one as `anonymous`: names come from clients, so learning them as they arrive would let
+    /// anyone fill the label with junk and push the real operations out. At most 1000 names,
+    /// each a GraphQL name of at most 64 characters.
+    pub operation_names: Vec<String>,
+}
+
+impl WebMetricsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.operation_names.len() > MAX_OPERATION_METRIC_NAMES {
+            return Err(ConfigError::invalid(
+                "gateway.metrics.operation_names",
+                format!("at most {MAX_OPERATION_METRIC_NAMES} names"),
+            ));
+        }
+        for name in &self.operation_names {
+            let first_ok = name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+            let valid = first_ok
+                && name.len() <= 64
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(ConfigError::invalid(
+                    "gateway.metrics.operation_names",
+                    format!("`{name}` is not a GraphQL operation name of at most 64 characters"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

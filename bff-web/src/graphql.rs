@@ -24,7 +24,11 @@
 //! Responses are never cached by browsers or proxies (`Cache-Control: no-store`): they may hold
 //! the viewer's private data.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_graphql::{
     Request, ServerError,
@@ -86,6 +90,8 @@ pub struct Endpoint {
     pub path: Arc<str>,
     /// The time budget of one request's downstream calls.
     pub deadline: Duration,
+    /// The operation names the metrics label by name (`gateway.metrics.operation_names`).
+    pub metric_names: Arc<HashSet<Box<str>>>,
 }
 
 /// The endpoint's routes, mounted at `endpoint.path`.
@@ -366,6 +372,7 @@ async fn execute(
             if let Some(metrics) = &metrics {
                 record_operation(
                     metrics,
+                    &endpoint.metric_names,
                     request.operation_name.as_deref().or(named.as_deref()),
                     std::slice::from_ref(&refused),
                 );
@@ -442,7 +449,12 @@ async fn execute(
         })
         .collect();
     if let Some(metrics) = &metrics {
-        record_operation(metrics, operation.as_deref(), &errors);
+        record_operation(
+            metrics,
+            &endpoint.metric_names,
+            operation.as_deref(),
+            &errors,
+        );
     }
     let body = ResponseBody {
         data: ran.then_some(&response.data),
@@ -481,20 +493,18 @@ fn sole_operation_name(
     }
 }
 
-/// Counts one executed operation by name (bounded: `anonymous` without a name, `other` for an
-/// unusual or too varied one) and each of its errors by code.
+/// Counts one executed operation by name and each of its errors by code. Only the configured
+/// names are labels (`known`); any other name is `other`, no name `anonymous`: clients choose
+/// names, so no client can add a series or push a real operation out of the label.
 fn record_operation(
     metrics: &server_kit::metrics::Metrics,
+    known: &HashSet<Box<str>>,
     operation: Option<&str>,
     errors: &[ServerError],
 ) {
     let name = match operation {
         None => "anonymous".to_owned(),
-        Some(name)
-            if name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
-        {
-            metrics.bounded("operation", name)
-        }
+        Some(name) if known.contains(name) => name.to_owned(),
         Some(_) => "other".to_owned(),
     };
     metrics.record(|| {

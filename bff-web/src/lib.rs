@@ -96,6 +96,14 @@ pub fn routes(settings: &WebSettings, downstream: Downstream) -> Result<Router, 
         graphiql: config.graphiql,
         path: Arc::from(config.path.as_str()),
         deadline: settings.downstream.deadline,
+        metric_names: Arc::new(
+            config
+                .metrics
+                .operation_names
+                .iter()
+                .map(|name| Box::from(name.as_str()))
+                .collect(),
+        ),
     };
     let router = graphql::routes(endpoint);
     Ok(match cors(config) {

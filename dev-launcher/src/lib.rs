@@ -108,6 +108,15 @@ pub struct Args {
     /// Port of bff-partner (versioned REST).
     #[arg(long, default_value_t = 8082)]
     pub partner_port: u16,
+    /// Port of bff-web's `/metrics` (kept off the clients' port).
+    #[arg(long, default_value_t = 9180)]
+    pub web_metrics_port: u16,
+    /// Port of bff-mobile's `/metrics`.
+    #[arg(long, default_value_t = 9181)]
+    pub mobile_metrics_port: u16,
+    /// Port of bff-partner's `/metrics`.
+    #[arg(long, default_value_t = 9182)]
+    pub partner_metrics_port: u16,
     /// Artificial latency added by the reference services to every call, e.g. `10ms`.
     #[arg(long, default_value = "0ms")]
     pub latency: String,
@@ -134,6 +143,8 @@ pub struct Component {
     pub env: Vec<(String, String)>,
     /// Its base URL.
     pub url: String,
+    /// Where a gateway serves `/metrics` (its own port, apart from the clients').
+    pub metrics_url: Option<String>,
 }
 
 /// The six processes, their arguments and wiring, for `args` and this run's `credentials`.
@@ -154,25 +165,30 @@ pub fn plan(args: &Args, credentials: &DevCredentials) -> Vec<Component> {
         ],
         env: Vec::new(),
         url: url(port),
+        metrics_url: None,
     };
-    let gateway =
-        |name: &'static str, role: &'static str, port: u16, extra: Vec<(String, String)>| {
-            let mut env = vec![
-                ("BFF_LISTEN_ADDR".into(), addr(port)),
-                ("BFF_PRODUCT_URL".into(), url(args.product_port)),
-                ("BFF_CART_URL".into(), url(args.cart_port)),
-                ("BFF_ORDER_URL".into(), url(args.order_port)),
-            ];
-            env.extend(extra);
-            Component {
-                name,
-                role,
-                binary: name,
-                args: Vec::new(),
-                env,
-                url: url(port),
-            }
-        };
+    let gateway = |name: &'static str,
+                   role: &'static str,
+                   (port, metrics_port): (u16, u16),
+                   extra: Vec<(String, String)>| {
+        let mut env = vec![
+            ("BFF_LISTEN_ADDR".into(), addr(port)),
+            ("BFF_SERVER__METRICS_LISTEN_ADDR".into(), addr(metrics_port)),
+            ("BFF_PRODUCT_URL".into(), url(args.product_port)),
+            ("BFF_CART_URL".into(), url(args.cart_port)),
+            ("BFF_ORDER_URL".into(), url(args.order_port)),
+        ];
+        env.extend(extra);
+        Component {
+            name,
+            role,
+            binary: name,
+            args: Vec::new(),
+            env,
+            url: url(port),
+            metrics_url: Some(format!("{}/metrics", url(metrics_port))),
+        }
+    };
     let user_auth = || {
         vec![(
             "BFF_GATEWAY__AUTH__HS256_SECRET".to_owned(),
@@ -191,19 +207,19 @@ pub fn plan(args: &Args, credentials: &DevCredentials) -> Vec<Component> {
         gateway(
             "bff-web",
             "GraphQL gateway for the web app",
-            args.web_port,
+            (args.web_port, args.web_metrics_port),
             user_auth(),
         ),
         gateway(
             "bff-mobile",
             "JSON gateway for the mobile apps",
-            args.mobile_port,
+            (args.mobile_port, args.mobile_metrics_port),
             user_auth(),
         ),
         gateway(
             "bff-partner",
             "versioned REST gateway for partners",
-            args.partner_port,
+            (args.partner_port, args.partner_metrics_port),
             vec![(
                 "BFF_GATEWAY__KEYS".to_owned(),
                 credentials.partner_keys_setting(),
@@ -404,6 +420,13 @@ fn print_banner(components: &[Component], credentials: &DevCredentials) {
             "  {:<12} {:<26} {}",
             component.name, component.url, component.role
         );
+    }
+    println!();
+    println!("Metrics (Prometheus, not on the clients' ports):");
+    for component in components {
+        if let Some(metrics_url) = &component.metrics_url {
+            println!("  {:<12} {metrics_url}", component.name);
+        }
     }
     println!();
     println!("Development user token ({DEV_USER}, valid 24h, this run only):");

@@ -33,7 +33,7 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn the_launcher_brings_up_six_healthy_processes_wired_together_and_stops_them() {
     bin_dir();
-    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..9).map(|_| free_port()).collect();
     let names = [
         "--product-port",
         "--cart-port",
@@ -41,6 +41,9 @@ async fn the_launcher_brings_up_six_healthy_processes_wired_together_and_stops_t
         "--web-port",
         "--mobile-port",
         "--partner-port",
+        "--web-metrics-port",
+        "--mobile-metrics-port",
+        "--partner-metrics-port",
     ];
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bff-dev"));
     for (flag, port) in names.iter().zip(&ports) {
@@ -74,6 +77,23 @@ async fn the_launcher_brings_up_six_healthy_processes_wired_together_and_stops_t
     let client = reqwest::Client::new();
     for port in &ports {
         assert!(banner.contains(&format!("127.0.0.1:{port}")), "{banner}");
+    }
+    // Each gateway's metrics are on its metrics port, and not on the port clients use.
+    for (port, metrics_port) in ports[3..6].iter().zip(&ports[6..]) {
+        let scrape = client
+            .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .send()
+            .await
+            .expect("metrics answer");
+        assert_eq!(scrape.status(), 200, "metrics port {metrics_port}");
+        let public = client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .expect("the gateway answers");
+        assert_eq!(public.status(), 404, "no metrics on client port {port}");
+    }
+    for port in &ports[..6] {
         let health = client
             .get(format!("http://127.0.0.1:{port}/health"))
             .send()
@@ -81,7 +101,7 @@ async fn the_launcher_brings_up_six_healthy_processes_wired_together_and_stops_t
             .expect("health answers");
         assert_eq!(health.status(), 200, "port {port}");
     }
-    for port in &ports[3..] {
+    for port in &ports[3..6] {
         let ready = client
             .get(format!("http://127.0.0.1:{port}/ready"))
             .send()
@@ -154,7 +174,7 @@ async fn the_launcher_brings_up_six_healthy_processes_wired_together_and_stops_t
         .expect("bff-dev stops in time")
         .expect("exit status");
     assert!(status.success(), "{status}");
-    for port in &ports {
+    for port in &ports[..6] {
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
             "port {port} is closed after shutdown"
@@ -224,4 +244,152 @@ fn a_config_file_is_read_and_its_errors_are_reported() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("max_body_bytes"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A gateway binary running on a free port, killed when dropped.
+struct RunningGateway {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl RunningGateway {
+    /// Starts `binary` on a free port with `env`, and waits until its `/health` answers.
+    async fn start(binary: &str, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let child = tokio::process::Command::new(bin_dir().join(binary))
+            .env_remove("BFF_CONFIG")
+            .env("BFF_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("BFF_SERVER__METRICS_LISTEN_ADDR", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the gateway");
+        let gateway = Self { child, port };
+        let client = reqwest::Client::new();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while client.get(gateway.url("/health")).send().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the gateway answers /health");
+        gateway
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// Lets this test process hold many sockets at once (the soft limit may be 1024).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    }
+}
+
+/// Whether the server has closed `stream`: a read returns end of file or an error (a reset).
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return true,
+            // A response (e.g. 408/431) before the close is fine; keep reading to the end.
+            Ok(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn slowloris_clients_are_disconnected_and_do_not_stop_the_gateway_from_answering() {
+    use tokio::io::AsyncWriteExt as _;
+    raise_open_file_limit();
+    let gateway = RunningGateway::start(
+        "bff-mobile",
+        &[
+            ("BFF_SERVER__HEADER_READ_TIMEOUT", "2s"),
+            ("BFF_SERVER__IDLE_TIMEOUT", "60s"),
+        ],
+    )
+    .await;
+
+    // A thousand clients each send half a request head, then nothing.
+    let mut slow = Vec::new();
+    for _ in 0..1000 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port))
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: gateway\r\nX-Slow: a")
+            .await
+            .expect("write half a head");
+        slow.push(stream);
+    }
+
+    // Meanwhile the gateway still answers everyone else.
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        let health = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.get(gateway.url("/health")).send(),
+        )
+        .await
+        .expect("/health answers while 1000 slow clients are connected")
+        .expect("/health answers");
+        assert_eq!(health.status(), 200);
+    }
+
+    // And every slow client is disconnected once its head is overdue (2 s), not minutes later.
+    let all_closed = tokio::time::timeout(Duration::from_secs(30), async {
+        for stream in &mut slow {
+            assert!(closed_by_server(stream).await);
+        }
+    })
+    .await;
+    assert!(
+        all_closed.is_ok(),
+        "every slow client was disconnected by the header read timeout"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let gateway = RunningGateway::start(
+        "bff-partner",
+        &[
+            ("BFF_SERVER__HEADER_READ_TIMEOUT", "30s"),
+            ("BFF_SERVER__IDLE_TIMEOUT", "1s"),
+        ],
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port))
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .expect("write a request");
+    let mut buf = [0u8; 4096];
+    let read = stream.read(&mut buf).await.expect("read the response");
+    let head = String::from_utf8_lossy(&buf[..read]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "the connection is kept alive after the response: {head}"
+    );
+    // Then nothing is sent: the gateway closes the connection after its idle timeout (1 s),
+    // well before the header read timeout (30 s) would.
+    let closed = tokio::time::timeout(Duration::from_secs(15), closed_by_server(&mut stream)).await;
+    assert!(
+        closed.is_ok(),
+        "the idle connection was closed by the idle timeout"
+    );
+    drop(gateway.child);
 }

@@ -62,7 +62,11 @@ pub struct Settings<X> {
 impl<X: GatewayConfig> Default for Settings<X> {
     fn default() -> Self {
         Self {
-            server: ServerConfig::listening_on(X::DEFAULT_LISTEN_ADDR),
+            server: ServerConfig {
+                listen_addr: X::DEFAULT_LISTEN_ADDR,
+                metrics_listen_addr: Some(X::DEFAULT_METRICS_ADDR),
+                ..ServerConfig::default()
+            },
             telemetry: TelemetryConfig::default(),
             downstream: DownstreamConfig::default(),
             gateway: X::default(),
@@ -107,6 +111,10 @@ pub trait GatewayConfig:
     /// reference services can run side by side on one machine with no configuration.
     const DEFAULT_LISTEN_ADDR: SocketAddr;
 
+    /// Where this gateway serves `/metrics` when nothing else is configured: a loopback port of
+    /// its own, so metrics are never on the client-facing port by default.
+    const DEFAULT_METRICS_ADDR: SocketAddr;
+
     /// Checks of this gateway's own settings beyond their types.
     fn validate(&self) -> Result<(), ConfigError> {
         Ok(())
@@ -132,9 +140,40 @@ pub struct ServerConfig {
     /// Longest time `/ready` waits for the downstream health checks, so a probe never hangs.
     #[serde(with = "humantime_serde")]
     pub ready_timeout: Duration,
-    /// A separate address to serve `GET /metrics` on (e.g. `0.0.0.0:9090`), so the metrics can
-    /// be kept off the client-facing port. Unset, `/metrics` is served on `listen_addr`.
+    /// How long one downstream readiness result is reused: however many probes arrive, the
+    /// downstream services are asked at most once per interval, and concurrent probes share one
+    /// check.
+    #[serde(with = "humantime_serde")]
+    pub ready_cache_ttl: Duration,
+    /// The address `GET /metrics` is served on, apart from the clients' port: a loopback port by
+    /// default (each gateway its own), `0.0.0.0:9090` in a pod whose metrics port is scraped.
+    /// The metrics name partners and operations, so they are not for clients.
     pub metrics_listen_addr: Option<SocketAddr>,
+    /// Also serve `/metrics` on `listen_addr`, to every client. Off by default: only for a
+    /// gateway whose port no untrusted client can reach.
+    pub public_metrics: bool,
+    /// Once the first byte of a request has arrived, how long its head (request line and
+    /// headers) may take to arrive whole; the connection is closed after it. Stops clients that
+    /// send half a request and then nothing (slowloris).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may stay open with no request in flight and no byte
+    /// received. Keep it longer than the idle timeout of the load balancer in front (60 s on the
+    /// common ones), so that the balancer, not the gateway, closes idle connections.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long a request body may take to arrive whole, from the end of its head; a slower
+    /// body gets `408` and the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Largest request head (request line and all headers), in bytes; a larger one gets `431`.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more get `431`.
+    pub max_headers: usize,
+    /// Most client connections served at once. Further connections wait in the kernel's accept
+    /// queue until one closes. Each takes a file descriptor: the gateway raises its own
+    /// descriptor limit to the hard limit at start-up and warns when that is too low for this.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -154,15 +193,50 @@ impl ServerConfig {
                 "must be greater than 0",
             ));
         }
-        if self.ready_timeout.is_zero() {
+        for (setting, value) in [
+            ("server.ready_timeout", self.ready_timeout),
+            ("server.header_read_timeout", self.header_read_timeout),
+            ("server.idle_timeout", self.idle_timeout),
+            ("server.body_read_timeout", self.body_read_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(setting, "must be greater than 0"));
+            }
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES {
             return Err(ConfigError::invalid(
-                "server.ready_timeout",
+                "server.max_header_bytes",
+                format!("must be at least {MIN_HEADER_BYTES}"),
+            ));
+        }
+        if self.max_headers == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_headers",
                 "must be greater than 0",
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS {
+            return Err(ConfigError::invalid(
+                "server.max_connections",
+                format!("must be between 1 and {MAX_CONNECTIONS}"),
+            ));
+        }
+        if self.metrics_listen_addr == Some(self.listen_addr) && self.listen_addr.port() != 0 {
+            return Err(ConfigError::invalid(
+                "server.metrics_listen_addr",
+                "must differ from server.listen_addr (set server.public_metrics to serve /metrics \
+                 to clients)",
             ));
         }
         Ok(())
     }
 }
+
+/// Smallest accepted `server.max_header_bytes`: a request line and a bearer token must fit.
+const MIN_HEADER_BYTES: usize = 1024;
+
+/// Largest accepted `server.max_connections`.
+const MAX_CONNECTIONS: usize = 1 << 20;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -172,7 +246,15 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             ready_requires_downstream: false,
             ready_timeout: Duration::from_millis(500),
-            metrics_listen_addr: None,
+            ready_cache_ttl: Duration::from_secs(1),
+            metrics_listen_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9180))),
+            public_metrics: false,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            body_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_connections: 10_000,
         }
     }
 }
@@ -484,6 +566,8 @@ mod tests {
     impl GatewayConfig for TestGateway {
         const DEFAULT_LISTEN_ADDR: SocketAddr =
             SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8099);
+        const DEFAULT_METRICS_ADDR: SocketAddr =
+            SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9199);
 
         fn validate(&self) -> Result<(), ConfigError> {
             if self.greeting == "forbidden" {

@@ -4,7 +4,10 @@
 //! - `/ready` answers 200 when the gateway should receive traffic, and 503 while it should not:
 //!   during shutdown and, when `server.ready_requires_downstream` is on, while a downstream
 //!   service's own `/health` does not answer. The downstream checks run concurrently and are cut
-//!   off after `server.ready_timeout`, so a slow service never makes the probe hang.
+//!   off after `server.ready_timeout`, so a slow service never makes the probe hang. Their result
+//!   is reused for `server.ready_cache_ttl`, and probes that arrive while a check runs wait for
+//!   that one: however many probes arrive (a load balancer per zone, a flood), the downstream
+//!   services see at most one check per interval.
 
 use std::{
     future::Future,
@@ -55,6 +58,11 @@ struct ReadinessInner {
     probe: Option<Arc<dyn ReadinessProbe>>,
     /// Upper bound on the dependency checks.
     timeout: Duration,
+    /// How long a check's result is reused.
+    cache_ttl: Duration,
+    /// The last check's result and when it finished. Held across the check, so concurrent
+    /// probes wait for the one running instead of starting their own.
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Vec<ComponentHealth>)>>,
 }
 
 impl Readiness {
@@ -65,6 +73,8 @@ impl Readiness {
                 shutting_down: AtomicBool::new(false),
                 probe: probe.filter(|_| config.ready_requires_downstream),
                 timeout: config.ready_timeout,
+                cache_ttl: config.ready_cache_ttl,
+                last: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -77,6 +87,25 @@ impl Readiness {
     /// Whether shutdown has started.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+impl Readiness {
+    /// The dependencies' health: the cached result while it is younger than `ready_cache_ttl`,
+    /// otherwise a new check (bounded by `ready_timeout`) that concurrent callers share.
+    async fn checks(&self, probe: &dyn ReadinessProbe) -> Vec<ComponentHealth> {
+        let inner = &self.inner;
+        let mut last = inner.last.lock().await;
+        if let Some((at, checks)) = last.as_ref()
+            && at.elapsed() < inner.cache_ttl
+        {
+            return checks.clone();
+        }
+        let checks = tokio::time::timeout(inner.timeout, probe.check())
+            .await
+            .unwrap_or_default();
+        *last = Some((tokio::time::Instant::now(), checks.clone()));
+        checks
     }
 }
 
@@ -124,9 +153,7 @@ async fn ready(State(readiness): State<Readiness>) -> Response {
             },
         );
     };
-    let checks = tokio::time::timeout(readiness.inner.timeout, probe.check())
-        .await
-        .unwrap_or_default();
+    let checks = readiness.checks(probe.as_ref()).await;
     let all_up = !checks.is_empty() && checks.iter().all(|check| check.up);
     if all_up {
         no_store(
@@ -168,5 +195,50 @@ impl ReadinessProbe for shared_clients::Downstream {
                 })
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// Up, counting its checks.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl ReadinessProbe for Counting {
+        fn check(&self) -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                vec![ComponentHealth {
+                    name: "product".into(),
+                    up: true,
+                }]
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_result_is_reused_for_the_cache_interval_and_checked_again_after_it() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let config = ServerConfig {
+            ready_requires_downstream: true,
+            ready_cache_ttl: Duration::from_secs(1),
+            ..ServerConfig::default()
+        };
+        let probe: Arc<dyn ReadinessProbe> = Arc::new(Counting(Arc::clone(&calls)));
+        let readiness = Readiness::new(&config, Some(Arc::clone(&probe)));
+        assert!(readiness.checks(probe.as_ref()).await[0].up);
+        tokio::time::advance(Duration::from_millis(999)).await;
+        readiness.checks(probe.as_ref()).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "reused within the interval"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        readiness.checks(probe.as_ref()).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "checked again after it");
     }
 }

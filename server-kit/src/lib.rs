@@ -18,11 +18,14 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus), the per-request counters and the export of the
 //!   downstream clients' counters.
 //! - [`shutdown`]: SIGTERM / ctrl-c handling and a bounded graceful drain.
+//! - [`connection`]: accepting and serving client connections with limits (header, idle and
+//!   body timeouts, header size, connection count) that slow or idle clients cannot get around.
 //! - [`server`]: binding, serving, and the `run` entry point that keeps each `main.rs` to a few lines.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod health;
 pub mod http;
 pub mod metrics;

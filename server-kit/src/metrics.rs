@@ -127,7 +127,9 @@ impl Metrics {
     }
 
     /// `value` as a label value, or `other` once [`MAX_LABEL_VALUES`] other values of `label`
-    /// have been seen: keeps a label fed by clients (a GraphQL operation name) bounded.
+    /// have been seen: keeps a label bounded whose values are not known in advance. Values that
+    /// clients choose freely never go through it (they would fill it with junk first): those are
+    /// labelled only from a configured list (bff-web's operation names).
     pub fn bounded(&self, label: &'static str, value: &str) -> String {
         let mut seen = self
             .inner

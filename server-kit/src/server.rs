@@ -1,8 +1,10 @@
 //! Binding, serving and the gateways' shared entry point.
 //!
 //! A gateway contributes a [`Gateway`] (its routes and what readiness depends on); [`Server`] adds
-//! `/health`, `/ready`, `/metrics` ([`crate::metrics`]) and the middleware of [`crate::http`], and serves it on a listener it is
-//! given — tests bind port 0. [`run`] is the whole of a gateway's `main`: arguments → settings →
+//! `/health`, `/ready` and the middleware of [`crate::http`], and serves it on a listener it is
+//! given — tests bind port 0 — through [`crate::connection`] (timeouts and connection limits).
+//! `/metrics` ([`crate::metrics`]) is served on a second listener of its own
+//! (`server.metrics_listen_addr`), and on the clients' listener only with `server.public_metrics`. [`run`] is the whole of a gateway's `main`: arguments → settings →
 //! logs and trace export → build → serve until SIGTERM → flush the last spans.
 
 use std::{fmt::Display, future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc};
@@ -15,6 +17,7 @@ use tokio::net::TcpListener;
 use crate::{
     cli::Args,
     config::{self, GatewayConfig, ServerConfig, Settings},
+    connection::{self, ConnectionLimits},
     health::{self, Readiness, ReadinessProbe},
     http,
     metrics::{self, Metrics},
@@ -64,13 +67,12 @@ pub struct Server {
     readiness: Readiness,
     /// This server's metrics (also served at `/metrics`).
     metrics: Metrics,
-    /// Whether `/metrics` is served on its own listener (`server.metrics_listen_addr`) rather
-    /// than with the routes.
-    separate_metrics: bool,
-    /// That listener, given with [`Server::with_metrics_listener`].
+    /// The listener `/metrics` is served on, given with [`Server::with_metrics_listener`].
     metrics_listener: Option<TcpListener>,
     /// How long in-flight requests may take to finish after shutdown starts.
     grace: std::time::Duration,
+    /// What each client connection may do (timeouts, header limits, how many at once).
+    limits: ConnectionLimits,
 }
 
 impl Server {
@@ -79,8 +81,7 @@ impl Server {
         let readiness = Readiness::new(config, gateway.probe);
         let metrics = Metrics::new(gateway.name, gateway.downstream);
         let mut routes = gateway.routes.merge(health::routes(readiness.clone()));
-        let separate_metrics = config.metrics_listen_addr.is_some();
-        if !separate_metrics {
+        if config.public_metrics {
             routes = routes.merge(metrics::routes(metrics.clone()));
         }
         let router = http::apply_with_metrics(routes, config, metrics.clone());
@@ -89,9 +90,9 @@ impl Server {
             router,
             readiness,
             metrics,
-            separate_metrics,
             metrics_listener: None,
             grace: config.shutdown_grace,
+            limits: ConnectionLimits::from_config(config),
         }
     }
 
@@ -108,13 +109,10 @@ impl Server {
         }
     }
 
-    /// Serves `/metrics` on `listener` (bound with [`Server::bind_metrics`]). With
-    /// `server.metrics_listen_addr` set, this is the only place `/metrics` is served; without it,
-    /// `/metrics` is served with the routes and this listener is ignored.
+    /// Serves `/metrics` on `listener` (bound with [`Server::bind_metrics`]). This is where
+    /// `/metrics` is served; on the clients' listener too only with `server.public_metrics`.
     pub fn with_metrics_listener(mut self, listener: TcpListener) -> Self {
-        if self.separate_metrics {
-            self.metrics_listener = Some(listener);
-        }
+        self.metrics_listener = Some(listener);
         self
     }
 
@@ -156,10 +154,15 @@ impl Server {
         // (when `metrics_stop` is dropped, at the end of this function).
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some(listener) = self.metrics_listener {
-            let metrics = axum::serve(listener, metrics::routes(self.metrics))
-                .with_graceful_shutdown(async move {
+            let metrics = connection::serve(
+                listener,
+                metrics::routes(self.metrics.clone()),
+                self.limits,
+                None,
+                async move {
                     metrics_stopped.await.ok();
-                });
+                },
+            );
             tokio::spawn(async move {
                 if let Err(error) = metrics.await {
                     tracing::error!(%error, "the metrics listener failed");
@@ -167,7 +170,13 @@ impl Server {
             });
         }
         let _metrics_stop = metrics_stop;
-        let serving = axum::serve(self.listener, self.router).with_graceful_shutdown(graceful);
+        let serving = connection::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            Some(self.metrics),
+            graceful,
+        );
         let grace = self.grace;
         let deadline = async move {
             if started_rx.await.is_ok() {
@@ -216,6 +225,7 @@ where
     // Kept until the server has stopped; shutting it down sends the last spans (bounded by
     // `telemetry.otlp_timeout`), on this thread, outside the runtime.
     let telemetry = telemetry::init(&settings.telemetry, name);
+    raise_descriptor_limit(settings.server.max_connections);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -281,4 +291,35 @@ where
     });
     telemetry.shutdown();
     code
+}
+
+/// Descriptors the process needs besides its client connections (downstream pools, the metrics
+/// listener, logs), for the warning of [`raise_descriptor_limit`].
+const SPARE_DESCRIPTORS: u64 = 512;
+
+/// Raises the soft limit on open files to the hard limit, as servers customarily do (the soft
+/// default of 1024 is below a busy gateway's needs), and warns when even that leaves too few for
+/// `max_connections` client connections plus the process's own.
+fn raise_descriptor_limit(max_connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let wanted = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(SPARE_DESCRIPTORS);
+    if limit < wanted {
+        tracing::warn!(
+            limit,
+            max_connections,
+            "the open-file limit is below server.max_connections plus {SPARE_DESCRIPTORS}: \
+             connections past it are refused by the kernel; raise `ulimit -n` or lower \
+             server.max_connections"
+        );
+    }
 }

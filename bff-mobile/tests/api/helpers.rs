@@ -21,6 +21,8 @@ pub const SECRET: &str = "mobile-test-secret-0123456789-abcdefghij";
 
 /// A running gateway and the reference services behind it.
 pub struct TestApp {
+    /// Where the gateway serves `/metrics` (a listener of its own, as in production).
+    pub metrics_url: String,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
     /// A client that sends no `Accept-Encoding` unless told (it sees raw bytes).
@@ -95,6 +97,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut bff_mobile::MobileSettin
         .expect("reference services");
     let mut settings = bff_mobile::MobileSettings::default();
     settings.server.listen_addr = "127.0.0.1:0".parse().expect("addr");
+    settings.server.metrics_listen_addr = Some("127.0.0.1:0".parse().expect("addr"));
     settings.downstream.product.url = downstream.product_url.clone();
     settings.downstream.cart.url = downstream.cart_url.clone();
     settings.downstream.order.url = downstream.order_url.clone();
@@ -102,10 +105,20 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut bff_mobile::MobileSettin
     configure(&mut settings);
     let gateway = bff_mobile::build(&settings).expect("gateway builds");
     let listener = Server::bind(&settings.server).await.expect("bind port 0");
-    let server = Server::new(listener, &settings.server, gateway);
+    let metrics_listener = Server::bind_metrics(&settings.server)
+        .await
+        .expect("bind port 0")
+        .expect("a metrics listener");
+    let server =
+        Server::new(listener, &settings.server, gateway).with_metrics_listener(metrics_listener);
     let addr = server.local_addr().expect("addr");
+    let metrics_addr = server
+        .metrics_local_addr()
+        .expect("a metrics listener")
+        .expect("addr");
     tokio::spawn(server.serve(std::future::pending()));
     TestApp {
+        metrics_url: format!("http://{metrics_addr}/metrics"),
         base: format!("http://{addr}"),
         client: reqwest::Client::new(),
         downstream,

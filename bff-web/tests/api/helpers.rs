@@ -16,6 +16,8 @@ pub const AUDIENCE: &str = "bff-web";
 
 /// A running gateway and the reference services behind it.
 pub struct TestApp {
+    /// Where the gateway serves `/metrics` (a listener of its own, as in production).
+    pub metrics_url: String,
     /// The GraphQL endpoint's URL.
     pub endpoint: String,
     /// A plain client.
@@ -36,6 +38,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut WebSettings)) -> TestApp
         .expect("reference services start");
     let mut settings = WebSettings::default();
     settings.server.listen_addr = "127.0.0.1:0".parse().expect("addr");
+    settings.server.metrics_listen_addr = Some("127.0.0.1:0".parse().expect("addr"));
     settings.downstream.product.url = services.product_url.clone();
     settings.downstream.cart.url = services.cart_url.clone();
     settings.downstream.order.url = services.order_url.clone();
@@ -45,10 +48,20 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut WebSettings)) -> TestApp
     settings.validate().expect("valid settings");
     let gateway = bff_web::build(&settings).expect("gateway builds");
     let listener = Server::bind(&settings.server).await.expect("bind port 0");
-    let server = Server::new(listener, &settings.server, gateway);
+    let metrics_listener = Server::bind_metrics(&settings.server)
+        .await
+        .expect("bind port 0")
+        .expect("a metrics listener");
+    let server =
+        Server::new(listener, &settings.server, gateway).with_metrics_listener(metrics_listener);
     let addr = server.local_addr().expect("addr");
+    let metrics_addr = server
+        .metrics_local_addr()
+        .expect("a metrics listener")
+        .expect("addr");
     tokio::spawn(server.serve(std::future::pending()));
     TestApp {
+        metrics_url: format!("http://{metrics_addr}/metrics"),
         endpoint: format!("http://{addr}{}", settings.gateway.path),
         client: reqwest::Client::new(),
         services,

@@ -4,7 +4,7 @@
 use reference_services::ServiceKind;
 use serde_json::json;
 
-use crate::helpers::{TestApp, spawn_app, token};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, token};
 
 /// The sum of the samples of `name` whose labels include every one of `labels`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -28,10 +28,9 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 impl TestApp {
     /// `GET /metrics`, as Prometheus scrapes it.
     async fn scrape(&self) -> String {
-        let base = self.endpoint.trim_end_matches("/graphql");
         let response = self
             .client
-            .get(format!("{base}/metrics"))
+            .get(&self.metrics_url)
             .send()
             .await
             .expect("scrape");
@@ -42,7 +41,10 @@ impl TestApp {
 
 #[tokio::test]
 async fn graphql_operations_are_counted_by_name_and_their_errors_by_code() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|settings| {
+        settings.gateway.metrics.operation_names = vec!["Cart".to_owned()];
+    })
+    .await;
     let user = app.services.world.user_with_cart().to_owned();
     app.query(
         "query Cart { viewer { id } }",
@@ -93,6 +95,51 @@ async fn graphql_operations_are_counted_by_name_and_their_errors_by_code() {
             ]
         ),
         3.0
+    );
+}
+
+#[tokio::test]
+async fn junk_operation_names_from_clients_neither_add_series_nor_push_real_operations_out() {
+    let app = spawn_app_with(|settings| {
+        settings.gateway.metrics.operation_names = vec!["Product".to_owned()];
+    })
+    .await;
+    // An anonymous client sends many differently named operations first.
+    for index in 0..150 {
+        app.query(
+            &format!("query Junk{index} {{ categories {{ id }} }}"),
+            json!({}),
+            None,
+        )
+        .await
+        .assert_ok();
+    }
+    app.query(
+        "query Product { product(id: \"p-00001\") { id } }",
+        json!({}),
+        None,
+    )
+    .await
+    .assert_ok();
+    let text = app.scrape().await;
+    assert!(!text.contains("Junk"), "a client's names are not labels");
+    assert_eq!(
+        sample(
+            &text,
+            "bff_graphql_operations_total",
+            &[("operation", "other")]
+        ),
+        150.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "bff_graphql_operations_total",
+            &[("operation", "Product")]
+        ),
+        1.0,
+        "the configured operation keeps its own series: {text}"
     );
 }
 

@@ -1,34 +1,63 @@
 //! Starts a [`Server`] with a small test gateway on port 0.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
-use axum::{Json, Router, http::request::Parts, routing::get};
+use axum::{Json, Router, extract::ConnectInfo, http::request::Parts, routing::get};
 use server_kit::{
     Readiness, ServerConfig,
     health::{ComponentHealth, ReadinessProbe},
     server::{Gateway, Server},
 };
 
-/// A probe reporting a fixed answer, or never answering.
+/// A probe reporting a fixed answer, or never answering, and counting its checks.
 pub struct StubProbe {
     up: Option<bool>,
+    /// How long each check takes.
+    delay: Duration,
+    /// How many checks ran.
+    pub calls: Arc<AtomicUsize>,
 }
 
 impl StubProbe {
     pub fn up() -> Self {
-        Self { up: Some(true) }
+        Self::answering(Some(true))
     }
     pub fn down() -> Self {
-        Self { up: Some(false) }
+        Self::answering(Some(false))
     }
     pub fn hanging() -> Self {
-        Self { up: None }
+        Self::answering(None)
+    }
+    /// Up, after `delay`.
+    pub fn slow(delay: Duration) -> Self {
+        Self {
+            delay,
+            ..Self::up()
+        }
+    }
+    fn answering(up: Option<bool>) -> Self {
+        Self {
+            up,
+            delay: Duration::ZERO,
+            calls: Arc::default(),
+        }
     }
 }
 
 impl ReadinessProbe for StubProbe {
     fn check(&self) -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
             let Some(up) = self.up else {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 return Vec::new();
@@ -43,10 +72,12 @@ impl ReadinessProbe for StubProbe {
 
 pub struct TestApp {
     pub base: String,
-    /// `http://…` of the separate metrics listener, when `metrics_listen_addr` is set.
+    /// `http://…` of the metrics listener, when `metrics_listen_addr` is set (it is by default).
     pub metrics_base: Option<String>,
     pub client: reqwest::Client,
     pub readiness: Readiness,
+    /// The address the server listens on.
+    pub addr: SocketAddr,
     pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -90,6 +121,10 @@ fn routes() -> Router {
             }),
         )
         .route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+        )
+        .route(
             "/request-id",
             get(|parts: Parts| async move {
                 server_kit::http::request_id(&parts)
@@ -109,6 +144,9 @@ pub async fn spawn_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> TestApp {
     config.listen_addr = "127.0.0.1:0".parse().expect("addr");
+    if config.metrics_listen_addr.is_some() {
+        config.metrics_listen_addr = Some("127.0.0.1:0".parse().expect("addr"));
+    }
     let listener = Server::bind(&config).await.expect("bind port 0");
     let metrics_listener = Server::bind_metrics(&config).await.expect("bind port 0");
     let gateway = Gateway {
@@ -132,6 +170,7 @@ pub async fn spawn_with(
         metrics_base,
         client: reqwest::Client::new(),
         readiness,
+        addr,
         handle,
     }
 }

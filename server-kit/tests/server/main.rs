@@ -1,5 +1,6 @@
 //! The shared server behaviour every gateway inherits, tested over real HTTP on port 0.
 
+mod connections;
 mod helpers;
 
 use std::time::Duration;
@@ -235,7 +236,12 @@ async fn serving_stops_when_shutdown_is_signalled() {
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_template_method_and_status_class() {
-    let app = spawn(ServerConfig::default(), None).await;
+    // Served on the clients' port too here, so the scrape counts itself.
+    let config = ServerConfig {
+        public_metrics: true,
+        ..ServerConfig::default()
+    };
+    let app = spawn(config, None).await;
     assert_eq!(app.get("/request-id").await.status(), 200);
     assert_eq!(app.get("/request-id").await.status(), 200);
     assert_eq!(app.get("/no/such/route").await.status(), 404);
@@ -261,12 +267,8 @@ async fn metrics_count_requests_by_route_template_method_and_status_class() {
 }
 
 #[tokio::test]
-async fn metrics_can_be_served_on_a_listener_of_their_own() {
-    let config = ServerConfig {
-        metrics_listen_addr: Some("127.0.0.1:0".parse().expect("addr")),
-        ..ServerConfig::default()
-    };
-    let app = spawn(config, None).await;
+async fn metrics_are_served_on_a_listener_of_their_own_and_not_to_clients_by_default() {
+    let app = spawn(ServerConfig::default(), None).await;
     assert_eq!(app.get("/request-id").await.status(), 200);
     assert_eq!(app.get("/metrics").await.status(), 404);
     let metrics_base = app.metrics_base.as_deref().expect("a metrics listener");

@@ -1,0 +1,669 @@
+//! Accepting and serving client connections, with limits that slow, idle or hostile clients
+//! cannot get around.
+//!
+//! Every gateway serves HTTP/1.1 through hyper's connection builder, driven by [`serve`], instead
+//! of `axum::serve` (which gives hyper no timer, so a client that sends half a request head and
+//! then nothing keeps its connection, and its file descriptor, for ever). Per connection:
+//!
+//! - **header read timeout** (`server.header_read_timeout`): once the first byte of a request
+//!   arrives, the whole head (request line and headers) must arrive within it, or the connection
+//!   is closed. This is what stops slowloris clients.
+//! - **idle timeout** (`server.idle_timeout`): a keep-alive connection with no request in flight
+//!   and no byte received is closed after it. It is separate from the header timeout so that it
+//!   can be longer than a load balancer's own idle timeout (which must expire first, or the
+//!   balancer may send a request on a connection the gateway is closing).
+//! - **body read timeout** (`server.body_read_timeout`): a request body must be read whole within
+//!   it, counted from the moment the head was read. A handler reading a body past it gets an
+//!   error, and the client gets `408` problem+json with `Connection: close`.
+//! - **header limits** (`server.max_header_bytes`, `server.max_headers`): a larger head is
+//!   answered `431` by hyper and the connection closed.
+//! - **connection limit** (`server.max_connections`): at most this many connections are served
+//!   at once; further ones wait in the kernel's accept queue until one closes (none is accepted
+//!   only to be dropped). A connection upgraded to another protocol (a WebSocket) leaves hyper
+//!   and stops counting.
+//!
+//! A request in flight (a long download, a stream of events) is never cut off by the idle or
+//! header timeouts; what it may take is the handler's business. Every request gets the peer's
+//! address as [`ConnectInfo`]. Timeouts are counted in
+//! `bff_http_connections_closed_total{reason}`, open connections in `bff_http_connections_open`.
+//!
+//! HTTP/2 is not served: the gateways sit behind load balancers that speak HTTP/1.1 to them, and
+//! every HTTP/2 limit (streams, pings, resets) would be one more thing to bound.
+//!
+//! Shutdown: [`serve`] stops accepting when its signal completes, asks every connection to close
+//! after its current request ([hyper's graceful shutdown][graceful]), and returns once all have
+//! closed. The caller bounds how long that may take.
+//!
+//! [graceful]: hyper::server::conn::http1::Connection::graceful_shutdown
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::ConnectInfo,
+    http::{HeaderValue, Request, Response, StatusCode, header},
+    response::IntoResponse,
+};
+use futures::future::BoxFuture;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::{body::Incoming, server::conn::http1};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{Notify, Semaphore, watch},
+    time::{Instant, Sleep},
+};
+use tower::Service as _;
+
+use crate::{config::ServerConfig, metrics::Metrics, problem::Problem};
+
+/// The per-connection limits of [`serve`], from [`ServerConfig`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Longest time from a request's first byte to the end of its head.
+    pub header_read_timeout: Duration,
+    /// Longest time a connection may sit with no request in flight and no byte received.
+    pub idle_timeout: Duration,
+    /// Longest time from a request's head to the end of its body.
+    pub body_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request.
+    pub max_headers: usize,
+    /// Most connections served at once.
+    pub max_connections: usize,
+}
+
+impl ConnectionLimits {
+    /// The limits `config` sets.
+    pub fn from_config(config: &ServerConfig) -> Self {
+        Self {
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            body_read_timeout: config.body_read_timeout,
+            max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
+            max_connections: config.max_connections,
+        }
+    }
+}
+
+/// hyper's default number of header slots; asking for another number costs a heap allocation per
+/// request, so only a different configured value is passed on.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
+/// How long accepting pauses after an error such as "too many open files", so that the loop does
+/// not spin while the process is out of descriptors.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serves `router` on `listener` until `signal` completes, then lets every connection finish its
+/// current request and returns when all are closed (see the module documentation).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    metrics: Option<Metrics>,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let counters = Arc::new(ConnectionMetrics::new(metrics.as_ref()));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // Our own watchdog times heads (see `Watch`): hyper's timer would also run while the
+        // connection is idle, which would make the idle timeout the header timeout.
+        .header_read_timeout(None)
+        .max_header_size(limits.max_header_bytes)
+        .keep_alive(true);
+    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.max_headers(limits.max_headers);
+    }
+    let builder = Arc::new(builder);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let slot = tokio::select! {
+            biased;
+            () = &mut signal => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_closed) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            biased;
+            () = &mut signal => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) if is_connection_error(&error) => continue,
+            Err(error) => {
+                tracing::error!(%error, "cannot accept a connection");
+                tokio::select! {
+                    biased;
+                    () = &mut signal => break,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                }
+            }
+        };
+        // Responses are written whole; waiting for more bytes (Nagle) only adds latency.
+        stream.set_nodelay(true).ok();
+        let connection = Connection {
+            builder: Arc::clone(&builder),
+            router: router.clone(),
+            limits,
+            metrics: Arc::clone(&counters),
+            stop: stop_rx.clone(),
+        };
+        tokio::spawn(async move {
+            connection.run(stream, peer).await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    stop_tx.send_replace(true);
+    // Every connection holds a slot until it closes: having them all back means all are closed.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _all_closed = slots.acquire_many(all).await;
+    Ok(())
+}
+
+/// Errors of one connection that was reset before it was accepted: not a problem of the listener.
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// The series of [`serve`], resolved once.
+struct ConnectionMetrics {
+    /// Connections open now.
+    open: Gauge,
+    /// Connections closed because their request head was too slow.
+    header_timeouts: Counter,
+    /// Connections closed after sitting idle.
+    idle_timeouts: Counter,
+    /// Requests whose body was too slow.
+    body_timeouts: Counter,
+}
+
+impl ConnectionMetrics {
+    fn new(metrics: Option<&Metrics>) -> Self {
+        let Some(metrics) = metrics else {
+            return Self {
+                open: Gauge::noop(),
+                header_timeouts: Counter::noop(),
+                idle_timeouts: Counter::noop(),
+                body_timeouts: Counter::noop(),
+            };
+        };
+        metrics.record(|| {
+            describe_gauge!(
+                "bff_http_connections_open",
+                "Client connections open now (at most server.max_connections)."
+            );
+            describe_counter!(
+                "bff_http_connections_closed_total",
+                "Client connections closed by a limit: header_timeout, idle_timeout, body_timeout."
+            );
+            let closed =
+                |reason: &'static str| counter!("bff_http_connections_closed_total", "reason" => reason);
+            Self {
+                open: gauge!("bff_http_connections_open"),
+                header_timeouts: closed("header_timeout"),
+                idle_timeouts: closed("idle_timeout"),
+                body_timeouts: closed("body_timeout"),
+            }
+        })
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    /// hyper's HTTP/1 settings, shared by all connections.
+    builder: Arc<http1::Builder>,
+    /// The application.
+    router: Router,
+    /// The limits to enforce.
+    limits: ConnectionLimits,
+    /// Where closes and timeouts are counted.
+    metrics: Arc<ConnectionMetrics>,
+    /// Turns `true` when the server shuts down.
+    stop: watch::Receiver<bool>,
+}
+
+/// Why the watchdog ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// A request head did not arrive whole in time.
+    Head,
+    /// Nothing happened for too long between requests.
+    Idle,
+}
+
+impl Connection {
+    async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
+        self.metrics.open.increment(1.0);
+        let watch = Arc::new(Watch::new());
+        let io = TokioIo::new(WatchedIo {
+            inner: stream,
+            watch: Arc::clone(&watch),
+        });
+        let service = ConnectionService {
+            router: self.router.clone(),
+            watch: Arc::clone(&watch),
+            peer,
+            body_read_timeout: self.limits.body_read_timeout,
+            body_timeouts: self.metrics.body_timeouts.clone(),
+        };
+        let connection = self.builder.serve_connection(io, service).with_upgrades();
+        let mut connection = std::pin::pin!(connection);
+        let mut stopping = *self.stop.borrow();
+        if stopping {
+            connection.as_mut().graceful_shutdown();
+        }
+        loop {
+            let expiry = watch.next_expiry(&self.limits);
+            let sleep = async {
+                match expiry {
+                    Some((at, _)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, %peer, "connection ended with an error");
+                    }
+                    break;
+                }
+                () = watch.changed.notified() => {}
+                () = sleep => {
+                    // Recheck: the state may have moved on while the timer fired.
+                    if let Some((at, reason)) = watch.next_expiry(&self.limits)
+                        && at <= Instant::now()
+                    {
+                        match reason {
+                            Expiry::Head => self.metrics.header_timeouts.increment(1),
+                            Expiry::Idle => self.metrics.idle_timeouts.increment(1),
+                        }
+                        tracing::debug!(%peer, ?reason, "closing a connection");
+                        // Dropping hyper's connection closes the socket at once.
+                        break;
+                    }
+                }
+                changed = self.stop.changed(), if !stopping => {
+                    stopping = true;
+                    if changed.is_ok() {
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+        self.metrics.open.decrement(1.0);
+    }
+}
+
+/// What one connection's watchdog knows, updated by its socket ([`WatchedIo`]) and its requests
+/// ([`ConnectionService`]). Times are nanoseconds since `origin`, so they fit in atomics.
+struct Watch {
+    /// When the connection was accepted; all other times count from it.
+    origin: Instant,
+    /// Requests whose response has not been sent whole yet.
+    in_flight: AtomicUsize,
+    /// When the first byte of the next request arrived, plus one; 0 while none has.
+    head_started: AtomicU64,
+    /// When the connection last became idle (accepted, or its last response sent).
+    idle_since: AtomicU64,
+    /// Set by a request body that ran out of time, so its response becomes a 408.
+    body_timed_out: AtomicBool,
+    /// Wakes the watchdog when any of the above changes.
+    changed: Notify,
+}
+
+impl Watch {
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            head_started: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            body_timed_out: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Now, as nanoseconds since `origin`.
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn at(&self, nanos: u64) -> Instant {
+        self.origin + Duration::from_nanos(nanos)
+    }
+
+    /// Bytes arrived from the client.
+    fn on_read(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_started.load(Ordering::Acquire) == 0
+        {
+            self.head_started
+                .store(self.now().saturating_add(1), Ordering::Release);
+            self.changed.notify_one();
+        }
+    }
+
+    /// A request's head has been read.
+    fn on_request(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_started.store(0, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// A request's response has been sent (or abandoned).
+    fn on_response_done(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle_since.store(self.now(), Ordering::Release);
+            self.changed.notify_one();
+        }
+    }
+
+    /// When and why the connection must end if nothing changes, or `None` while a request is in
+    /// flight.
+    fn next_expiry(&self, limits: &ConnectionLimits) -> Option<(Instant, Expiry)> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        match self.head_started.load(Ordering::Acquire) {
+            0 => Some((
+                self.at(self.idle_since.load(Ordering::Acquire)) + limits.idle_timeout,
+                Expiry::Idle,
+            )),
+            started => Some((
+                self.at(started - 1) + limits.header_read_timeout,
+                Expiry::Head,
+            )),
+        }
+    }
+}
+
+/// The socket, telling the watchdog when bytes arrive.
+struct WatchedIo {
+    /// The client's connection.
+    inner: TcpStream,
+    /// Its watchdog.
+    watch: Arc<Watch>,
+}
+
+impl AsyncRead for WatchedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.watch.on_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for WatchedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// hyper's service for one connection: the router, with the peer address, the body deadline and
+/// the watchdog's bookkeeping around each request.
+struct ConnectionService {
+    /// The application.
+    router: Router,
+    /// The connection's watchdog.
+    watch: Arc<Watch>,
+    /// The client's address, given to handlers as [`ConnectInfo`].
+    peer: SocketAddr,
+    /// How long a request body may take to arrive.
+    body_read_timeout: Duration,
+    /// Counts bodies that took longer.
+    body_timeouts: Counter,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnectionService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        self.watch.on_request();
+        let mut done = InFlight(Some(Arc::clone(&self.watch)));
+        let mut request = request.map(|body| {
+            Body::new(TimedBody {
+                inner: body,
+                deadline: Instant::now() + self.body_read_timeout,
+                sleep: None,
+                watch: Arc::clone(&self.watch),
+            })
+        });
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        let mut router = self.router.clone();
+        let watch = Arc::clone(&self.watch);
+        let body_timeouts = self.body_timeouts.clone();
+        Box::pin(async move {
+            let Ok(mut response) = router.call(request).await;
+            if watch.body_timed_out.swap(false, Ordering::AcqRel) {
+                body_timeouts.increment(1);
+                response = body_timeout_response();
+            }
+            // The request stays in flight until its body has been sent (or dropped): a long
+            // download or a stream of events is never cut off as idle.
+            let (parts, body) = response.into_parts();
+            let body = Body::new(TrackedBody {
+                inner: body,
+                _done: InFlight(done.0.take()),
+            });
+            Ok(Response::from_parts(parts, body))
+        })
+    }
+}
+
+/// The answer to a request whose body did not arrive in time.
+fn body_timeout_response() -> Response<Body> {
+    let mut response = Problem::status(StatusCode::REQUEST_TIMEOUT)
+        .with_detail("the request body did not arrive within server.body_read_timeout")
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Marks a request finished when dropped (with its response body, or earlier if the request is
+/// abandoned).
+struct InFlight(Option<Arc<Watch>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(watch) = self.0.take() {
+            watch.on_response_done();
+        }
+    }
+}
+
+/// A response body that keeps its request in flight until it ends.
+struct TrackedBody {
+    /// The response body.
+    inner: Body,
+    /// Dropped with the body.
+    _done: InFlight,
+}
+
+impl HttpBody for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body that fails once its deadline has passed.
+struct TimedBody {
+    /// The body as hyper reads it.
+    inner: Incoming,
+    /// When the body must have been read whole.
+    deadline: Instant,
+    /// The timer, made only once reading the body has to wait.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Told when the deadline passes, so the response becomes a 408.
+    watch: Arc<Watch>,
+}
+
+/// The error of a request body that took longer than `server.body_read_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within server.body_read_timeout")]
+pub struct BodyReadTimeout;
+
+impl HttpBody for TimedBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|frame| frame.map_err(Into::into))),
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    this.watch.body_timed_out.store(true, Ordering::Release);
+                    return Poll::Ready(Some(Err(BodyReadTimeout.into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_connections: 10,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_expires_after_the_idle_timeout() {
+        let watch = Watch::new();
+        let (at, reason) = watch.next_expiry(&limits()).expect("an expiry");
+        assert_eq!(reason, Expiry::Idle);
+        assert_eq!(at, watch.origin + Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_byte_of_a_request_starts_the_header_timeout() {
+        let watch = Watch::new();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        watch.on_read();
+        let (at, reason) = watch.next_expiry(&limits()).expect("an expiry");
+        assert_eq!(reason, Expiry::Head);
+        assert_eq!(at, watch.origin + Duration::from_secs(15));
+        // More bytes of the same head do not push the deadline back.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        watch.on_read();
+        assert_eq!(watch.next_expiry(&limits()).map(|(at, _)| at), Some(at));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_never_expires_and_idleness_restarts_after_it() {
+        let watch = Watch::new();
+        watch.on_read();
+        watch.on_request();
+        assert_eq!(watch.next_expiry(&limits()), None);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        // Bytes read during a request (its body) start no header timeout.
+        watch.on_read();
+        assert_eq!(watch.next_expiry(&limits()), None);
+        watch.on_response_done();
+        let (at, reason) = watch.next_expiry(&limits()).expect("an expiry");
+        assert_eq!(reason, Expiry::Idle);
+        assert_eq!(at, Instant::now() + Duration::from_secs(60));
+    }
+}
