@@ -178,6 +178,8 @@ class Stack:
             "BFF_PRODUCT_URL": f"http://{HOST}:{PORTS['product']}",
             "BFF_CART_URL": f"http://{HOST}:{PORTS['cart']}",
             "BFF_ORDER_URL": f"http://{HOST}:{PORTS['order']}",
+            # /metrics on a free loopback port of its own (two partner gateways run at once).
+            "BFF_SERVER__METRICS_LISTEN_ADDR": f"{HOST}:0",
         }
         if name in ("bff-web", "bff-mobile"):
             env["BFF_GATEWAY__AUTH__HS256_SECRET"] = self.secret
