@@ -7,17 +7,22 @@
 //!
 //! - **Development**: an HS256 shared secret (`hs256_secret`, at least 32 bytes). [`dev_token`]
 //!   mints tokens with it, so the development launcher can print one ready to use.
-//! - **Production**: RS256 / ES256 public keys from a JWKS URL (`jwks_url`). Keys are fetched
-//!   once, cached by `kid`, refreshed after `jwks_refresh_interval`, and re-fetched early when a
-//!   token names an unknown `kid` (key rotation) — at most once per `jwks_min_refresh_interval`,
-//!   with concurrent verifications sharing that one fetch. A failed refresh keeps the old keys.
+//! - **Production**: RS256 / ES256 public keys from a JWKS URL (`jwks_url`), with `issuer` and
+//!   `audience` required (the gateway refuses to start without them unless `allow_any_audience`
+//!   waives the audience): a shared identity provider's keys also sign the tokens of its other
+//!   tenants and applications. Keys are fetched once and cached by `kid`. After
+//!   `jwks_refresh_interval` they are refreshed in the background while the old ones keep
+//!   answering; a token naming an unknown `kid` (key rotation) waits for a re-fetch — at most one
+//!   per `jwks_min_refresh_interval`, one at a time, shared by concurrent verifications. A failed
+//!   refresh keeps the old keys.
 //!
 //! Policy, applied in [`Authenticator::verify`]:
 //! - the token's `alg` must be one the configuration allows: HS256 only with the secret, RS256 and
 //!   ES256 only with a JWKS key of the matching type. `none` is never accepted, and an HS256 token
 //!   is only ever checked against the secret, never against a public key (algorithm confusion);
 //! - `exp` is required; `exp` and `nbf` are checked with `leeway`; `iss` and `aud` are required
-//!   and checked when `issuer` / `audience` are configured;
+//!   and checked when `issuer` / `audience` are configured (always with `jwks_url`, except `aud`
+//!   under `allow_any_audience`);
 //! - `sub` is required and must be a valid user id (`^[A-Za-z0-9_-]{1,64}$`);
 //! - headers that point elsewhere for keys (`jku`, `jwk`, `x5u`) are ignored, and a token with
 //!   `crit` is refused (no extension is understood);

@@ -21,7 +21,9 @@ const REDACTED: &str = "[redacted]";
 /// environment), and calls [`AuthConfig::validate`] from its `GatewayConfig::validate`.
 ///
 /// Configure `hs256_secret` for development, `jwks_url` for production, or both. With neither,
-/// every token is refused.
+/// every token is refused. With `jwks_url`, `issuer` and `audience` are required (see
+/// `allow_any_audience`): an identity provider's keys sign the tokens of all its tenants and
+/// applications, not only this gateway's.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -34,25 +36,34 @@ pub struct AuthConfig {
     /// ES256 tokens are refused.
     pub jwks_url: Option<String>,
     /// When set, tokens must carry exactly this `iss`, so tokens of another issuer trusted with
-    /// the same keys are refused.
+    /// the same keys (another tenant of a shared identity provider) are refused. Required with
+    /// `jwks_url`; with only `hs256_secret`, unset means `iss` is not checked.
     pub issuer: Option<String>,
-    /// When set, tokens must list this value in `aud`, so tokens minted for another service are
-    /// refused. When unset, `aud` is not checked.
+    /// When set, tokens must list this value in `aud`, so tokens the identity provider minted for
+    /// another application are refused. Required with `jwks_url` unless `allow_any_audience`;
+    /// with only `hs256_secret`, unset means `aud` is not checked.
     pub audience: Option<String>,
+    /// With `jwks_url`, accept tokens of the configured `issuer` whatever their `aud` (or none)
+    /// instead of refusing to start without `audience`: only for an issuer whose every token is
+    /// meant for this gateway. Waives the audience only, never the issuer. Cannot be combined
+    /// with `audience`. Default `false`.
+    pub allow_any_audience: bool,
     /// Clock skew tolerated between the token issuer and this gateway, applied to `exp` and
     /// `nbf` (at most 5m).
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
-    /// How long fetched JWKS keys are trusted before the next verification fetches them again,
-    /// so removed keys stop being accepted and new ones are picked up without waiting for a token
-    /// to name them.
+    /// How long fetched JWKS keys are used before a refresh: the first verification after it
+    /// starts one fetch in the background and is answered with the current keys meanwhile, so
+    /// removed keys stop being accepted and new ones are picked up without waiting for a token to
+    /// name them, and without a slow identity provider delaying any verification.
     #[serde(with = "humantime_serde")]
     pub jwks_refresh_interval: Duration,
     /// Least time between two JWKS fetches (also after a failed fetch), so tokens naming unknown
     /// `kid`s cannot make the gateway hammer the identity provider.
     #[serde(with = "humantime_serde")]
     pub jwks_min_refresh_interval: Duration,
-    /// Longest one JWKS fetch may take; a verification waiting on a fetch waits no longer.
+    /// Longest one JWKS fetch may take; a verification waiting on a fetch (its `kid` unknown, or
+    /// no keys fetched yet) waits no longer.
     #[serde(with = "humantime_serde")]
     pub jwks_timeout: Duration,
     /// Largest token accepted, in bytes; larger ones are refused before any decoding.
@@ -66,6 +77,7 @@ impl Default for AuthConfig {
             jwks_url: None,
             issuer: None,
             audience: None,
+            allow_any_audience: false,
             leeway: Duration::from_secs(30),
             jwks_refresh_interval: Duration::from_secs(10 * 60),
             jwks_min_refresh_interval: Duration::from_secs(30),
@@ -102,9 +114,32 @@ impl AuthConfig {
         }
         for (name, value) in [("issuer", &self.issuer), ("audience", &self.audience)] {
             if value.as_deref().is_some_and(str::is_empty) {
+                return Err(ConfigError::invalid(setting(name), "must not be empty"));
+            }
+        }
+        if self.allow_any_audience && self.audience.is_some() {
+            return Err(ConfigError::invalid(
+                setting("allow_any_audience"),
+                "cannot be combined with `audience` (which is checked whenever it is set): \
+                 remove one of them",
+            ));
+        }
+        if self.jwks_url.is_some() {
+            if self.audience.is_none() && !self.allow_any_audience {
                 return Err(ConfigError::invalid(
-                    setting(name),
-                    "must not be empty (leave it unset to skip the check)",
+                    setting("audience"),
+                    "is required with `jwks_url`: without it, a token the identity provider \
+                     issued for any other application would be accepted. Set this gateway's \
+                     audience, or `allow_any_audience = true` if every token of the issuer is \
+                     meant for this gateway",
+                ));
+            }
+            if self.issuer.is_none() {
+                return Err(ConfigError::invalid(
+                    setting("issuer"),
+                    "is required with `jwks_url`: the keys of a shared (multi-tenant) identity \
+                     provider also sign the tokens of its other tenants, which only the issuer \
+                     tells apart (`allow_any_audience` does not waive it)",
                 ));
             }
         }
@@ -206,6 +241,7 @@ mod tests {
         assert_eq!(config.jwks_min_refresh_interval, Duration::from_secs(30));
         assert_eq!(config.jwks_timeout, Duration::from_secs(2));
         assert_eq!(config.max_token_bytes, 8192);
+        assert!(!config.allow_any_audience);
     }
 
     #[test]
@@ -223,6 +259,83 @@ mod tests {
         valid()
             .validate("gateway.auth")
             .expect("32 bytes are enough");
+    }
+
+    fn jwks() -> AuthConfig {
+        AuthConfig {
+            jwks_url: Some("https://idp.example/.well-known/jwks.json".into()),
+            issuer: Some("https://idp.example/".into()),
+            audience: Some("bff-web".into()),
+            ..AuthConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_jwks_url_without_an_audience_or_an_issuer_is_refused_naming_the_setting() {
+        jwks().validate("gateway.auth").expect("both are checked");
+        let cases = [
+            (
+                AuthConfig {
+                    audience: None,
+                    ..jwks()
+                },
+                "gateway.auth.audience",
+            ),
+            (
+                AuthConfig {
+                    issuer: None,
+                    ..jwks()
+                },
+                "gateway.auth.issuer",
+            ),
+            (
+                AuthConfig {
+                    issuer: None,
+                    audience: None,
+                    ..jwks()
+                },
+                "gateway.auth.audience",
+            ),
+        ];
+        for (config, setting) in cases {
+            let error = config.validate("gateway.auth").expect_err(setting);
+            let message = error.to_string();
+            assert!(message.contains(setting), "{message}");
+            assert!(message.contains("jwks_url"), "says why: {message}");
+        }
+        // A development secret alone is not a shared identity provider: neither is required.
+        valid().validate("gateway.auth").expect("HS256 only");
+    }
+
+    #[test]
+    fn allow_any_audience_waives_the_audience_only_and_excludes_an_audience() {
+        let any_audience = AuthConfig {
+            audience: None,
+            allow_any_audience: true,
+            ..jwks()
+        };
+        any_audience
+            .validate("gateway.auth")
+            .expect("an explicit choice");
+
+        let no_issuer = AuthConfig {
+            issuer: None,
+            ..any_audience.clone()
+        };
+        let error = no_issuer.validate("gateway.auth").expect_err("refused");
+        assert!(error.to_string().contains("gateway.auth.issuer"), "{error}");
+
+        let both = AuthConfig {
+            allow_any_audience: true,
+            ..jwks()
+        };
+        let error = both.validate("gateway.auth").expect_err("contradictory");
+        assert!(
+            error
+                .to_string()
+                .contains("gateway.auth.allow_any_audience"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -317,6 +430,7 @@ mod tests {
             r#"{"leeway": "10s", "jwks_refresh_interval": "5m", "audience": "web"}"#,
         )
         .expect("deserializes");
+        assert!(!config.allow_any_audience, "off unless set");
         assert_eq!(config.leeway, Duration::from_secs(10));
         assert_eq!(config.jwks_refresh_interval, Duration::from_secs(300));
         assert_eq!(config.audience.as_deref(), Some("web"));

@@ -1,21 +1,26 @@
-//! The JWKS key cache: public keys by `kid`, fetched lazily, refreshed on a schedule and on an
-//! unknown `kid`, with every fetch rate-limited and shared by concurrent verifications.
+//! The JWKS key cache: public keys by `kid`, fetched lazily, refreshed in the background on a
+//! schedule and in the foreground on an unknown `kid`, with every fetch rate-limited and shared
+//! by concurrent verifications.
 //!
 //! Rules, all in [`JwksCache::key`]:
-//! - a known `kid` whose keys are younger than `refresh_interval` is answered from memory: no
-//!   request ever fetches otherwise;
-//! - a fetch happens when the keys are older than `refresh_interval`, when none were ever
-//!   fetched, or when the `kid` is unknown — but never sooner than `min_refresh_interval` after
-//!   the previous attempt, successful or not;
-//! - one fetch at a time: verifications that wanted a fetch while one was running use its result
-//!   instead of starting another;
+//! - a known `kid` is answered from memory at once, never waiting for a fetch. When the keys are
+//!   older than `refresh_interval`, that verification also starts a refresh in a spawned task
+//!   and is answered with the old key meanwhile: a slow identity provider never delays the
+//!   tokens of keys already known;
+//! - a verification waits for a fetch only when its `kid` is unknown or no keys were ever
+//!   fetched: it fetches itself, or waits for the fetch already running (in the background or
+//!   not) and uses its result;
+//! - no fetch, in the background or not, starts sooner than `min_refresh_interval` after the
+//!   previous attempt finished, successful or not;
+//! - one fetch at a time: no background refresh starts while a fetch runs, and verifications
+//!   that wanted a fetch while one was running use its result instead of starting another;
 //! - a failed fetch keeps the previous keys (a stale key keeps working until a fetch succeeds).
 //!
 //! Time is `tokio::time::Instant`, so tests drive it with `tokio::time::pause()`.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{Arc, PoisonError, RwLock, RwLockReadGuard},
     time::Duration,
 };
 
@@ -39,7 +44,8 @@ pub(super) struct JwksKey {
     pub(super) key: DecodingKey,
 }
 
-/// The JWKS keys of one identity provider, cached.
+/// The JWKS keys of one identity provider, cached. Used through an `Arc`, which a background
+/// refresh holds while it runs.
 pub(super) struct JwksCache {
     /// Where keys come from.
     source: KeySource,
@@ -49,8 +55,10 @@ pub(super) struct JwksCache {
     min_refresh_interval: Duration,
     /// The keys and the times of the last fetches. Held only briefly, never across an `.await`.
     state: RwLock<KeyState>,
-    /// Held for the duration of a fetch, so only one runs and the others wait for its result.
-    fetch_lock: tokio::sync::Mutex<()>,
+    /// Held for the duration of a fetch (by the verification that fetches, or moved into the
+    /// background refresh task), so only one runs and the others wait for its result. In an
+    /// `Arc` so a spawned refresh can own its guard.
+    fetch_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What the cache knows.
@@ -80,6 +88,16 @@ impl KeyState {
             .is_none_or(|at| now.saturating_duration_since(at) >= min_refresh_interval)
     }
 
+    /// Whether the keys are old enough to refresh and the rate limit allows it now.
+    fn refresh_due(
+        &self,
+        now: Instant,
+        refresh_interval: Duration,
+        min_refresh_interval: Duration,
+    ) -> bool {
+        !self.is_fresh(now, refresh_interval) && self.may_fetch(now, min_refresh_interval)
+    }
+
     /// The key named `kid`, or why there is none.
     fn lookup(&self, kid: &str) -> Result<Arc<JwksKey>, AuthError> {
         match self.keys.get(kid) {
@@ -102,36 +120,68 @@ impl JwksCache {
             refresh_interval,
             min_refresh_interval,
             state: RwLock::new(KeyState::default()),
-            fetch_lock: tokio::sync::Mutex::new(()),
+            fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    /// The key named `kid`, fetching the JWKS first when the rules above call for it.
-    pub(super) async fn key(&self, kid: &str) -> Result<Arc<JwksKey>, AuthError> {
+    /// The key named `kid`: from memory when known (starting a background refresh of stale
+    /// keys), otherwise after a fetch, as the rules above say.
+    pub(super) async fn key(self: &Arc<Self>, kid: &str) -> Result<Arc<JwksKey>, AuthError> {
         let seen_generation = {
-            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-            if state.is_fresh(Instant::now(), self.refresh_interval)
-                && let Some(key) = state.keys.get(kid)
-            {
-                return Ok(Arc::clone(key));
+            let state = self.read();
+            if let Some(key) = state.keys.get(kid) {
+                let key = Arc::clone(key);
+                let refresh_due = state.refresh_due(
+                    Instant::now(),
+                    self.refresh_interval,
+                    self.min_refresh_interval,
+                );
+                drop(state);
+                if refresh_due {
+                    self.refresh_in_background();
+                }
+                return Ok(key);
             }
             state.generation
         };
 
         let _fetching = self.fetch_lock.lock().await;
         {
-            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            let state = self.read();
             let fetched_meanwhile = state.generation != seen_generation;
-            let needed = !state.is_fresh(Instant::now(), self.refresh_interval)
-                || !state.keys.contains_key(kid);
-            if fetched_meanwhile
-                || !needed
-                || !state.may_fetch(Instant::now(), self.min_refresh_interval)
-            {
+            if fetched_meanwhile || !state.may_fetch(Instant::now(), self.min_refresh_interval) {
                 return state.lookup(kid);
             }
         }
+        self.fetch().await;
+        self.read().lookup(kid)
+    }
 
+    /// Starts one fetch in a spawned task, unless a fetch is running (its result will do) or one
+    /// finished since the caller looked (the keys are fresh again, or the rate limit forbids
+    /// another attempt yet).
+    fn refresh_in_background(self: &Arc<Self>) {
+        let Ok(fetching) = Arc::clone(&self.fetch_lock).try_lock_owned() else {
+            return;
+        };
+        let due = self.read().refresh_due(
+            Instant::now(),
+            self.refresh_interval,
+            self.min_refresh_interval,
+        );
+        if !due {
+            return;
+        }
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            cache.fetch().await;
+            drop(fetching);
+        });
+    }
+
+    /// Fetches the JWKS and records the attempt: new keys, or the previous ones kept. The caller
+    /// holds the fetch lock.
+    async fn fetch(&self) {
         let fetched = self.source.fetch().await.and_then(|body| parse_jwks(&body));
         let now = Instant::now();
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
@@ -151,7 +201,11 @@ impl JwksCache {
                 );
             }
         }
-        state.lookup(kid)
+    }
+
+    /// What the cache knows, read briefly (never across an `.await`).
+    fn read(&self) -> RwLockReadGuard<'_, KeyState> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -308,6 +362,7 @@ fn usable_key(jwk: &Jwk) -> Option<(String, Arc<JwksKey>)> {
 pub(super) mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+    use futures::FutureExt;
     use serde_json::json;
     use tokio::sync::Semaphore;
 
@@ -388,9 +443,64 @@ pub(super) mod tests {
 
         tokio::time::advance(Duration::from_secs(1)).await;
         source.serve(&["b"]);
-        assert_eq!(cache.key("a").await.err(), Some(AuthError::UnknownKey));
+        cache
+            .key("a")
+            .await
+            .expect("stale, answered while refreshing");
+        settle().await;
         assert_eq!(source.fetches(), 2, "refreshed after the interval");
+        assert_eq!(cache.key("a").await.err(), Some(AuthError::UnknownKey));
         cache.key("b").await.expect("the refreshed keys are in use");
+        assert_eq!(source.fetches(), 2);
+    }
+
+    /// Lets spawned tasks (the background refresh) run as far as they can.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_known_kid_is_answered_at_once_while_one_background_refresh_runs() {
+        let source = TestSource::new(&["a"], true);
+        let gate = source.gate.as_ref().expect("gated");
+        let cache = cache(&source);
+        gate.add_permits(1);
+        cache.key("a").await.expect("first fetch");
+
+        tokio::time::advance(REFRESH).await;
+        source.serve(&["a", "b"]);
+        for _ in 0..5 {
+            cache
+                .key("a")
+                .now_or_never()
+                .expect("answered at once, without waiting for the refresh")
+                .expect("the stale key");
+            settle().await;
+        }
+        assert_eq!(source.fetches(), 2, "one background refresh at a time");
+
+        let waiting = tokio::spawn({
+            let cache = Arc::clone(&cache);
+            async move { cache.key("b").await.map(|_| ()) }
+        });
+        settle().await;
+        assert!(!waiting.is_finished(), "an unknown kid waits for the fetch");
+        gate.add_permits(1);
+        waiting
+            .await
+            .expect("task")
+            .expect("found by the background refresh");
+        assert_eq!(source.fetches(), 2, "the waiter used the running refresh");
+
+        cache
+            .key("a")
+            .now_or_never()
+            .expect("fresh again")
+            .expect("still published");
+        settle().await;
+        assert_eq!(source.fetches(), 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -455,15 +565,26 @@ pub(super) mod tests {
         source.down.store(true, Ordering::SeqCst);
         tokio::time::advance(REFRESH).await;
         cache.key("a").await.expect("the stale key still works");
+        settle().await;
         assert_eq!(source.fetches(), 2, "a refresh was attempted");
         cache.key("a").await.expect("the stale key still works");
+        settle().await;
         assert_eq!(source.fetches(), 2, "no retry before the min interval");
+
+        tokio::time::advance(MIN_REFRESH).await;
+        cache.key("a").await.expect("the stale key still works");
+        settle().await;
+        assert_eq!(
+            source.fetches(),
+            3,
+            "background retries are rate-limited too"
+        );
 
         source.down.store(false, Ordering::SeqCst);
         source.serve(&["b"]);
         tokio::time::advance(MIN_REFRESH).await;
         cache.key("b").await.expect("recovered");
-        assert_eq!(source.fetches(), 3);
+        assert_eq!(source.fetches(), 4);
     }
 
     #[tokio::test(start_paused = true)]

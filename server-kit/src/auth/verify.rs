@@ -36,7 +36,7 @@ struct Inner {
     /// The HS256 secret as a key; `None` refuses HS256 tokens.
     hs256: Option<DecodingKey>,
     /// The JWKS keys; `None` refuses RS256 and ES256 tokens.
-    jwks: Option<JwksCache>,
+    jwks: Option<Arc<JwksCache>>,
     /// The claim checks of HS256 tokens.
     hs256_validation: Validation,
     /// The claim checks of RS256 tokens.
@@ -90,7 +90,7 @@ impl Authenticator {
             .as_ref()
             .map(|secret| DecodingKey::from_secret(secret.expose_secret().as_bytes()));
         let jwks = match &config.jwks_url {
-            Some(url) => Some(jwks_cache(config, url)?),
+            Some(url) => Some(Arc::new(jwks_cache(config, url)?)),
             None => None,
         };
         if hs256.is_none() && jwks.is_none() {
@@ -259,7 +259,8 @@ fn validation(config: &AuthConfig, algorithm: Algorithm) -> Validation {
             validation.set_audience(&[audience]);
             required.push("aud");
         }
-        // Not configured: `aud` is not checked (jsonwebtoken would refuse any token with one).
+        // Not configured (HS256 only, or `allow_any_audience`): `aud` is not checked
+        // (jsonwebtoken would refuse any token with one).
         None => validation.validate_aud = false,
     }
     validation.set_required_spec_claims(&required);

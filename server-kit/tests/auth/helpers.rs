@@ -2,10 +2,7 @@
 
 use std::{
     net::SocketAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -27,6 +24,7 @@ use server_kit::{
     auth::{AuthConfig, AuthError, AuthenticatedUser, Authenticator, OptionalUser, Secret},
     problem::PROBLEM_JSON,
 };
+use tokio::sync::watch;
 
 /// The development secret of most tests (32 bytes or more).
 pub const SECRET: &str = "test-secret-0123456789-abcdefghijklmnop";
@@ -35,6 +33,11 @@ pub const SECRET: &str = "test-secret-0123456789-abcdefghijklmnop";
 pub const RSA_KID: &str = "rsa-2024";
 pub const ROTATED_KID: &str = "rsa-2025";
 pub const EC_KID: &str = "ec-2024";
+
+/// The identity provider's `iss` and the `aud` of the tokens it mints for the test gateway: what
+/// [`jwks_config`] checks and [`claims`] carries.
+pub const ISSUER: &str = "https://idp.example";
+pub const AUDIENCE: &str = "bff-web";
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -69,9 +72,10 @@ pub fn now() -> i64 {
     i64::try_from(jsonwebtoken::get_current_timestamp()).expect("a sane clock")
 }
 
-/// Claims of a token for `sub`, valid for 5 minutes.
+/// Claims of a token the identity provider minted for `sub` and the test gateway ([`ISSUER`],
+/// [`AUDIENCE`]), valid for 5 minutes.
 pub fn claims(sub: &str) -> Value {
-    json!({ "sub": sub, "iat": now(), "exp": now() + 300 })
+    json!({ "sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 300 })
 }
 
 /// Signs `claims` with `key` (HS256 with a secret, RS256 / ES256 with a private key).
@@ -103,9 +107,12 @@ pub fn hs256_config() -> AuthConfig {
     }
 }
 
+/// Production-like: keys from `jwks`, tokens of [`ISSUER`] for [`AUDIENCE`] only.
 pub fn jwks_config(jwks: &JwksServer) -> AuthConfig {
     AuthConfig {
         jwks_url: Some(jwks.url()),
+        issuer: Some(ISSUER.to_owned()),
+        audience: Some(AUDIENCE.to_owned()),
         ..AuthConfig::default()
     }
 }
@@ -238,7 +245,10 @@ pub enum JwksMode {
 struct JwksState {
     document: Mutex<JwkSet>,
     mode: Mutex<JwksMode>,
-    fetches: AtomicUsize,
+    /// Fetches received, counted as they arrive (before any hold).
+    fetches: watch::Sender<usize>,
+    /// While `true`, answers wait (see [`JwksServer::hold`]).
+    held: watch::Sender<bool>,
 }
 
 /// An identity provider's JWKS endpoint that counts its fetches.
@@ -257,7 +267,8 @@ impl JwksServer {
         let state = Arc::new(JwksState {
             document: Mutex::new(JwkSet { keys }),
             mode: Mutex::new(JwksMode::Up),
-            fetches: AtomicUsize::new(0),
+            fetches: watch::Sender::new(0),
+            held: watch::Sender::new(false),
         });
         let router = Router::new()
             .route("/.well-known/jwks.json", get(jwks))
@@ -271,11 +282,32 @@ impl JwksServer {
     }
 
     pub fn fetches(&self) -> usize {
-        self.state.fetches.load(Ordering::SeqCst)
+        *self.state.fetches.borrow()
+    }
+
+    /// Waits until `count` fetches have arrived (those held included); fails the test after 10 s
+    /// rather than hanging.
+    pub async fn wait_for_fetches(&self, count: usize) {
+        let mut fetches = self.state.fetches.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), fetches.wait_for(|n| *n >= count))
+            .await
+            .unwrap_or_else(|_| panic!("{count} JWKS fetches never arrived"))
+            .expect("server alive");
     }
 
     pub fn set_mode(&self, mode: JwksMode) {
         *self.state.mode.lock().expect("mode") = mode;
+    }
+
+    /// Makes fetches wait, counted but unanswered, until [`JwksServer::release`]: a slow
+    /// identity provider whose timing the test decides.
+    pub fn hold(&self) {
+        self.state.held.send_replace(true);
+    }
+
+    /// Lets held and later fetches be answered.
+    pub fn release(&self) {
+        self.state.held.send_replace(false);
     }
 
     /// Adds the rotated RSA key to the published set.
@@ -289,7 +321,9 @@ impl JwksServer {
 }
 
 async fn jwks(State(state): State<Arc<JwksState>>) -> axum::response::Response {
-    state.fetches.fetch_add(1, Ordering::SeqCst);
+    state.fetches.send_modify(|n| *n += 1);
+    let mut held = state.held.subscribe();
+    held.wait_for(|held| !held).await.expect("server alive");
     let mode = *state.mode.lock().expect("mode");
     match mode {
         JwksMode::Up => Json(state.document.lock().expect("document").clone()).into_response(),

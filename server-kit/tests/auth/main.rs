@@ -5,8 +5,9 @@ mod helpers;
 
 use std::{net::SocketAddr, time::Duration};
 
+use futures::FutureExt;
 use helpers::{
-    EC_KID, JwksMode, JwksServer, ROTATED_KID, RSA_KID, SECRET, TestApp, advance,
+    AUDIENCE, EC_KID, ISSUER, JwksMode, JwksServer, ROTATED_KID, RSA_KID, SECRET, TestApp, advance,
     assert_unauthorized, claims, ec_key, hs256, hs256_config, jwks_config, now, raw_token,
     rotated_rsa_key, rsa_key, rsa_public_pem, sign,
 };
@@ -149,12 +150,15 @@ async fn issuer_and_audience_are_checked_when_configured() {
     let app = TestApp::spawn(&config).await;
     let with = |iss: Option<&str>, aud: Option<serde_json::Value>| {
         let mut claims = claims("u-0001");
-        if let Some(iss) = iss {
-            claims["iss"] = json!(iss);
-        }
-        if let Some(aud) = aud {
-            claims["aud"] = aud;
-        }
+        let fields = claims.as_object_mut().expect("claims object");
+        match iss {
+            Some(iss) => fields.insert("iss".into(), json!(iss)),
+            None => fields.remove("iss"),
+        };
+        match aud {
+            Some(aud) => fields.insert("aud".into(), aud),
+            None => fields.remove("aud"),
+        };
         hs256(&claims)
     };
     let iss = Some("https://idp.example");
@@ -303,8 +307,8 @@ async fn an_hs256_token_signed_with_the_public_key_is_refused_without_a_secret()
 async fn an_hs256_token_signed_with_the_public_key_is_checked_against_the_secret_only() {
     let jwks = JwksServer::start().await;
     let config = AuthConfig {
-        jwks_url: Some(jwks.url()),
-        ..hs256_config()
+        hs256_secret: hs256_config().hs256_secret,
+        ..jwks_config(&jwks)
     };
     let app = TestApp::spawn(&config).await;
     let public_key_as_secret = EncodingKey::from_secret(&rsa_public_pem());
@@ -356,22 +360,46 @@ async fn rs256_and_es256_tokens_are_verified_with_keys_fetched_once() {
 #[tokio::test]
 async fn jwks_tokens_get_the_same_claim_checks() {
     let jwks = JwksServer::start().await;
-    let config = AuthConfig {
-        issuer: Some("https://idp.example".into()),
-        ..jwks_config(&jwks)
-    };
-    let app = TestApp::spawn(&config).await;
+    let app = TestApp::spawn(&jwks_config(&jwks)).await;
     let mut expired = claims("u-0001");
-    expired["iss"] = json!("https://idp.example");
     expired["exp"] = json!(now() - 120);
     let token = sign(Algorithm::RS256, Some(RSA_KID), &expired, &rsa_key());
     app.assert_refused(&token, AuthError::Expired).await;
-    let token = sign(Algorithm::ES256, Some(EC_KID), &claims("u-0001"), &ec_key());
+    let mut other_tenant = claims("u-0001");
+    other_tenant["iss"] = json!("https://idp.example/other-tenant");
+    let token = sign(Algorithm::ES256, Some(EC_KID), &other_tenant, &ec_key());
     app.assert_refused(&token, AuthError::WrongIssuer).await;
-    let mut bad_sub = claims("u 1");
-    bad_sub["iss"] = json!("https://idp.example");
-    let token = sign(Algorithm::RS256, Some(RSA_KID), &bad_sub, &rsa_key());
+    let mut other_app = claims("u-0001");
+    other_app["aud"] = json!("another-app");
+    let token = sign(Algorithm::ES256, Some(EC_KID), &other_app, &ec_key());
+    app.assert_refused(&token, AuthError::WrongAudience).await;
+    let token = sign(Algorithm::RS256, Some(RSA_KID), &claims("u 1"), &rsa_key());
     app.assert_refused(&token, AuthError::InvalidSubject).await;
+}
+
+#[tokio::test]
+async fn with_allow_any_audience_jwks_tokens_of_any_audience_are_accepted_but_the_issuer_is_checked()
+ {
+    let jwks = JwksServer::start().await;
+    let config = AuthConfig {
+        audience: None,
+        allow_any_audience: true,
+        ..jwks_config(&jwks)
+    };
+    let app = TestApp::spawn(&config).await;
+    let mut other_app = claims("u-0001");
+    other_app["aud"] = json!("another-app");
+    let token = sign(Algorithm::RS256, Some(RSA_KID), &other_app, &rsa_key());
+    app.assert_accepted(&token, "u-0001").await;
+    let mut no_audience = claims("u-0002");
+    no_audience.as_object_mut().expect("object").remove("aud");
+    let token = sign(Algorithm::ES256, Some(EC_KID), &no_audience, &ec_key());
+    app.assert_accepted(&token, "u-0002").await;
+
+    let mut other_tenant = claims("u-0001");
+    other_tenant["iss"] = json!("https://idp.example/other-tenant");
+    let token = sign(Algorithm::RS256, Some(RSA_KID), &other_tenant, &rsa_key());
+    app.assert_refused(&token, AuthError::WrongIssuer).await;
 }
 
 #[tokio::test]
@@ -501,6 +529,7 @@ async fn keys_are_refreshed_after_the_refresh_interval_and_not_before() {
     assert_eq!(jwks.fetches(), 1, "still within jwks_refresh_interval");
     advance(Duration::from_secs(60)).await;
     app.assert_accepted(&token, "u-0001").await;
+    jwks.wait_for_fetches(2).await;
     assert_eq!(jwks.fetches(), 2, "refreshed after jwks_refresh_interval");
     app.assert_accepted(&token, "u-0001").await;
     assert_eq!(jwks.fetches(), 2);
@@ -521,9 +550,72 @@ async fn a_failed_refresh_keeps_the_old_keys() {
     jwks.set_mode(JwksMode::Down);
     advance(Duration::from_secs(10 * 60)).await;
     app.assert_accepted(&token, "u-0001").await;
+    jwks.wait_for_fetches(2).await;
     assert_eq!(jwks.fetches(), 2, "a refresh was attempted");
     app.assert_accepted(&token, "u-0001").await;
     assert_eq!(jwks.fetches(), 2, "and is not retried on every request");
+}
+
+#[tokio::test]
+async fn stale_keys_answer_a_known_kid_at_once_while_one_background_refresh_runs() {
+    let jwks = JwksServer::start().await;
+    let config = AuthConfig {
+        // Far longer than the test: a fetch ends when the test releases it, not by timing out.
+        jwks_timeout: Duration::from_secs(60),
+        ..jwks_config(&jwks)
+    };
+    let auth = Authenticator::new(&config).expect("valid config");
+    let old = sign(
+        Algorithm::RS256,
+        Some(RSA_KID),
+        &claims("u-old"),
+        &rsa_key(),
+    );
+    auth.verify(&old).await.expect("keys fetched");
+    assert_eq!(jwks.fetches(), 1);
+
+    // The keys grow old while the identity provider rotates and becomes slow to answer.
+    jwks.rotate();
+    jwks.hold();
+    advance(Duration::from_secs(10 * 60)).await;
+    for _ in 0..5 {
+        let user = auth
+            .verify(&old)
+            .now_or_never()
+            .expect("a known kid is answered at once, without waiting for the refresh")
+            .expect("the old key still verifies");
+        assert_eq!(user.user_id().to_string(), "u-old");
+    }
+    jwks.wait_for_fetches(2).await;
+    assert_eq!(jwks.fetches(), 2, "one background refresh for all of them");
+
+    // A token of the rotated key waits for that refresh rather than starting another.
+    let new = sign(
+        Algorithm::RS256,
+        Some(ROTATED_KID),
+        &claims("u-new"),
+        &rotated_rsa_key(),
+    );
+    let waiting = tokio::spawn({
+        let auth = auth.clone();
+        async move { auth.verify(&new).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "an unknown kid waits for the fetch");
+    jwks.release();
+    let user = waiting
+        .await
+        .expect("task")
+        .expect("the rotated key, from the background refresh");
+    assert_eq!(user.user_id().to_string(), "u-new");
+    assert_eq!(jwks.fetches(), 2, "the waiter used the running refresh");
+
+    // The refreshed keys are fresh: answered at once, nothing fetched.
+    auth.verify(&old)
+        .now_or_never()
+        .expect("answered at once")
+        .expect("the old key is still published");
+    assert_eq!(jwks.fetches(), 2);
 }
 
 #[tokio::test]
@@ -554,6 +646,8 @@ async fn an_unreachable_jwks_gives_keys_unavailable() {
     };
     let config = AuthConfig {
         jwks_url: Some(format!("http://{closed}/jwks.json")),
+        issuer: Some(ISSUER.into()),
+        audience: Some(AUDIENCE.into()),
         ..AuthConfig::default()
     };
     let app = TestApp::spawn(&config).await;
@@ -619,8 +713,8 @@ async fn refusals_are_logged_with_their_code_and_kid_but_never_the_token_or_secr
     let jwks = JwksServer::start().await;
     jwks.set_mode(JwksMode::Down);
     let config = AuthConfig {
-        jwks_url: Some(jwks.url()),
-        ..hs256_config()
+        hs256_secret: hs256_config().hs256_secret,
+        ..jwks_config(&jwks)
     };
     let auth = Authenticator::new(&config).expect("valid config");
     let forged = sign(
@@ -717,6 +811,44 @@ fn a_short_secret_stops_the_gateway_naming_the_setting() {
     let message = error.to_string();
     assert!(message.contains("gateway.auth.hs256_secret"), "{message}");
     assert!(!message.contains("short-secret"), "{message}");
+}
+
+#[test]
+fn a_jwks_url_without_an_audience_or_an_issuer_stops_the_gateway_naming_the_setting() {
+    let url = (
+        "BFF_GATEWAY__AUTH__JWKS_URL",
+        "https://idp.example/.well-known/jwks.json",
+    );
+    let issuer = ("BFF_GATEWAY__AUTH__ISSUER", ISSUER);
+    let audience = ("BFF_GATEWAY__AUTH__AUDIENCE", AUDIENCE);
+    for (pairs, missing) in [
+        (vec![url], "gateway.auth.audience"),
+        (vec![url, issuer], "gateway.auth.audience"),
+        (vec![url, audience], "gateway.auth.issuer"),
+    ] {
+        let error = load_from::<TestGateway>(None, env(&pairs)).expect_err(missing);
+        let message = error.to_string();
+        assert!(message.contains(missing), "{message}");
+        assert!(message.contains("jwks_url"), "says why: {message}");
+    }
+    load_from::<TestGateway>(None, env(&[url, issuer, audience])).expect("both are checked");
+}
+
+#[test]
+fn allow_any_audience_waives_the_audience_but_not_the_issuer() {
+    let url = (
+        "BFF_GATEWAY__AUTH__JWKS_URL",
+        "https://idp.example/.well-known/jwks.json",
+    );
+    let any_audience = ("BFF_GATEWAY__AUTH__ALLOW_ANY_AUDIENCE", "true");
+    let settings = load_from::<TestGateway>(
+        None,
+        env(&[url, any_audience, ("BFF_GATEWAY__AUTH__ISSUER", ISSUER)]),
+    )
+    .expect("an explicit choice");
+    assert!(settings.gateway.auth.allow_any_audience);
+    let error = load_from::<TestGateway>(None, env(&[url, any_audience])).expect_err("refused");
+    assert!(error.to_string().contains("gateway.auth.issuer"), "{error}");
 }
 
 #[test]
