@@ -7,7 +7,7 @@
 //!
 //! ```toml
 //! [[gateway.keys]]
-//! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//! sha256 = "d73eda733856f614802361e2d170bbb4f59f866657ffe9255558bbcf7f68a1ea"
 //! partner_id = "partner-acme"
 //! scopes = ["catalog:read", "orders:read", "orders:write"]
 //! rate_limit = { per_second = 10, burst = 20 }
@@ -64,7 +64,9 @@ impl Default for PartnerConfig {
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// The SHA-256 of the key, as 64 lowercase or uppercase hex digits (see
-    /// [`hash_key`](crate::hash_key)); the key itself appears nowhere in configuration.
+    /// [`hash_key`](crate::hash_key)); the key itself appears nowhere in configuration. The hash
+    /// of a well-known or very short key is refused ([`crate::weak_keys`]): make keys random, at
+    /// least 128 bits (`openssl rand -base64 32`).
     pub sha256: String,
     /// The partner the key acts for: its orders are the only ones it sees, and orders it creates
     /// carry this partner id.
@@ -165,6 +167,15 @@ impl PartnerConfig {
                 check_rate(&format!("{setting}.rate_limit"), rate)?;
             }
         }
+        let hashes = self.keys.iter().map(|key| key.sha256.as_str());
+        if let Some(index) = crate::weak_keys::first_weak(hashes) {
+            return Err(ConfigError::invalid(
+                format!("gateway.keys[{index}].sha256"),
+                "is the SHA-256 of a well-known or very short key, which anyone could guess; use \
+                 a random key of at least 128 bits (e.g. `openssl rand -base64 32`) and configure \
+                 its hash (`printf %s \"$KEY\" | sha256sum`)",
+            ));
+        }
         let paging = &self.paging;
         if paging.max_limit == 0 || paging.max_limit > DOWNSTREAM_MAX_PAGE {
             return Err(ConfigError::invalid(
@@ -211,6 +222,9 @@ mod tests {
     use super::*;
     use crate::{PartnerSettings, auth::Scope, hash_key};
 
+    /// A key as `openssl rand -base64 32` makes one.
+    const STRONG_KEY: &str = "q3Jc9nY0b1mXoQe7Rk2WvT5sLz8HdUaF4pGiNyBtC6E=";
+
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
@@ -228,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_key_can_be_configured_from_one_environment_variable() {
-        let hash = hash_key("dev-key");
+        let hash = hash_key(STRONG_KEY);
         let keys = format!(
             r#"[{{sha256="{hash}",partner_id="partner-acme",scopes=["catalog:read","orders:read","orders:write"],rate_limit={{per_second=5,burst=10}}}}]"#
         );
@@ -283,5 +297,75 @@ mod tests {
                 load_from::<PartnerConfig>(None, env(&[(name, value)])).expect_err("refused");
             assert!(error.to_string().contains(setting), "{error}");
         }
+    }
+
+    #[test]
+    fn hashes_of_well_known_or_very_short_keys_are_refused_naming_the_setting() {
+        for weak in [
+            "",
+            "a",
+            "Z",
+            "~",
+            "ab",
+            "9!",
+            "abc",
+            "k3y",
+            "007",
+            "1234",
+            "password",
+            "Password",
+            "PASSWORD",
+            "password1",
+            "changeme",
+            "secret",
+            "test",
+            "dev-key",
+            "apikey",
+            "api-key",
+            "123456",
+            "letmein",
+            "admin",
+            "Admin123",
+        ] {
+            let keys = format!(
+                r#"[{{sha256="{}",partner_id="partner-acme",scopes=["catalog:read"]}},{{sha256="{}",partner_id="partner-acme",scopes=["catalog:read"]}}]"#,
+                hash_key(STRONG_KEY),
+                hash_key(weak).to_ascii_uppercase(),
+            );
+            let error = load_from::<PartnerConfig>(None, env(&[("BFF_GATEWAY__KEYS", &keys)]))
+                .expect_err("a weak key is refused");
+            let message = error.to_string();
+            assert!(
+                message.contains("gateway.keys[1].sha256"),
+                "{weak:?}: {message}"
+            );
+            assert!(message.contains("128 bits"), "{message}");
+            assert!(message.contains("openssl rand -base64 32"), "{message}");
+        }
+    }
+
+    #[test]
+    fn random_keys_are_accepted_and_the_check_is_quick() {
+        let keys: Vec<String> = [
+            STRONG_KEY,
+            "bffdev_3f1c0e6a9b2d4c8e8f7a6b5c4d3e2f10",
+            "9b1f3c2e8d4a7f60c5e1b9d8a2f4c6e0",
+        ]
+        .iter()
+        .map(|key| {
+            format!(
+                r#"{{sha256="{}",partner_id="partner-acme",scopes=[]}}"#,
+                hash_key(key)
+            )
+        })
+        .collect();
+        let keys = format!("[{}]", keys.join(","));
+        let started = std::time::Instant::now();
+        let settings: PartnerSettings =
+            load_from(None, env(&[("BFF_GATEWAY__KEYS", &keys)])).expect("accepted");
+        assert_eq!(settings.gateway.keys.len(), 3);
+        // Even in a debug build: every gateway and every test checks its keys at start-up.
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(500), "{took:?}");
     }
 }

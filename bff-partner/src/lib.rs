@@ -17,6 +17,7 @@
 //! - [`openapi`]: what both documents share (problem schema, security, headers, problem table).
 //! - [`routes`]: the routers, the authentication and quota middleware, response helpers.
 //! - [`version`]: [`Version`](version::Version) and the `/v1` deprecation headers.
+//! - [`weak_keys`]: refusing configured key hashes of well-known or very short keys.
 
 pub mod auth;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod service;
 pub mod v1;
 pub mod v2;
 pub mod version;
+pub mod weak_keys;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
