@@ -53,6 +53,7 @@ use crate::{
 
 impl GatewayConfig for PartnerConfig {
     const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8082);
+    const DEFAULT_METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9182);
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.check()

@@ -7,9 +7,10 @@
 //!
 //! - **header read timeout** (`server.header_read_timeout`): once the first byte of a request
 //!   arrives, the whole head (request line and headers) must arrive within it, or the connection
-//!   is closed. This is what stops slowloris clients.
+//!   is closed. This is what stops slowloris clients. A new connection must send its first
+//!   request within it as well.
 //! - **idle timeout** (`server.idle_timeout`): a keep-alive connection with no request in flight
-//!   and no byte received is closed after it. It is separate from the header timeout so that it
+//!   and no byte received since its last response is closed after it. It is separate from the header timeout so that it
 //!   can be longer than a load balancer's own idle timeout (which must expire first, or the
 //!   balancer may send a request on a connection the gateway is closing).
 //! - **body read timeout** (`server.body_read_timeout`): a request body must be read whole within
@@ -332,7 +333,7 @@ struct Watch {
     in_flight: AtomicUsize,
     /// When the first byte of the next request arrived, plus one; 0 while none has.
     head_started: AtomicU64,
-    /// When the connection last became idle (accepted, or its last response sent).
+    /// When the connection's last response was sent, plus one; 0 until one has been.
     idle_since: AtomicU64,
     /// Set by a request body that ran out of time, so its response becomes a 408.
     body_timed_out: AtomicBool,
@@ -382,7 +383,8 @@ impl Watch {
     /// A request's response has been sent (or abandoned).
     fn on_response_done(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle_since.store(self.now(), Ordering::Release);
+            self.idle_since
+                .store(self.now().saturating_add(1), Ordering::Release);
             self.changed.notify_one();
         }
     }
@@ -393,12 +395,15 @@ impl Watch {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        match self.head_started.load(Ordering::Acquire) {
-            0 => Some((
-                self.at(self.idle_since.load(Ordering::Acquire)) + limits.idle_timeout,
-                Expiry::Idle,
-            )),
-            started => Some((
+        match (
+            self.head_started.load(Ordering::Acquire),
+            self.idle_since.load(Ordering::Acquire),
+        ) {
+            // A new connection must send its first request as promptly as a head: connecting
+            // and sending nothing holds a descriptor no longer than a slow head does.
+            (0, 0) => Some((self.origin + limits.header_read_timeout, Expiry::Head)),
+            (0, idle) => Some((self.at(idle - 1) + limits.idle_timeout, Expiry::Idle)),
+            (started, _) => Some((
                 self.at(started - 1) + limits.header_read_timeout,
                 Expiry::Head,
             )),
@@ -630,11 +635,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_idle_connection_expires_after_the_idle_timeout() {
+    async fn a_new_connection_must_send_its_first_request_within_the_header_timeout() {
         let watch = Watch::new();
         let (at, reason) = watch.next_expiry(&limits()).expect("an expiry");
+        assert_eq!(reason, Expiry::Head);
+        assert_eq!(at, watch.origin + Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_idle_after_a_response_expires_after_the_idle_timeout() {
+        let watch = Watch::new();
+        watch.on_read();
+        watch.on_request();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        watch.on_response_done();
+        let (at, reason) = watch.next_expiry(&limits()).expect("an expiry");
         assert_eq!(reason, Expiry::Idle);
-        assert_eq!(at, watch.origin + Duration::from_secs(60));
+        assert_eq!(at, watch.origin + Duration::from_secs(62));
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,6 +30,8 @@ pub const TIGHT_BURST: u32 = 3;
 pub const VERSIONS: [&str; 2] = ["v1", "v2"];
 
 pub struct TestApp {
+    /// Where the gateway serves `/metrics` (a listener of its own, as in production).
+    pub metrics_url: String,
     /// `http://127.0.0.1:<port>` of the gateway.
     pub base: String,
     pub client: reqwest::Client,
@@ -52,6 +54,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut PartnerSettings)) -> Tes
     .expect("reference services start");
     let mut settings = PartnerSettings::default();
     settings.server.listen_addr = "127.0.0.1:0".parse().expect("addr");
+    settings.server.metrics_listen_addr = Some("127.0.0.1:0".parse().expect("addr"));
     settings.downstream.product.url = services.product_url.clone();
     settings.downstream.cart.url = services.cart_url.clone();
     settings.downstream.order.url = services.order_url.clone();
@@ -91,10 +94,20 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut PartnerSettings)) -> Tes
 
     let gateway = bff_partner::build(&settings).expect("gateway builds");
     let listener = Server::bind(&settings.server).await.expect("bind port 0");
-    let server = Server::new(listener, &settings.server, gateway);
+    let metrics_listener = Server::bind_metrics(&settings.server)
+        .await
+        .expect("bind port 0")
+        .expect("a metrics listener");
+    let server =
+        Server::new(listener, &settings.server, gateway).with_metrics_listener(metrics_listener);
     let addr = server.local_addr().expect("addr");
+    let metrics_addr = server
+        .metrics_local_addr()
+        .expect("a metrics listener")
+        .expect("addr");
     tokio::spawn(server.serve(std::future::pending()));
     TestApp {
+        metrics_url: format!("http://{metrics_addr}/metrics"),
         base: format!("http://{addr}"),
         client: reqwest::Client::new(),
         services: Arc::new(services),

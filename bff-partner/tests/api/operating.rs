@@ -28,7 +28,7 @@ impl TestApp {
     async fn scrape(&self) -> String {
         let response = self
             .client
-            .get(format!("{}/metrics", self.base))
+            .get(&self.metrics_url)
             .send()
             .await
             .expect("scrape");

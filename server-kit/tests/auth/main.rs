@@ -766,6 +766,8 @@ struct TestGateway {
 impl GatewayConfig for TestGateway {
     const DEFAULT_LISTEN_ADDR: SocketAddr =
         SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8098);
+    const DEFAULT_METRICS_ADDR: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9198);
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.auth.validate("gateway.auth")

@@ -52,6 +52,19 @@ async fn a_client_that_sends_half_a_head_is_disconnected_after_the_header_read_t
 }
 
 #[tokio::test]
+async fn a_client_that_connects_and_sends_nothing_is_disconnected_after_the_header_read_timeout() {
+    let config = ServerConfig {
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(3600),
+        ..ServerConfig::default()
+    };
+    let app = spawn(config, None).await;
+    let mut stream = connect(&app).await;
+    let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert_eq!(answer.as_deref(), Some(""), "closed without a word");
+}
+
+#[tokio::test]
 async fn a_head_sent_slowly_byte_by_byte_does_not_extend_the_header_timeout() {
     let config = ServerConfig {
         header_read_timeout: Duration::from_millis(500),
