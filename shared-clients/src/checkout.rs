@@ -20,6 +20,14 @@
 //!   shipping address, since the cart may be empty on a retry). The same key with a different
 //!   request is [`PlaceOrderError::KeyReused`] (so is the order service's own 422 for a reused
 //!   key). Concurrent requests with one key run one after another in this process.
+//! - **Only attempts that reach the order service are remembered, within a byte budget.** A
+//!   request refused before a body is sent (an empty cart, invalid lines or address, unavailable
+//!   products, a catalog outage) leaves nothing behind, so refused requests cannot fill the store.
+//!   Each remembered attempt is weighed by an estimate of the bytes it holds (key, fingerprint,
+//!   priced body or created order); together they stay within
+//!   [`OrderPlacementConfig::max_bytes`], and their number within
+//!   [`OrderPlacementConfig::max_remembered`]; the least recently used are forgotten first. The
+//!   turns that serialize requests with one key exist only while such requests are in flight.
 //! - **A priced body is reused briefly.** Until the order is created, a retry resends the first
 //!   attempt's priced body only while it is younger than [`OrderPlacementConfig::reuse_priced_for`]
 //!   (older: priced again, at current prices and stock). A definite refusal of the order service
@@ -46,6 +54,7 @@ use tokio::{sync::Mutex, time::Instant};
 use crate::{
     Address, Channel, ClientError, Creation, Downstream, ErrorKind, IdempotencyKey,
     InventoryStatus, NewOrder, Order, OrderLine, Owner, Product, RequestContext,
+    cache::Weigh,
     error::{Failure, Service},
     id::{ProductId, UserId},
     product::MAX_BATCH,
@@ -72,8 +81,14 @@ pub struct OrderPlacementConfig {
     /// lines are priced again (default 10 minutes).
     #[serde(with = "humantime_serde")]
     pub reuse_priced_for: Duration,
-    /// Most attempts remembered at once (oldest forgotten first).
+    /// Most attempts remembered at once (the least recently used forgotten first). Enforced by
+    /// weighing every attempt at least `max_bytes / max_remembered` bytes; `0` remembers nothing.
     pub max_remembered: u64,
+    /// Most bytes the remembered attempts may take, estimated per attempt from what it holds
+    /// (the least recently used forgotten first), so large orders cannot exhaust memory however
+    /// many keys clients send (default 64 MiB). An attempt larger than this is not remembered
+    /// (its retry relies on the order service's own deduplication); `0` remembers nothing.
+    pub max_bytes: u64,
 }
 
 impl Default for OrderPlacementConfig {
@@ -82,6 +97,7 @@ impl Default for OrderPlacementConfig {
             remember_for: Duration::from_secs(24 * 60 * 60),
             reuse_priced_for: Duration::from_secs(10 * 60),
             max_remembered: 100_000,
+            max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -243,9 +259,154 @@ struct Attempt {
     stage: Stage,
 }
 
-/// The remembered attempt of one (owner, key), locked for the whole of each request with that
-/// key so that concurrent requests run one after another. `None`: nothing (or nothing valid).
-type Slot = Arc<Mutex<Option<Attempt>>>;
+/// What attempts are remembered by: who placed the order, with which idempotency key.
+type AttemptKey = (Owner, IdempotencyKey);
+
+/// Bookkeeping bytes added to every remembered attempt's weight (the store's own overhead).
+const ATTEMPT_OVERHEAD: usize = 128;
+
+impl Attempt {
+    /// Approximate bytes the attempt and its key hold in memory, what the store weighs it by.
+    fn weigh(&self, (owner, key): &AttemptKey) -> usize {
+        let fingerprint = match &self.fingerprint {
+            Fingerprint::Place {
+                customer,
+                channel,
+                lines,
+                shipping_address,
+            } => {
+                customer.as_str().len()
+                    + channel_bytes(channel)
+                    + address_bytes(shipping_address.as_ref())
+                    + lines
+                        .iter()
+                        .map(|(id, _)| std::mem::size_of::<(ProductId, u32)>() + id.as_str().len())
+                        .sum::<usize>()
+            }
+            Fingerprint::Checkout {
+                channel,
+                shipping_address,
+            } => channel_bytes(channel) + address_bytes(shipping_address.as_ref()),
+        };
+        let stage = match &self.stage {
+            Stage::Priced { body, .. } => {
+                std::mem::size_of::<NewOrder>()
+                    + body.user_id.as_str().len()
+                    + channel_bytes(&body.channel)
+                    + address_bytes(body.shipping_address.as_ref())
+                    + body.lines.iter().map(line_bytes).sum::<usize>()
+            }
+            Stage::Created { order, .. } => order.weigh(),
+        };
+        ATTEMPT_OVERHEAD
+            + std::mem::size_of::<Self>()
+            + owner.id().len()
+            + key.as_str().len()
+            + fingerprint
+            + stage
+    }
+}
+
+/// Heap bytes of a channel.
+fn channel_bytes(channel: &Channel) -> usize {
+    channel
+        .partner_id
+        .as_ref()
+        .map_or(0, |id| id.as_str().len())
+}
+
+/// Bytes of an optional address (its strings; the `Option` itself is counted by its owner).
+fn address_bytes(address: Option<&Address>) -> usize {
+    let text = |field: &Option<String>| field.as_ref().map_or(0, String::len);
+    address.map_or(0, |a| {
+        std::mem::size_of::<Address>()
+            + text(&a.name)
+            + text(&a.line1)
+            + text(&a.city)
+            + text(&a.postal_code)
+            + text(&a.country)
+    })
+}
+
+/// Bytes of one priced line.
+fn line_bytes(line: &OrderLine) -> usize {
+    std::mem::size_of::<OrderLine>()
+        + line.product_id.as_str().len()
+        + line.unit_price.currency.len()
+}
+
+/// Whose turn it is among the requests in flight with one (owner, key): they run one after
+/// another, so a retry arriving while the first attempt is still being placed waits for it
+/// instead of pricing and sending a second body. An entry exists only while requests with its key
+/// are in flight (the last one out removes it), so the map is bounded by concurrency, not by the
+/// keys clients send.
+#[derive(Default)]
+struct Turns {
+    /// (owner, key) → the lock its requests take in turn, shared by every request holding or
+    /// waiting for it (the `Arc`'s count says how many).
+    locks: std::sync::Mutex<HashMap<AttemptKey, Arc<Mutex<()>>>>,
+}
+
+impl Turns {
+    /// Joins the requests in flight with `key`; [`Turn::wait`] then waits for its turn.
+    fn join(&self, key: &AttemptKey) -> Turn<'_> {
+        let lock = Arc::clone(self.locked().entry(key.clone()).or_default());
+        Turn {
+            turns: self,
+            key: key.clone(),
+            lock,
+        }
+    }
+
+    /// The map, even if a panicking thread poisoned it (it holds nothing a panic can corrupt).
+    fn locked(&self) -> std::sync::MutexGuard<'_, HashMap<AttemptKey, Arc<Mutex<()>>>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One request's place among those with its (owner, key). Dropping it (after its guard) leaves;
+/// the last to leave removes the key's entry.
+struct Turn<'a> {
+    /// Where the entry is kept.
+    turns: &'a Turns,
+    /// The (owner, key).
+    key: AttemptKey,
+    /// The key's lock, also held by the map and by every other request in flight with the key.
+    lock: Arc<Mutex<()>>,
+}
+
+impl Turn<'_> {
+    /// Waits for this request's turn, at most until the request's deadline.
+    async fn wait(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>, PlaceOrderError> {
+        match ctx.deadline() {
+            None => Ok(self.lock.lock().await),
+            Some(deadline) => tokio::time::timeout_at(deadline, self.lock.lock())
+                .await
+                .map_err(|_| {
+                    PlaceOrderError::Downstream(ClientError::classify(
+                        Service::Order,
+                        Failure::DeadlineExceeded,
+                    ))
+                }),
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        // Counted under the map's lock, which every joining request takes: held only by the map
+        // and by this request, nobody else is in flight with the key.
+        let mut locks = self.turns.locked();
+        if Arc::strong_count(&self.lock) == 2 {
+            locks.remove(&self.key);
+        }
+    }
+}
 
 /// Places orders from explicit lines or from a user's cart. Cheap to clone (one `Arc`): gateways
 /// keep it in their router state, which is cloned per request.
@@ -259,10 +420,34 @@ pub struct OrderPlacement {
 struct PlacementInner {
     /// The downstream services.
     downstream: Downstream,
-    /// Attempts by (owner, idempotency key), so retries get the same order.
-    attempts: moka::future::Cache<(Owner, IdempotencyKey), Slot>,
+    /// Attempts that reached the order service, by (owner, idempotency key), so retries get the
+    /// same order. Within `max_bytes` and `max_remembered`; written only during the key's turn.
+    attempts: moka::future::Cache<AttemptKey, Arc<Attempt>>,
+    /// The turns of requests in flight, by (owner, idempotency key).
+    turns: Turns,
     /// How long a priced, not yet created body may be resent.
     reuse_priced_for: Duration,
+}
+
+/// The store of remembered attempts: weighed in bytes, each at least `max_bytes /
+/// max_remembered` so that both bounds hold, least recently used evicted first (a new attempt is
+/// always admitted, unlike moka's default policy, which may refuse a newcomer).
+fn attempt_store(config: &OrderPlacementConfig) -> moka::future::Cache<AttemptKey, Arc<Attempt>> {
+    let (capacity, least) = match config.max_bytes.checked_div(config.max_remembered) {
+        Some(least) if config.max_bytes > 0 => (config.max_bytes, least.max(1)),
+        _ => (0, 1),
+    };
+    let least = u32::try_from(least).unwrap_or(u32::MAX);
+    moka::future::Cache::builder()
+        .max_capacity(capacity)
+        .weigher(move |key: &AttemptKey, attempt: &Arc<Attempt>| {
+            u32::try_from(attempt.weigh(key))
+                .unwrap_or(u32::MAX)
+                .max(least)
+        })
+        .eviction_policy(moka::policy::EvictionPolicy::lru())
+        .time_to_live(config.remember_for)
+        .build()
 }
 
 impl OrderPlacement {
@@ -271,10 +456,8 @@ impl OrderPlacement {
         Self {
             inner: Arc::new(PlacementInner {
                 downstream,
-                attempts: moka::future::Cache::builder()
-                    .max_capacity(config.max_remembered)
-                    .time_to_live(config.remember_for)
-                    .build(),
+                attempts: attempt_store(config),
+                turns: Turns::default(),
                 reuse_priced_for: config.reuse_priced_for,
             }),
         }
@@ -316,9 +499,11 @@ impl OrderPlacement {
             validate_address(address)?;
         }
         let fingerprint = Fingerprint::place(&request);
-        let slot = self.slot(owner, key).await;
-        let mut attempt = lock(ctx, &slot).await?;
-        let (body, priced_at) = match self.remembered(&attempt, &fingerprint)? {
+        let id: AttemptKey = (owner.clone(), key.clone());
+        let turn = self.inner.turns.join(&id);
+        let _turn = turn.wait(ctx).await?;
+        let attempt = self.inner.attempts.get(&id).await;
+        let (body, priced_at) = match self.remembered(attempt.as_deref(), &fingerprint)? {
             Remembered::Created { order, .. } => {
                 return Ok(PlacedOrder {
                     order: Order::clone(&order),
@@ -338,16 +523,18 @@ impl OrderPlacement {
                 (body, Instant::now())
             }
         };
-        let (order, created) = self
-            .create(ctx, owner, key, &mut attempt, &fingerprint, body, priced_at)
-            .await?;
-        *attempt = Some(Attempt {
-            fingerprint,
-            stage: Stage::Created {
-                order: Arc::new(order.clone()),
-                cart_cleared: true,
+        let (order, created) = self.create(ctx, &id, &fingerprint, body, priced_at).await?;
+        self.remember(
+            id,
+            Attempt {
+                fingerprint,
+                stage: Stage::Created {
+                    order: Arc::new(order.clone()),
+                    cart_cleared: true,
+                },
             },
-        });
+        )
+        .await;
         Ok(PlacedOrder {
             order,
             created: matches!(created, Creation::Created),
@@ -375,13 +562,14 @@ impl OrderPlacement {
             channel: channel.clone(),
             shipping_address: shipping_address.clone(),
         };
-        let owner = Owner::User(user.clone());
-        let slot = self.slot(&owner, key).await;
-        let mut attempt = lock(ctx, &slot).await?;
+        let id: AttemptKey = (Owner::User(user.clone()), key.clone());
+        let turn = self.inner.turns.join(&id);
+        let _turn = turn.wait(ctx).await?;
+        let attempt = self.inner.attempts.get(&id).await;
         // A remembered attempt (even one too old to resend) means this process sent a body under
         // this key before: an order the service replays now may be that one, cart not yet emptied.
         let sent_before = attempt.is_some();
-        let (body, priced_at) = match self.remembered(&attempt, &fingerprint)? {
+        let (body, priced_at) = match self.remembered(attempt.as_deref(), &fingerprint)? {
             Remembered::Created {
                 order,
                 cart_cleared,
@@ -422,17 +610,7 @@ impl OrderPlacement {
                 (body, Instant::now())
             }
         };
-        let (order, creation) = self
-            .create(
-                ctx,
-                &owner,
-                key,
-                &mut attempt,
-                &fingerprint,
-                body,
-                priced_at,
-            )
-            .await?;
+        let (order, creation) = self.create(ctx, &id, &fingerprint, body, priced_at).await?;
         // Empty the cart when this request made the order, or when this process sent a body under
         // the key before (whose answer was lost before the cart was emptied). An order the service
         // replays for a key this process never used was made (and its cart emptied) elsewhere.
@@ -441,13 +619,17 @@ impl OrderPlacement {
         } else {
             false
         };
-        *attempt = Some(Attempt {
-            fingerprint,
-            stage: Stage::Created {
-                order: Arc::new(order.clone()),
-                cart_cleared,
+        self.remember(
+            id,
+            Attempt {
+                fingerprint,
+                stage: Stage::Created {
+                    order: Arc::new(order.clone()),
+                    cart_cleared,
+                },
             },
-        });
+        )
+        .await;
         Ok(PlacedOrder {
             order,
             created: matches!(creation, Creation::Created),
@@ -455,19 +637,24 @@ impl OrderPlacement {
         })
     }
 
-    /// The slot of (owner, key), created empty when there is none.
-    async fn slot(&self, owner: &Owner, key: &IdempotencyKey) -> Slot {
-        self.inner
-            .attempts
-            .get_with((owner.clone(), key.clone()), async { Slot::default() })
-            .await
+    /// How many attempts are remembered and their approximate size in bytes, `(entries, bytes)`,
+    /// once the store's pending bookkeeping is done: for metrics and tests.
+    pub async fn remembered_attempts(&self) -> (u64, u64) {
+        let attempts = &self.inner.attempts;
+        attempts.run_pending_tasks().await;
+        (attempts.entry_count(), attempts.weighted_size())
+    }
+
+    /// Remembers how far the attempt under `id` got (called during the key's turn only).
+    async fn remember(&self, id: AttemptKey, attempt: Attempt) {
+        self.inner.attempts.insert(id, Arc::new(attempt)).await;
     }
 
     /// What a remembered attempt offers a request with `fingerprint`: refused when the key was
     /// used for a different request; a priced body only while young enough to resend.
     fn remembered(
         &self,
-        attempt: &Option<Attempt>,
+        attempt: Option<&Attempt>,
         fingerprint: &Fingerprint,
     ) -> Result<Remembered, PlaceOrderError> {
         let Some(attempt) = attempt else {
@@ -496,27 +683,30 @@ impl OrderPlacement {
         })
     }
 
-    /// Creates the order from `body`, remembering the body first. A definite refusal of the
+    /// Creates the order from `body` under `id` (during the key's turn), remembering the body
+    /// first: from here on the attempt has reached the order service. A definite refusal of the
     /// order service forgets the attempt; a timeout or outage keeps it for the retry. The
     /// order service's 422 (the key was used with another body) is [`PlaceOrderError::KeyReused`].
-    #[allow(clippy::too_many_arguments)]
     async fn create(
         &self,
         ctx: &RequestContext,
-        owner: &Owner,
-        key: &IdempotencyKey,
-        attempt: &mut Option<Attempt>,
+        id: &AttemptKey,
         fingerprint: &Fingerprint,
         body: Arc<NewOrder>,
         priced_at: Instant,
     ) -> Result<(Order, Creation), PlaceOrderError> {
-        *attempt = Some(Attempt {
-            fingerprint: fingerprint.clone(),
-            stage: Stage::Priced {
-                body: Arc::clone(&body),
-                priced_at,
+        self.remember(
+            id.clone(),
+            Attempt {
+                fingerprint: fingerprint.clone(),
+                stage: Stage::Priced {
+                    body: Arc::clone(&body),
+                    priced_at,
+                },
             },
-        });
+        )
+        .await;
+        let (owner, key) = id;
         match self
             .inner
             .downstream
@@ -527,7 +717,7 @@ impl OrderPlacement {
             Ok(created) => Ok((created.order, created.creation)),
             Err(error) => {
                 if is_definite_refusal(error.kind()) {
-                    *attempt = None;
+                    self.inner.attempts.invalidate(id).await;
                 }
                 if error.service() == Service::Order
                     && error.kind() == ErrorKind::Invalid
@@ -633,25 +823,6 @@ enum Remembered {
         /// What the first attempt reported.
         cart_cleared: bool,
     },
-}
-
-/// Locks the slot, waiting at most until the request's deadline (another request with the same
-/// key holds it meanwhile).
-async fn lock<'a>(
-    ctx: &RequestContext,
-    slot: &'a Slot,
-) -> Result<tokio::sync::MutexGuard<'a, Option<Attempt>>, PlaceOrderError> {
-    match ctx.deadline() {
-        None => Ok(slot.lock().await),
-        Some(deadline) => tokio::time::timeout_at(deadline, slot.lock())
-            .await
-            .map_err(|_| {
-                PlaceOrderError::Downstream(ClientError::classify(
-                    Service::Order,
-                    Failure::DeadlineExceeded,
-                ))
-            }),
-    }
 }
 
 /// Whether the order service's answer refuses this body for good (so it is not resent).
@@ -935,6 +1106,94 @@ mod tests {
         let c = Fingerprint::place(&request(vec![line("a", 1), line("b", 3)]));
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_with_one_key_take_turns_and_leave_nothing_behind() {
+        let turns = Turns::default();
+        let id = (
+            Owner::User(UserId::parse("u-1").expect("id")),
+            IdempotencyKey::parse("k-1").expect("key"),
+        );
+        let first = turns.join(&id);
+        let held = first
+            .wait(&RequestContext::new())
+            .await
+            .expect("nobody before it");
+        {
+            let second = turns.join(&id);
+            let impatient = RequestContext::new().with_timeout_from_now(Duration::from_millis(50));
+            assert!(
+                second.wait(&impatient).await.is_err(),
+                "waits for the first, until its deadline"
+            );
+            let other = (id.0.clone(), IdempotencyKey::parse("k-2").expect("key"));
+            let third = turns.join(&other);
+            let _its_turn = third
+                .wait(&impatient)
+                .await
+                .expect("another key does not wait");
+            assert_eq!(turns.locked().len(), 2);
+        }
+        assert_eq!(turns.locked().len(), 1, "the first is still in flight");
+        drop(held);
+        drop(first);
+        assert!(turns.locked().is_empty());
+    }
+
+    #[test]
+    fn an_attempt_weighs_what_it_holds_and_a_zero_bound_remembers_nothing() {
+        let id = (
+            Owner::Partner(crate::PartnerId::parse("partner-acme").expect("id")),
+            IdempotencyKey::parse("k-1").expect("key"),
+        );
+        let request = |lines: usize| OrderRequest {
+            customer: UserId::parse("c-1").expect("id"),
+            channel: Channel::web(),
+            lines: (0..lines).map(|n| line(&format!("p-{n:05}"), 1)).collect(),
+            shipping_address: None,
+        };
+        let attempt = |lines: usize| {
+            let request = request(lines);
+            let body = NewOrder {
+                user_id: request.customer.clone(),
+                channel: request.channel.clone(),
+                lines: request
+                    .lines
+                    .iter()
+                    .map(|l| OrderLine {
+                        product_id: l.product_id.clone(),
+                        quantity: l.quantity,
+                        unit_price: Money {
+                            amount_minor: 1,
+                            currency: "EUR".into(),
+                        },
+                    })
+                    .collect(),
+                shipping_address: None,
+            };
+            Attempt {
+                fingerprint: Fingerprint::place(&request),
+                stage: Stage::Priced {
+                    body: Arc::new(body),
+                    priced_at: Instant::now(),
+                },
+            }
+        };
+        let one = attempt(1).weigh(&id);
+        let hundred = attempt(100).weigh(&id);
+        assert!(one > ATTEMPT_OVERHEAD);
+        assert!(hundred > one + 99 * 2 * 7, "{one} {hundred}");
+
+        // Nothing at all with a zero budget or count.
+        for (max_remembered, max_bytes) in [(0, 1024), (10, 0)] {
+            let store = attempt_store(&OrderPlacementConfig {
+                max_remembered,
+                max_bytes,
+                ..OrderPlacementConfig::default()
+            });
+            assert_eq!(store.policy().max_capacity(), Some(0));
+        }
     }
 
     #[test]

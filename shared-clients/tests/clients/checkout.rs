@@ -838,3 +838,248 @@ async fn after_the_order_only_what_was_ordered_is_taken_off_the_cart() {
     assert!(placed.created);
     assert!(placed.cart_cleared);
 }
+
+#[tokio::test]
+async fn a_placement_refused_before_the_order_service_leaves_nothing_remembered() {
+    let shop = Shop::start().await;
+    let world = &shop.spawned.world;
+    let partner = crate::helpers::partner("acme");
+    let owner = Owner::Partner(partner.clone());
+    let order = |lines: Vec<(&str, u32)>, country: &str| OrderRequest {
+        customer: user("c-1"),
+        channel: Channel::partner(partner.clone()),
+        lines: lines
+            .into_iter()
+            .map(|(product_id, quantity)| RequestedLine {
+                product_id: product_id.parse().expect("id"),
+                quantity,
+            })
+            .collect(),
+        shipping_address: Some(Address {
+            country: Some(country.into()),
+            ..Address::default()
+        }),
+    };
+    let regular = world.regular_product().to_owned();
+    let refusals = [
+        ("empty", order(vec![], "DE")),
+        ("zero quantity", order(vec![(&regular, 0)], "DE")),
+        (
+            "unknown product",
+            order(vec![("p-does-not-exist", 1)], "DE"),
+        ),
+        (
+            "out of stock",
+            order(vec![(world.out_of_stock_product(), 1)], "DE"),
+        ),
+        ("bad address", order(vec![(&regular, 1)], "Germany")),
+    ];
+    for (what, request) in refusals {
+        let error = shop
+            .placement
+            .place(
+                &ctx(),
+                &owner,
+                &key(&format!("refused-{}", what.replace(' ', "-"))),
+                request,
+            )
+            .await
+            .expect_err(what);
+        assert!(
+            !matches!(error, PlaceOrderError::Downstream(_)),
+            "{what}: {error:?}"
+        );
+        assert_eq!(
+            shop.placement.remembered_attempts().await.0,
+            0,
+            "{what} is remembered"
+        );
+    }
+
+    // A checkout of an empty cart, then of a cart with nothing in stock.
+    let buyer = world.user_without_cart().to_owned();
+    let error = shop
+        .placement
+        .checkout(
+            &ctx(),
+            &user(&buyer),
+            &key("empty-cart"),
+            Channel::web(),
+            None,
+        )
+        .await
+        .expect_err("nothing to order");
+    assert!(matches!(error, PlaceOrderError::Empty), "{error:?}");
+    assert_eq!(shop.placement.remembered_attempts().await.0, 0);
+    assert_eq!(shop.order_posts(), 0);
+
+    // Only an attempt that reaches the order service is remembered.
+    shop.add(&buyer, &regular, 1).await;
+    let placed = shop
+        .placement
+        .checkout(
+            &ctx(),
+            &user(&buyer),
+            &key("empty-cart"),
+            Channel::web(),
+            None,
+        )
+        .await
+        .expect("the same key works once the cart has something");
+    assert!(placed.created);
+    let (entries, bytes) = shop.placement.remembered_attempts().await;
+    assert_eq!(entries, 1);
+    assert!(bytes > 0);
+}
+
+/// Answers `POST /orders` like the order service: the order of the body sent, `o-<key>`.
+struct EchoOrder;
+
+impl wiremock::Respond for EchoOrder {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).expect("json");
+        let key = request
+            .headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .expect("idempotency key");
+        let total: i64 = body["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .map(|line| {
+                line["unit_price"]["amount_minor"].as_i64().expect("price")
+                    * line["quantity"].as_i64().expect("quantity")
+            })
+            .sum();
+        wiremock::ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "id": format!("o-{key}"),
+            "user_id": body["user_id"],
+            "channel": body["channel"],
+            "status": "pending",
+            "lines": body["lines"],
+            "total": { "amount_minor": total, "currency": "EUR" },
+            "shipping_address": body["shipping_address"],
+            "created_at": "2024-05-01T12:00:00Z",
+            "updated_at": null
+        }))
+    }
+}
+
+/// A mock catalog (every product found) and order service (echoing [`EchoOrder`]).
+async fn echo_server() -> wiremock::MockServer {
+    use wiremock::{
+        Mock, MockServer,
+        matchers::{method, path},
+    };
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/products"))
+        .respond_with(crate::helpers::BatchResponder::default())
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/orders"))
+        .respond_with(EchoOrder)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Places an order of `lines` distinct products with `key`, shipped to an address of long fields.
+async fn place_big(
+    placement: &OrderPlacement,
+    key_value: &str,
+    lines: usize,
+) -> Result<shared_clients::PlacedOrder, PlaceOrderError> {
+    let partner = crate::helpers::partner("acme");
+    let field = || Some("x".repeat(200));
+    placement
+        .place(
+            &ctx(),
+            &Owner::Partner(partner.clone()),
+            &key(key_value),
+            OrderRequest {
+                customer: user("c-1"),
+                channel: Channel::partner(partner),
+                lines: crate::helpers::product_ids(1, lines)
+                    .into_iter()
+                    .map(|product_id| RequestedLine {
+                        product_id,
+                        quantity: 1,
+                    })
+                    .collect(),
+                shipping_address: Some(Address {
+                    name: field(),
+                    line1: field(),
+                    city: field(),
+                    postal_code: field(),
+                    country: Some("DE".into()),
+                }),
+            },
+        )
+        .await
+}
+
+#[tokio::test]
+async fn remembered_attempts_stay_within_their_byte_budget_newest_kept() {
+    let server = echo_server().await;
+    let budget: u64 = 200 * 1024;
+    let placement = OrderPlacement::new(
+        crate::helpers::downstream(&server),
+        &OrderPlacementConfig {
+            max_bytes: budget,
+            ..OrderPlacementConfig::default()
+        },
+    );
+    let placed = 60;
+    for n in 0..placed {
+        place_big(&placement, &format!("big-{n}"), 100)
+            .await
+            .expect("placed");
+        let (_, bytes) = placement.remembered_attempts().await;
+        assert!(bytes <= budget, "{bytes} bytes after {n}");
+    }
+    let (entries, bytes) = placement.remembered_attempts().await;
+    assert!(
+        entries > 0 && entries < placed,
+        "{entries} of {placed} remembered"
+    );
+    // Weighed by their size: each of these attempts holds two copies of 100 lines.
+    assert!(bytes >= entries * 10_000, "{entries} entries weigh {bytes}");
+    // The newest attempt is kept: its retry is answered without another order.
+    let posts = || async {
+        server
+            .received_requests()
+            .await
+            .expect("recorded")
+            .iter()
+            .filter(|r| r.method.as_str() == "POST")
+            .count()
+    };
+    let before = posts().await;
+    let retry = place_big(&placement, &format!("big-{}", placed - 1), 100)
+        .await
+        .expect("replayed");
+    assert!(!retry.created);
+    assert_eq!(posts().await, before);
+}
+
+#[tokio::test]
+async fn max_remembered_still_bounds_how_many_attempts_are_kept() {
+    let server = echo_server().await;
+    let placement = OrderPlacement::new(
+        crate::helpers::downstream(&server),
+        &OrderPlacementConfig {
+            max_remembered: 5,
+            ..OrderPlacementConfig::default()
+        },
+    );
+    for n in 0..12 {
+        place_big(&placement, &format!("small-{n}"), 1)
+            .await
+            .expect("placed");
+    }
+    let (entries, _) = placement.remembered_attempts().await;
+    assert!((1..=5).contains(&entries), "{entries}");
+}
