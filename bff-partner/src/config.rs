@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use server_kit::ConfigError;
-use shared_clients::PartnerId;
+use shared_clients::{OrderPlacementConfig, PartnerId};
 
 use crate::auth::Scope;
 
@@ -44,6 +44,10 @@ pub struct PartnerConfig {
     /// How many product bodies (one per product and API version) are kept serialized, to be
     /// answered again while the catalog cache serves the same product; `0` keeps none.
     pub rendered_products: u64,
+    /// How order creations are remembered by `Idempotency-Key`, so a retry gets the same order:
+    /// for how long, and within how many bytes and entries (the same settings as bff-web's and
+    /// bff-mobile's `checkout`).
+    pub checkout: OrderPlacementConfig,
 }
 
 impl Default for PartnerConfig {
@@ -55,6 +59,7 @@ impl Default for PartnerConfig {
             deprecation: DeprecationConfig::default(),
             unavailable_retry_after: Duration::from_secs(5),
             rendered_products: 10_000,
+            checkout: OrderPlacementConfig::default(),
         }
     }
 }
@@ -238,6 +243,7 @@ mod tests {
         assert!(settings.gateway.keys.is_empty());
         assert_eq!(settings.gateway.paging.max_limit, 100);
         assert_eq!(settings.gateway.default_rate_limit.burst, 20);
+        assert_eq!(settings.gateway.checkout.max_bytes, 64 * 1024 * 1024);
     }
 
     #[test]

@@ -39,7 +39,7 @@ use std::{
 };
 
 use server_kit::{ConfigError, GatewayConfig, Settings, server::Gateway};
-use shared_clients::{BuildError, Derived, Downstream, OrderPlacement, OrderPlacementConfig};
+use shared_clients::{BuildError, Derived, Downstream, OrderPlacement};
 
 pub use auth::hash_key;
 pub use config::PartnerConfig;
@@ -69,7 +69,7 @@ pub fn build(settings: &PartnerSettings) -> Result<Gateway, BuildError> {
     let downstream = Downstream::new(&settings.downstream)?;
     let config = &settings.gateway;
     let state = AppState::new(Services {
-        placement: OrderPlacement::new(downstream.clone(), &OrderPlacementConfig::default()),
+        placement: OrderPlacement::new(downstream.clone(), &config.checkout),
         downstream: downstream.clone(),
         keys: Arc::new(ApiKeys::new(config)),
         limiter: Arc::new(InProcessLimiter::new()),
