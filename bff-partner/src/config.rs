@@ -33,6 +33,15 @@ pub struct PartnerConfig {
     pub keys: Vec<KeyConfig>,
     /// The quota of a key that does not set its own `rate_limit`.
     pub default_rate_limit: RateLimitConfig,
+    /// How many requests with an unknown key one client address may make before all its requests
+    /// are refused (429, before their key is looked at), so keys cannot be guessed at speed.
+    pub auth_failure_limit: AuthFailureLimitConfig,
+    /// The request header holding the client's address when a proxy in front of the gateway sets
+    /// it, e.g. `x-forwarded-for`: the rightmost address in it (the one the nearest proxy saw) is
+    /// the client's, for `auth_failure_limit`. Unset (the default), the client is the peer of the
+    /// TCP connection. Set it only behind a proxy that sets (or appends to) this header on every
+    /// request: otherwise clients choose their own address.
+    pub client_ip_header: Option<String>,
     /// How many items a list returns.
     pub paging: PagingConfig,
     /// When `/v1` was deprecated and when it goes away, announced on every `/v1` response.
@@ -55,6 +64,8 @@ impl Default for PartnerConfig {
         Self {
             keys: Vec::new(),
             default_rate_limit: RateLimitConfig::default(),
+            auth_failure_limit: AuthFailureLimitConfig::default(),
+            client_ip_header: None,
             paging: PagingConfig::default(),
             deprecation: DeprecationConfig::default(),
             unavailable_retry_after: Duration::from_secs(5),
@@ -98,6 +109,33 @@ impl Default for RateLimitConfig {
         Self {
             per_second: 10,
             burst: 20,
+        }
+    }
+}
+
+/// The budget of failed authentications of one client address (see
+/// [`crate::auth_throttle`]): `burst` unknown keys at once, then one more per `refill_every`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthFailureLimitConfig {
+    /// How many requests with an unknown key an address may make in a row; the next request from
+    /// it (whatever its key) is refused with 429 until one failure is forgiven.
+    pub burst: u32,
+    /// One failure is forgiven per this much time: after the burst, an address can try one key
+    /// per `refill_every` at most.
+    #[serde(with = "humantime_serde")]
+    pub refill_every: Duration,
+    /// Most client addresses tracked at once, which bounds the limiter's memory (about 64 bytes
+    /// each); beyond it, the addresses closest to being forgiven are forgotten first.
+    pub max_addresses: usize,
+}
+
+impl Default for AuthFailureLimitConfig {
+    fn default() -> Self {
+        Self {
+            burst: 20,
+            refill_every: Duration::from_secs(1),
+            max_addresses: 10_000,
         }
     }
 }
@@ -149,6 +187,27 @@ impl PartnerConfig {
     /// Range and consistency checks the types cannot express, naming the setting at fault.
     pub fn check(&self) -> Result<(), ConfigError> {
         check_rate("gateway.default_rate_limit", &self.default_rate_limit)?;
+        let failures = &self.auth_failure_limit;
+        if failures.burst == 0 || failures.max_addresses == 0 {
+            return Err(ConfigError::invalid(
+                "gateway.auth_failure_limit",
+                "burst and max_addresses must be greater than 0",
+            ));
+        }
+        if failures.refill_every.is_zero() || failures.refill_every > Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                "gateway.auth_failure_limit.refill_every",
+                "must be above 0 and at most 1h",
+            ));
+        }
+        if let Some(header) = &self.client_ip_header
+            && http::HeaderName::from_bytes(header.as_bytes()).is_err()
+        {
+            return Err(ConfigError::invalid(
+                "gateway.client_ip_header",
+                "must be a header name, e.g. `x-forwarded-for`",
+            ));
+        }
         for (index, key) in self.keys.iter().enumerate() {
             let setting = format!("gateway.keys[{index}]");
             let hex_ok =
@@ -244,6 +303,11 @@ mod tests {
         assert_eq!(settings.gateway.paging.max_limit, 100);
         assert_eq!(settings.gateway.default_rate_limit.burst, 20);
         assert_eq!(settings.gateway.checkout.max_bytes, 64 * 1024 * 1024);
+        let failures = settings.gateway.auth_failure_limit;
+        assert_eq!(failures.burst, 20);
+        assert_eq!(failures.refill_every, Duration::from_secs(1));
+        assert_eq!(failures.max_addresses, 10_000);
+        assert_eq!(settings.gateway.client_ip_header, None);
     }
 
     #[test]
@@ -292,6 +356,21 @@ mod tests {
                 "BFF_GATEWAY__DEFAULT_RATE_LIMIT__BURST",
                 "0",
                 "gateway.default_rate_limit",
+            ),
+            (
+                "BFF_GATEWAY__AUTH_FAILURE_LIMIT__BURST",
+                "0",
+                "gateway.auth_failure_limit",
+            ),
+            (
+                "BFF_GATEWAY__AUTH_FAILURE_LIMIT__REFILL_EVERY",
+                "0s",
+                "gateway.auth_failure_limit.refill_every",
+            ),
+            (
+                "BFF_GATEWAY__CLIENT_IP_HEADER",
+                "x forwarded for",
+                "gateway.client_ip_header",
             ),
             (
                 "BFF_GATEWAY__KEYS",

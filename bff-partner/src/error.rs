@@ -100,7 +100,7 @@ problem_types! {
         "The `Idempotency-Key` was already used for a different order (or the prices changed since). Use a new key for a new order.");
     /// 429: over the quota.
     RATE_LIMITED = ("rate-limited", 429, "Too many requests",
-        "The key's quota is used up. Wait the number of seconds in `Retry-After`; `RateLimit-Policy` and `RateLimit` describe the quota.");
+        "The key's quota is used up (`RateLimit-Policy` and `RateLimit` describe it), or too many requests with an unknown key came from your address, so its requests are refused for a while, whatever their key. Wait the number of seconds in `Retry-After`.");
     /// 500: a bug on our side.
     INTERNAL_ERROR = ("internal-error", 500, "Internal error",
         "Something went wrong in the gateway. The error is logged with the request's `X-Request-Id`; quote it when reporting.");
@@ -158,6 +158,12 @@ pub enum ApiError {
     /// Over the key's quota.
     RateLimited {
         /// How long until a request would be allowed.
+        retry_after: Duration,
+    },
+    /// Too many unknown keys from the client's address: refused before the key is looked at
+    /// ([`crate::auth_throttle`]).
+    AuthThrottled {
+        /// How long until a request would be looked at again.
         retry_after: Duration,
     },
     /// A downstream service is unavailable or timed out.
@@ -230,7 +236,7 @@ impl ApiError {
             Self::UnorderableProducts(_) => UNORDERABLE_PRODUCTS,
             Self::MixedCurrency => MIXED_CURRENCY,
             Self::IdempotencyKeyReused => IDEMPOTENCY_KEY_REUSED,
-            Self::RateLimited { .. } => RATE_LIMITED,
+            Self::RateLimited { .. } | Self::AuthThrottled { .. } => RATE_LIMITED,
             Self::Unavailable { .. } => SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => BAD_GATEWAY,
             Self::Internal(_) => INTERNAL_ERROR,
@@ -269,6 +275,10 @@ impl ApiError {
             Self::MixedCurrency => {
                 problem.with_detail("all lines of an order must share one currency")
             }
+            Self::AuthThrottled { .. } => problem.with_detail(
+                "too many requests with an unknown API key came from your address; \
+                 wait before trying again",
+            ),
             Self::Unavailable { cause, .. } => problem
                 .with_detail("a service behind the gateway is unavailable; retry later")
                 .with_extension("service", cause.service().as_str().into()),
@@ -349,7 +359,9 @@ pub fn render(version: Version, response: Response) -> Response {
                 HeaderValue::from_static("Bearer realm=\"partner-api\""),
             );
         }
-        ApiError::RateLimited { retry_after } | ApiError::Unavailable { retry_after, .. } => {
+        ApiError::RateLimited { retry_after }
+        | ApiError::AuthThrottled { retry_after }
+        | ApiError::Unavailable { retry_after, .. } => {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(ceil_secs(*retry_after).max(1)),

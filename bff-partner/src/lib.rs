@@ -4,9 +4,12 @@
 //! is here. `/v1` (deprecated) and `/v2` are served side by side from the same downstream data.
 //!
 //! Modules:
-//! - [`config`]: [`PartnerConfig`], the `[gateway]` section: keys, quotas, paging, deprecation.
+//! - [`config`]: [`PartnerConfig`], the `[gateway]` section: keys, quotas, the failed
+//!   authentication budget, paging, deprecation, remembered order creations.
 //! - [`auth`]: API keys (`Authorization: Bearer`), configured as SHA-256 hashes ([`hash_key`]),
 //!   scopes and the [`Authorized`](auth::Authorized) extractor.
+//! - [`auth_throttle`]: the budget of failed authentications per client address (429 before the
+//!   key is looked at once it is spent).
 //! - [`rate_limit`]: per-key token buckets behind the [`RateLimiter`](rate_limit::RateLimiter)
 //!   trait and the `RateLimit-Policy` / `RateLimit` headers.
 //! - [`error`]: [`ApiError`](error::ApiError), the documented problem types and their rendering.
@@ -20,6 +23,7 @@
 //! - [`weak_keys`]: refusing configured key hashes of well-known or very short keys.
 
 pub mod auth;
+pub mod auth_throttle;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -46,6 +50,7 @@ pub use config::PartnerConfig;
 
 use crate::{
     auth::ApiKeys,
+    auth_throttle::AuthThrottle,
     rate_limit::InProcessLimiter,
     service::{AppState, Services},
     version::Deprecation,
@@ -72,6 +77,7 @@ pub fn build(settings: &PartnerSettings) -> Result<Gateway, BuildError> {
         placement: OrderPlacement::new(downstream.clone(), &config.checkout),
         downstream: downstream.clone(),
         keys: Arc::new(ApiKeys::new(config)),
+        auth_throttle: AuthThrottle::new(config),
         limiter: Arc::new(InProcessLimiter::new()),
         deprecation: Deprecation::new(&config.deprecation),
         product_bodies: Derived::new(config.rendered_products),

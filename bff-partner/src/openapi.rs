@@ -186,7 +186,7 @@ fn description(version: Version) -> String {
         Version::V2 => "The current shape: money as integer minor units with a currency, availability with a quantity, images, brand, category and attributes.\n\n",
     });
     text.push_str(
-        "Authenticate with `Authorization: Bearer <key>`. Each key has a quota (a token bucket) described by the `RateLimit-Policy` and `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers); over it, 429 with `Retry-After`.\n\n\
+        "Authenticate with `Authorization: Bearer <key>`. Each key has a quota (a token bucket) described by the `RateLimit-Policy` and `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers); over it, 429 with `Retry-After`. Unknown keys are limited per client address: past a small budget, every request from that address gets 429 with `Retry-After` for a while, whatever its key.\n\n\
          Lists are paged with opaque cursors: pass `next_cursor` back as `cursor` with the same filters, or follow `Link: <…>; rel=\"next\"`.\n\n\
          Errors are `application/problem+json` (RFC 9457). Problem types:\n\n\
          | type | status | title | meaning |\n|---|---|---|---|\n",

@@ -7,9 +7,12 @@
 //!    unknown paths (its fallback) and axum's bare 405, becomes the version's problem document;
 //! 3. on the order routes only: `Cache-Control: private, no-store` on every answer, errors
 //!    included ([`private_no_store`]);
-//! 4. on the API routes only: [`authenticate`] (401 without a known key) and the key's quota
-//!    (429), adding `RateLimit-Policy` and `RateLimit` to the response, and counting the request
-//!    per partner id (`bff_partner_requests_total`, `bff_partner_rate_limited_total`);
+//! 4. on the API routes only: [`authenticate`]: 429 for a client address that sent too many
+//!    unknown keys ([`crate::auth_throttle`], before the key is looked at), 401 without a known
+//!    key (counted in `bff_partner_auth_failures_total`, refusals of the former in
+//!    `bff_partner_auth_throttled_total`), and the key's quota (429), adding `RateLimit-Policy`
+//!    and `RateLimit` to the response, and counting the request per partner id
+//!    (`bff_partner_requests_total`, `bff_partner_rate_limited_total`);
 //! 5. per handler, the [`Authorized`](crate::auth::Authorized) extractor (403 without the scope).
 //!
 //! `/vN/openapi.json` and `/vN/problems/{name}` need no key.
@@ -139,12 +142,41 @@ async fn private_no_store(mut response: Response) -> Response {
     response
 }
 
-/// Authenticates the key, takes a token from its bucket, and adds the quota headers.
+/// Counts a request with an unknown key (`throttled` false), or one refused because its address
+/// sent too many (`throttled` true). No label: addresses are unbounded and keys secret.
+fn record_auth_failure(metrics: &Metrics, throttled: bool) {
+    metrics.record(|| {
+        if throttled {
+            metrics::counter!("bff_partner_auth_throttled_total").increment(1);
+        } else {
+            metrics::counter!("bff_partner_auth_failures_total").increment(1);
+        }
+    });
+}
+
+/// Refuses a client address that sent too many unknown keys (before looking at this request's
+/// key), authenticates the key (charging the address for an unknown one), takes a token from
+/// the key's bucket, and adds the quota headers.
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
+    let client = state.auth_throttle.key(&parts);
+    if let Err(retry_after) = state.auth_throttle.check(client) {
+        if let Some(metrics) = parts.extensions.get::<Metrics>() {
+            record_auth_failure(metrics, true);
+        }
+        return ApiError::AuthThrottled { retry_after }.into_response();
+    }
     let partner = match state.keys.authenticate(&parts) {
         Ok(partner) => partner,
-        Err(error) => return error.into_response(),
+        Err(error) => {
+            if matches!(error, ApiError::UnknownKey) {
+                state.auth_throttle.charge(client);
+                if let Some(metrics) = parts.extensions.get::<Metrics>() {
+                    record_auth_failure(metrics, false);
+                }
+            }
+            return error.into_response();
+        }
     };
     let quota = partner.rate_limit;
     let decision = state.limiter.acquire(&partner.key_id, quota).await;

@@ -16,6 +16,7 @@ use shared_clients::{
 
 use crate::{
     auth::{ApiKeys, Partner},
+    auth_throttle::AuthThrottle,
     config::PartnerConfig,
     error::{ApiError, Unorderable},
     params::{OrderListParams, ProductListParams},
@@ -53,6 +54,8 @@ pub struct Services {
     pub config: Arc<PartnerConfig>,
     /// The configured API keys.
     pub keys: Arc<ApiKeys>,
+    /// The failed-authentication budgets of client addresses.
+    pub auth_throttle: AuthThrottle,
     /// The quota keeper.
     pub limiter: Arc<dyn RateLimiter>,
     /// The `/v1` deprecation headers.

@@ -9,4 +9,5 @@ mod openapi;
 mod operating;
 mod orders;
 mod quota;
+mod throttle;
 mod versions;

@@ -1,8 +1,14 @@
-//! What operators see: partner requests and 429s per partner id in `/metrics`.
+//! What operators see: partner requests and 429s per partner id, and throttled authentication,
+//! in `/metrics`.
 
+use std::time::Duration;
+
+use bff_partner::config::AuthFailureLimitConfig;
 use reqwest::StatusCode;
 
-use crate::helpers::{ACME_KEY, CATALOG_ONLY_KEY, TIGHT_BURST, TIGHT_KEY, TestApp, spawn_app};
+use crate::helpers::{
+    ACME_KEY, CATALOG_ONLY_KEY, TIGHT_BURST, TIGHT_KEY, TestApp, spawn_app, spawn_app_with,
+};
 
 /// The sum of the samples of `name` whose labels include every one of `labels`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -87,4 +93,38 @@ async fn requests_and_429s_are_counted_per_partner_never_per_key() {
         ),
         1.0
     );
+}
+
+#[tokio::test]
+async fn unknown_keys_and_throttled_requests_are_counted_without_keys_or_addresses() {
+    let app = spawn_app_with(|settings| {
+        settings.gateway.auth_failure_limit = AuthFailureLimitConfig {
+            burst: 2,
+            refill_every: Duration::from_secs(3600),
+            ..AuthFailureLimitConfig::default()
+        };
+    })
+    .await;
+    for key in ["guess-1", "guess-2"] {
+        let response = app.get_as("/v2/categories", Some(key)).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    for key in ["guess-3", ACME_KEY] {
+        let response = app.get_as("/v2/categories", Some(key)).await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let text = app.scrape().await;
+    let gateway = [("gateway", "bff-partner")];
+    assert_eq!(
+        sample(&text, "bff_partner_auth_failures_total", &gateway),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "bff_partner_auth_throttled_total", &gateway),
+        2.0
+    );
+    for key in ["guess-1", "guess-3", ACME_KEY] {
+        assert!(!text.contains(key), "a key leaked into the metrics");
+    }
 }
