@@ -199,8 +199,11 @@ impl ServerConfig {
             ("server.idle_timeout", self.idle_timeout),
             ("server.body_read_timeout", self.body_read_timeout),
         ] {
-            if value.is_zero() {
-                return Err(ConfigError::invalid(setting, "must be greater than 0"));
+            if value.is_zero() || value > MAX_TIMEOUT {
+                return Err(ConfigError::invalid(
+                    setting,
+                    "must be greater than 0 and at most 24h",
+                ));
             }
         }
         if self.max_header_bytes < MIN_HEADER_BYTES {
@@ -231,6 +234,9 @@ impl ServerConfig {
         Ok(())
     }
 }
+
+/// Longest accepted server timeout: anything longer is a mistake (and instants must not overflow).
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Smallest accepted `server.max_header_bytes`: a request line and a bearer token must fit.
 const MIN_HEADER_BYTES: usize = 1024;

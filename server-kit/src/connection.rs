@@ -10,21 +10,25 @@
 //!   is closed. This is what stops slowloris clients. A new connection must send its first
 //!   request within it as well.
 //! - **idle timeout** (`server.idle_timeout`): a keep-alive connection with no request in flight
-//!   and no byte received since its last response is closed after it. It is separate from the header timeout so that it
+//!   and no byte received since its last response went out is closed after it. So is a connection
+//!   whose client stops reading what it is sent (writes blocked that long), request in flight or
+//!   not: a slow-read client holds a connection no longer than an idle one. It is separate from the header timeout so that it
 //!   can be longer than a load balancer's own idle timeout (which must expire first, or the
 //!   balancer may send a request on a connection the gateway is closing).
 //! - **body read timeout** (`server.body_read_timeout`): a request body must be read whole within
-//!   it, counted from the moment the head was read. A handler reading a body past it gets an
-//!   error, and the client gets `408` problem+json with `Connection: close`.
+//!   it, counted from the moment the handler first reads it (before that, the gateway is busy,
+//!   not the client). A handler reading a body past it gets an error, and the client gets `408`
+//!   problem+json with `Connection: close` (swapped in by [`crate::http`]'s middleware through
+//!   [`BodyDeadline`], so it has a request id, a log line and metrics like any answer).
 //! - **header limits** (`server.max_header_bytes`, `server.max_headers`): a larger head is
 //!   answered `431` by hyper and the connection closed.
 //! - **connection limit** (`server.max_connections`): at most this many connections are served
 //!   at once; further ones wait in the kernel's accept queue until one closes (none is accepted
 //!   only to be dropped). A connection upgraded to another protocol (a WebSocket) leaves hyper
-//!   and stops counting.
+//!   and its timeouts but keeps its place until its socket closes.
 //!
 //! A request in flight (a long download, a stream of events) is never cut off by the idle or
-//! header timeouts; what it may take is the handler's business. Every request gets the peer's
+//! header timeouts while its client reads; what it may take is the handler's business. Every request gets the peer's
 //! address as [`ConnectInfo`]. Timeouts are counted in
 //! `bff_http_connections_closed_total{reason}`, open connections in `bff_http_connections_open`.
 //!
@@ -45,7 +49,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -66,7 +70,7 @@ use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{Notify, Semaphore, watch},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore, watch},
     time::{Instant, Sleep},
 };
 use tower::Service as _;
@@ -172,10 +176,7 @@ pub async fn serve(
             metrics: Arc::clone(&counters),
             stop: stop_rx.clone(),
         };
-        tokio::spawn(async move {
-            connection.run(stream, peer).await;
-            drop(slot);
-        });
+        tokio::spawn(connection.run(stream, peer, slot));
     }
     drop(listener);
     stop_tx.send_replace(true);
@@ -257,17 +258,38 @@ struct Connection {
 enum Expiry {
     /// A request head did not arrive whole in time.
     Head,
-    /// Nothing happened for too long between requests.
+    /// Nothing happened for too long between requests, or the client stopped reading.
     Idle,
 }
 
+/// A connection's place among `server.max_connections`, and its count in the open-connections
+/// gauge. It lives as long as the socket: in the connection's task, and past it in an upgraded
+/// connection (a WebSocket), which keeps counting.
+struct Slot {
+    /// Returned to the server's semaphore when the socket closes.
+    _permit: OwnedSemaphorePermit,
+    /// Decremented when the socket closes (also when a task unwinds).
+    open: Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+    }
+}
+
 impl Connection {
-    async fn run(mut self, stream: TcpStream, peer: SocketAddr) {
+    async fn run(mut self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
         self.metrics.open.increment(1.0);
+        let slot = Slot {
+            _permit: permit,
+            open: self.metrics.open.clone(),
+        };
         let watch = Arc::new(Watch::new());
         let io = TokioIo::new(WatchedIo {
             inner: stream,
             watch: Arc::clone(&watch),
+            _slot: slot,
         });
         let service = ConnectionService {
             router: self.router.clone(),
@@ -282,14 +304,11 @@ impl Connection {
         if stopping {
             connection.as_mut().graceful_shutdown();
         }
+        // One timer for the connection's life, moved when its deadline moves.
+        let mut expiry = watch.next_expiry(&self.limits);
+        let sleep = tokio::time::sleep_until(expiry.map_or_else(Instant::now, |(at, _)| at));
+        let mut sleep = std::pin::pin!(sleep);
         loop {
-            let expiry = watch.next_expiry(&self.limits);
-            let sleep = async {
-                match expiry {
-                    Some((at, _)) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(error) = result {
@@ -298,8 +317,8 @@ impl Connection {
                     break;
                 }
                 () = watch.changed.notified() => {}
-                () = sleep => {
-                    // Recheck: the state may have moved on while the timer fired.
+                () = sleep.as_mut(), if expiry.is_some() => {
+                    // Recheck: the state may have moved on since the deadline was set.
                     if let Some((at, reason)) = watch.next_expiry(&self.limits)
                         && at <= Instant::now()
                     {
@@ -319,25 +338,38 @@ impl Connection {
                     }
                 }
             }
+            let next = watch.next_expiry(&self.limits);
+            if let Some((at, _)) = next
+                && expiry.is_none_or(|(before, _)| before != at)
+            {
+                sleep.as_mut().reset(at);
+            }
+            expiry = next;
         }
-        self.metrics.open.decrement(1.0);
     }
 }
 
 /// What one connection's watchdog knows, updated by its socket ([`WatchedIo`]) and its requests
-/// ([`ConnectionService`]). Times are nanoseconds since `origin`, so they fit in atomics.
+/// ([`ConnectionService`]). Times are nanoseconds since `origin` plus one (0: never), so they fit
+/// in atomics.
 struct Watch {
     /// When the connection was accepted; all other times count from it.
     origin: Instant,
-    /// Requests whose response has not been sent whole yet.
+    /// Requests whose response has not been handed to hyper whole yet.
     in_flight: AtomicUsize,
-    /// When the first byte of the next request arrived, plus one; 0 while none has.
+    /// When the first byte of the next request arrived.
     head_started: AtomicU64,
-    /// When the connection's last response was sent, plus one; 0 until one has been.
+    /// When the connection's last response was handed to hyper.
     idle_since: AtomicU64,
-    /// Set by a request body that ran out of time, so its response becomes a 408.
-    body_timed_out: AtomicBool,
-    /// Wakes the watchdog when any of the above changes.
+    /// When the last write to the client made progress.
+    written_at: AtomicU64,
+    /// Since when writing to the client has been blocked (it does not read what it is sent).
+    write_blocked_since: AtomicU64,
+    /// Numbers the connection's requests, from 1.
+    requests: AtomicU64,
+    /// The number of the last request whose body ran out of time (0: none).
+    body_timed_out: AtomicU64,
+    /// Wakes the watchdog when a deadline moves earlier or appears.
     changed: Notify,
 }
 
@@ -348,18 +380,24 @@ impl Watch {
             in_flight: AtomicUsize::new(0),
             head_started: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
-            body_timed_out: AtomicBool::new(false),
+            written_at: AtomicU64::new(0),
+            write_blocked_since: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            body_timed_out: AtomicU64::new(0),
             changed: Notify::new(),
         }
     }
 
-    /// Now, as nanoseconds since `origin`.
+    /// Now, as a stored time (nanoseconds since `origin`, plus one).
     fn now(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        u64::try_from(self.origin.elapsed().as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
     }
 
-    fn at(&self, nanos: u64) -> Instant {
-        self.origin + Duration::from_nanos(nanos)
+    /// The instant of a stored time (not 0).
+    fn at(&self, stored: u64) -> Instant {
+        self.origin + Duration::from_nanos(stored.saturating_sub(1))
     }
 
     /// Bytes arrived from the client.
@@ -367,31 +405,48 @@ impl Watch {
         if self.in_flight.load(Ordering::Acquire) == 0
             && self.head_started.load(Ordering::Acquire) == 0
         {
-            self.head_started
-                .store(self.now().saturating_add(1), Ordering::Release);
+            self.head_started.store(self.now(), Ordering::Release);
             self.changed.notify_one();
         }
     }
 
-    /// A request's head has been read.
-    fn on_request(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.head_started.store(0, Ordering::Release);
-        self.changed.notify_one();
+    /// A write to the client made progress (`true`) or had to wait (`false`).
+    fn on_write(&self, progressed: bool) {
+        if progressed {
+            self.written_at.store(self.now(), Ordering::Release);
+            self.write_blocked_since.store(0, Ordering::Release);
+        } else if self.write_blocked_since.load(Ordering::Acquire) == 0 {
+            self.write_blocked_since
+                .store(self.now(), Ordering::Release);
+            self.changed.notify_one();
+        }
     }
 
-    /// A request's response has been sent (or abandoned).
+    /// A request's head has been read; returns its number. (Its deadline moves later, if
+    /// anything: the watchdog finds out when its timer fires.)
+    fn on_request(&self) -> u64 {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_started.store(0, Ordering::Release);
+        self.requests.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// A request's response has been handed to hyper whole (or abandoned).
     fn on_response_done(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle_since
-                .store(self.now().saturating_add(1), Ordering::Release);
+            self.idle_since.store(self.now(), Ordering::Release);
             self.changed.notify_one();
         }
     }
 
     /// When and why the connection must end if nothing changes, or `None` while a request is in
-    /// flight.
+    /// flight and the client reads what it is sent.
     fn next_expiry(&self, limits: &ConnectionLimits) -> Option<(Instant, Expiry)> {
+        let blocked = self.write_blocked_since.load(Ordering::Acquire);
+        if blocked != 0 {
+            // The client reads nothing of what it is sent (a slow-read attack, or gone): whatever
+            // is in flight, it may hold the connection no longer than an idle one.
+            return Some((self.at(blocked) + limits.idle_timeout, Expiry::Idle));
+        }
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
@@ -402,21 +457,38 @@ impl Watch {
             // A new connection must send its first request as promptly as a head: connecting
             // and sending nothing holds a descriptor no longer than a slow head does.
             (0, 0) => Some((self.origin + limits.header_read_timeout, Expiry::Head)),
-            (0, idle) => Some((self.at(idle - 1) + limits.idle_timeout, Expiry::Idle)),
-            (started, _) => Some((
-                self.at(started - 1) + limits.header_read_timeout,
-                Expiry::Head,
-            )),
+            // Idle since the last response was handed over, or since its last bytes went out
+            // (a large response is written well after hyper took it).
+            (0, idle) => {
+                let since = idle.max(self.written_at.load(Ordering::Acquire));
+                Some((self.at(since) + limits.idle_timeout, Expiry::Idle))
+            }
+            (started, _) => Some((self.at(started) + limits.header_read_timeout, Expiry::Head)),
         }
     }
 }
 
-/// The socket, telling the watchdog when bytes arrive.
+/// The socket, telling the watchdog when bytes arrive and whether writes progress. It also holds
+/// the connection's [`Slot`], which an upgraded connection takes along.
 struct WatchedIo {
     /// The client's connection.
     inner: TcpStream,
     /// Its watchdog.
     watch: Arc<Watch>,
+    /// Released when the socket closes.
+    _slot: Slot,
+}
+
+impl WatchedIo {
+    /// Tells the watchdog how a write went.
+    fn track<T>(&self, written: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match &written {
+            Poll::Ready(Ok(_)) => self.watch.on_write(true),
+            Poll::Pending => self.watch.on_write(false),
+            Poll::Ready(Err(_)) => {}
+        }
+        written
+    }
 }
 
 impl AsyncRead for WatchedIo {
@@ -440,7 +512,8 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.track(written)
     }
 
     fn poll_write_vectored(
@@ -448,7 +521,8 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.track(written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -480,45 +554,75 @@ struct ConnectionService {
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnectionService {
-    type Response = Response<Body>;
+    type Response = Response<TrackedBody>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+    type Future = BoxFuture<'static, Result<Response<TrackedBody>, Infallible>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        self.watch.on_request();
+        let number = self.watch.on_request();
         let mut done = InFlight(Some(Arc::clone(&self.watch)));
-        let mut request = request.map(|body| {
-            Body::new(TimedBody {
-                inner: body,
-                deadline: Instant::now() + self.body_read_timeout,
-                sleep: None,
-                watch: Arc::clone(&self.watch),
-            })
+        let mut request = request.map(|body| TimedBody {
+            inner: body,
+            timeout: self.body_read_timeout,
+            deadline: None,
+            sleep: None,
+            watch: Arc::clone(&self.watch),
+            request: number,
         });
-        request.extensions_mut().insert(ConnectInfo(self.peer));
+        let extensions = request.extensions_mut();
+        extensions.insert(ConnectInfo(self.peer));
+        extensions.insert(BodyDeadline {
+            watch: Arc::clone(&self.watch),
+            request: number,
+        });
         let mut router = self.router.clone();
         let watch = Arc::clone(&self.watch);
         let body_timeouts = self.body_timeouts.clone();
         Box::pin(async move {
-            let Ok(mut response) = router.call(request).await;
-            if watch.body_timed_out.swap(false, Ordering::AcqRel) {
+            let Ok(response) = router.call(request).await;
+            if watch.body_timed_out.load(Ordering::Acquire) == number {
                 body_timeouts.increment(1);
-                response = body_timeout_response();
             }
-            // The request stays in flight until its body has been sent (or dropped): a long
+            // The request stays in flight until hyper has its whole body (or drops it): a long
             // download or a stream of events is never cut off as idle.
-            let (parts, body) = response.into_parts();
-            let body = Body::new(TrackedBody {
+            Ok(response.map(|body| TrackedBody {
                 inner: body,
                 _done: InFlight(done.0.take()),
-            });
-            Ok(Response::from_parts(parts, body))
+            }))
         })
     }
 }
 
-/// The answer to a request whose body did not arrive in time.
-fn body_timeout_response() -> Response<Body> {
+/// Put in every request's extensions by [`serve`]: tells the middleware whether the request's
+/// body ran out of time (`server.body_read_timeout`), so its answer is a 408 whatever the
+/// handler made of the error ([`crate::http`] does the swap, inside its request id, logging and
+/// metrics).
+#[derive(Clone)]
+pub struct BodyDeadline {
+    /// The connection's watchdog, which records the request whose body timed out.
+    watch: Arc<Watch>,
+    /// This request's number on its connection.
+    request: u64,
+}
+
+impl BodyDeadline {
+    /// Whether this request's body took longer than `server.body_read_timeout`.
+    pub fn expired(&self) -> bool {
+        self.watch.body_timed_out.load(Ordering::Acquire) == self.request
+    }
+}
+
+impl std::fmt::Debug for BodyDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyDeadline")
+            .field("request", &self.request)
+            .field("expired", &self.expired())
+            .finish()
+    }
+}
+
+/// The answer to a request whose body did not arrive in time: `408`, and the connection closed.
+pub fn body_timeout_response() -> Response<Body> {
     let mut response = Problem::status(StatusCode::REQUEST_TIMEOUT)
         .with_detail("the request body did not arrive within server.body_read_timeout")
         .into_response();
@@ -540,8 +644,8 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request in flight until it ends.
-struct TrackedBody {
+/// A response body that keeps its request in flight until hyper has all of it.
+pub struct TrackedBody {
     /// The response body.
     inner: Body,
     /// Dropped with the body.
@@ -568,16 +672,21 @@ impl HttpBody for TrackedBody {
     }
 }
 
-/// A request body that fails once its deadline has passed.
+/// A request body that fails once it has taken longer than its timeout, counted from the first
+/// time it is read (before that, the gateway is busy, not the client).
 struct TimedBody {
     /// The body as hyper reads it.
     inner: Incoming,
-    /// When the body must have been read whole.
-    deadline: Instant,
-    /// The timer, made only once reading the body has to wait.
+    /// How long reading may take.
+    timeout: Duration,
+    /// When reading must be over: set at the first read.
+    deadline: Option<Instant>,
+    /// The deadline's timer, made only when reading has to wait.
     sleep: Option<Pin<Box<Sleep>>>,
     /// Told when the deadline passes, so the response becomes a 408.
     watch: Arc<Watch>,
+    /// This request's number on its connection.
+    request: u64,
 }
 
 /// The error of a request body that took longer than `server.body_read_timeout`.
@@ -594,15 +703,21 @@ impl HttpBody for TimedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
         let this = &mut *self;
+        // The clock starts at the first read, whether or not it has to wait.
+        let timeout = this.timeout;
+        let deadline = *this
+            .deadline
+            .get_or_insert_with(|| Instant::now() + timeout);
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => Poll::Ready(frame.map(|frame| frame.map_err(Into::into))),
             Poll::Pending => {
-                let deadline = this.deadline;
                 let sleep = this
                     .sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if sleep.as_mut().poll(cx).is_ready() {
-                    this.watch.body_timed_out.store(true, Ordering::Release);
+                    this.watch
+                        .body_timed_out
+                        .store(this.request, Ordering::Release);
                     return Poll::Ready(Some(Err(BodyReadTimeout.into())));
                 }
                 Poll::Pending
@@ -679,6 +794,40 @@ mod tests {
         watch.on_read();
         assert_eq!(watch.next_expiry(&limits()), None);
         watch.on_response_done();
+        let (at, reason) = watch.next_expiry(&limits()).expect("an expiry");
+        assert_eq!(reason, Expiry::Idle);
+        assert_eq!(at, Instant::now() + Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_expires_even_with_a_request_in_flight() {
+        let watch = Watch::new();
+        watch.on_read();
+        watch.on_request();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        watch.on_write(false);
+        let blocked_at = Instant::now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // Still blocked: the deadline counts from the first blocked write.
+        watch.on_write(false);
+        assert_eq!(
+            watch.next_expiry(&limits()),
+            Some((blocked_at + Duration::from_secs(60), Expiry::Idle))
+        );
+        // Progress clears it.
+        watch.on_write(true);
+        assert_eq!(watch.next_expiry(&limits()), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idleness_counts_from_the_last_bytes_written_not_from_when_hyper_took_the_response() {
+        let watch = Watch::new();
+        watch.on_read();
+        watch.on_request();
+        watch.on_response_done();
+        // hyper writes the (large) response for a while after taking it.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        watch.on_write(true);
         let (at, reason) = watch.next_expiry(&limits()).expect("an expiry");
         assert_eq!(reason, Expiry::Idle);
         assert_eq!(at, Instant::now() + Duration::from_secs(60));

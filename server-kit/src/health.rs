@@ -95,9 +95,12 @@ impl Readiness {
     /// otherwise a new check (bounded by `ready_timeout`) that concurrent callers share.
     async fn checks(&self, probe: &dyn ReadinessProbe) -> Vec<ComponentHealth> {
         let inner = &self.inner;
+        let arrived = tokio::time::Instant::now();
         let mut last = inner.last.lock().await;
+        // A result that finished after this probe arrived is as fresh as a check of its own
+        // (so probes that queued behind a check share it, even with a zero cache interval).
         if let Some((at, checks)) = last.as_ref()
-            && at.elapsed() < inner.cache_ttl
+            && (*at >= arrived || at.elapsed() < inner.cache_ttl)
         {
             return checks.clone();
         }

@@ -19,7 +19,9 @@
 //! 5. with OTLP export on, the request's `traceparent` is rewritten to point at that span
 //!    (`00-<trace id>-<span id>-<flags>`), so the downstream calls, which send it, are its
 //!    children in the exported trace; with export off the header is left as step 3 set it;
-//! 6. a panic in a handler becomes a 500 problem, never a dropped connection;
+//! 6. a panic in a handler becomes a 500 problem, never a dropped connection; a request whose
+//!    body did not arrive within `server.body_read_timeout` ([`crate::connection`]) gets 408,
+//!    whatever the handler made of the read error;
 //! 7. every error response that is not already JSON (axum's plain-text rejections, an empty 405,
 //!    the body limit's 413, …) becomes `application/problem+json`, keeping `Allow`,
 //!    `Retry-After` and `WWW-Authenticate`;
@@ -59,7 +61,12 @@ use tower::{Layer, Service, ServiceBuilder};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::{config::ServerConfig, metrics::Metrics, problem::Problem};
+use crate::{
+    config::ServerConfig,
+    connection::{BodyDeadline, body_timeout_response},
+    metrics::Metrics,
+    problem::Problem,
+};
 
 /// The request id header, set on every request and response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -150,6 +157,7 @@ where
             let route = request.extensions().get::<MatchedPath>().cloned();
             metrics.begin(route.as_ref().map(MatchedPath::as_str), &mut request)
         });
+        let body_deadline = request.extensions_mut().remove::<BodyDeadline>();
         mark_sensitive(request.headers_mut());
         let request_id = ensure_request_id(request.headers_mut());
         let generated = ensure_traceparent(request.headers_mut());
@@ -166,6 +174,12 @@ where
                 Ok(Ok(response)) => response,
                 Ok(Err(infallible)) => match infallible {},
                 Err(panic) => panic_response(panic),
+            };
+            // A body that did not arrive in time is the client's fault, whatever the handler made
+            // of the read error: 408.
+            let response = match body_deadline {
+                Some(deadline) if deadline.expired() => body_timeout_response(),
+                _ => response,
             };
             let mut response = problem_for_plain_errors(response).await;
             if let Some(request_id) = request_id {

@@ -9,7 +9,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::helpers::{StubProbe, TestApp, spawn};
+use crate::helpers::{BIG_RESPONSE_BYTES, StubProbe, TestApp, spawn};
 
 /// Reads until the server closes the connection; what it sent, or `None` if it did not close it
 /// within `within`.
@@ -117,6 +117,77 @@ async fn a_client_that_never_finishes_its_body_gets_408() {
         .expect("the connection is closed after the answer");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");
+    // Answered inside the middleware, like every other answer: it has a request id.
+    assert!(
+        answer.to_ascii_lowercase().contains("x-request-id: "),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_large_answer_is_disconnected_after_the_idle_timeout() {
+    let config = ServerConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let app = spawn(config, None).await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    // Read nothing for a while: the gateway's writes block, and it gives up on the client.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection was closed");
+    assert!(
+        received < BIG_RESPONSE_BYTES,
+        "cut off before the whole answer ({received} bytes received)"
+    );
+}
+
+#[tokio::test]
+async fn a_large_answer_read_slowly_but_steadily_is_never_cut_off_as_idle() {
+    let config = ServerConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let app = spawn(config, None).await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    // About 1.5 s for the whole answer, five times the idle timeout, never pausing long.
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut since_pause = 0usize;
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        received += n;
+        since_pause += n;
+        if since_pause >= 1024 * 1024 {
+            since_pause = 0;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(
+        received > BIG_RESPONSE_BYTES,
+        "the whole answer arrived ({received} bytes)"
+    );
 }
 
 #[tokio::test]

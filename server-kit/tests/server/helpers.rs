@@ -18,6 +18,9 @@ use server_kit::{
     server::{Gateway, Server},
 };
 
+/// The size of `GET /big`'s answer: more than the socket buffers of both ends hold.
+pub const BIG_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
 /// A probe reporting a fixed answer, or never answering, and counting its checks.
 pub struct StubProbe {
     up: Option<bool>,
@@ -120,6 +123,7 @@ fn routes() -> Router {
                     .to_owned()
             }),
         )
+        .route("/big", get(|| async { vec![b'a'; BIG_RESPONSE_BYTES] }))
         .route(
             "/peer",
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
