@@ -149,8 +149,24 @@ pub struct PrivateCacheConfig {
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     /// Memory budget of the private caches, in bytes (shared between carts and orders as
-    /// [`CacheConfig::max_bytes`] is between products and categories).
+    /// [`CacheConfig::max_bytes`] is between products and categories: a quarter for carts, the
+    /// rest for orders).
     pub max_bytes: u64,
+}
+
+/// Share of the private cache budget given to carts (orders get the rest).
+const CART_BUDGET_DIVISOR: u64 = 4;
+
+impl PrivateCacheConfig {
+    /// The carts' share of `max_bytes`.
+    pub(crate) fn cart_bytes(&self) -> u64 {
+        self.max_bytes / CART_BUDGET_DIVISOR
+    }
+
+    /// The orders' share of `max_bytes`: what the carts do not get.
+    pub(crate) fn order_bytes(&self) -> u64 {
+        self.max_bytes - self.cart_bytes()
+    }
 }
 
 impl Default for PrivateCacheConfig {

@@ -9,8 +9,10 @@
 //!
 //! Modules:
 //! - `config`: the [`DownstreamConfig`] of the three services and the cache.
-//! - `downstream`: the [`Downstream`] facade, the [`Carts`] and [`Orders`] facades and readiness.
+//! - `downstream`: the [`Downstream`] facade (one per process) and readiness.
 //! - `catalog`: the cached [`Catalog`] (single products, batches, categories, pages).
+//! - `carts`: [`Carts`], users' carts cached per user, invalidated by their writes.
+//! - `orders`: [`Orders`], owners' orders cached per owner, invalidated by order creation.
 //! - `checkout`: [`OrderPlacement`]: pricing lines from current catalog data, stock checks,
 //!   idempotent order creation and cart checkout, the same for every gateway.
 //! - `cache`: a byte-bounded cache whose freshness rules are ours (TTL = min(`max_ttl`, `max-age`)).
@@ -32,6 +34,7 @@ pub mod config;
 mod cache;
 mod cache_control;
 mod cart;
+mod carts;
 mod catalog;
 mod checkout;
 mod coalesce;
@@ -44,6 +47,7 @@ mod metrics;
 mod model;
 pub mod money;
 mod order;
+mod orders;
 mod private;
 mod product;
 mod resilience;
@@ -52,6 +56,7 @@ mod transport;
 
 pub use cache_control::{CacheControl, ETag};
 pub use cart::CartClient;
+pub use carts::Carts;
 pub use catalog::{Catalog, ProductsFound};
 pub use checkout::{
     MAX_LINE_QUANTITY, MAX_ORDER_LINES, OrderPlacement, OrderPlacementConfig, OrderRequest,
@@ -65,7 +70,7 @@ pub use context::{
     IdempotencyKey, InvalidHeaderValue, Owner, RequestContext, RequestId, TraceParent,
 };
 pub use derived::Derived;
-pub use downstream::{Carts, Downstream, Orders, READY_TIMEOUT, ReadyCheck, ReadyReport};
+pub use downstream::{Downstream, READY_TIMEOUT, ReadyCheck, ReadyReport};
 pub use error::{BuildError, ClientError, ErrorKind, Problem, Service};
 pub use id::{CategoryId, InvalidId, OrderId, PartnerId, ProductId, UserId};
 pub use metrics::{
@@ -83,5 +88,6 @@ pub use model::product::{
     Rating,
 };
 pub use order::OrderClient;
+pub use orders::Orders;
 pub use product::{Fetched, MAX_BATCH, ProductClient, Revalidated};
 pub use served::{Freshness, Served};

@@ -2,7 +2,7 @@
 //!
 //! Every call acts for an [`Owner`]: a user (`X-User-Id`) or a partner (`X-Partner-Id`). The
 //! service only shows an owner its own orders (someone else's order is a 404). Orders are private;
-//! nothing here is cached.
+//! nothing here is cached ([`Orders`](crate::Orders) caches per owner).
 
 use std::time::Duration;
 

@@ -35,10 +35,10 @@ use crate::cache::{ENTRY_OVERHEAD, Weigh};
 use crate::coalesce::{Claim, Coalescer, Joined};
 use crate::context::{Owner, RequestContext};
 use crate::error::{ClientError, Failure, Service};
-use crate::id::{OrderId, UserId};
+use crate::id::UserId;
 use crate::metrics::{CacheMetrics, CacheMetricsSnapshot};
 use crate::model::cart::Cart;
-use crate::model::order::{Order, OrderPage, OrderQuery};
+use crate::model::order::{Order, OrderPage};
 
 /// Shortest hard time-to-live of an owner's record in the store.
 const MIN_RECORD_TTL: Duration = Duration::from_secs(10);
@@ -69,36 +69,6 @@ impl<R> PrivateKey<R> {
             owner: Owner::User(user.clone()),
             resource,
         }
-    }
-}
-
-/// The cart of a user: a user has exactly one, so the resource carries nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct TheCart;
-
-/// One of an owner's order resources.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum OrderResource {
-    /// One order by id.
-    Order(OrderId),
-    /// One page of the owner's order list.
-    Page(OrderQuery),
-}
-
-impl Weigh for TheCart {
-    fn weigh(&self) -> usize {
-        0
-    }
-}
-
-impl Weigh for OrderResource {
-    fn weigh(&self) -> usize {
-        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-        std::mem::size_of::<Self>()
-            + match self {
-                Self::Order(id) => id.as_str().len(),
-                Self::Page(query) => opt(&query.cursor),
-            }
     }
 }
 
@@ -414,6 +384,16 @@ mod tests {
     use super::*;
 
     const SEC: Duration = Duration::from_secs(1);
+
+    /// The one resource of each owner in these tests, as a user has one cart.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    struct TheCart;
+
+    impl Weigh for TheCart {
+        fn weigh(&self) -> usize {
+            0
+        }
+    }
 
     fn cache() -> PrivateCache<TheCart, u32> {
         PrivateCache::new("test", Service::Cart, 2 * SEC, 1 << 20)
