@@ -78,6 +78,7 @@ pub fn routes(settings: &WebSettings, downstream: Downstream) -> Result<Router, 
         max_aliases: config.limits.max_aliases,
         max_root_fields: config.limits.max_root_fields,
         max_expanded_selections: config.limits.max_expanded_selections,
+        pages: services.pages,
     };
     let schema = schema::build(
         services.clone(),

@@ -9,7 +9,7 @@ use shared_clients::{
 };
 
 use super::{
-    error,
+    error, limits,
     money::MoneyView,
     scope::{RequestScope, Services},
 };
@@ -328,10 +328,12 @@ pub fn category_list_cost(weight: usize, child_complexity: usize) -> usize {
     weight.saturating_mul(child_complexity).saturating_add(1)
 }
 
-/// The complexity of a list field: the page size (bounded) times what each item costs.
+/// The complexity of a list field: the page it fetches (the configured default without `first`,
+/// `first` clamped to the configured max: see [`limits::counted_pages`]) times what each item
+/// costs.
 pub fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
-    let first = first.map_or(20, |n| usize::try_from(n.clamp(1, 100)).unwrap_or(100));
-    first.saturating_mul(child_complexity).saturating_add(1)
+    let size = usize::try_from(limits::counted_pages().counted(first)).unwrap_or(usize::MAX);
+    size.saturating_mul(child_complexity).saturating_add(1)
 }
 
 /// Every category, from the catalog's cache.
@@ -524,5 +526,16 @@ mod tests {
             let error = pages.resolve(Some(bad)).unwrap_err();
             assert_eq!(code_of(&error).as_deref(), Some("\"BAD_USER_INPUT\""));
         }
+    }
+
+    #[test]
+    fn pages_are_counted_at_the_size_they_are_fetched_at_clamped() {
+        let pages = super::super::scope::PageSizes { default: 7, max: 9 };
+        assert_eq!(pages.counted(None), 7);
+        assert_eq!(pages.counted(Some(3)), 3);
+        assert_eq!(pages.counted(Some(9)), 9);
+        assert_eq!(pages.counted(Some(500)), 9);
+        assert_eq!(pages.counted(Some(0)), 1);
+        assert_eq!(pages.counted(Some(i32::MIN)), 1);
     }
 }

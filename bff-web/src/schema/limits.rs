@@ -8,7 +8,8 @@
 //!
 //! [`Limits`] is also a schema extension. After validation it refuses a document more complex
 //! than allowed (`QUERY_TOO_COMPLEX`): complexity counts one per field, and list fields multiply
-//! what they select by their page size (`first`). It gives the errors of the phases before
+//! what they select by the page they fetch (`first` clamped to the configured largest page, the
+//! configured default page without it: [`counted_pages`]). It gives the errors of the phases before
 //! execution their codes: `GRAPHQL_PARSE_FAILED` for a document that does not parse,
 //! `GRAPHQL_VALIDATION_FAILED` for one that does not fit the schema. And it marks the request as
 //! executed once execution starts, so the transport can tell a request error (no `data`) from a
@@ -29,6 +30,9 @@ use async_graphql::{
         SelectionSet,
     },
 };
+
+use super::scope::PageSizes;
+use crate::config::MAX_PAGE_SIZE;
 
 /// Codes of errors raised before execution.
 pub mod codes {
@@ -59,12 +63,32 @@ pub struct Limits {
     pub max_root_fields: usize,
     /// Most selections once fragments are expanded (see [`expanded_selections`]).
     pub max_expanded_selections: usize,
+    /// The configured page sizes, so a list field's complexity is that of the page it fetches.
+    pub pages: PageSizes,
 }
 
 impl ExtensionFactory for Limits {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(*self)
     }
+}
+
+tokio::task_local! {
+    /// The page sizes list fields are counted at while [`Limits`] validates a document.
+    /// async-graphql computes a field's complexity with a plain function of its arguments that
+    /// sees none of the schema's data, so the configured sizes reach it this way, for the
+    /// validation of one document only.
+    static COUNTED_PAGES: PageSizes;
+}
+
+/// The page sizes list fields are counted at (see [`page_cost`](super::catalog::page_cost)): the
+/// configured ones while [`Limits`] validates a document; elsewhere (a schema built without
+/// [`Limits`]), the largest page any configuration allows.
+pub fn counted_pages() -> PageSizes {
+    COUNTED_PAGES.try_with(|pages| *pages).unwrap_or(PageSizes {
+        default: MAX_PAGE_SIZE,
+        max: MAX_PAGE_SIZE,
+    })
 }
 
 /// Set once execution of a request starts; the transport keeps a clone.
@@ -187,7 +211,8 @@ impl Extension for Limits {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = next.run(ctx).await.map_err(|errors| {
+        let validated = COUNTED_PAGES.scope(self.pages, next.run(ctx));
+        let result = validated.await.map_err(|errors| {
             errors
                 .into_iter()
                 .map(|e| with_code(e, codes::VALIDATION_FAILED))

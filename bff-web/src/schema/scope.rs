@@ -108,6 +108,16 @@ impl PageSizes {
             )),
         }
     }
+
+    /// How many items a list asked for with `first` is counted as before anything is resolved
+    /// (its complexity): the page [`resolve`](Self::resolve) fetches, with a `first` out of range
+    /// clamped into `1..=max` (resolving refuses it later).
+    pub fn counted(&self, first: Option<i32>) -> u32 {
+        match first {
+            None => self.default,
+            Some(n) => u32::try_from(n.max(1)).unwrap_or(1).min(self.max),
+        }
+    }
 }
 
 /// What of one answer was served stale (past its freshness lifetime, from the cache), so the

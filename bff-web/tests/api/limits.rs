@@ -248,3 +248,78 @@ async fn a_product_page_per_category_is_counted_per_category() {
     .await
     .assert_ok();
 }
+
+/// The complexity a `QUERY_TOO_COMPLEX` answer reports.
+fn reported_complexity(answer: &crate::helpers::Answer) -> u64 {
+    assert_eq!(answer.codes(), ["QUERY_TOO_COMPLEX"], "{:#}", answer.body);
+    let message = answer.body["errors"][0]["message"]
+        .as_str()
+        .expect("message");
+    message
+        .strip_prefix("The document's complexity is ")
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no complexity in {message:?}"))
+}
+
+#[tokio::test]
+async fn list_fields_are_counted_at_the_configured_page_sizes() {
+    // Every document is refused, so each answer says what it was counted as.
+    let app = spawn_app_with(|s| {
+        s.gateway.limits.default_page_size = 2;
+        s.gateway.limits.max_page_size = 3;
+        s.gateway.limits.max_complexity = 1;
+    })
+    .await;
+    // `nodes { id }` costs 2 per product; a page costs its size times that, plus 1.
+    let without_first = app
+        .query("{ products { nodes { id } } }", json!({}), None)
+        .await;
+    assert_eq!(
+        reported_complexity(&without_first),
+        2 * 2 + 1,
+        "the default page size"
+    );
+    let above_max = app
+        .query("{ products(first: 50) { nodes { id } } }", json!({}), None)
+        .await;
+    assert_eq!(
+        reported_complexity(&above_max),
+        3 * 2 + 1,
+        "clamped to the max"
+    );
+    let token = crate::helpers::token("u-1");
+    let orders = app
+        .query(
+            "{ viewer { orders { nodes { id } } } }",
+            json!({}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(
+        reported_complexity(&orders),
+        1 + 2 * 2 + 1,
+        "the viewer's orders too"
+    );
+
+    // So a page the default size allows is not refused for the size the default used to be.
+    let app = spawn_app_with(|s| {
+        s.gateway.limits.default_page_size = 2;
+        s.gateway.limits.max_page_size = 3;
+        s.gateway.limits.max_complexity = 10;
+    })
+    .await;
+    let answer = app
+        .query("{ products { nodes { id } } }", json!({}), None)
+        .await;
+    answer.assert_ok();
+    assert_eq!(
+        answer.data("/products/nodes").as_array().map(Vec::len),
+        Some(2)
+    );
+    // And `first` above the max is a bad input, not a too complex document.
+    let answer = app
+        .query("{ products(first: 50) { nodes { id } } }", json!({}), None)
+        .await;
+    assert_eq!(answer.codes(), ["BAD_USER_INPUT"], "{:#}", answer.body);
+}
