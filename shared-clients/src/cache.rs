@@ -40,10 +40,9 @@ use crate::coalesce::{Claim, Coalescer, Joined, Leader};
 use crate::config::CacheConfig;
 use crate::context::RequestContext;
 use crate::error::{ClientError, ErrorKind, Failure, Service};
-use crate::id::ProductId;
 use crate::metrics::{CacheMetrics, CacheMetricsSnapshot};
-use crate::model::product::{Category, Product};
 use crate::served::{Freshness, Served};
+use crate::weigh::Weigh;
 
 /// Bookkeeping bytes added to every entry's weight (the store's own per-entry overhead).
 pub(crate) const ENTRY_OVERHEAD: usize = 128;
@@ -53,43 +52,6 @@ const MIN_STORE_TTL: Duration = Duration::from_secs(1);
 
 /// What coalesced readers share: the entry one fetch produced, or its error.
 pub(crate) type Shared<V> = Result<Entry<V>, ClientError>;
-
-/// Approximate memory footprint of a cached key or value, in bytes.
-pub(crate) trait Weigh {
-    /// Approximate size in bytes, including what the value owns on the heap.
-    fn weigh(&self) -> usize;
-}
-
-impl Weigh for Product {
-    fn weigh(&self) -> usize {
-        self.approx_bytes()
-    }
-}
-
-impl Weigh for Vec<Category> {
-    fn weigh(&self) -> usize {
-        std::mem::size_of::<Self>() + self.iter().map(Category::approx_bytes).sum::<usize>()
-    }
-}
-
-impl Weigh for ProductId {
-    fn weigh(&self) -> usize {
-        std::mem::size_of::<Self>() + self.as_str().len()
-    }
-}
-
-impl Weigh for () {
-    fn weigh(&self) -> usize {
-        0
-    }
-}
-
-#[cfg(test)]
-impl Weigh for u32 {
-    fn weigh(&self) -> usize {
-        4
-    }
-}
 
 /// The time windows of a cache's entries.
 #[derive(Debug, Clone, Copy)]

@@ -8,7 +8,6 @@
 
 use std::future::Future;
 
-use crate::cache::Weigh;
 use crate::cart::CartClient;
 use crate::config::PrivateCacheConfig;
 use crate::context::{Owner, RequestContext};
@@ -17,6 +16,7 @@ use crate::id::{ProductId, UserId};
 use crate::metrics::CacheMetricsSnapshot;
 use crate::model::cart::Cart;
 use crate::private::{PrivateCache, PrivateKey};
+use crate::weigh::Weigh;
 
 /// Cart operations, on behalf of one user each. A user's cart is cached for them alone, for the
 /// configured private TTL; every write through here invalidates it at once (read-your-writes).

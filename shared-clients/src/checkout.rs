@@ -54,10 +54,10 @@ use tokio::{sync::Mutex, time::Instant};
 use crate::{
     Address, Channel, ClientError, Creation, Downstream, ErrorKind, IdempotencyKey,
     InventoryStatus, NewOrder, Order, OrderLine, Owner, Product, RequestContext,
-    cache::Weigh,
     error::{Failure, Service},
     id::{ProductId, UserId},
     product::MAX_BATCH,
+    weigh::Weigh,
 };
 
 /// Most lines one order may have (the contract's limit).

@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::weigh::Weigh;
+
 /// Longest id the contract allows.
 const MAX_ID_LEN: usize = 64;
 
@@ -154,6 +156,13 @@ id_type!(
     PartnerId,
     "partner"
 );
+
+/// The key of the product cache.
+impl Weigh for ProductId {
+    fn weigh(&self) -> usize {
+        std::mem::size_of::<Self>() + self.as_str().len()
+    }
+}
 
 #[cfg(test)]
 mod tests {

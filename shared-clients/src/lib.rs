@@ -53,6 +53,7 @@ mod product;
 mod resilience;
 mod served;
 mod transport;
+mod weigh;
 
 pub use cache_control::{CacheControl, ETag};
 pub use cart::CartClient;

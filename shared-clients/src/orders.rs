@@ -8,7 +8,6 @@
 //! once it has an answer, so an owner always reads their own writes. Orders are never served
 //! stale.
 
-use crate::cache::Weigh;
 use crate::config::PrivateCacheConfig;
 use crate::context::{IdempotencyKey, Owner, RequestContext};
 use crate::error::{ClientError, Failure, Service};
@@ -17,6 +16,7 @@ use crate::metrics::CacheMetricsSnapshot;
 use crate::model::order::{CreatedOrder, NewOrder, Order, OrderPage, OrderQuery};
 use crate::order::OrderClient;
 use crate::private::{PrivateCache, PrivateKey};
+use crate::weigh::Weigh;
 
 /// Order operations, on behalf of one owner each. An owner's orders and order pages are cached
 /// for them alone, for the configured private TTL; creating an order through here invalidates

@@ -31,14 +31,13 @@ use std::time::Duration;
 use moka::ops::compute::{CompResult, Op};
 use tokio::time::Instant;
 
-use crate::cache::{ENTRY_OVERHEAD, Weigh};
+use crate::cache::ENTRY_OVERHEAD;
 use crate::coalesce::{Claim, Coalescer, Joined};
 use crate::context::{Owner, RequestContext};
 use crate::error::{ClientError, Failure, Service};
 use crate::id::UserId;
 use crate::metrics::{CacheMetrics, CacheMetricsSnapshot};
-use crate::model::cart::Cart;
-use crate::model::order::{Order, OrderPage};
+use crate::weigh::Weigh;
 
 /// Shortest hard time-to-live of an owner's record in the store.
 const MIN_RECORD_TTL: Duration = Duration::from_secs(10);
@@ -69,56 +68,6 @@ impl<R> PrivateKey<R> {
             owner: Owner::User(user.clone()),
             resource,
         }
-    }
-}
-
-impl Weigh for Cart {
-    fn weigh(&self) -> usize {
-        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-        std::mem::size_of::<Self>()
-            + self.user_id.as_str().len()
-            + opt(&self.updated_at)
-            + self
-                .items
-                .iter()
-                .map(|item| {
-                    std::mem::size_of_val(item)
-                        + item.product_id.as_str().len()
-                        + item.added_at.len()
-                })
-                .sum::<usize>()
-    }
-}
-
-impl Weigh for Order {
-    fn weigh(&self) -> usize {
-        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-        let address = self.shipping_address.as_ref().map_or(0, |a| {
-            opt(&a.name) + opt(&a.line1) + opt(&a.city) + opt(&a.postal_code) + opt(&a.country)
-        });
-        std::mem::size_of::<Self>()
-            + self.id.as_str().len()
-            + self.user_id.as_str().len()
-            + self.created_at.len()
-            + opt(&self.updated_at)
-            + address
-            + self
-                .lines
-                .iter()
-                .map(|line| {
-                    std::mem::size_of_val(line)
-                        + line.product_id.as_str().len()
-                        + line.unit_price.currency.len()
-                })
-                .sum::<usize>()
-    }
-}
-
-impl Weigh for OrderPage {
-    fn weigh(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.next_cursor.as_ref().map_or(0, String::len)
-            + self.items.iter().map(Weigh::weigh).sum::<usize>()
     }
 }
 

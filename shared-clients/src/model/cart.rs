@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::integer;
 use crate::id::{ProductId, UserId};
+use crate::weigh::Weigh;
 
 /// A user's cart. Private to that user: never cached under a key without the user's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,4 +33,23 @@ pub struct CartItem {
     pub quantity: u32,
     /// When the line was first added (RFC 3339), so clients can order lines.
     pub added_at: String,
+}
+
+/// For the private cache (a user's cart).
+impl Weigh for Cart {
+    fn weigh(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        std::mem::size_of::<Self>()
+            + self.user_id.as_str().len()
+            + opt(&self.updated_at)
+            + self
+                .items
+                .iter()
+                .map(|item| {
+                    std::mem::size_of_val(item)
+                        + item.product_id.as_str().len()
+                        + item.added_at.len()
+                })
+                .sum::<usize>()
+    }
 }

@@ -17,6 +17,8 @@ pub mod product;
 
 use serde::{Deserialize, Serialize};
 
+use crate::weigh::Weigh;
+
 /// An amount of money: integer minor units plus an ISO-4217 currency code, never a float.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Money {
@@ -27,9 +29,9 @@ pub struct Money {
     pub currency: String,
 }
 
-impl Money {
-    /// Approximate heap and inline size, for weighing cache entries.
-    pub(crate) fn approx_bytes(&self) -> usize {
+/// Part of the weight of what holds an amount (a product's prices).
+impl Weigh for Money {
+    fn weigh(&self) -> usize {
         std::mem::size_of::<Self>() + self.currency.len()
     }
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Money, integer};
 use crate::id::{OrderId, PartnerId, ProductId, UserId};
+use crate::weigh::Weigh;
 
 /// An order. Belongs to its `channel.partner_id` for partner orders, to its `user_id` otherwise;
 /// only that owner can read it.
@@ -29,6 +30,31 @@ pub struct Order {
     /// When the order last changed status (RFC 3339), `None` if it never did.
     #[serde(default)]
     pub updated_at: Option<String>,
+}
+
+/// For the private cache (an owner's orders) and the order placement's remembered attempts.
+impl Weigh for Order {
+    fn weigh(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let address = self.shipping_address.as_ref().map_or(0, |a| {
+            opt(&a.name) + opt(&a.line1) + opt(&a.city) + opt(&a.postal_code) + opt(&a.country)
+        });
+        std::mem::size_of::<Self>()
+            + self.id.as_str().len()
+            + self.user_id.as_str().len()
+            + self.created_at.len()
+            + opt(&self.updated_at)
+            + address
+            + self
+                .lines
+                .iter()
+                .map(|line| {
+                    std::mem::size_of_val(line)
+                        + line.product_id.as_str().len()
+                        + line.unit_price.currency.len()
+                })
+                .sum::<usize>()
+    }
 }
 
 /// An order to create. The caller prices the lines from the catalog; the service computes the
@@ -164,6 +190,15 @@ pub struct OrderPage {
     /// [`OrderQuery::cursor`].
     #[serde(default)]
     pub next_cursor: Option<String>,
+}
+
+/// For the private cache (an owner's order pages).
+impl Weigh for OrderPage {
+    fn weigh(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.next_cursor.as_ref().map_or(0, String::len)
+            + self.items.iter().map(Weigh::weigh).sum::<usize>()
+    }
 }
 
 /// Which page of an owner's orders to list. `OrderQuery::default()` lists the first page of all.

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Money, integer};
 use crate::id::{CategoryId, ProductId};
+use crate::weigh::Weigh;
 
 /// A product of the catalog. Shared read-only as `Arc<Product>` between the cache and every
 /// request that shows it.
@@ -47,10 +48,9 @@ pub struct Product {
     pub updated_at: String,
 }
 
-impl Product {
-    /// Approximate memory footprint, for the byte-bounded cache: the struct plus every string it
-    /// owns. Not exact (allocator overhead, map nodes), but proportional to the real size.
-    pub(crate) fn approx_bytes(&self) -> usize {
+/// For the product cache: the struct plus every string it owns.
+impl Weigh for Product {
+    fn weigh(&self) -> usize {
         let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
         std::mem::size_of::<Self>()
             + self.id.as_str().len()
@@ -59,8 +59,8 @@ impl Product {
             + opt(&self.description)
             + opt(&self.brand)
             + self.category_id.as_ref().map_or(0, |c| c.as_str().len())
-            + self.price.approx_bytes()
-            + self.list_price.as_ref().map_or(0, Money::approx_bytes)
+            + self.price.weigh()
+            + self.list_price.as_ref().map_or(0, Money::weigh)
             + self
                 .images
                 .iter()
@@ -140,13 +140,20 @@ pub struct Category {
     pub parent_id: Option<CategoryId>,
 }
 
-impl Category {
-    /// Approximate memory footprint, for the byte-bounded cache.
-    pub(crate) fn approx_bytes(&self) -> usize {
+/// For the category list's weight.
+impl Weigh for Category {
+    fn weigh(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.id.as_str().len()
             + self.name.len()
             + self.parent_id.as_ref().map_or(0, |p| p.as_str().len())
+    }
+}
+
+/// The category list, cached as one entry.
+impl Weigh for Vec<Category> {
+    fn weigh(&self) -> usize {
+        std::mem::size_of::<Self>() + self.iter().map(Category::weigh).sum::<usize>()
     }
 }
 
