@@ -1,6 +1,6 @@
 //! Cart operations as the gateways call them: [`Carts`], a user's cart cached for them alone.
 //!
-//! A user's cart is private data, cached per owner (see `crate::private`): a read is reused for
+//! A user's cart is private data, cached per owner (see `crate::cache::private`): a read is reused for
 //! the configured private TTL under a key that contains the user's identity, concurrent misses of
 //! one user coalesce, and every write through [`Carts`] (adding, changing, removing, clearing)
 //! invalidates the user's cached cart before it is sent and again once it has an answer, so a user
@@ -8,6 +8,7 @@
 
 use std::future::Future;
 
+use crate::cache::private::{PrivateCache, PrivateKey};
 use crate::cart::CartClient;
 use crate::config::PrivateCacheConfig;
 use crate::context::{Owner, RequestContext};
@@ -15,7 +16,6 @@ use crate::error::{ClientError, Service};
 use crate::id::{ProductId, UserId};
 use crate::metrics::CacheMetricsSnapshot;
 use crate::model::cart::Cart;
-use crate::private::{PrivateCache, PrivateKey};
 use crate::weigh::Weigh;
 
 /// Cart operations, on behalf of one user each. A user's cart is cached for them alone, for the

@@ -3,7 +3,7 @@
 //! Products and categories are public, so they are cached once for everyone, keyed by id, for as
 //! long as the service's `max-age` allows (bounded by the configured `max_ttl`), then served stale
 //! while one background call refreshes them, or instead of an error while the service fails (see
-//! `crate::cache` for the rules and `crate::served` for how every answer states its freshness).
+//! `crate::cache::public` for the rules and `crate::cache::served` for how every answer states its freshness).
 //! Product 404s are remembered briefly (negative caching). Misses are coalesced: a burst of
 //! requests for one product makes one downstream call, and a refresh of a single product is a
 //! conditional request (`If-None-Match`) when its `ETag` is known.
@@ -24,8 +24,9 @@ use futures::future::join_all;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use crate::cache::{Entry, FreshCache, Lookup, Shared, Update, Windows};
-use crate::coalesce::{Claim, Joined, Leader};
+use crate::cache::coalesce::{Claim, Joined, Leader};
+use crate::cache::public::{Entry, FreshCache, Lookup, Shared, Update, Windows};
+use crate::cache::served::{Freshness, Served};
 use crate::config::CacheConfig;
 use crate::context::RequestContext;
 use crate::error::{ClientError, ErrorKind, Failure, Service};
@@ -33,7 +34,6 @@ use crate::id::ProductId;
 use crate::metrics::CacheMetricsSnapshot;
 use crate::model::product::{Category, Product, ProductPage, ProductQuery};
 use crate::product::{MAX_BATCH, ProductClient, Revalidated};
-use crate::served::{Freshness, Served};
 
 /// Share of the cache budget given to the category list (a small, single entry).
 const CATEGORY_BUDGET_DIVISOR: u64 = 16;

@@ -37,9 +37,7 @@ mod cart;
 mod carts;
 mod catalog;
 mod checkout;
-mod coalesce;
 mod context;
-mod derived;
 mod downstream;
 mod error;
 mod id;
@@ -48,13 +46,13 @@ mod model;
 pub mod money;
 mod order;
 mod orders;
-mod private;
 mod product;
 mod resilience;
-mod served;
 mod transport;
 mod weigh;
 
+pub use cache::derived::Derived;
+pub use cache::served::{Freshness, Served};
 pub use cache_control::{CacheControl, ETag};
 pub use cart::CartClient;
 pub use carts::Carts;
@@ -70,7 +68,6 @@ pub use config::{
 pub use context::{
     IdempotencyKey, InvalidHeaderValue, Owner, RequestContext, RequestId, TraceParent,
 };
-pub use derived::Derived;
 pub use downstream::{Downstream, READY_TIMEOUT, ReadyCheck, ReadyReport};
 pub use error::{BuildError, ClientError, ErrorKind, Problem, Service};
 pub use id::{CategoryId, InvalidId, OrderId, PartnerId, ProductId, UserId};
@@ -91,4 +88,3 @@ pub use model::product::{
 pub use order::OrderClient;
 pub use orders::Orders;
 pub use product::{Fetched, MAX_BATCH, ProductClient, Revalidated};
-pub use served::{Freshness, Served};

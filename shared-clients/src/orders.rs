@@ -1,13 +1,14 @@
 //! Order operations as the gateways call them: [`Orders`], an owner's orders cached for them
 //! alone.
 //!
-//! Orders are private data, cached per owner (see `crate::private`): reads of an order or of a
+//! Orders are private data, cached per owner (see `crate::cache::private`): reads of an order or of a
 //! page of orders are reused for the configured private TTL under keys that contain the owner's
 //! identity (a user or a partner), concurrent misses of one owner coalesce, and creating an order
 //! through [`Orders`] invalidates all of the owner's cached orders before it is sent and again
 //! once it has an answer, so an owner always reads their own writes. Orders are never served
 //! stale.
 
+use crate::cache::private::{PrivateCache, PrivateKey};
 use crate::config::PrivateCacheConfig;
 use crate::context::{IdempotencyKey, Owner, RequestContext};
 use crate::error::{ClientError, Failure, Service};
@@ -15,7 +16,6 @@ use crate::id::OrderId;
 use crate::metrics::CacheMetricsSnapshot;
 use crate::model::order::{CreatedOrder, NewOrder, Order, OrderPage, OrderQuery};
 use crate::order::OrderClient;
-use crate::private::{PrivateCache, PrivateKey};
 use crate::weigh::Weigh;
 
 /// Order operations, on behalf of one owner each. An owner's orders and order pages are cached

@@ -31,8 +31,8 @@ use std::time::Duration;
 use moka::ops::compute::{CompResult, Op};
 use tokio::time::Instant;
 
-use crate::cache::ENTRY_OVERHEAD;
-use crate::coalesce::{Claim, Coalescer, Joined};
+use super::ENTRY_OVERHEAD;
+use super::coalesce::{Claim, Coalescer, Joined};
 use crate::context::{Owner, RequestContext};
 use crate::error::{ClientError, Failure, Service};
 use crate::id::UserId;

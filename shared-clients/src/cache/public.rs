@@ -18,7 +18,7 @@
 //! - **Negative caching.** When enabled (`negative_ttl`), a 404 is remembered for that long and
 //!   answered as [`NotFound`](crate::ErrorKind::NotFound) without a call.
 //! - **Deadlines.** A coalesced fetch runs under its leader's deadline; every other reader waits
-//!   for it only until its own deadline (see `crate::coalesce`), then gets a timeout, or a
+//!   for it only until its own deadline (see `crate::cache::coalesce`), then gets a timeout, or a
 //!   stale-if-error answer. A background refresh runs without the reader's deadline (nobody waits
 //!   for it), bounded by the service's timeouts and retries.
 //!
@@ -35,17 +35,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
+use super::ENTRY_OVERHEAD;
+use super::coalesce::{Claim, Coalescer, Joined, Leader};
+use super::served::{Freshness, Served};
 use crate::cache_control::ETag;
-use crate::coalesce::{Claim, Coalescer, Joined, Leader};
 use crate::config::CacheConfig;
 use crate::context::RequestContext;
 use crate::error::{ClientError, ErrorKind, Failure, Service};
 use crate::metrics::{CacheMetrics, CacheMetricsSnapshot};
-use crate::served::{Freshness, Served};
 use crate::weigh::Weigh;
-
-/// Bookkeeping bytes added to every entry's weight (the store's own per-entry overhead).
-pub(crate) const ENTRY_OVERHEAD: usize = 128;
 
 /// Shortest hard time-to-live given to the store, so tiny windows still keep entries readable.
 const MIN_STORE_TTL: Duration = Duration::from_secs(1);
