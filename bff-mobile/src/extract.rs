@@ -1,19 +1,24 @@
 //! Extractors that reject in the mobile problem format, never with axum's `text/plain`:
-//! [`ApiJson`] (bodies), [`ApiQuery`] (query strings), [`IdParam`] (path ids),
+//! [`Json`] (bodies) and [`Ctx`] (the downstream context of the request: request id, trace,
+//! deadline), shared by every gateway (`server_kit::extract`, through [`ApiState`] below),
+//! and this gateway's own: [`ApiQuery`] (query strings), [`IdParam`] (path ids),
 //! [`CheckoutKey`] (`Idempotency-Key`), [`OptionalBody`] (a JSON body that may be absent),
 //! [`User`] and [`MaybeUser`] (the shared bearer-token extractors, rejecting with our problem
-//! types), plus [`Ctx`] (the downstream context of the request:
-//! request id, trace, deadline) and [`ImageHint`] (which image width the client wants).
+//! types) and [`ImageHint`] (which image width the client wants).
 
-use std::str::FromStr;
+use std::{str::FromStr, time::Duration};
 
 use axum::{
-    extract::{FromRequest, FromRequestParts, Path, Query, Request, rejection::JsonRejection},
-    http::{StatusCode, request::Parts},
+    extract::{FromRequest, FromRequestParts, Path, Query, Request},
+    http::request::Parts,
 };
 use serde::{Deserialize, de::DeserializeOwned};
-use server_kit::auth::{AuthenticatedUser, OptionalUser};
-use shared_clients::{IdempotencyKey, RequestContext, RequestId, TraceParent, UserId};
+pub use server_kit::extract::{Ctx, Json};
+use server_kit::{
+    auth::{AuthenticatedUser, OptionalUser},
+    extract::{ApiState, BodyRejection},
+};
+use shared_clients::{IdempotencyKey, UserId};
 
 use crate::{error::ApiError, state::AppState};
 
@@ -23,31 +28,24 @@ const MAX_DPR: f32 = 4.0;
 /// Largest image width (`?w=` in CSS pixels, `Width` in device pixels) accepted.
 const MAX_IMAGE_WIDTH: u32 = 4096;
 
-/// A JSON body; a missing content type is 415, a too-large body 413, anything unreadable 400.
-#[derive(Debug, Clone)]
-pub struct ApiJson<T>(pub T);
-
-impl<S, T> FromRequest<S> for ApiJson<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
+impl ApiState for AppState {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(&rejection)),
-        }
+    /// `gateway.request_deadline`, else `downstream.deadline`.
+    fn request_deadline(&self) -> Duration {
+        self.config()
+            .request_deadline
+            .unwrap_or_else(|| self.downstream().deadline())
     }
 }
 
-/// Classifies a JSON rejection (the one place axum's rejections of bodies are mapped).
-fn json_rejection(rejection: &JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge,
-        other => ApiError::InvalidJson(other.body_text()),
+impl From<BodyRejection> for ApiError {
+    fn from(rejection: BodyRejection) -> Self {
+        match rejection {
+            BodyRejection::UnsupportedMediaType => Self::UnsupportedMediaType,
+            BodyRejection::TooLarge => Self::BodyTooLarge,
+            BodyRejection::Invalid(detail) => Self::InvalidJson(detail),
+        }
     }
 }
 
@@ -55,14 +53,10 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
 #[derive(Debug, Clone)]
 pub struct OptionalBody<T>(pub Option<T>);
 
-impl<S, T> FromRequest<S> for OptionalBody<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
+impl<T: DeserializeOwned> FromRequest<AppState> for OptionalBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let headers = request.headers();
         let declared_empty = headers
             .get(axum::http::header::CONTENT_LENGTH)
@@ -70,7 +64,7 @@ where
         if declared_empty && !headers.contains_key(axum::http::header::CONTENT_TYPE) {
             return Ok(Self(None));
         }
-        let ApiJson(value) = ApiJson::from_request(request, state).await?;
+        let Json(value) = Json::from_request(request, state).await?;
         Ok(Self(Some(value)))
     }
 }
@@ -165,41 +159,6 @@ impl<S: Send + Sync> FromRequestParts<S> for CheckoutKey {
         IdempotencyKey::parse(text)
             .map(Self)
             .map_err(|_| ApiError::InvalidIdempotencyKey)
-    }
-}
-
-/// The downstream context of one request: its `X-Request-Id` and `traceparent` to propagate and
-/// its deadline (`gateway.request_deadline`, else `downstream.deadline`, from now), shared by
-/// every call the screen makes.
-#[derive(Debug, Clone)]
-pub struct Ctx(pub RequestContext);
-
-impl FromRequestParts<AppState> for Ctx {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let budget = state
-            .config()
-            .request_deadline
-            .unwrap_or_else(|| state.downstream().deadline());
-        let mut ctx = RequestContext::new().with_timeout_from_now(budget);
-        if let Some(id) =
-            server_kit::http::request_id(parts).and_then(|id| RequestId::parse(id).ok())
-        {
-            ctx = ctx.with_request_id(id);
-        }
-        let traceparent = parts
-            .headers
-            .get("traceparent")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| TraceParent::parse(value).ok());
-        if let Some(traceparent) = traceparent {
-            ctx = ctx.with_traceparent(traceparent);
-        }
-        Ok(Self(ctx))
     }
 }
 

@@ -1,44 +1,40 @@
 //! Extractors that reject in the API's own problem format instead of axum's plain text.
 //!
-//! [`Json`], [`Query`] and [`Path`] wrap axum's extractors and turn every rejection into an
-//! [`ApiError`] (`invalid-body`, `invalid-request`, `unsupported-media-type`,
-//! `payload-too-large`). [`Ctx`] builds the [`RequestContext`] propagated downstream, and
-//! [`IdempotencyKeyHeader`] reads the `Idempotency-Key` of order creation.
+//! [`Json`] (bodies) and [`Ctx`] (the [`RequestContext`](shared_clients::RequestContext)
+//! propagated downstream) are shared by every gateway (`server_kit::extract`, through
+//! [`ApiState`] below); their rejections become `invalid-body`, `unsupported-media-type` and
+//! `payload-too-large` problems. [`Query`] and [`Path`] wrap axum's extractors and turn every
+//! rejection into an `invalid-request` [`ApiError`], and [`IdempotencyKeyHeader`] reads the
+//! `Idempotency-Key` of order creation.
 
-use axum::{
-    extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection},
-    http::{StatusCode, request::Parts},
-};
+use std::time::Duration;
+
+use axum::{extract::FromRequestParts, http::request::Parts};
 use serde::de::DeserializeOwned;
-use shared_clients::{IdempotencyKey, RequestContext, RequestId, TraceParent};
+use server_kit::extract::{ApiState, BodyRejection};
+pub use server_kit::extract::{Ctx, Json};
+use shared_clients::IdempotencyKey;
 
 use crate::{error::ApiError, service::AppState};
 
-/// A JSON body of type `T`; any rejection is an [`ApiError`].
-#[derive(Debug)]
-pub struct Json<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+impl ApiState for AppState {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(&rejection)),
-        }
+    /// `downstream.deadline`.
+    fn request_deadline(&self) -> Duration {
+        self.downstream.deadline()
     }
 }
 
-/// Classifies a JSON body rejection.
-fn json_rejection(rejection: &JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-        JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge
+impl From<BodyRejection> for ApiError {
+    fn from(rejection: BodyRejection) -> Self {
+        match rejection {
+            BodyRejection::UnsupportedMediaType => Self::UnsupportedMediaType,
+            BodyRejection::TooLarge => Self::PayloadTooLarge,
+            // Syntax and data errors: the text names the position or the field path and what
+            // was expected; it holds nothing but what the client itself sent.
+            BodyRejection::Invalid(detail) => Self::InvalidBody(detail),
         }
-        // Syntax and data errors: axum's text names the position or the field path and what was
-        // expected; it holds nothing but what the client itself sent.
-        other => ApiError::InvalidBody(other.body_text()),
     }
 }
 
@@ -69,37 +65,6 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
             .await
             .map(|axum::extract::Path(value)| Self(value))
             .map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))
-    }
-}
-
-/// The [`RequestContext`] of the inbound request: its `X-Request-Id` (set by the server
-/// middleware, generated when absent), a valid `traceparent`, if any, and the request's deadline
-/// (`downstream.deadline` from now), which bounds all of its downstream calls together.
-#[derive(Debug, Clone)]
-pub struct Ctx(pub RequestContext);
-
-impl FromRequestParts<AppState> for Ctx {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let request_id = server_kit::http::request_id(parts)
-            .and_then(|id| RequestId::parse(id).ok())
-            .unwrap_or_else(RequestId::generate);
-        let mut ctx = RequestContext::new()
-            .with_request_id(request_id)
-            .with_timeout_from_now(state.downstream.deadline());
-        let traceparent = parts
-            .headers
-            .get("traceparent")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| TraceParent::parse(value).ok());
-        if let Some(traceparent) = traceparent {
-            ctx = ctx.with_traceparent(traceparent);
-        }
-        Ok(Self(ctx))
     }
 }
 

@@ -43,7 +43,6 @@ use axum::{
     routing::get,
 };
 use server_kit::auth::{AuthError, Authenticator};
-use shared_clients::{RequestContext, RequestId, TraceParent};
 
 use crate::{
     apq::{ApqError, PersistedQueries},
@@ -255,7 +254,11 @@ async fn post_graphql(
         );
     }
     let request = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(serde_json::Value::Object(map)) => {
+        Ok(serde_json::Value::Object(mut map)) => {
+            // `Int` variables written `47.0` are 47, as in every other gateway's bodies.
+            if let Some(variables) = map.get_mut("variables") {
+                server_kit::extract::integral_numbers_as_integers(variables);
+            }
             match serde_json::from_value::<Request>(serde_json::Value::Object(map)) {
                 Ok(request) => request,
                 Err(_) => {
@@ -304,8 +307,9 @@ fn request_from_params(params: &HashMap<String, String>) -> Result<Request, &'st
         request = request.operation_name(name.clone());
     }
     if let Some(variables) = params.get("variables").filter(|v| !v.is_empty()) {
-        let variables =
+        let mut variables =
             serde_json::from_str(variables).map_err(|_| "`variables` must be a JSON object.")?;
+        server_kit::extract::integral_numbers_as_integers(&mut variables);
         request = request.variables(async_graphql::Variables::from_json(variables));
     }
     if let Some(extensions) = params.get("extensions").filter(|v| !v.is_empty()) {
@@ -402,7 +406,7 @@ async fn execute(
         Ok(None) => Identity::Anonymous,
         Err(refused) => return unauthenticated(media, refused),
     };
-    let context = downstream_context(&headers, endpoint.deadline);
+    let context = server_kit::extract::request_context(&headers, endpoint.deadline);
     let operation = request.operation_name.clone().or(named);
     let executed = Executed::default();
     let scope = RequestScope::new(&endpoint.services, context, identity);
@@ -523,19 +527,6 @@ fn code_of(error: &ServerError) -> Option<&str> {
         async_graphql::Value::String(code) => Some(code),
         _ => None,
     }
-}
-
-/// The downstream context of a request: its id, trace and deadline.
-fn downstream_context(headers: &HeaderMap, deadline: Duration) -> RequestContext {
-    let mut context = RequestContext::new().with_timeout_from_now(deadline);
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(id) = header("x-request-id").and_then(|v| RequestId::parse(v).ok()) {
-        context = context.with_request_id(id);
-    }
-    if let Some(tp) = header("traceparent").and_then(|v| TraceParent::parse(v).ok()) {
-        context = context.with_traceparent(tp);
-    }
-    context
 }
 
 /// A response with a GraphQL body.

@@ -11,6 +11,9 @@
 //! - [`cli`]: the command line every gateway accepts (`--config`, `--check-config`).
 //! - [`telemetry`]: structured `tracing` logs (compact or JSON) and, when configured, trace export
 //!   over OTLP/HTTP.
+//! - [`extract`]: the extractors every gateway's handlers share — the downstream context of a
+//!   request ([`extract::Ctx`]) and JSON bodies ([`extract::Json`]), rejected in each gateway's
+//!   own error format.
 //! - [`http`]: the middleware stack every gateway router gets — request ids, a span per request,
 //!   body limits, panic containment and `application/problem+json` for every error response.
 //! - [`problem`]: RFC 9457 problem details, the error body of the REST gateways.
@@ -26,6 +29,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod extract;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -17,7 +17,7 @@ use super::{
 use crate::{
     Screen,
     error::{ApiError, Missing},
-    extract::{ApiJson, Ctx, IdParam, ImageHint, User},
+    extract::{Ctx, IdParam, ImageHint, Json, User},
     image,
     money::Currency,
     state::AppState,
@@ -126,7 +126,7 @@ pub async fn add(
     Ctx(ctx): Ctx,
     User(user): User,
     hint: ImageHint,
-    ApiJson(body): ApiJson<AddItem>,
+    Json(body): Json<AddItem>,
 ) -> Result<Response, ApiError> {
     let product_id = ProductId::parse(&body.product_id)
         .map_err(|_| ApiError::InvalidJson("product_id: not a valid product id".to_owned()))?;
@@ -154,7 +154,7 @@ pub async fn set_quantity(
     User(user): User,
     IdParam(product_id): IdParam<ProductId>,
     hint: ImageHint,
-    ApiJson(body): ApiJson<SetQuantity>,
+    Json(body): Json<SetQuantity>,
 ) -> Result<Response, ApiError> {
     let quantity = quantity(body.quantity, 0)?;
     let cart = state

@@ -134,3 +134,26 @@ async fn a_service_slower_than_the_request_deadline_is_a_504_problem_in_time() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn an_integral_quantity_written_with_a_zero_fraction_is_accepted_and_a_fraction_refused() {
+    let app = spawn_app().await;
+    let user = app.world().user_without_cart().to_owned();
+    let product = app.world().regular_product().to_owned();
+    let post = |quantity: &'static str| {
+        let body = format!(r#"{{"product_id": "{product}", "quantity": {quantity}}}"#);
+        app.send(
+            app.request(Method::POST, "/cart/items", Some(&user))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+    };
+    let added = post("2.0").await;
+    assert!(
+        added.status.is_success(),
+        "2.0 is 2: {}",
+        String::from_utf8_lossy(&added.bytes)
+    );
+    post("2.5").await.assert_problem(400, "invalid_json");
+    assert_eq!(app.cart(&user).await.json()["count"], 2);
+}

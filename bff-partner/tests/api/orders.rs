@@ -525,3 +525,46 @@ async fn every_order_response_is_private_no_store_errors_included() {
         Some("private, no-store")
     );
 }
+
+#[tokio::test]
+async fn an_integral_quantity_written_with_a_zero_fraction_is_accepted_and_a_fraction_refused() {
+    let app = spawn_app().await;
+    let product = app.services.world.regular_product().to_owned();
+    for version in VERSIONS {
+        let body = serde_json::json!({
+            "customer_reference": "acme-cust-0047",
+            "lines": [{ "product_id": product, "quantity": 2.0 }],
+        });
+        let response = app
+            .create_order(
+                version,
+                ACME_KEY,
+                Some(&format!("fraction-{version}")),
+                &body,
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{version}: 2.0 is 2"
+        );
+        let created: Value = response.json().await.expect("json");
+        assert_eq!(created["lines"][0]["quantity"], 2);
+
+        let body = serde_json::json!({
+            "customer_reference": "acme-cust-0047",
+            "lines": [{ "product_id": product, "quantity": 2.5 }],
+        });
+        let response = app
+            .create_order(version, ACME_KEY, Some(&format!("half-{version}")), &body)
+            .await;
+        let (problem, _) =
+            assert_problem(response, StatusCode::BAD_REQUEST, version, "invalid-body").await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("2.5")),
+            "{problem}"
+        );
+    }
+}

@@ -238,3 +238,17 @@ async fn checkout_with_an_invalid_shipping_address_is_bad_user_input() {
     assert_eq!(app.calls(ServiceKind::Order, "POST /orders"), 0);
     assert_eq!(app.services.world.cart(&user).items.len(), 1);
 }
+
+#[tokio::test]
+async fn an_int_variable_written_with_a_zero_fraction_is_accepted_and_a_fraction_refused() {
+    let app = spawn_app().await;
+    let user = app.services.world.user_without_cart().to_owned();
+    let token = token(&user);
+    let mutation =
+        "mutation($q: Int!) { addToCart(productId: \"p-00003\", quantity: $q) { itemCount } }";
+    let add = app.query(mutation, json!({ "q": 2.0 }), Some(&token)).await;
+    add.assert_ok();
+    assert_eq!(add.data("/addToCart/itemCount"), 2);
+    let refused = app.query(mutation, json!({ "q": 2.5 }), Some(&token)).await;
+    assert!(!refused.codes().is_empty(), "2.5 is not an Int");
+}
