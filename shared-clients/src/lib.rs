@@ -13,7 +13,7 @@
 //! - `catalog`: the cached [`Catalog`] (single products, batches, categories, pages).
 //! - `carts`: [`Carts`], users' carts cached per user, invalidated by their writes.
 //! - `orders`: [`Orders`], owners' orders cached per owner, invalidated by order creation.
-//! - `checkout`: [`OrderPlacement`]: pricing lines from current catalog data, stock checks,
+//! - `placement`: [`OrderPlacement`]: pricing lines from current catalog data, stock checks,
 //!   idempotent order creation and cart checkout, the same for every gateway.
 //! - `cache`: a byte-bounded cache whose freshness rules are ours (TTL = min(`max_ttl`, `max-age`)).
 //! - `coalesce`: one downstream call for concurrent misses of the same key.
@@ -36,7 +36,6 @@ mod cache_control;
 mod cart;
 mod carts;
 mod catalog;
-mod checkout;
 mod context;
 mod downstream;
 mod error;
@@ -46,6 +45,7 @@ mod model;
 pub mod money;
 mod order;
 mod orders;
+mod placement;
 mod product;
 mod resilience;
 mod transport;
@@ -57,10 +57,6 @@ pub use cache_control::{CacheControl, ETag};
 pub use cart::CartClient;
 pub use carts::Carts;
 pub use catalog::{Catalog, ProductsFound};
-pub use checkout::{
-    MAX_LINE_QUANTITY, MAX_ORDER_LINES, OrderPlacement, OrderPlacementConfig, OrderRequest,
-    PlaceOrderError, PlacedOrder, RequestedLine, UnavailableProduct, UnavailableReason,
-};
 pub use config::{
     BreakerConfig, BulkheadConfig, CacheConfig, DownstreamConfig, PrivateCacheConfig, RetryConfig,
     ServiceConfig,
@@ -87,4 +83,8 @@ pub use model::product::{
 };
 pub use order::OrderClient;
 pub use orders::Orders;
+pub use placement::{
+    MAX_LINE_QUANTITY, MAX_ORDER_LINES, OrderPlacement, OrderPlacementConfig, OrderRequest,
+    PlaceOrderError, PlacedOrder, RequestedLine, UnavailableProduct, UnavailableReason,
+};
 pub use product::{Fetched, MAX_BATCH, ProductClient, Revalidated};

@@ -1,15 +1,16 @@
 //! Integration tests of `shared-clients`: the clients against wiremock (errors, tolerance,
 //! headers, caching) and against the reference services (every operation end to end), and the
 //! resilience layer (deadlines, retries, breakers and bulkheads, stale serving, private caching)
-//! against both, counting what reaches the downstream.
+//! and order placement (pricing, idempotency, cart checkout) against both, counting what reaches
+//! the downstream.
 
 mod breaker;
 mod caching;
-mod checkout;
 mod deadlines;
 mod errors;
 mod headers;
 mod helpers;
+mod placement;
 mod private_data;
 mod reference;
 mod retries;
