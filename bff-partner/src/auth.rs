@@ -9,7 +9,6 @@ use std::{collections::HashMap, fmt, marker::PhantomData, sync::Arc};
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use shared_clients::PartnerId;
 
 use crate::{
@@ -18,18 +17,7 @@ use crate::{
 };
 
 /// The SHA-256 of `key` as 64 lowercase hex digits: what `[[gateway.keys]] sha256` holds.
-pub fn hash_key(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
-    }
-    hex
-}
-
-/// Lowercase hex digits.
-const HEX: &[u8; 16] = b"0123456789abcdef";
+pub use server_kit::auth::hash_api_key as hash_key;
 
 /// Something a key may be allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -75,7 +75,7 @@ impl DevCredentials {
     pub fn partner_keys_setting(&self) -> String {
         format!(
             "[{{sha256=\"{}\",partner_id=\"{DEV_PARTNER}\",scopes=[\"catalog:read\",\"orders:read\",\"orders:write\"]}}]",
-            bff_partner::auth::hash_key(&self.partner_key)
+            server_kit::auth::hash_api_key(&self.partner_key)
         )
     }
 }

@@ -40,12 +40,14 @@
 //!
 //! [`UserId`]: shared_clients::UserId
 
+mod api_key;
 mod config;
 mod error;
 mod extract;
 mod jwks;
 mod verify;
 
+pub use api_key::hash_api_key;
 pub use config::{AuthConfig, Secret};
 pub use error::AuthError;
 pub use extract::{AuthenticatedUser, OptionalUser};
