@@ -14,7 +14,7 @@
 //!   Gateways set it per inbound request, by default to
 //!   [`Downstream::deadline`](crate::Downstream::deadline) from now, or to a route's own budget.
 //! - [`Owner`] says on whose behalf an order call is made: a user (`X-User-Id`) or a partner
-//!   (`X-Partner-Id`). Cart calls always act for a [`UserId`](crate::UserId).
+//!   (`X-Partner-Id`). Cart calls always act for a [`UserId`].
 //! - [`IdempotencyKey`] makes `POST /orders` safe to repeat.
 //!
 //! Every value here is validated when it is built, so it is always a legal header value and a

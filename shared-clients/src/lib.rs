@@ -1,28 +1,40 @@
-//! Typed clients, caching and (soon) resilience for the downstream product, cart and order
-//! services, shared by the three BFF gateways. Knows nothing of axum or GraphQL.
+//! Typed clients, caching and resilience for the downstream product, cart and order services,
+//! shared by the three BFF gateways. Knows nothing of axum or GraphQL.
 //!
 //! Start at [`Downstream`]: build it once from a [`DownstreamConfig`], clone it into each
 //! gateway's state, and call [`Downstream::catalog`], [`Downstream::carts`] and
 //! [`Downstream::orders`] with a [`RequestContext`] per inbound request. Every failure is a
 //! [`ClientError`] naming the [`Service`] and an [`ErrorKind`] that each gateway maps to its own
-//! protocol.
+//! protocol. Orders are placed through an [`OrderPlacement`] built over the [`Downstream`].
 //!
-//! Modules:
-//! - `config`: the [`DownstreamConfig`] of the three services and the cache.
-//! - `downstream`: the [`Downstream`] facade (one per process) and readiness.
+//! Modules, from the facades the gateways call down to what they are built on:
+//! - `downstream`: the [`Downstream`] facade (one per process, cheap to clone) holding the three
+//!   below, with their metrics and readiness ([`ReadyReport`]).
 //! - `catalog`: the cached [`Catalog`] (single products, batches, categories, pages).
-//! - `carts`: [`Carts`], users' carts cached per user, invalidated by their writes.
-//! - `orders`: [`Orders`], owners' orders cached per owner, invalidated by order creation.
+//! - `carts`: [`Carts`], users' carts, cached per user and invalidated by the user's own writes.
+//! - `orders`: [`Orders`], owners' orders, cached per owner and invalidated by order creation.
 //! - `placement`: [`OrderPlacement`]: pricing lines from current catalog data, stock checks,
 //!   idempotent order creation and cart checkout, the same for every gateway.
-//! - `cache`: a byte-bounded cache whose freshness rules are ours (TTL = min(`max_ttl`, `max-age`)).
-//! - `coalesce`: one downstream call for concurrent misses of the same key.
-//! - `derived`: [`Derived`], values made from cached entries (response bytes), kept while the
-//!   cache serves the same entry.
+//! - `cache`: what is kept between requests, and the rules: `cache::public`, a byte-bounded cache
+//!   of shared data whose freshness rules are ours (TTL = min(`max_ttl`, `max-age`), then
+//!   stale-while-revalidate and stale-if-error); `cache::private`, per-owner caching with
+//!   read-your-writes invalidation; `cache::coalesce`, one downstream call for concurrent misses
+//!   of the same key; `cache::served`, [`Served`] and [`Freshness`], how every cached answer says
+//!   how fresh it is; `cache::derived`, [`Derived`], values made from cached entries (response
+//!   bytes), kept while the cache serves the same entry.
+//! - `weigh`: the approximate size in bytes of what the caches and the placement keep,
+//!   implemented next to each type it weighs.
 //! - `product`, `cart`, `order`: the raw clients, one typed method per contract operation.
-//! - `transport`: the shared HTTP plumbing every call goes through (the resilience seam).
+//! - `transport`: the shared HTTP plumbing every call goes through (URLs, propagated headers, body
+//!   limits, statuses handed to the one classification), wrapping each call in the resilience
+//!   layer.
+//! - `resilience`: deadline, circuit breaker, bulkhead and retries (with a retry budget) of every
+//!   downstream call, per service.
 //! - `cache_control`: `Cache-Control`, `Age` and `ETag` of catalog responses.
 //! - `error`: [`ClientError`] and the one classification of failures (its docs state the policy).
+//! - `metrics`: the counters and gauges of every service and cache, read as a
+//!   [`MetricsSnapshot`] for the gateways to export.
+//! - [`config`]: the [`DownstreamConfig`] of the three services, their resilience and the caches.
 //! - `context`: [`RequestContext`] (with the request's deadline), [`Owner`] and [`IdempotencyKey`]:
 //!   what is propagated downstream.
 //! - `id`: validated id newtypes ([`ProductId`], [`UserId`], …).

@@ -1,5 +1,6 @@
 //! [`Weigh`]: how many bytes a kept value takes, for the stores that are bounded in bytes rather
-//! than in entries (the public and private caches, the order placement's remembered attempts).
+//! than in entries: the public and private caches, and the order placement's remembered attempts
+//! (which weigh the orders they hold with it).
 //!
 //! A leaf module: it depends on nothing in the crate, so the types it weighs (ids, the contract's
 //! data) can implement it next to their definitions without depending on the caches. Estimates
