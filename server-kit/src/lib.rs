@@ -23,6 +23,8 @@
 //! - [`shutdown`]: SIGTERM / ctrl-c handling and a bounded graceful drain.
 //! - [`connection`]: accepting and serving client connections with limits (header, idle and
 //!   body timeouts, header size, connection count) that slow or idle clients cannot get around.
+//! - `testing` (feature `test-util`, for the gateways' tests only): a gateway on free ports over
+//!   seeded reference services, and reading its `/metrics`.
 //! - [`server`]: binding, serving, and the `run` entry point that keeps each `main.rs` to a few lines.
 
 pub mod auth;
@@ -37,6 +39,8 @@ pub mod problem;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 pub use config::{ConfigError, GatewayConfig, ServerConfig, Settings, TelemetryConfig};
 pub use health::Readiness;

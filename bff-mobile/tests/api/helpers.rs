@@ -10,7 +10,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, header::HeaderMap};
 use serde_json::Value;
 use server_kit::{
     auth::{Secret, dev_token},
-    server::Server,
+    testing::spawn_gateway,
 };
 use shared_clients::UserId;
 use tower::{Service, ServiceExt, service_fn};
@@ -92,36 +92,20 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with settings changed by `configure` first.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut bff_mobile::MobileSettings)) -> TestApp {
-    let downstream = reference_services::spawn_all(reference_services::Config::default())
-        .await
-        .expect("reference services");
-    let mut settings = bff_mobile::MobileSettings::default();
-    settings.server.listen_addr = "127.0.0.1:0".parse().expect("addr");
-    settings.server.metrics_listen_addr = Some("127.0.0.1:0".parse().expect("addr"));
-    settings.downstream.product.url = downstream.product_url.clone();
-    settings.downstream.cart.url = downstream.cart_url.clone();
-    settings.downstream.order.url = downstream.order_url.clone();
-    settings.gateway.auth.hs256_secret = Some(Secret::new(SECRET));
-    configure(&mut settings);
-    let gateway = bff_mobile::build(&settings).expect("gateway builds");
-    let listener = Server::bind(&settings.server).await.expect("bind port 0");
-    let metrics_listener = Server::bind_metrics(&settings.server)
-        .await
-        .expect("bind port 0")
-        .expect("a metrics listener");
-    let server =
-        Server::new(listener, &settings.server, gateway).with_metrics_listener(metrics_listener);
-    let addr = server.local_addr().expect("addr");
-    let metrics_addr = server
-        .metrics_local_addr()
-        .expect("a metrics listener")
-        .expect("addr");
-    tokio::spawn(server.serve(std::future::pending()));
+    let gateway = spawn_gateway(
+        reference_services::Config::default(),
+        |settings: &mut bff_mobile::MobileSettings| {
+            settings.gateway.auth.hs256_secret = Some(Secret::new(SECRET));
+            configure(settings);
+        },
+        bff_mobile::build,
+    )
+    .await;
     TestApp {
-        metrics_url: format!("http://{metrics_addr}/metrics"),
-        base: format!("http://{addr}"),
+        metrics_url: gateway.metrics_url,
+        base: gateway.base,
         client: reqwest::Client::new(),
-        downstream,
+        downstream: gateway.services,
     }
 }
 

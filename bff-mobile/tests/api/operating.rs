@@ -4,44 +4,14 @@ use std::collections::BTreeSet;
 
 use reference_services::{FaultMode, ServiceKind};
 
-use crate::helpers::{TestApp, spawn_app};
+use server_kit::testing::{sample, scrape};
 
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (series_name, series_labels) = match series.split_once('{') {
-                Some((series_name, rest)) => (series_name, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let matches = series_name == name
-                && labels
-                    .iter()
-                    .all(|(key, value)| series_labels.contains(&format!("{key}=\"{value}\"")));
-            matches.then(|| value.parse::<f64>().expect("a number"))
-        })
-        .sum()
-}
+use crate::helpers::{TestApp, spawn_app};
 
 impl TestApp {
     /// `GET /metrics`, as Prometheus scrapes it.
     async fn scrape(&self) -> String {
-        let response = self
-            .client
-            .get(&self.metrics_url)
-            .send()
-            .await
-            .expect("scrape");
-        assert_eq!(response.status(), 200);
-        assert!(
-            response.headers()["content-type"]
-                .to_str()
-                .expect("ascii")
-                .starts_with("text/plain; version=0.0.4")
-        );
-        response.text().await.expect("text")
+        scrape(&self.client, &self.metrics_url).await
     }
 
     /// The ids of the first `n` products, asked of the product service directly (the list

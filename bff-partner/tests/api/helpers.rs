@@ -12,7 +12,7 @@ use bff_partner::{
 use reference_services::{ServiceKind, Spawned};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use server_kit::server::Server;
+use server_kit::testing::spawn_gateway;
 use shared_clients::PartnerId;
 
 /// Every scope, for `partner-acme`.
@@ -45,72 +45,54 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], after `customize` changed the settings.
 pub async fn spawn_app_with(customize: impl FnOnce(&mut PartnerSettings)) -> TestApp {
-    let services = reference_services::spawn_all(reference_services::Config {
-        products: 300,
-        users: 20,
-        ..reference_services::Config::default()
-    })
-    .await
-    .expect("reference services start");
-    let mut settings = PartnerSettings::default();
-    settings.server.listen_addr = "127.0.0.1:0".parse().expect("addr");
-    settings.server.metrics_listen_addr = Some("127.0.0.1:0".parse().expect("addr"));
-    settings.downstream.product.url = services.product_url.clone();
-    settings.downstream.cart.url = services.cart_url.clone();
-    settings.downstream.order.url = services.order_url.clone();
-    let all = vec![Scope::CatalogRead, Scope::OrdersRead, Scope::OrdersWrite];
-    let key = |key: &str, partner: &str, scopes: Vec<Scope>, rate_limit| KeyConfig {
-        sha256: hash_key(key),
-        partner_id: PartnerId::parse(partner).expect("partner id"),
-        scopes,
-        rate_limit,
-    };
-    settings.gateway.keys = vec![
-        key(ACME_KEY, "partner-acme", all.clone(), None),
-        key(GLOBEX_KEY, "partner-globex", all.clone(), None),
-        key(
-            CATALOG_ONLY_KEY,
-            "partner-acme",
-            vec![Scope::CatalogRead],
-            None,
-        ),
-        key(
-            TIGHT_KEY,
-            "partner-initech",
-            all,
-            Some(RateLimitConfig {
-                per_second: 1,
-                burst: TIGHT_BURST,
-            }),
-        ),
-    ];
-    // Tests make many requests quickly with the other keys.
-    settings.gateway.default_rate_limit = RateLimitConfig {
-        per_second: 1000,
-        burst: 1000,
-    };
-    customize(&mut settings);
-    settings.validate().expect("valid test settings");
-
-    let gateway = bff_partner::build(&settings).expect("gateway builds");
-    let listener = Server::bind(&settings.server).await.expect("bind port 0");
-    let metrics_listener = Server::bind_metrics(&settings.server)
-        .await
-        .expect("bind port 0")
-        .expect("a metrics listener");
-    let server =
-        Server::new(listener, &settings.server, gateway).with_metrics_listener(metrics_listener);
-    let addr = server.local_addr().expect("addr");
-    let metrics_addr = server
-        .metrics_local_addr()
-        .expect("a metrics listener")
-        .expect("addr");
-    tokio::spawn(server.serve(std::future::pending()));
+    let gateway = spawn_gateway(
+        reference_services::Config {
+            products: 300,
+            users: 20,
+            ..reference_services::Config::default()
+        },
+        |settings: &mut PartnerSettings| {
+            let all = vec![Scope::CatalogRead, Scope::OrdersRead, Scope::OrdersWrite];
+            let key = |key: &str, partner: &str, scopes: Vec<Scope>, rate_limit| KeyConfig {
+                sha256: hash_key(key),
+                partner_id: PartnerId::parse(partner).expect("partner id"),
+                scopes,
+                rate_limit,
+            };
+            settings.gateway.keys = vec![
+                key(ACME_KEY, "partner-acme", all.clone(), None),
+                key(GLOBEX_KEY, "partner-globex", all.clone(), None),
+                key(
+                    CATALOG_ONLY_KEY,
+                    "partner-acme",
+                    vec![Scope::CatalogRead],
+                    None,
+                ),
+                key(
+                    TIGHT_KEY,
+                    "partner-initech",
+                    all,
+                    Some(RateLimitConfig {
+                        per_second: 1,
+                        burst: TIGHT_BURST,
+                    }),
+                ),
+            ];
+            // Tests make many requests quickly with the other keys.
+            settings.gateway.default_rate_limit = RateLimitConfig {
+                per_second: 1000,
+                burst: 1000,
+            };
+            customize(settings);
+        },
+        bff_partner::build,
+    )
+    .await;
     TestApp {
-        metrics_url: format!("http://{metrics_addr}/metrics"),
-        base: format!("http://{addr}"),
+        metrics_url: gateway.metrics_url,
+        base: gateway.base,
         client: reqwest::Client::new(),
-        services: Arc::new(services),
+        services: Arc::new(gateway.services),
     }
 }
 

@@ -6,40 +6,16 @@ use std::time::Duration;
 use bff_partner::config::AuthFailureLimitConfig;
 use reqwest::StatusCode;
 
+use server_kit::testing::{sample, scrape};
+
 use crate::helpers::{
     ACME_KEY, CATALOG_ONLY_KEY, TIGHT_BURST, TIGHT_KEY, TestApp, spawn_app, spawn_app_with,
 };
 
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (series_name, series_labels) = match series.split_once('{') {
-                Some((series_name, rest)) => (series_name, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let matches = series_name == name
-                && labels
-                    .iter()
-                    .all(|(key, value)| series_labels.contains(&format!("{key}=\"{value}\"")));
-            matches.then(|| value.parse::<f64>().expect("a number"))
-        })
-        .sum()
-}
-
 impl TestApp {
     /// `GET /metrics`, as Prometheus scrapes it.
     async fn scrape(&self) -> String {
-        let response = self
-            .client
-            .get(&self.metrics_url)
-            .send()
-            .await
-            .expect("scrape");
-        assert_eq!(response.status(), StatusCode::OK);
-        response.text().await.expect("text")
+        scrape(&self.client, &self.metrics_url).await
     }
 }
 

@@ -6,7 +6,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reference_services::{ServiceKind, Spawned, admin::Stats};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use server_kit::{auth::Secret, server::Server};
+use server_kit::{auth::Secret, testing::spawn_gateway};
 
 /// The development secret the test gateway verifies HS256 tokens with.
 pub const SECRET: &str = "bff-web-test-secret-0123456789-abcdefgh";
@@ -33,38 +33,21 @@ pub async fn spawn_app() -> TestApp {
 
 /// A gateway whose settings `configure` adjusts.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut WebSettings)) -> TestApp {
-    let services = reference_services::spawn_all(reference_services::Config::default())
-        .await
-        .expect("reference services start");
-    let mut settings = WebSettings::default();
-    settings.server.listen_addr = "127.0.0.1:0".parse().expect("addr");
-    settings.server.metrics_listen_addr = Some("127.0.0.1:0".parse().expect("addr"));
-    settings.downstream.product.url = services.product_url.clone();
-    settings.downstream.cart.url = services.cart_url.clone();
-    settings.downstream.order.url = services.order_url.clone();
-    settings.gateway.auth.hs256_secret = Some(Secret::new(SECRET));
-    settings.gateway.auth.audience = Some(AUDIENCE.to_owned());
-    configure(&mut settings);
-    settings.validate().expect("valid settings");
-    let gateway = bff_web::build(&settings).expect("gateway builds");
-    let listener = Server::bind(&settings.server).await.expect("bind port 0");
-    let metrics_listener = Server::bind_metrics(&settings.server)
-        .await
-        .expect("bind port 0")
-        .expect("a metrics listener");
-    let server =
-        Server::new(listener, &settings.server, gateway).with_metrics_listener(metrics_listener);
-    let addr = server.local_addr().expect("addr");
-    let metrics_addr = server
-        .metrics_local_addr()
-        .expect("a metrics listener")
-        .expect("addr");
-    tokio::spawn(server.serve(std::future::pending()));
+    let gateway = spawn_gateway(
+        reference_services::Config::default(),
+        |settings: &mut WebSettings| {
+            settings.gateway.auth.hs256_secret = Some(Secret::new(SECRET));
+            settings.gateway.auth.audience = Some(AUDIENCE.to_owned());
+            configure(settings);
+        },
+        bff_web::build,
+    )
+    .await;
     TestApp {
-        metrics_url: format!("http://{metrics_addr}/metrics"),
-        endpoint: format!("http://{addr}{}", settings.gateway.path),
+        metrics_url: gateway.metrics_url,
+        endpoint: format!("{}{}", gateway.base, gateway.settings.gateway.path),
         client: reqwest::Client::new(),
-        services,
+        services: gateway.services,
     }
 }
 

@@ -1,0 +1,138 @@
+//! What every gateway's HTTP tests share (feature `test-util`, for dev-dependencies only):
+//! starting a gateway on free loopback ports over freshly seeded reference services
+//! ([`spawn_gateway`]), and reading its `/metrics` ([`scrape`], [`sample`]).
+
+use std::fmt::Debug;
+
+use reference_services::Spawned;
+
+use crate::{
+    config::{GatewayConfig, Settings},
+    server::{Gateway, Server},
+};
+
+/// A gateway serving on free loopback ports, and the reference services behind it.
+pub struct TestGateway<X> {
+    /// `http://127.0.0.1:<port>` of the clients' listener.
+    pub base: String,
+    /// `http://127.0.0.1:<port>/metrics` of the metrics listener.
+    pub metrics_url: String,
+    /// The reference services (their world, counters and fault knobs).
+    pub services: Spawned,
+    /// The settings the gateway was built with.
+    pub settings: Settings<X>,
+}
+
+/// Starts reference services seeded with `services`, then the gateway `build` makes from the
+/// default settings pointed at them, with both listeners on free loopback ports and `configure`
+/// applied last. Panics when anything fails: it is for tests.
+pub async fn spawn_gateway<X, E>(
+    services: reference_services::Config,
+    configure: impl FnOnce(&mut Settings<X>),
+    build: impl FnOnce(&Settings<X>) -> Result<Gateway, E>,
+) -> TestGateway<X>
+where
+    X: GatewayConfig,
+    E: Debug,
+{
+    let services = reference_services::spawn_all(services)
+        .await
+        .expect("the reference services start");
+    let mut settings = Settings::<X>::default();
+    let free = "127.0.0.1:0".parse().expect("an address");
+    settings.server.listen_addr = free;
+    settings.server.metrics_listen_addr = Some(free);
+    settings
+        .downstream
+        .product
+        .url
+        .clone_from(&services.product_url);
+    settings.downstream.cart.url.clone_from(&services.cart_url);
+    settings
+        .downstream
+        .order
+        .url
+        .clone_from(&services.order_url);
+    configure(&mut settings);
+    settings.validate().expect("valid test settings");
+    let gateway = build(&settings).expect("the gateway builds");
+    let listener = Server::bind(&settings.server)
+        .await
+        .expect("bind a free port");
+    let mut server = Server::new(listener, &settings.server, gateway);
+    if let Some(metrics_listener) = Server::bind_metrics(&settings.server)
+        .await
+        .expect("bind a free port")
+    {
+        server = server.with_metrics_listener(metrics_listener);
+    }
+    let addr = server.local_addr().expect("the bound address");
+    let metrics_url = match server.metrics_local_addr() {
+        Some(metrics_addr) => format!("http://{}/metrics", metrics_addr.expect("the address")),
+        None => format!("http://{addr}/metrics"),
+    };
+    tokio::spawn(server.serve(std::future::pending()));
+    TestGateway {
+        base: format!("http://{addr}"),
+        metrics_url,
+        services,
+        settings,
+    }
+}
+
+/// `GET metrics_url` as Prometheus scrapes it: asserts a 200 in the text format and returns the
+/// text.
+pub async fn scrape(client: &reqwest::Client, metrics_url: &str) -> String {
+    let response = client
+        .get(metrics_url)
+        .send()
+        .await
+        .expect("the scrape is answered");
+    assert_eq!(response.status(), 200, "{metrics_url}");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    response.text().await.expect("the exposition text")
+}
+
+/// The sum of the samples of the series `name` in the exposition `text` whose labels include
+/// every one of `labels` (0 when none does).
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((series_name, rest)) => (series_name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let matches = series_name == name
+                && labels
+                    .iter()
+                    .all(|(key, value)| series_labels.contains(&format!("{key}=\"{value}\"")));
+            matches.then(|| value.parse::<f64>().expect("a number"))
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_summed_over_the_series_whose_labels_match() {
+        let text = "# TYPE x counter\n\
+                    x{gateway=\"web\",route=\"/a\"} 2\n\
+                    x{gateway=\"web\",route=\"/b\"} 3\n\
+                    x{gateway=\"mobile\",route=\"/a\"} 5\n\
+                    y 7\n";
+        assert!((sample(text, "x", &[("gateway", "web")]) - 5.0).abs() < f64::EPSILON);
+        assert!((sample(text, "x", &[("route", "/a")]) - 7.0).abs() < f64::EPSILON);
+        assert!((sample(text, "y", &[]) - 7.0).abs() < f64::EPSILON);
+        assert!(sample(text, "z", &[]).abs() < f64::EPSILON);
+    }
+}
