@@ -59,7 +59,15 @@ pub enum BuildError {
 
 /// Builds the gateway: its downstream clients (built once, shared by every request) and routes.
 pub fn build(settings: &MobileSettings) -> Result<Gateway, BuildError> {
-    let downstream = Downstream::new(&settings.downstream)?;
+    build_over(settings, Downstream::new(&settings.downstream)?)
+}
+
+/// The gateway over `downstream` (clients and caches it may share with other gateways in one
+/// process), per `settings` (whose `downstream` section is then not read).
+pub fn build_over(
+    settings: &MobileSettings,
+    downstream: Downstream,
+) -> Result<Gateway, BuildError> {
     let state = AppState::new(settings, downstream.clone())?;
     Ok(Gateway::over("bff-mobile", router(state), downstream))
 }

@@ -71,7 +71,15 @@ pub type PartnerSettings = Settings<PartnerConfig>;
 /// Builds the gateway: its downstream clients (built once, shared by every request), keys,
 /// quotas and routes.
 pub fn build(settings: &PartnerSettings) -> Result<Gateway, BuildError> {
-    let downstream = Downstream::new(&settings.downstream)?;
+    build_over(settings, Downstream::new(&settings.downstream)?)
+}
+
+/// The gateway over `downstream` (clients and caches it may share with other gateways in one
+/// process), per `settings` (whose `downstream` section is then not read).
+pub fn build_over(
+    settings: &PartnerSettings,
+    downstream: Downstream,
+) -> Result<Gateway, BuildError> {
     let config = &settings.gateway;
     let state = AppState::new(Services {
         placement: OrderPlacement::new(downstream.clone(), &config.checkout),

@@ -55,7 +55,12 @@ pub enum BuildError {
 
 /// Builds the gateway: its downstream clients (built once, shared by every request) and routes.
 pub fn build(settings: &WebSettings) -> Result<Gateway, BuildError> {
-    let downstream = Downstream::new(&settings.downstream)?;
+    build_over(settings, Downstream::new(&settings.downstream)?)
+}
+
+/// The gateway over `downstream` (clients and caches it may share with other gateways in one
+/// process), per `settings` (whose `downstream` section is then not read).
+pub fn build_over(settings: &WebSettings, downstream: Downstream) -> Result<Gateway, BuildError> {
     let routes = routes(settings, downstream.clone())?;
     Ok(Gateway::over("bff-web", routes, downstream))
 }
