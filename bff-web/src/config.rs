@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use server_kit::{ConfigError, GatewayConfig, auth::AuthConfig};
+use server_kit::{ConfigError, GatewayConfig, ServerConfig, auth::AuthConfig};
 use shared_clients::OrderPlacementConfig;
 
 /// Largest page any list may be asked for, whatever the configuration says (the downstream
@@ -28,7 +28,8 @@ pub struct WebConfig {
     /// page. Its assets are served by the gateway itself: it works without internet access.
     pub graphiql: bool,
     /// Whether the schema may be introspected (`__schema`, `__type`). Turn off in production if
-    /// the schema should not be browsable; GraphiQL then loses its schema documentation.
+    /// the schema should not be browsable; GraphiQL then loses its schema documentation. On
+    /// while `server.listen_addr` is not a loopback address, `--check-config` and start-up warn.
     pub introspection: bool,
     /// Protection against expensive documents.
     pub limits: LimitsConfig,
@@ -111,6 +112,20 @@ impl GatewayConfig for WebConfig {
         }
         self.metrics.validate()?;
         self.auth.validate("gateway.auth")
+    }
+
+    fn warnings(&self, server: &ServerConfig) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.introspection && !server.listen_addr.ip().to_canonical().is_loopback() {
+            warnings.push(format!(
+                "gateway.introspection is on while server.listen_addr ({}) is not a loopback \
+                 address: whoever reaches it can read the whole schema; turn it off in \
+                 production (BFF_GATEWAY__INTROSPECTION=false, see \"Production profile\" in \
+                 bff-web/README.md)",
+                server.listen_addr
+            ));
+        }
+        warnings
     }
 }
 
@@ -285,6 +300,30 @@ mod tests {
             None,
             env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         )
+    }
+
+    #[test]
+    fn introspection_beyond_loopback_is_warned_about() {
+        let warnings = |env: &[(&str, &str)]| load(env).expect("valid").warnings();
+        assert!(warnings(&[]).is_empty(), "the defaults listen on loopback");
+        assert!(warnings(&[("BFF_LISTEN_ADDR", "[::1]:8080")]).is_empty());
+        assert!(warnings(&[("BFF_LISTEN_ADDR", "[::ffff:127.0.0.1]:8080")]).is_empty());
+        for addr in ["0.0.0.0:8080", "[::]:8080", "10.1.2.3:8080"] {
+            let found = warnings(&[("BFF_LISTEN_ADDR", addr)]);
+            assert_eq!(found.len(), 1, "{addr}: {found:?}");
+            assert!(
+                found[0].starts_with("gateway.introspection is on"),
+                "{found:?}"
+            );
+            assert!(found[0].contains(addr), "{found:?}");
+        }
+        assert!(
+            warnings(&[
+                ("BFF_LISTEN_ADDR", "0.0.0.0:8080"),
+                ("BFF_GATEWAY__INTROSPECTION", "false"),
+            ])
+            .is_empty()
+        );
     }
 
     #[test]

@@ -229,6 +229,74 @@ fn check_config_accepts_the_defaults_without_binding_a_port() {
     }
 }
 
+/// The words of `bff-web`'s warning about introspection on a non-loopback address.
+const INTROSPECTION_WARNING: &str = "gateway.introspection is on";
+
+#[test]
+fn bff_web_check_config_warns_when_introspection_is_on_beyond_loopback() {
+    let (code, text) = run_gateway(
+        "bff-web",
+        &["--check-config"],
+        &[("BFF_LISTEN_ADDR", "0.0.0.0:8080")],
+    );
+    assert_eq!(code, 0, "a warning is not an error: {text}");
+    assert!(text.contains("configuration is valid"), "{text}");
+    assert!(
+        text.contains("bff-web: warning: ") && text.contains(INTROSPECTION_WARNING),
+        "{text}"
+    );
+    assert!(text.contains("0.0.0.0:8080"), "names the address: {text}");
+    for env in [
+        &[
+            ("BFF_LISTEN_ADDR", "0.0.0.0:8080"),
+            ("BFF_GATEWAY__INTROSPECTION", "false"),
+        ][..],
+        &[("BFF_LISTEN_ADDR", "127.0.0.1:8080")],
+        &[("BFF_LISTEN_ADDR", "[::1]:8080")],
+        &[],
+    ] {
+        let (code, text) = run_gateway("bff-web", &["--check-config"], env);
+        assert_eq!(code, 0, "{env:?}: {text}");
+        assert!(!text.contains("warning"), "{env:?}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn bff_web_logs_the_introspection_warning_at_start_up() {
+    let port = free_port();
+    let mut child = tokio::process::Command::new(bin_dir().join("bff-web"))
+        .env_remove("BFF_CONFIG")
+        .env("BFF_LISTEN_ADDR", format!("0.0.0.0:{port}"))
+        .env("BFF_SERVER__METRICS_LISTEN_ADDR", "127.0.0.1:0")
+        .env("BFF_TELEMETRY__FILTER", "info")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start bff-web");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            let listening = line.contains("listening");
+            seen.push(line);
+            if listening {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("bff-web logs that it listens");
+    child.kill().await.ok();
+    assert!(
+        seen.iter()
+            .any(|line| line.contains("WARN") && line.contains(INTROSPECTION_WARNING)),
+        "{seen:#?}"
+    );
+}
+
 #[test]
 fn a_config_file_is_read_and_its_errors_are_reported() {
     let dir = std::env::temp_dir().join(format!("bff-dev-test-{}", std::process::id()));

@@ -75,6 +75,11 @@ impl<X: GatewayConfig> Default for Settings<X> {
 }
 
 impl<X: GatewayConfig> Settings<X> {
+    /// What is valid but unwise in these settings (see [`GatewayConfig::warnings`]).
+    pub fn warnings(&self) -> Vec<String> {
+        self.gateway.warnings(&self.server)
+    }
+
     /// Checks that go beyond types (ranges, combinations), naming the setting at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
@@ -118,6 +123,13 @@ pub trait GatewayConfig:
     /// Checks of this gateway's own settings beyond their types.
     fn validate(&self) -> Result<(), ConfigError> {
         Ok(())
+    }
+
+    /// Valid settings that are unwise together with `_server` (e.g. a development convenience on
+    /// an address other machines can reach), one sentence each naming the setting.
+    /// `--check-config` prints them and start-up logs them; neither refuses to start.
+    fn warnings(&self, _server: &ServerConfig) -> Vec<String> {
+        Vec::new()
     }
 }
 

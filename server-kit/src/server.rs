@@ -198,7 +198,8 @@ impl Server {
 /// The whole `main` of a gateway: parses arguments, loads and validates settings, starts logging
 /// (and trace export, when configured, as service `name` unless `telemetry.service_name` says
 /// otherwise), builds the gateway with `build`, serves it until SIGTERM or ctrl-c, then sends the
-/// last spans.
+/// last spans. Valid but unwise settings ([`GatewayConfig::warnings`]) are printed by
+/// `--check-config` (`<name>: warning: …`, on stderr) and logged at start-up.
 ///
 /// Exit codes: 0 after a clean shutdown (or a valid `--check-config`), 2 for a bad configuration,
 /// 1 when the gateway cannot be built or the address cannot be bound.
@@ -218,13 +219,20 @@ where
             return ExitCode::from(2);
         }
     };
+    let warnings = settings.warnings();
     if args.check_config {
+        for warning in &warnings {
+            eprintln!("{name}: warning: {warning}");
+        }
         println!("{name}: configuration is valid");
         return ExitCode::SUCCESS;
     }
     // Kept until the server has stopped; shutting it down sends the last spans (bounded by
     // `telemetry.otlp_timeout`), on this thread, outside the runtime.
     let telemetry = telemetry::init(&settings.telemetry, name);
+    for warning in &warnings {
+        tracing::warn!(gateway = name, "{warning}");
+    }
     raise_descriptor_limit(settings.server.max_connections);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
