@@ -4,6 +4,11 @@
 //! the page loads the same assets from the gateway itself: GraphiQL 3 and React 18 (UMD builds,
 //! MIT licensed) are vendored under `vendor/graphiql/` and compiled into the binary. Asset URLs
 //! carry the GraphiQL version, so they are cached as immutable.
+//!
+//! Headers typed in the page (a pasted bearer token) are never saved in the browser:
+//! `shouldPersistHeaders` is false, which also hides GraphiQL's "Persist headers" setting and,
+//! on load, clears headers an earlier page left in `localStorage`. Queries and variables are
+//! still kept across reloads.
 
 /// The vendored GraphiQL version; part of every asset URL.
 pub const GRAPHIQL_VERSION: &str = "3.8.3";
@@ -98,6 +103,7 @@ const endpoint = __ENDPOINT__;
 const fetcher = GraphiQL.createFetcher({ url: new URL(endpoint, window.location.href).toString() });
 const defaultQuery = `# Catalog queries work without a token. For viewer { … } and mutations, add a
 # header in the Headers tab: {"Authorization": "Bearer <token printed by ./scripts/dev>"}
+# (headers are not saved: after a reload, paste it again)
 query Home {
   categories { id name parent { id } }
   products(first: 5) {
@@ -112,7 +118,7 @@ ReactDOM.createRoot(document.getElementById("graphiql")).render(
     defaultQuery,
     defaultEditorToolsVisibility: true,
     isHeadersEditorEnabled: true,
-    shouldPersistHeaders: true,
+    shouldPersistHeaders: false,
   }),
 );
 </script>

@@ -226,6 +226,55 @@ async fn browsers_get_graphiql_served_entirely_by_the_gateway() {
 }
 
 #[tokio::test]
+async fn graphiql_does_not_keep_headers_such_as_a_bearer_token_in_the_browser() {
+    let app = spawn_app().await;
+    let html = app
+        .client
+        .get(&app.endpoint)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The page's own script (the one without `src`): how GraphiQL is configured.
+    let config = html
+        .split("<script>")
+        .nth(1)
+        .and_then(|rest| rest.split("</script>").next())
+        .expect("an inline script");
+    assert!(config.contains("shouldPersistHeaders: false"), "{config}");
+    assert_eq!(
+        config.matches("shouldPersistHeaders").count(),
+        1,
+        "set once: {config}"
+    );
+    for storage in ["localStorage", "sessionStorage", "storage", "cookie"] {
+        assert!(
+            !config.contains(storage),
+            "the page stores nothing itself: {config}"
+        );
+    }
+    // With the prop false, the vendored GraphiQL hides its "Persist headers" setting, so a user
+    // cannot turn it back on either.
+    let base = app.endpoint.trim_end_matches("/graphql").to_owned();
+    let script = app
+        .client
+        .get(format!(
+            "{base}/graphql/graphiql/{}/graphiql.min.js",
+            bff_web::graphiql::GRAPHIQL_VERSION
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(script.contains("showPersistHeadersSettings: shouldPersistHeaders !== false"));
+}
+
+#[tokio::test]
 async fn automatic_persisted_queries_are_learned_then_served_by_hash() {
     let app = spawn_app().await;
     let query = "{ categories { id } }";
