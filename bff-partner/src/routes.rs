@@ -7,7 +7,8 @@
 //!    unknown paths (its fallback) and axum's bare 405, becomes the version's problem document;
 //! 3. on the order routes only: `Cache-Control: private, no-store` on every answer, errors
 //!    included ([`private_no_store`]);
-//! 4. on the API routes only: [`authenticate`]: 429 for a client address that sent too many
+//! 4. on the API routes' handlers only (so a method a route does not have is 405 with `Allow`,
+//!    key or no key): [`authenticate`]: 429 for a client address that sent too many
 //!    unknown keys ([`crate::auth_throttle`], before the key is looked at), 401 without a known
 //!    key (counted in `bff_partner_auth_failures_total`, refusals of the former in
 //!    `bff_partner_auth_throttled_total`), and the key's quota (429), adding `RateLimit-Policy`
@@ -26,7 +27,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{MethodRouter, get},
 };
 use serde::Serialize;
 use server_kit::metrics::Metrics;
@@ -61,34 +62,48 @@ pub fn routes(state: AppState) -> Router {
 
 /// The router of one version, with its middleware.
 fn version_router(state: &AppState, version: Version) -> Router {
+    // Around each route's handlers, not around the route: a method the route does not have is
+    // answered 405 (with `Allow`) by the route itself, before any key is looked at.
+    let authenticated = |handlers: MethodRouter<AppState>| {
+        handlers.route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+    };
     let (catalog, orders): (Router<AppState>, Router<AppState>) = match version {
         Version::V1 => (
             Router::new()
-                .route("/products", get(v1::list_products))
-                .route("/products/{product_id}", get(v1::get_product))
-                .route("/categories", get(v1::list_categories)),
+                .route("/products", authenticated(get(v1::list_products)))
+                .route(
+                    "/products/{product_id}",
+                    authenticated(get(v1::get_product)),
+                )
+                .route("/categories", authenticated(get(v1::list_categories))),
             Router::new()
-                .route("/orders", get(v1::list_orders).post(v1::create_order))
-                .route("/orders/{order_id}", get(v1::get_order)),
+                .route(
+                    "/orders",
+                    authenticated(get(v1::list_orders).post(v1::create_order)),
+                )
+                .route("/orders/{order_id}", authenticated(get(v1::get_order))),
         ),
         Version::V2 => (
             Router::new()
-                .route("/products", get(v2::list_products))
-                .route("/products/{product_id}", get(v2::get_product))
-                .route("/categories", get(v2::list_categories)),
+                .route("/products", authenticated(get(v2::list_products)))
+                .route(
+                    "/products/{product_id}",
+                    authenticated(get(v2::get_product)),
+                )
+                .route("/categories", authenticated(get(v2::list_categories))),
             Router::new()
-                .route("/orders", get(v2::list_orders).post(v2::create_order))
-                .route("/orders/{order_id}", get(v2::get_order)),
+                .route(
+                    "/orders",
+                    authenticated(get(v2::list_orders).post(v2::create_order)),
+                )
+                .route("/orders/{order_id}", authenticated(get(v2::get_order))),
         ),
     };
-    let authenticated = || middleware::from_fn_with_state(state.clone(), authenticate);
     // A partner's orders are private to it: no cache may keep any answer of an order route,
     // refusals included. Outside the authentication, so its 401 and 429 are marked too; `render`
     // keeps the header when it turns an error into a problem document.
-    let orders = orders
-        .route_layer(authenticated())
-        .route_layer(middleware::map_response(private_no_store));
-    let api = catalog.route_layer(authenticated()).merge(orders);
+    let orders = orders.route_layer(middleware::map_response(private_no_store));
+    let api = catalog.merge(orders);
     let document = Bytes::from(openapi::document(version).to_string());
     let router = api
         .route(

@@ -28,7 +28,7 @@ async fn an_unknown_path_is_a_404_problem_of_its_version() {
 }
 
 #[tokio::test]
-async fn a_wrong_method_is_a_405_problem_with_allow() {
+async fn a_wrong_method_is_a_405_problem_with_allow_with_or_without_a_key() {
     let app = spawn_app().await;
     for version in VERSIONS {
         for (method, path, allowed) in [
@@ -36,24 +36,32 @@ async fn a_wrong_method_is_a_405_problem_with_allow() {
             (Method::PUT, "orders", "GET,HEAD,POST"),
             (Method::PATCH, "orders/o-1", "GET,HEAD"),
         ] {
-            let response = app
-                .request(method, &format!("/{version}/{path}"), Some(ACME_KEY))
-                .send()
-                .await
-                .expect("request");
-            let (body, headers) = assert_problem(
-                response,
-                StatusCode::METHOD_NOT_ALLOWED,
-                version,
-                "method-not-allowed",
-            )
-            .await;
-            let allow: String = header(&headers, "allow").replace(' ', "");
-            let mut allow: Vec<&str> = allow.split(',').collect();
-            allow.sort_unstable();
-            assert_eq!(allow.join(","), allowed, "{path}");
-            assert_problem_schema(&app, version, &body).await;
+            // The method is wrong whoever asks: no key, an unknown one, or a valid one.
+            for key in [Some(ACME_KEY), None, Some("not-a-key-of-anyone")] {
+                let response = app
+                    .request(method.clone(), &format!("/{version}/{path}"), key)
+                    .send()
+                    .await
+                    .expect("request");
+                let (body, headers) = assert_problem(
+                    response,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    version,
+                    "method-not-allowed",
+                )
+                .await;
+                let allow: String = header(&headers, "allow").replace(' ', "");
+                let mut allow: Vec<&str> = allow.split(',').collect();
+                allow.sort_unstable();
+                assert_eq!(allow.join(","), allowed, "{path} with {key:?}");
+                assert_problem_schema(&app, version, &body).await;
+            }
         }
+        // A right method without a key stays 401, and an unknown path 404.
+        let response = app.get_as(&format!("/{version}/products"), None).await;
+        assert_problem(response, StatusCode::UNAUTHORIZED, version, "unauthorized").await;
+        let response = app.get_as(&format!("/{version}/no-such-thing"), None).await;
+        assert_problem(response, StatusCode::NOT_FOUND, version, "not-found").await;
     }
 }
 
