@@ -45,10 +45,12 @@ mod config;
 mod error;
 mod extract;
 mod jwks;
+mod user;
 mod verify;
 
 pub use api_key::hash_api_key;
 pub use config::{AuthConfig, Secret};
 pub use error::AuthError;
-pub use extract::{AuthenticatedUser, OptionalUser};
+pub use extract::OptionalUser;
+pub use user::AuthenticatedUser;
 pub use verify::{Authenticator, dev_token};

@@ -1,5 +1,5 @@
-//! The axum extractors: [`AuthenticatedUser`] where a user is required, [`OptionalUser`] where
-//! anonymous requests are served too.
+//! The axum extractors: [`AuthenticatedUser`] (defined in `user`) where a user is required,
+//! [`OptionalUser`] where anonymous requests are served too.
 //!
 //! Both take the [`Authenticator`] from the router's state, so a gateway only needs
 //! `impl FromRef<AppState> for Authenticator`. Both reject with an [`AuthError`] (a 401 problem);
@@ -9,34 +9,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use http::request::Parts;
 use shared_clients::UserId;
 
-use super::{error::AuthError, verify::Authenticator};
-
-/// A user whose bearer token was verified. Only [`Authenticator`] creates one, so holding one
-/// proves the request was authenticated.
-///
-/// As an extractor: a missing or invalid token is refused with 401.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthenticatedUser {
-    /// The token's `sub`: whom cart and order calls act for (`X-User-Id` downstream).
-    user_id: UserId,
-}
-
-impl AuthenticatedUser {
-    /// Wraps the id of a user whose token was just verified.
-    pub(super) fn new(user_id: UserId) -> Self {
-        Self { user_id }
-    }
-
-    /// The user's id, to pass downstream.
-    pub fn user_id(&self) -> &UserId {
-        &self.user_id
-    }
-
-    /// The user's id, by value.
-    pub fn into_user_id(self) -> UserId {
-        self.user_id
-    }
-}
+use super::{error::AuthError, user::AuthenticatedUser, verify::Authenticator};
 
 impl<S> FromRequestParts<S> for AuthenticatedUser
 where

@@ -15,8 +15,8 @@ use shared_clients::UserId;
 use super::{
     config::{AuthConfig, Secret},
     error::AuthError,
-    extract::AuthenticatedUser,
     jwks::{JwksCache, KeySource},
+    user::AuthenticatedUser,
 };
 use crate::ConfigError;
 
