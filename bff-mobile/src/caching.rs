@@ -12,7 +12,8 @@
 //!   and no body, keeping `ETag`, `Cache-Control` and `Vary`. A [`Screen`] carries the tag of
 //!   its own bytes already, so only a body the compression layer re-encoded is hashed again.
 //! - [`Rendered`] is a screen already serialized, with its headers and tag: a handler may keep
-//!   it and answer it again while its inputs are the same (see the product detail screen).
+//!   it and answer it again while its inputs are the same. [`DetailMemo`] keeps the product
+//!   detail screens so (the app state holds it; the product screen fills and reads it).
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use axum::{
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use shared_clients::{Derived, Product, ProductId};
 
 use crate::error::ApiError;
 
@@ -172,6 +174,11 @@ impl IntoResponse for Rendered {
         response
     }
 }
+
+/// Rendered product detail screens, by product and image width (`gateway.rendered_details` at
+/// most), answered again while the catalog cache serves the very same product value. The screen
+/// is public catalog data, the same for every user, so sharing it is safe.
+pub type DetailMemo = Derived<(ProductId, u32), Product, Rendered>;
 
 /// Middleware: a strong `ETag` on every successful GET, and 304 for a matching `If-None-Match`.
 pub async fn revalidate(request: Request, next: Next) -> Response {

@@ -4,21 +4,25 @@
 //! device, cheap revalidation. The binary (`main.rs`) only hands [`build`] to
 //! [`server_kit::run`]; everything a test needs is here.
 //!
-//! Modules:
+//! Modules (the skeleton every gateway shares first, then this gateway's own):
 //! - [`config`]: [`MobileConfig`], the `[gateway]` section (auth, deadline, limits, caching,
-//!   compression, image widths, checkout memory).
-//! - `state`: the one router state, [`AppState`], and its substates.
+//!   compression, image widths, checkout memory), and its `impl GatewayConfig`.
+//! - `state`: the one router state, [`AppState`] (downstream, authenticator, checkout, rendered
+//!   product screens, settings), reached by the shared extractors through `FromRef`.
 //! - [`error`]: [`ApiError`], the one error type, answered as `application/problem+json` with a
 //!   stable `type` and `code`; its `//!` says which problem is used when.
+//! - `routes`: [`router`], every route under [`PREFIX`] and the layers around them (body limit,
+//!   compression, `ETag`/304).
+//! - `screens`: one file per screen (`home`, `products`, `product`, `cart`, `checkout`,
+//!   `orders`, `order`), each with a `Query`/body type, the payload type and its handler; `card`
+//!   for the parts several screens share.
 //! - `extract`: extractors that reject in the mobile problem format (JSON bodies, query strings,
 //!   path ids, `Idempotency-Key`), the per-request downstream context and the image hint.
-//! - `caching`: `Cache-Control`/`Vary` of a screen ([`Screen`]), and the middleware that adds a
-//!   strong `ETag` to every successful GET and answers a matching `If-None-Match` with 304.
+//! - `caching`: `Cache-Control`/`Vary` of a screen ([`Screen`]), the rendered screens kept for
+//!   answering again, and the middleware that adds a strong `ETag` to every successful GET and
+//!   answers a matching `If-None-Match` with 304.
 //! - `money`: prices as integer minor units plus a display string, the currency once per payload.
 //! - `image`: picking the one image rendition that fits the client's hint.
-//! - `screens`: one file per screen (`home`, `products`, `product`, `cart`, `checkout`,
-//!   `orders`, `order`), each with a `Query`/body type, the payload type and its handler, plus
-//!   the routes.
 
 pub mod config;
 pub mod error;
@@ -27,17 +31,17 @@ mod caching;
 mod extract;
 mod image;
 mod money;
+mod routes;
 mod screens;
 mod state;
 
-use axum::{Router, extract::DefaultBodyLimit};
 use server_kit::server::Gateway;
 use shared_clients::Downstream;
-use tower_http::compression::{CompressionLayer, predicate::SizeAbove};
 
 pub use caching::Screen;
 pub use config::MobileConfig;
 pub use error::ApiError;
+pub use routes::router;
 pub use state::AppState;
 
 /// Every setting of `bff-mobile`.
@@ -70,25 +74,4 @@ pub fn build_over(
 ) -> Result<Gateway, BuildError> {
     let state = AppState::new(settings, downstream.clone())?;
     Ok(Gateway::over("bff-mobile", router(state), downstream))
-}
-
-/// The mobile routes under [`PREFIX`], with compression, revalidation and the body limit.
-///
-/// From the outside in: `ETag`/304 (over the bytes actually sent, so each content coding has its
-/// own strong tag), compression of responses above `compression_min_bytes`, the body limit.
-pub fn router(state: AppState) -> Router {
-    let config = state.config();
-    let compression = CompressionLayer::new()
-        .gzip(true)
-        .br(true)
-        .compress_when(SizeAbove::new(config.compression_min_bytes));
-    let body_limit = DefaultBodyLimit::max(config.max_body_bytes);
-    Router::new().nest(
-        PREFIX,
-        screens::routes()
-            .with_state(state)
-            .layer(body_limit)
-            .layer(compression)
-            .layer(axum::middleware::from_fn(caching::revalidate)),
-    )
 }

@@ -6,9 +6,9 @@ use axum::extract::FromRef;
 use server_kit::auth::Authenticator;
 use shared_clients::{Downstream, OrderPlacement};
 
-use crate::{BuildError, MobileSettings, config::MobileConfig, screens::DetailMemo};
+use crate::{BuildError, MobileSettings, caching::DetailMemo, config::MobileConfig};
 
-/// The router state: one [`Shared`] behind an `Arc`, so the copy axum makes for each request
+/// The router state: one `Shared` behind an `Arc`, so the copy axum makes for each request
 /// (and each extractor) is one reference count.
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);

@@ -12,45 +12,19 @@
 //! a public screen `no-cache`.
 //!
 //! `card` holds the parts several screens share: the product card, stock and rating display,
-//! and product lookups for cart and order lines.
+//! and product lookups for cart and order lines. The routes naming each screen's handlers are in
+//! `crate::routes`.
 
 mod card;
-mod cart;
-mod checkout;
-mod home;
-mod order;
-mod orders;
-mod product;
-mod products;
+pub mod cart;
+pub mod checkout;
+pub mod home;
+pub mod order;
+pub mod orders;
+pub mod product;
+pub mod products;
 
-pub use product::DetailMemo;
-
-use axum::{
-    Router,
-    routing::{get, post, put},
-};
-
-use crate::{error::ApiError, state::AppState};
-
-/// Every mobile route, relative to [`PREFIX`](crate::PREFIX); anything else under it is a
-/// `route_not_found` problem.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/home", get(home::get))
-        .route("/products", get(products::get))
-        .route("/products/{product_id}", get(product::get))
-        .route("/cart", get(cart::get))
-        .route("/cart/items", post(cart::add))
-        .route(
-            "/cart/items/{product_id}",
-            put(cart::set_quantity).delete(cart::remove),
-        )
-        .route("/checkout", post(checkout::post))
-        .route("/orders", get(orders::get))
-        .route("/orders/{order_id}", get(order::get))
-        .fallback(|| async { ApiError::RouteNotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-}
+use crate::error::ApiError;
 
 /// Names of the optional parts of screens, as listed in `degraded`.
 mod part {

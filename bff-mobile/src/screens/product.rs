@@ -1,14 +1,14 @@
 //! `GET /m/v1/products/{product_id}?w=`: the product detail screen.
 //!
 //! The most requested screen, and nearly always a cache hit: its rendering (shaping, JSON, entity
-//! tag) is kept in a [`DetailMemo`] and answered again for as long as the catalog cache serves
-//! the very same product value.
+//! tag) is kept in a [`DetailMemo`](crate::caching::DetailMemo) and answered again for as long as
+//! the catalog cache serves the very same product value.
 
 use std::collections::BTreeMap;
 
 use axum::{extract::State, response::IntoResponse, response::Response};
 use serde::Serialize;
-use shared_clients::{Derived, Product, ProductId, money::group_thousands};
+use shared_clients::{Product, ProductId, money::group_thousands};
 
 use super::{
     card::{rating, sale_price, stock},
@@ -145,11 +145,6 @@ fn render(
         .vary("Width")
         .render()
 }
-
-/// Rendered product detail screens, by product and image width (`gateway.rendered_details` at
-/// most), answered again while the catalog cache serves the very same product value. The screen
-/// is public catalog data, the same for every user, so sharing it is safe.
-pub type DetailMemo = Derived<(ProductId, u32), Product, Rendered>;
 
 /// `4.3 (1,024 ratings)`.
 fn rating_text(average: f64, count: u64) -> String {
