@@ -5,6 +5,10 @@
 //! a default, so the gateway starts with no configuration at all, but then no key is accepted:
 //! every API request is a 401 until at least one `[[gateway.keys]]` entry is configured.
 //!
+//! [`PartnerConfig`] is this gateway's [`GatewayConfig`]: it listens on `127.0.0.1:8082` (metrics
+//! on `127.0.0.1:9182`) unless `[server]` says otherwise, and is validated at start-up (and by
+//! `--check-config`) with [`PartnerConfig::check`].
+//!
 //! ```toml
 //! [[gateway.keys]]
 //! sha256 = "d73eda733856f614802361e2d170bbb4f59f866657ffe9255558bbcf7f68a1ea"
@@ -13,10 +17,13 @@
 //! rate_limit = { per_second = 10, burst = 20 }
 //! ```
 
-use std::time::{Duration, SystemTime};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::{Duration, SystemTime},
+};
 
 use serde::{Deserialize, Serialize};
-use server_kit::ConfigError;
+use server_kit::{ConfigError, GatewayConfig};
 use shared_clients::{OrderPlacementConfig, PartnerId};
 
 use crate::auth::Scope;
@@ -180,6 +187,15 @@ impl Default for DeprecationConfig {
             // 2027-07-01T00:00:00Z
             v1_sunset_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_814_400_000),
         }
+    }
+}
+
+impl GatewayConfig for PartnerConfig {
+    const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8082);
+    const DEFAULT_METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9182);
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.check()
     }
 }
 

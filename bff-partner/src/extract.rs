@@ -15,7 +15,7 @@ use server_kit::extract::{ApiState, BodyRejection};
 pub use server_kit::extract::{Ctx, Json};
 use shared_clients::IdempotencyKey;
 
-use crate::{error::ApiError, service::AppState};
+use crate::{error::ApiError, state::AppState};
 
 impl ApiState for AppState {
     type Rejection = ApiError;

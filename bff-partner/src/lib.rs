@@ -4,8 +4,10 @@
 //! is here. `/v1` (deprecated) and `/v2` are served side by side from the same downstream data.
 //!
 //! Modules:
-//! - [`config`]: [`PartnerConfig`], the `[gateway]` section: keys, quotas, the failed
-//!   authentication budget, paging, deprecation, remembered order creations.
+//! - [`config`]: [`PartnerConfig`], the `[gateway]` section (keys, quotas, the failed
+//!   authentication budget, paging, deprecation, remembered order creations) and its
+//!   [`GatewayConfig`](server_kit::GatewayConfig) impl: default addresses, validation.
+//! - [`state`]: [`AppState`](state::AppState), what every handler and middleware shares.
 //! - [`auth`]: API keys (`Authorization: Bearer`), configured as SHA-256 hashes ([`hash_key`]),
 //!   scopes and the [`Authorized`](auth::Authorized) extractor.
 //! - [`auth_throttle`]: the budget of failed authentications per client address (429 before the
@@ -15,7 +17,8 @@
 //! - [`error`]: [`ApiError`](error::ApiError), the documented problem types and their rendering.
 //! - [`extract`]: extractors that reject with problems (JSON bodies, queries, paths, headers).
 //! - [`params`]: query and path parameters shared by both versions.
-//! - [`service`]: what both versions do downstream (listing, pricing and creating orders).
+//! - [`service`]: what both versions do downstream (listing, pricing and creating orders), as
+//!   operations of the app state.
 //! - [`v1`], [`v2`]: each version's shapes, handlers and OpenAPI document.
 //! - [`openapi`]: what both documents share (problem schema, security, headers, problem table).
 //! - [`routes`]: the routers, the authentication and quota middleware, response helpers.
@@ -32,38 +35,19 @@ pub mod params;
 pub mod rate_limit;
 pub mod routes;
 pub mod service;
+pub mod state;
 pub mod v1;
 pub mod v2;
 pub mod version;
 pub mod weak_keys;
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    sync::Arc,
-};
-
-use server_kit::{ConfigError, GatewayConfig, Settings, server::Gateway};
-use shared_clients::{BuildError, Derived, Downstream, OrderPlacement};
+use server_kit::{Settings, server::Gateway};
+use shared_clients::{BuildError, Downstream};
 
 pub use auth::hash_key;
 pub use config::PartnerConfig;
 
-use crate::{
-    auth::ApiKeys,
-    auth_throttle::AuthThrottle,
-    rate_limit::InProcessLimiter,
-    service::{AppState, Services},
-    version::Deprecation,
-};
-
-impl GatewayConfig for PartnerConfig {
-    const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8082);
-    const DEFAULT_METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9182);
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.check()
-    }
-}
+use crate::state::{AppState, Services};
 
 /// Every setting of `bff-partner`.
 pub type PartnerSettings = Settings<PartnerConfig>;
@@ -80,17 +64,7 @@ pub fn build_over(
     settings: &PartnerSettings,
     downstream: Downstream,
 ) -> Result<Gateway, BuildError> {
-    let config = &settings.gateway;
-    let state = AppState::new(Services {
-        placement: OrderPlacement::new(downstream.clone(), &config.checkout),
-        downstream: downstream.clone(),
-        keys: Arc::new(ApiKeys::new(config)),
-        auth_throttle: AuthThrottle::new(config),
-        limiter: Arc::new(InProcessLimiter::new()),
-        deprecation: Deprecation::new(&config.deprecation),
-        product_bodies: Derived::new(config.rendered_products),
-        config: Arc::new(config.clone()),
-    });
+    let state = AppState::new(Services::new(&settings.gateway, downstream.clone()));
     Ok(Gateway::over(
         "bff-partner",
         routes::routes(state),

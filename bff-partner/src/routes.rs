@@ -39,7 +39,7 @@ use crate::{
     openapi,
     params::next_page_query,
     rate_limit,
-    service::AppState,
+    state::AppState,
     v1, v2,
     version::{self, Version},
 };

@@ -1,70 +1,24 @@
-//! What both versions do, before each shapes the answer its own way: the calls to the downstream
-//! services, order pricing and the mapping of downstream failures to [`ApiError`]s.
+//! What both versions do, before each shapes the answer its own way: the operations of
+//! [`AppState`] that call the downstream services, price orders and map downstream failures to
+//! [`ApiError`]s.
 //!
 //! Every operation answers completely or fails: a page, product or order is never returned with
 //! parts missing (a downstream outage is a 503, see [`ApiError::downstream`]).
 
 use std::{sync::Arc, time::Duration};
 
-use axum::body::Bytes;
 use shared_clients::{
-    Category, Channel, ClientError, Derived, Downstream, ErrorKind, IdempotencyKey,
-    MAX_ORDER_LINES, Order, OrderId, OrderPage, OrderPlacement, Owner, PlaceOrderError,
-    PlacedOrder, Product, ProductId, ProductPage, RequestContext, RequestedLine, Served,
-    UnavailableReason, UserId,
+    Category, Channel, ClientError, ErrorKind, IdempotencyKey, MAX_ORDER_LINES, Order, OrderId,
+    OrderPage, Owner, PlaceOrderError, PlacedOrder, Product, ProductId, ProductPage,
+    RequestContext, RequestedLine, Served, UnavailableReason, UserId,
 };
 
 use crate::{
-    auth::{ApiKeys, Partner},
-    auth_throttle::AuthThrottle,
-    config::PartnerConfig,
+    auth::Partner,
     error::{ApiError, Unorderable},
     params::{OrderListParams, ProductListParams},
-    rate_limit::RateLimiter,
-    version::{Deprecation, Version},
+    state::AppState,
 };
-
-/// Everything a request handler needs, shared by all requests: one [`Services`] behind an
-/// `Arc`, so the copy axum makes for each request (and each extractor) is one reference count.
-#[derive(Clone)]
-pub struct AppState(Arc<Services>);
-
-impl AppState {
-    /// The state over `services`.
-    pub fn new(services: Services) -> Self {
-        Self(Arc::new(services))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
-
-/// What every request shares (reached through [`AppState`]).
-pub struct Services {
-    /// The downstream clients and the catalog cache.
-    pub downstream: Downstream,
-    /// Prices and places orders, remembering attempts so a retry gets the same order.
-    pub placement: OrderPlacement,
-    /// The `[gateway]` settings.
-    pub config: Arc<PartnerConfig>,
-    /// The configured API keys.
-    pub keys: Arc<ApiKeys>,
-    /// The failed-authentication budgets of client addresses.
-    pub auth_throttle: AuthThrottle,
-    /// The quota keeper.
-    pub limiter: Arc<dyn RateLimiter>,
-    /// The `/v1` deprecation headers.
-    pub deprecation: Deprecation,
-    /// Product bodies already serialized, by API version and product (`gateway.rendered_products`
-    /// at most), answered again while the catalog cache serves the very same product value. A
-    /// product body is public catalog data, the same for every partner.
-    pub product_bodies: Derived<(Version, ProductId), Product, Bytes>,
-}
 
 /// One order line as a partner sends it: which product, how many (the gateway prices it).
 #[derive(Debug, Clone)]

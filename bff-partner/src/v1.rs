@@ -16,7 +16,8 @@ use crate::{
     openapi::{ProblemDoc, ProblemResponse},
     params::{self, OrderListParams, OrderStatus, ProductListParams},
     routes::{created, json, json_served, page, product_served},
-    service::{AppState, LineRequest, OrderRequest},
+    service::{LineRequest, OrderRequest},
+    state::AppState,
     v2::status_name,
     version::Version,
 };

@@ -18,7 +18,8 @@ use crate::{
     openapi::{ProblemDoc, ProblemResponse},
     params::{self, OrderListParams, OrderStatus, ProductListParams},
     routes::{created, json, json_served, page, product_served},
-    service::{AppState, LineRequest, OrderRequest},
+    service::{LineRequest, OrderRequest},
+    state::AppState,
     version::Version,
 };
 

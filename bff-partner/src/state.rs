@@ -1,0 +1,76 @@
+//! [`AppState`]: what every handler and middleware reaches through `State`, built once by
+//! [`crate::build_over`]. The operations both versions run on it (listing, pricing and creating
+//! orders) are in [`crate::service`].
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use shared_clients::{Derived, Downstream, OrderPlacement, Product, ProductId};
+
+use crate::{
+    auth::ApiKeys,
+    auth_throttle::AuthThrottle,
+    config::PartnerConfig,
+    rate_limit::{InProcessLimiter, RateLimiter},
+    version::{Deprecation, Version},
+};
+
+/// Everything a request handler needs, shared by all requests: one [`Services`] behind an
+/// `Arc`, so the copy axum makes for each request (and each extractor) is one reference count.
+#[derive(Clone)]
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    /// The state over `services`.
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What every request shares (reached through [`AppState`]).
+pub struct Services {
+    /// The downstream clients and the catalog cache.
+    pub downstream: Downstream,
+    /// Prices and places orders, remembering attempts so a retry gets the same order.
+    pub placement: OrderPlacement,
+    /// The `[gateway]` settings.
+    pub config: Arc<PartnerConfig>,
+    /// The configured API keys.
+    pub keys: Arc<ApiKeys>,
+    /// The failed-authentication budgets of client addresses.
+    pub auth_throttle: AuthThrottle,
+    /// The quota keeper.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// The `/v1` deprecation headers.
+    pub deprecation: Deprecation,
+    /// Product bodies already serialized, by API version and product (`gateway.rendered_products`
+    /// at most), answered again while the catalog cache serves the very same product value. A
+    /// product body is public catalog data, the same for every partner.
+    pub product_bodies: Derived<(Version, ProductId), Product, Bytes>,
+}
+
+impl Services {
+    /// The services of a gateway configured by `config`, over `downstream` (clients and caches
+    /// it may share with other gateways in one process): its keys, quotas kept in this process
+    /// ([`InProcessLimiter`]) and remembered order creations.
+    pub fn new(config: &PartnerConfig, downstream: Downstream) -> Self {
+        Self {
+            placement: OrderPlacement::new(downstream.clone(), &config.checkout),
+            downstream,
+            keys: Arc::new(ApiKeys::new(config)),
+            auth_throttle: AuthThrottle::new(config),
+            limiter: Arc::new(InProcessLimiter::new()),
+            deprecation: Deprecation::new(&config.deprecation),
+            product_bodies: Derived::new(config.rendered_products),
+            config: Arc::new(config.clone()),
+        }
+    }
+}
