@@ -84,27 +84,62 @@ impl<X: GatewayConfig> Settings<X> {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.telemetry.validate()?;
-        for (name, service) in [
-            ("product", &self.downstream.product),
-            ("cart", &self.downstream.cart),
-            ("order", &self.downstream.order),
-        ] {
-            let scheme_ok =
-                service.url.starts_with("http://") || service.url.starts_with("https://");
-            if !scheme_ok {
-                return Err(ConfigError::invalid(
-                    format!("downstream.{name}.url"),
-                    format!("`{}` is not an http:// or https:// URL", service.url),
-                ));
-            }
-            if service.timeout.is_zero() || service.connect_timeout.is_zero() {
-                return Err(ConfigError::invalid(
-                    format!("downstream.{name}.timeout"),
-                    "timeouts must be greater than 0",
-                ));
-            }
-        }
+        validate_downstream(&self.downstream)?;
         self.gateway.validate()
+    }
+}
+
+/// Checks of the downstream section beyond its types: every service URL is `http(s)://`, every
+/// timeout above 0.
+pub fn validate_downstream(downstream: &DownstreamConfig) -> Result<(), ConfigError> {
+    for (name, service) in [
+        ("product", &downstream.product),
+        ("cart", &downstream.cart),
+        ("order", &downstream.order),
+    ] {
+        let scheme_ok = service.url.starts_with("http://") || service.url.starts_with("https://");
+        if !scheme_ok {
+            return Err(ConfigError::invalid(
+                format!("downstream.{name}.url"),
+                format!("`{}` is not an http:// or https:// URL", service.url),
+            ));
+        }
+        if service.timeout.is_zero() || service.connect_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                format!("downstream.{name}.timeout"),
+                "timeouts must be greater than 0",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A whole process's configuration, loaded in layers by [`load_layered`]: one gateway's
+/// [`Settings`], or several gateways' in one process (`bff-all`).
+pub trait Layered: Serialize + DeserializeOwned + Default {
+    /// Checks beyond the types, naming the setting at fault.
+    fn check(&self) -> Result<(), ConfigError>;
+
+    /// How the process logs and exports traces.
+    fn telemetry(&self) -> &TelemetryConfig;
+
+    /// What is valid but unwise (printed by `--check-config`, logged at start-up).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl<X: GatewayConfig> Layered for Settings<X> {
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        Settings::warnings(self)
     }
 }
 
@@ -453,7 +488,16 @@ pub fn load_from<X: GatewayConfig>(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Settings<X>, ConfigError> {
-    let mut figment = Figment::from(Serialized::defaults(Settings::<X>::default()));
+    load_layered(file, env)
+}
+
+/// Loads any [`Layered`] configuration: its defaults, then the TOML `file`, then the `BFF_…`
+/// variables of `env`; then checks it.
+pub fn load_layered<T: Layered>(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
     if let Some(path) = file {
         if !path.is_file() {
             return Err(ConfigError::invalid(
@@ -463,8 +507,8 @@ pub fn load_from<X: GatewayConfig>(
         }
         figment = figment.merge(Toml::file(path));
     }
-    let settings: Settings<X> = figment.merge(EnvVars::new(env)).extract()?;
-    settings.validate()?;
+    let settings: T = figment.merge(EnvVars::new(env)).extract()?;
+    settings.check()?;
     Ok(settings)
 }
 

@@ -42,7 +42,7 @@ pub mod telemetry;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
-pub use config::{ConfigError, GatewayConfig, ServerConfig, Settings, TelemetryConfig};
+pub use config::{ConfigError, GatewayConfig, Layered, ServerConfig, Settings, TelemetryConfig};
 pub use health::Readiness;
 pub use problem::Problem;
-pub use server::{Server, run};
+pub use server::{Served, Server, run, run_servers};

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     cli::Args,
-    config::{self, GatewayConfig, ServerConfig, Settings},
+    config::{self, GatewayConfig, Layered, ServerConfig, Settings},
     connection::{self, ConnectionLimits},
     health::{self, Readiness, ReadinessProbe},
     http,
@@ -198,8 +198,7 @@ impl Server {
 /// The whole `main` of a gateway: parses arguments, loads and validates settings, starts logging
 /// (and trace export, when configured, as service `name` unless `telemetry.service_name` says
 /// otherwise), builds the gateway with `build`, serves it until SIGTERM or ctrl-c, then sends the
-/// last spans. Valid but unwise settings ([`GatewayConfig::warnings`]) are printed by
-/// `--check-config` (`<name>: warning: …`, on stderr) and logged at start-up.
+/// last spans.
 ///
 /// Exit codes: 0 after a clean shutdown (or a valid `--check-config`), 2 for a bad configuration,
 /// 1 when the gateway cannot be built or the address cannot be bound.
@@ -211,8 +210,38 @@ where
     X: GatewayConfig,
     E: Display,
 {
+    run_servers(name, |settings: &Settings<X>| {
+        Ok::<_, E>(vec![Served {
+            section: "server",
+            server: settings.server.clone(),
+            gateway: build(settings)?,
+        }])
+    })
+}
+
+/// One gateway of a process, with the server settings it is served with.
+pub struct Served {
+    /// Where its server settings are in the configuration (`server`, or `web.server` in
+    /// `bff-all`), to name them in errors.
+    pub section: &'static str,
+    /// Its listener, limits and shutdown.
+    pub server: ServerConfig,
+    /// The gateway.
+    pub gateway: Gateway,
+}
+
+/// [`run`] for a process that serves one or more gateways (`bff-all` serves three), each on its
+/// own listeners, from one [`Layered`] configuration: they start together and stop together.
+pub fn run_servers<T, E>(
+    name: &'static str,
+    build: impl FnOnce(&T) -> Result<Vec<Served>, E>,
+) -> ExitCode
+where
+    T: Layered,
+    E: Display,
+{
     let args = Args::parse();
-    let settings: Settings<X> = match config::load(args.config.as_deref()) {
+    let settings: T = match config::load_layered(args.config.as_deref(), std::env::vars()) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("{name}: configuration error: {error}");
@@ -227,13 +256,12 @@ where
         println!("{name}: configuration is valid");
         return ExitCode::SUCCESS;
     }
-    // Kept until the server has stopped; shutting it down sends the last spans (bounded by
+    // Kept until the servers have stopped; shutting it down sends the last spans (bounded by
     // `telemetry.otlp_timeout`), on this thread, outside the runtime.
-    let telemetry = telemetry::init(&settings.telemetry, name);
+    let telemetry = telemetry::init(settings.telemetry(), name);
     for warning in &warnings {
         tracing::warn!(gateway = name, "{warning}");
     }
-    raise_descriptor_limit(settings.server.max_connections);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -245,56 +273,89 @@ where
         }
     };
     let code = runtime.block_on(async move {
-        // The gateway is built first so that a build error (e.g. a bad downstream URL) is reported
-        // even when the port is taken.
-        let gateway = match build(&settings) {
-            Ok(gateway) => gateway,
+        // The gateways are built first so that a build error (e.g. a bad downstream URL) is
+        // reported even when a port is taken.
+        let served = match build(&settings) {
+            Ok(served) => served,
             Err(error) => {
                 eprintln!("{name}: configuration error: {error}");
                 return ExitCode::from(2);
             }
         };
-        let server_config = &settings.server;
-        let listener = match Server::bind(server_config).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                eprintln!(
-                    "{name}: cannot listen on {} (server.listen_addr / BFF_LISTEN_ADDR): {error}",
-                    server_config.listen_addr
-                );
-                return ExitCode::FAILURE;
+        raise_descriptor_limit(served.iter().map(|s| s.server.max_connections).sum());
+        let mut servers = Vec::with_capacity(served.len());
+        for Served {
+            section,
+            server: config,
+            gateway,
+        } in served
+        {
+            let label = gateway.name;
+            let listener = match Server::bind(&config).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    eprintln!(
+                        "{name}: cannot listen on {} ({section}.listen_addr): {error}",
+                        config.listen_addr
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            let metrics_listener = match Server::bind_metrics(&config).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    eprintln!(
+                        "{name}: cannot listen on {:?} ({section}.metrics_listen_addr): {error}",
+                        config.metrics_listen_addr
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut server = Server::new(listener, &config, gateway);
+            if let Some(metrics_listener) = metrics_listener {
+                server = server.with_metrics_listener(metrics_listener);
             }
-        };
-        let metrics_listener = match Server::bind_metrics(server_config).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                eprintln!(
-                    "{name}: cannot listen on {:?} (server.metrics_listen_addr): {error}",
-                    server_config.metrics_listen_addr
-                );
-                return ExitCode::FAILURE;
+            match server.local_addr() {
+                Ok(addr) => tracing::info!(gateway = label, %addr, "listening"),
+                Err(error) => tracing::warn!(%error, "cannot read the bound address"),
             }
-        };
-        let mut server = Server::new(listener, server_config, gateway);
-        if let Some(metrics_listener) = metrics_listener {
-            server = server.with_metrics_listener(metrics_listener);
+            if let Some(Ok(addr)) = server.metrics_local_addr() {
+                tracing::info!(gateway = label, %addr, "serving /metrics");
+            }
+            servers.push((label, server));
         }
-        match server.local_addr() {
-            Ok(addr) => tracing::info!(gateway = name, %addr, "listening"),
-            Err(error) => tracing::warn!(%error, "cannot read the bound address"),
-        }
-        if let Some(Ok(addr)) = server.metrics_local_addr() {
-            tracing::info!(gateway = name, %addr, "serving /metrics");
-        }
-        match server.serve(shutdown::signal()).await {
-            Ok(()) => {
-                tracing::info!(gateway = name, "stopped");
-                ExitCode::SUCCESS
+        // One signal stops every server, and so does the failure of any.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
+        let signalled = Arc::clone(&stop_tx);
+        tokio::spawn(async move {
+            shutdown::signal().await;
+            signalled.send_replace(true);
+        });
+        let serving = servers.into_iter().map(|(label, server)| {
+            let mut stop = stop_rx.clone();
+            let stop_tx = Arc::clone(&stop_tx);
+            async move {
+                let result = server
+                    .serve(async move {
+                        stop.wait_for(|stopped| *stopped).await.ok();
+                    })
+                    .await;
+                match &result {
+                    Ok(()) => tracing::info!(gateway = label, "stopped"),
+                    Err(error) => {
+                        tracing::error!(gateway = label, %error, "server failed");
+                        stop_tx.send_replace(true);
+                    }
+                }
+                result
             }
-            Err(error) => {
-                tracing::error!(gateway = name, %error, "server failed");
-                ExitCode::FAILURE
-            }
+        });
+        let results = futures::future::join_all(serving).await;
+        if results.iter().all(Result::is_ok) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
         }
     });
     telemetry.shutdown();

@@ -1,13 +1,13 @@
 //! What every gateway's HTTP tests share (feature `test-util`, for dev-dependencies only):
 //! starting a gateway on free loopback ports over freshly seeded reference services
-//! ([`spawn_gateway`]), and reading its `/metrics` ([`scrape`], [`sample`]).
+//! ([`spawn_gateway`], [`serve`]), and reading its `/metrics` ([`scrape`], [`sample`]).
 
 use std::fmt::Debug;
 
 use reference_services::Spawned;
 
 use crate::{
-    config::{GatewayConfig, Settings},
+    config::{GatewayConfig, ServerConfig, Settings},
     server::{Gateway, Server},
 };
 
@@ -56,13 +56,32 @@ where
     configure(&mut settings);
     settings.validate().expect("valid test settings");
     let gateway = build(&settings).expect("the gateway builds");
-    let listener = Server::bind(&settings.server)
+    let listening = serve(&settings.server, gateway).await;
+    TestGateway {
+        base: listening.base,
+        metrics_url: listening.metrics_url,
+        services,
+        settings,
+    }
+}
+
+/// Where a gateway started by [`serve`] listens.
+pub struct Listening {
+    /// `http://<addr>` of the clients' listener.
+    pub base: String,
+    /// `http://<addr>/metrics` of the metrics listener (the clients' one without a listener of
+    /// its own).
+    pub metrics_url: String,
+}
+
+/// Binds `config`'s listeners and serves `gateway` on them in the background until the test's
+/// runtime ends.
+pub async fn serve(config: &ServerConfig, gateway: Gateway) -> Listening {
+    let listener = Server::bind(config).await.expect("bind the listen address");
+    let mut server = Server::new(listener, config, gateway);
+    if let Some(metrics_listener) = Server::bind_metrics(config)
         .await
-        .expect("bind a free port");
-    let mut server = Server::new(listener, &settings.server, gateway);
-    if let Some(metrics_listener) = Server::bind_metrics(&settings.server)
-        .await
-        .expect("bind a free port")
+        .expect("bind the metrics address")
     {
         server = server.with_metrics_listener(metrics_listener);
     }
@@ -72,11 +91,9 @@ where
         None => format!("http://{addr}/metrics"),
     };
     tokio::spawn(server.serve(std::future::pending()));
-    TestGateway {
+    Listening {
         base: format!("http://{addr}"),
         metrics_url,
-        services,
-        settings,
     }
 }
 
