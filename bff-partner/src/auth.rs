@@ -8,41 +8,14 @@
 use std::{collections::HashMap, fmt, marker::PhantomData, sync::Arc};
 
 use axum::{extract::FromRequestParts, http::request::Parts};
-use serde::{Deserialize, Serialize};
 use shared_clients::PartnerId;
 
+/// What a key may do: configured per key (`scopes`), required per operation here.
+pub use crate::config::Scope;
 use crate::{
-    config::{KeyConfig, PartnerConfig, RateLimitConfig},
+    config::{KeyConfig, PartnerConfig, RateLimitConfig, hash_key},
     error::ApiError,
 };
-
-/// The SHA-256 of `key` as 64 lowercase hex digits: what `[[gateway.keys]] sha256` holds.
-pub use server_kit::auth::hash_api_key as hash_key;
-
-/// Something a key may be allowed to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Scope {
-    /// Read products and categories.
-    #[serde(rename = "catalog:read")]
-    CatalogRead,
-    /// List and read the partner's own orders.
-    #[serde(rename = "orders:read")]
-    OrdersRead,
-    /// Create orders for the partner.
-    #[serde(rename = "orders:write")]
-    OrdersWrite,
-}
-
-impl Scope {
-    /// The scope's name as configured and documented, e.g. `orders:write`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CatalogRead => "catalog:read",
-            Self::OrdersRead => "orders:read",
-            Self::OrdersWrite => "orders:write",
-        }
-    }
-}
 
 /// An authenticated caller: the partner a key acts for, what it may do and its quota.
 #[derive(Clone)]
@@ -170,30 +143,5 @@ impl<S: RequiredScope, St: Send + Sync> FromRequestParts<St> for Authorized<S> {
             partner,
             scope: PhantomData,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_hash_to_lowercase_sha256_hex() {
-        assert_eq!(
-            hash_key("test"),
-            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-        );
-    }
-
-    #[test]
-    fn scopes_use_their_documented_names() {
-        let scopes: Vec<Scope> =
-            serde_json::from_str(r#"["catalog:read","orders:read","orders:write"]"#)
-                .expect("valid scopes");
-        assert_eq!(
-            scopes,
-            [Scope::CatalogRead, Scope::OrdersRead, Scope::OrdersWrite]
-        );
-        assert!(serde_json::from_str::<Scope>(r#""orders:delete""#).is_err());
     }
 }

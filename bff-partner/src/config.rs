@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use server_kit::{ConfigError, GatewayConfig};
 use shared_clients::{OrderPlacementConfig, PartnerId};
 
-use crate::auth::Scope;
+/// The SHA-256 of `key` as 64 lowercase hex digits: what `[[gateway.keys]] sha256` holds.
+pub use server_kit::auth::hash_api_key as hash_key;
 
 /// Largest page the downstream contract serves; no configured page size may exceed it.
 pub const DOWNSTREAM_MAX_PAGE: u32 = 100;
@@ -86,8 +87,8 @@ impl Default for PartnerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
-    /// The SHA-256 of the key, as 64 lowercase or uppercase hex digits (see
-    /// [`hash_key`](crate::hash_key)); the key itself appears nowhere in configuration. The hash
+    /// The SHA-256 of the key, as 64 lowercase or uppercase hex digits (see [`hash_key`]); the
+    /// key itself appears nowhere in configuration. The hash
     /// of a well-known or very short key is refused ([`crate::weak_keys`]): make keys random, at
     /// least 128 bits (`openssl rand -base64 32`).
     pub sha256: String,
@@ -99,6 +100,32 @@ pub struct KeyConfig {
     /// This key's quota; `default_rate_limit` when absent.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// Something a key may be allowed to do; each operation requires one
+/// ([`Authorized`](crate::auth::Authorized)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    /// Read products and categories.
+    #[serde(rename = "catalog:read")]
+    CatalogRead,
+    /// List and read the partner's own orders.
+    #[serde(rename = "orders:read")]
+    OrdersRead,
+    /// Create orders for the partner.
+    #[serde(rename = "orders:write")]
+    OrdersWrite,
+}
+
+impl Scope {
+    /// The scope's name as configured and documented, e.g. `orders:write`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CatalogRead => "catalog:read",
+            Self::OrdersRead => "orders:read",
+            Self::OrdersWrite => "orders:write",
+        }
+    }
 }
 
 /// A token-bucket quota: `burst` requests at once, refilled at `per_second`.
@@ -300,7 +327,7 @@ mod tests {
     use server_kit::config::load_from;
 
     use super::*;
-    use crate::{PartnerSettings, auth::Scope, hash_key};
+    use crate::PartnerSettings;
 
     /// A key as `openssl rand -base64 32` makes one.
     const STRONG_KEY: &str = "q3Jc9nY0b1mXoQe7Rk2WvT5sLz8HdUaF4pGiNyBtC6E=";
@@ -310,6 +337,26 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn keys_hash_to_lowercase_sha256_hex() {
+        assert_eq!(
+            hash_key("test"),
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        );
+    }
+
+    #[test]
+    fn scopes_use_their_documented_names() {
+        let scopes: Vec<Scope> =
+            serde_json::from_str(r#"["catalog:read","orders:read","orders:write"]"#)
+                .expect("valid scopes");
+        assert_eq!(
+            scopes,
+            [Scope::CatalogRead, Scope::OrdersRead, Scope::OrdersWrite]
+        );
+        assert!(serde_json::from_str::<Scope>(r#""orders:delete""#).is_err());
     }
 
     #[test]

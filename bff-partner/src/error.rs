@@ -21,7 +21,7 @@ use axum::{
 use server_kit::Problem;
 use shared_clients::{ClientError, ErrorKind};
 
-use crate::{auth::Scope, rate_limit::ceil_secs, version::Version};
+use crate::{config::Scope, rate_limit::ceil_secs, version::Version};
 
 /// A documented problem type: its URI's last segment, status and title.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,12 +4,14 @@
 //! is here. `/v1` (deprecated) and `/v2` are served side by side from the same downstream data.
 //!
 //! Modules:
-//! - [`config`]: [`PartnerConfig`], the `[gateway]` section (keys, quotas, the failed
-//!   authentication budget, paging, deprecation, remembered order creations) and its
-//!   [`GatewayConfig`](server_kit::GatewayConfig) impl: default addresses, validation.
+//! - [`config`]: [`PartnerConfig`], the `[gateway]` section (keys with their
+//!   [`Scope`](config::Scope)s, quotas, the failed authentication budget, paging, deprecation,
+//!   remembered order creations) and its [`GatewayConfig`](server_kit::GatewayConfig) impl:
+//!   default addresses, validation. Plain settings: it uses no other module but [`weak_keys`].
 //! - [`state`]: [`AppState`](state::AppState), what every handler and middleware shares.
 //! - [`auth`]: API keys (`Authorization: Bearer`), configured as SHA-256 hashes ([`hash_key`]),
-//!   scopes and the [`Authorized`](auth::Authorized) extractor.
+//!   looked up per request, and the [`Authorized`](auth::Authorized) extractor, which checks a
+//!   scope.
 //! - [`auth_throttle`]: the budget of failed authentications per client address (429 before the
 //!   key is looked at once it is spent).
 //! - [`rate_limit`]: per-key token buckets behind the [`RateLimiter`](rate_limit::RateLimiter)
@@ -44,8 +46,8 @@ pub mod weak_keys;
 use server_kit::{Settings, server::Gateway};
 use shared_clients::{BuildError, Downstream};
 
-pub use auth::hash_key;
 pub use config::PartnerConfig;
+pub use config::hash_key;
 
 use crate::state::{AppState, Services};
 
