@@ -19,7 +19,7 @@ use std::{collections::HashMap, sync::Arc};
 use async_graphql::dataloader::Loader;
 use shared_clients::{ClientError, Downstream, Product, ProductId, RequestContext};
 
-use super::scope::Staleness;
+use super::staleness::Staleness;
 
 /// Loads products by id for one request.
 pub struct ProductLoader {

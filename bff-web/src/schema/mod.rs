@@ -8,6 +8,8 @@
 //! - `money`: amounts and their display strings.
 //! - `loader`: [`ProductLoader`](loader::ProductLoader), the per-request DataLoader.
 //! - `scope`: [`RequestScope`] (per request) and [`Services`] (shared).
+//! - `staleness`: [`Staleness`](staleness::Staleness), what of one answer was served stale from
+//!   the cache.
 //! - `limits`: depth, complexity, alias and root-field limits and pre-execution error codes.
 //! - `error`: the error codes and the mapping of downstream failures.
 
@@ -18,6 +20,7 @@ pub mod loader;
 pub mod money;
 pub mod mutation;
 pub mod scope;
+pub mod staleness;
 pub mod viewer;
 
 use async_graphql::{Context, EmptySubscription, ID, Object, Result, Schema};

@@ -1,13 +1,16 @@
 //! What each request brings to the resolvers ([`RequestScope`]) and what the whole schema shares
 //! ([`Services`]).
+//!
+//! Imports point one way: the scope builds the request's [`ProductLoader`] and holds its
+//! [`Staleness`] (a leaf, `super::staleness`), which the loader records into.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use async_graphql::{Context, dataloader::DataLoader};
 use server_kit::auth::AuthError;
-use shared_clients::{Downstream, Freshness, OrderPlacement, RequestContext, UserId};
+use shared_clients::{Downstream, OrderPlacement, RequestContext, UserId};
 
-use super::{error, loader::ProductLoader};
+use super::{error, loader::ProductLoader, staleness::Staleness};
 
 /// Who is asking, as the transport established it before the request ran (a request whose token
 /// is refused never reaches the schema).
@@ -117,42 +120,5 @@ impl PageSizes {
             None => self.default,
             Some(n) => u32::try_from(n.max(1)).unwrap_or(1).min(self.max),
         }
-    }
-}
-
-/// What of one answer was served stale (past its freshness lifetime, from the cache), so the
-/// client can be told. Collected while resolving; read once at the end.
-#[derive(Debug, Default)]
-pub struct Staleness {
-    /// The stale sources (`products`, `categories`) and the oldest age seen.
-    report: Mutex<StaleReport>,
-}
-
-/// The stale parts of one answer.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StaleReport {
-    /// What was stale, each named once: `products`, `categories`.
-    pub sources: Vec<&'static str>,
-    /// The age of the oldest stale value, in seconds.
-    pub max_age_seconds: f64,
-}
-
-impl Staleness {
-    /// Records the freshness of a value from `source`; fresh values change nothing.
-    pub fn record(&self, source: &'static str, freshness: Freshness) {
-        if !freshness.is_stale() {
-            return;
-        }
-        let mut report = self.report.lock().unwrap_or_else(PoisonError::into_inner);
-        if !report.sources.contains(&source) {
-            report.sources.push(source);
-        }
-        report.max_age_seconds = report.max_age_seconds.max(freshness.age().as_secs_f64());
-    }
-
-    /// What was stale, if anything.
-    pub fn report(&self) -> Option<StaleReport> {
-        let report = self.report.lock().unwrap_or_else(PoisonError::into_inner);
-        (!report.sources.is_empty()).then(|| report.clone())
     }
 }
