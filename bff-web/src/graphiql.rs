@@ -10,6 +10,12 @@
 //! on load, clears headers an earlier page left in `localStorage`. Queries and variables are
 //! still kept across reloads.
 
+use axum::{
+    extract::Path,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
 /// The vendored GraphiQL version; part of every asset URL.
 pub const GRAPHIQL_VERSION: &str = "3.8.3";
 
@@ -53,6 +59,22 @@ pub fn asset(name: &str) -> Option<(&'static str, &'static [u8])> {
         .iter()
         .find(|asset| asset.name == name)
         .map(|asset| (asset.media_type, asset.bytes))
+}
+
+/// `GET {path}/graphiql/{version}/{name}`: a vendored GraphiQL file, cacheable for good (the
+/// version is in the URL).
+pub async fn get_asset(Path(name): Path<String>) -> Response {
+    match asset(&name) {
+        Some((media_type, bytes)) => (
+            [
+                (header::CONTENT_TYPE, media_type),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// Where the assets of the page for `endpoint` live: `{endpoint}/graphiql/{version}`.

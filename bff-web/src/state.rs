@@ -1,0 +1,98 @@
+//! [`AppState`]: what the endpoint's handlers share, built once by [`crate::build`] from the
+//! settings, over the downstream clients.
+//!
+//! The schema's own shared data ([`Services`]: downstream, checkout, page sizes) lives in the
+//! schema, which knows nothing of HTTP; this state holds the schema and what the transport needs
+//! around it.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use server_kit::auth::Authenticator;
+use shared_clients::{Downstream, OrderPlacement};
+
+use crate::{
+    BuildError, WebSettings,
+    apq::PersistedQueries,
+    config::CorsConfig,
+    documents::ParsedDocuments,
+    schema::{self, PageSizes, SchemaOptions, Services, WebSchema, limits::Limits},
+};
+
+/// What the endpoint's handlers share (the router keeps it behind one `Arc`: axum copies the
+/// state for every request).
+#[derive(Clone)]
+pub struct AppState {
+    /// The executable schema.
+    pub schema: WebSchema,
+    /// The limits checked on each parsed document before the schema sees it.
+    pub limits: Limits,
+    /// What every request's scope is built from.
+    pub services: Services,
+    /// Verifies bearer tokens.
+    pub auth: Authenticator,
+    /// Automatic persisted queries.
+    pub apq: PersistedQueries,
+    /// Parsed documents by text, so a repeated query is parsed once.
+    pub documents: ParsedDocuments,
+    /// Whether browsers get GraphiQL.
+    pub graphiql: bool,
+    /// Where the endpoint is mounted (GraphiQL posts there).
+    pub path: Arc<str>,
+    /// The time budget of one request's downstream calls.
+    pub deadline: Duration,
+    /// The operation names the metrics label by name (`gateway.metrics.operation_names`).
+    pub metric_names: Arc<HashSet<Box<str>>>,
+    /// Which browser origins may call the endpoint; the router's CORS layer is built from it.
+    pub cors: CorsConfig,
+}
+
+impl AppState {
+    /// The state for `settings`, over an already built `downstream`.
+    pub fn new(settings: &WebSettings, downstream: Downstream) -> Result<Self, BuildError> {
+        let config = &settings.gateway;
+        let services = Services {
+            placement: OrderPlacement::new(downstream.clone(), &config.checkout),
+            downstream,
+            pages: PageSizes {
+                default: config.limits.default_page_size,
+                max: config.limits.max_page_size,
+            },
+            batch_delay: config.batch_delay,
+        };
+        let limits = Limits {
+            max_depth: config.limits.max_depth,
+            max_complexity: config.limits.max_complexity,
+            max_aliases: config.limits.max_aliases,
+            max_root_fields: config.limits.max_root_fields,
+            max_expanded_selections: config.limits.max_expanded_selections,
+            pages: services.pages,
+        };
+        let schema = schema::build(
+            services.clone(),
+            SchemaOptions {
+                limits,
+                introspection: config.introspection,
+            },
+        );
+        Ok(Self {
+            schema,
+            limits,
+            services,
+            auth: Authenticator::new(&config.auth)?,
+            apq: PersistedQueries::new(config.apq.enabled, config.apq.max_bytes),
+            documents: ParsedDocuments::new(config.document_cache_max_bytes),
+            graphiql: config.graphiql,
+            path: Arc::from(config.path.as_str()),
+            deadline: settings.downstream.deadline,
+            metric_names: Arc::new(
+                config
+                    .metrics
+                    .operation_names
+                    .iter()
+                    .map(|name| Box::from(name.as_str()))
+                    .collect(),
+            ),
+            cors: config.cors.clone(),
+        })
+    }
+}
