@@ -8,7 +8,7 @@
 //!   [`Scope`](config::Scope)s, quotas, the failed authentication budget, paging, deprecation,
 //!   remembered order creations) and its [`GatewayConfig`](server_kit::GatewayConfig) impl:
 //!   default addresses, validation. Plain settings: it uses no other module but [`weak_keys`].
-//! - [`state`]: [`AppState`](state::AppState), what every handler and middleware shares.
+//! - [`state`]: [`AppState`], what every handler and middleware shares.
 //! - [`auth`]: API keys (`Authorization: Bearer`), configured as SHA-256 hashes ([`hash_key`]),
 //!   looked up per request, and the [`Authorized`](auth::Authorized) extractor, which checks a
 //!   scope.
@@ -23,10 +23,16 @@
 //!   operations of the app state.
 //! - [`v1`], [`v2`]: each version's shapes, handlers and OpenAPI document.
 //! - [`openapi`]: what both documents share (problem schema, security, headers, problem table).
-//! - [`routes`]: the routers, the authentication and quota middleware, response helpers.
+//! - [`access`]: the middleware in front of every API route's handlers: the failed
+//!   authentication throttle, the key (401) and its quota (429), with their metrics.
+//! - [`response`]: building the handlers' answers (`Age`, `Link: rel="next"`, `Location`, product
+//!   bodies serialized once, `Cache-Control: private, no-store`).
+//! - [`routes`]: the routers of both versions and the middleware around them; the OpenAPI
+//!   document and problem type endpoints.
 //! - [`version`]: [`Version`](version::Version) and the `/v1` deprecation headers.
 //! - [`weak_keys`]: refusing configured key hashes of well-known or very short keys.
 
+pub mod access;
 pub mod auth;
 pub mod auth_throttle;
 pub mod config;
@@ -35,6 +41,7 @@ pub mod extract;
 pub mod openapi;
 pub mod params;
 pub mod rate_limit;
+pub mod response;
 pub mod routes;
 pub mod service;
 pub mod state;

@@ -205,13 +205,10 @@ fn description(version: Version) -> String {
     text
 }
 
-/// The document of `version` as JSON.
-pub fn document(version: Version) -> serde_json::Value {
-    use utoipa::OpenApi as _;
-    let mut doc = match version {
-        Version::V1 => crate::v1::ApiDoc::openapi(),
-        Version::V2 => crate::v2::ApiDoc::openapi(),
-    };
-    Common(version).modify(&mut doc);
-    serde_json::to_value(doc).unwrap_or_default()
+/// `derived` (the document a version derives from its handlers and types, e.g.
+/// `v2::ApiDoc::openapi()`) completed with what every document of `version` shares ([`Common`]),
+/// as JSON.
+pub fn document(version: Version, mut derived: OpenApi) -> serde_json::Value {
+    Common(version).modify(&mut derived);
+    serde_json::to_value(derived).unwrap_or_default()
 }

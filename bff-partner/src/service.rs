@@ -116,7 +116,8 @@ impl AppState {
 
     /// Prices the lines from current catalog data and creates the order for the partner, or
     /// returns the one an earlier request with the same key created (shared-clients'
-    /// [`OrderPlacement`] does both, the same way for every gateway).
+    /// [`OrderPlacement`](shared_clients::OrderPlacement) does both, the same way for every
+    /// gateway).
     pub async fn create_order(
         &self,
         ctx: &RequestContext,

@@ -17,7 +17,7 @@ use crate::{
     extract::{Ctx, IdempotencyKeyHeader, Json, Path, Query},
     openapi::{ProblemDoc, ProblemResponse},
     params::{self, OrderListParams, OrderStatus, ProductListParams},
-    routes::{created, json, json_served, page, product_served},
+    response::{created, json, json_served, page, product_served},
     service::{LineRequest, OrderRequest},
     state::AppState,
     version::Version,

@@ -1,0 +1,121 @@
+//! Building the answers of both versions' handlers: JSON bodies with `Age` when they come from a
+//! cache, pages with `Link: rel="next"`, `201 Created` with `Location`, product bodies serialized
+//! once per product and version, and `Cache-Control: private, no-store` for the order routes.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Bytes,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use shared_clients::{Creation, Product, ProductId, Served};
+
+use crate::{error::ApiError, params::next_page_query, state::AppState, version::Version};
+
+/// A 200 with a JSON body.
+pub fn json<T: Serialize>(body: &T) -> Response {
+    axum::Json(body).into_response()
+}
+
+/// A 200 with a JSON body made from a possibly cached value: `Age` states how many seconds ago
+/// the value was fetched when it did not come from the service for this request.
+pub fn json_served<V, T: Serialize>(served: &Served<V>, body: &T) -> Response {
+    let mut response = json(body);
+    with_age(&mut response, served);
+    response
+}
+
+/// Adds `Age` when `served` did not come from the service for this request.
+fn with_age<V>(response: &mut Response, served: &Served<V>) {
+    let age = served.age();
+    if served.is_stale() || !age.is_zero() {
+        response
+            .headers_mut()
+            .insert(header::AGE, HeaderValue::from(age.as_secs()));
+    }
+}
+
+/// A product as `version` shapes it: 200 with a JSON body and `Age` as [`json_served`] says.
+///
+/// The body is serialized once per product value and version, then answered from
+/// [`Services::product_bodies`](crate::state::Services::product_bodies) for as long as the
+/// catalog cache serves that same value. `serialize` shapes and serializes the product, e.g.
+/// `|p| serde_json::to_vec(&v2::Product::from(p))`.
+pub async fn product_served(
+    state: &AppState,
+    version: Version,
+    id: ProductId,
+    product: &Served<Arc<Product>>,
+    serialize: impl FnOnce(&Product) -> serde_json::Result<Vec<u8>>,
+) -> Result<Response, ApiError> {
+    let body = state
+        .product_bodies
+        .get_or_derive((version, id), product, |product| {
+            serialize(product)
+                .map(Bytes::from)
+                .map_err(|error| ApiError::Internal(error.to_string()))
+        })
+        .await?;
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    with_age(&mut response, product);
+    Ok(response)
+}
+
+/// A page: 200 with a JSON body and, when there is a next page, `Link: <…>; rel="next"` to it.
+/// `query` is the request's own (valid) filters, which the next page repeats.
+pub fn page<T: Serialize>(
+    version: Version,
+    resource: &str,
+    query: &[(&str, Option<String>)],
+    next_cursor: Option<&str>,
+    body: &T,
+) -> Response {
+    let mut response = json(body);
+    if let Some(cursor) = next_cursor {
+        let link = format!(
+            "</{}/{resource}?{}>; rel=\"next\"",
+            version.as_str(),
+            next_page_query(query, cursor)
+        );
+        if let Ok(link) = HeaderValue::from_str(&link) {
+            response.headers_mut().append(header::LINK, link);
+        }
+    }
+    response
+}
+
+/// The answer to an order creation: 201 with `Location` for a new order, 200 for a replay.
+pub fn created<T: Serialize>(
+    version: Version,
+    creation: Creation,
+    order_id: &str,
+    body: &T,
+) -> Response {
+    let mut response = json(body);
+    if creation == Creation::Created {
+        *response.status_mut() = StatusCode::CREATED;
+        let location = format!("/{}/orders/{order_id}", version.as_str());
+        if let Ok(location) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+    }
+    response
+}
+
+/// Marks a response as private to one partner and not to be stored by any cache.
+pub async fn private_no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    response
+}
