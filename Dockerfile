@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image with the three gateway binaries; the container's command picks one:
+# One image with the three gateway binaries and bff-all (all three in one process); the
+# container's command picks one:
 #   docker build -t bff-gateway .
 #   docker run --rm -p 8080:8080 -e BFF_LISTEN_ADDR=0.0.0.0:8080 bff-gateway /bff-web
 # Multi-stage: a full Rust toolchain builds, a distroless non-root image runs (no shell, no
@@ -10,9 +11,10 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p bff-web -p bff-mobile -p bff-partner \
+    cargo build --release --locked -p bff-web -p bff-mobile -p bff-partner -p bff-all \
  && mkdir -p /out \
- && cp target/release/bff-web target/release/bff-mobile target/release/bff-partner /out/
+ && cp target/release/bff-web target/release/bff-mobile target/release/bff-partner \
+    target/release/bff-all /out/
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/ /

@@ -126,6 +126,10 @@ pub struct Args {
     /// How long to wait for every process to answer `/health`, in seconds.
     #[arg(long, default_value_t = 60)]
     pub startup_timeout_secs: u64,
+    /// Serve the three gateways from one process (`bff-all`, over one set of downstream clients
+    /// and caches) instead of three, on the same ports.
+    #[arg(long)]
+    pub one_process: bool,
 }
 
 /// One process of the stack.
@@ -135,8 +139,9 @@ pub struct Component {
     pub name: &'static str,
     /// What it is, for the banner.
     pub role: &'static str,
-    /// The binary to run (file name in the binary directory).
-    pub binary: &'static str,
+    /// The binary to run (file name in the binary directory), or `None` for a gateway that
+    /// another process serves (`bff-all`, with `--one-process`).
+    pub binary: Option<&'static str>,
     /// Its command-line arguments.
     pub args: Vec<String>,
     /// Environment variables set for it (on top of the launcher's own environment).
@@ -154,7 +159,7 @@ pub fn plan(args: &Args, credentials: &DevCredentials) -> Vec<Component> {
     let reference = |name: &'static str, role: &'static str, service: &str, port: u16| Component {
         name,
         role,
-        binary: "reference-services",
+        binary: Some("reference-services"),
         args: vec![
             "--service".into(),
             service.into(),
@@ -182,7 +187,7 @@ pub fn plan(args: &Args, credentials: &DevCredentials) -> Vec<Component> {
         Component {
             name,
             role,
-            binary: name,
+            binary: Some(name),
             args: Vec::new(),
             env,
             url: url(port),
@@ -195,7 +200,7 @@ pub fn plan(args: &Args, credentials: &DevCredentials) -> Vec<Component> {
             credentials.jwt_secret.clone(),
         )]
     };
-    vec![
+    let mut components = vec![
         reference(
             "product",
             "reference product service",
@@ -225,7 +230,53 @@ pub fn plan(args: &Args, credentials: &DevCredentials) -> Vec<Component> {
                 credentials.partner_keys_setting(),
             )],
         ),
-    ]
+    ];
+    if args.one_process {
+        let all = one_process(&components[3..]);
+        for gateway in &mut components[3..] {
+            gateway.binary = None;
+            gateway.env.clear();
+        }
+        components.push(all);
+    }
+    components
+}
+
+/// The `bff-all` process that serves `gateways` (as planned for their own binaries): each
+/// gateway's `BFF_…` settings moved to its section (`BFF_LISTEN_ADDR` of bff-web becomes
+/// `BFF_WEB__SERVER__LISTEN_ADDR`, `BFF_GATEWAY__…` `BFF_WEB__GATEWAY__…`), the downstream ones
+/// kept once.
+fn one_process(gateways: &[Component]) -> Component {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for gateway in gateways {
+        let section = gateway.name.trim_start_matches("bff-").to_ascii_uppercase();
+        for (name, value) in &gateway.env {
+            let name = match name.as_str() {
+                "BFF_LISTEN_ADDR" => format!("BFF_{section}__SERVER__LISTEN_ADDR"),
+                other => match other.strip_prefix("BFF_SERVER__") {
+                    Some(rest) => format!("BFF_{section}__SERVER__{rest}"),
+                    None => match other.strip_prefix("BFF_GATEWAY__") {
+                        Some(rest) => format!("BFF_{section}__GATEWAY__{rest}"),
+                        None => other.to_owned(),
+                    },
+                },
+            };
+            if !env.iter().any(|(known, _)| *known == name) {
+                env.push((name, value.clone()));
+            }
+        }
+    }
+    Component {
+        name: "bff-all",
+        role: "the three gateways above, in one process",
+        binary: Some("bff-all"),
+        args: Vec::new(),
+        env,
+        url: gateways
+            .first()
+            .map_or_else(String::new, |web| web.url.clone()),
+        metrics_url: None,
+    }
 }
 
 /// Runs the stack until ctrl-c, SIGTERM or the death of any process.
@@ -247,7 +298,7 @@ pub async fn run(args: Args) -> ExitCode {
     let components = plan(&args, &credentials);
     let missing: Vec<_> = components
         .iter()
-        .map(|c| c.binary)
+        .filter_map(|c| c.binary)
         .filter(|binary| !bin_dir.join(binary).is_file())
         .collect();
     if !missing.is_empty() {
@@ -261,7 +312,7 @@ pub async fn run(args: Args) -> ExitCode {
     }
 
     let mut children = Vec::with_capacity(components.len());
-    for component in &components {
+    for component in components.iter().filter(|c| c.binary.is_some()) {
         match spawn(&bin_dir, component) {
             Ok(child) => children.push((component.name, child)),
             Err(error) => {
@@ -311,7 +362,10 @@ fn own_directory() -> std::io::Result<PathBuf> {
 }
 
 fn spawn(bin_dir: &Path, component: &Component) -> std::io::Result<Child> {
-    let mut child = Command::new(bin_dir.join(component.binary))
+    let binary = component
+        .binary
+        .ok_or_else(|| std::io::Error::other("served by another process"))?;
+    let mut child = Command::new(bin_dir.join(binary))
         .args(&component.args)
         .envs(component.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

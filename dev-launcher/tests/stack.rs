@@ -15,7 +15,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 fn bin_dir() -> PathBuf {
     let launcher = PathBuf::from(env!("CARGO_BIN_EXE_bff-dev"));
     let dir = launcher.parent().expect("bin dir").to_path_buf();
-    for binary in ["reference-services", "bff-web", "bff-mobile", "bff-partner"] {
+    for binary in [
+        "reference-services",
+        "bff-web",
+        "bff-mobile",
+        "bff-partner",
+        "bff-all",
+    ] {
         assert!(
             dir.join(binary).is_file(),
             "{binary} is not built in {}: run `cargo build --workspace --bins` (./scripts/test does)",
@@ -32,6 +38,17 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn the_launcher_brings_up_six_healthy_processes_wired_together_and_stops_them() {
+    launch_check_and_stop(&[]).await;
+}
+
+#[tokio::test]
+async fn with_one_process_the_three_gateways_are_served_by_bff_all_wired_together() {
+    launch_check_and_stop(&["--one-process"]).await;
+}
+
+/// Runs `bff-dev` with `extra` arguments on free ports, checks that every process answers and
+/// is wired to the others, then stops it and checks that every port is closed.
+async fn launch_check_and_stop(extra: &[&str]) {
     bin_dir();
     let ports: Vec<u16> = (0..9).map(|_| free_port()).collect();
     let names = [
@@ -49,10 +66,23 @@ async fn the_launcher_brings_up_six_healthy_processes_wired_together_and_stops_t
     for (flag, port) in names.iter().zip(&ports) {
         command.arg(flag).arg(port.to_string());
     }
+    command.args(extra);
     // Every gateway's /ready then checks its three downstream services: proof of the wiring.
+    // (bff-all reads each gateway's server settings in the gateway's own section.)
+    let sections: &[&str] = if extra.contains(&"--one-process") {
+        &["WEB__", "MOBILE__", "PARTNER__"]
+    } else {
+        &[""]
+    };
+    for section in sections {
+        command
+            .env(
+                format!("BFF_{section}SERVER__READY_REQUIRES_DOWNSTREAM"),
+                "true",
+            )
+            .env(format!("BFF_{section}SERVER__READY_TIMEOUT"), "2s");
+    }
     command
-        .env("BFF_SERVER__READY_REQUIRES_DOWNSTREAM", "true")
-        .env("BFF_SERVER__READY_TIMEOUT", "2s")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true);

@@ -92,15 +92,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with settings changed by `configure` first.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut bff_mobile::MobileSettings)) -> TestApp {
-    let gateway = spawn_gateway(
-        reference_services::Config::default(),
-        |settings: &mut bff_mobile::MobileSettings| {
-            settings.gateway.auth.hs256_secret = Some(Secret::new(SECRET));
-            configure(settings);
-        },
-        bff_mobile::build,
-    )
-    .await;
+    let services = reference_services::Config::default();
+    let configure = |settings: &mut bff_mobile::MobileSettings| {
+        settings.gateway.auth.hs256_secret = Some(Secret::new(SECRET));
+        configure(settings);
+    };
+    // With BFF_TEST_ONE_PROCESS=1, the same tests run against the three gateways in one
+    // process (bff-all).
+    let gateway = if bff_all::testing::one_process() {
+        bff_all::testing::spawn_gateway(services, configure).await
+    } else {
+        spawn_gateway(services, configure, bff_mobile::build).await
+    };
     TestApp {
         metrics_url: gateway.metrics_url,
         base: gateway.base,

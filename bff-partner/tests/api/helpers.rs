@@ -45,49 +45,52 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], after `customize` changed the settings.
 pub async fn spawn_app_with(customize: impl FnOnce(&mut PartnerSettings)) -> TestApp {
-    let gateway = spawn_gateway(
-        reference_services::Config {
-            products: 300,
-            users: 20,
-            ..reference_services::Config::default()
-        },
-        |settings: &mut PartnerSettings| {
-            let all = vec![Scope::CatalogRead, Scope::OrdersRead, Scope::OrdersWrite];
-            let key = |key: &str, partner: &str, scopes: Vec<Scope>, rate_limit| KeyConfig {
-                sha256: hash_key(key),
-                partner_id: PartnerId::parse(partner).expect("partner id"),
-                scopes,
-                rate_limit,
-            };
-            settings.gateway.keys = vec![
-                key(ACME_KEY, "partner-acme", all.clone(), None),
-                key(GLOBEX_KEY, "partner-globex", all.clone(), None),
-                key(
-                    CATALOG_ONLY_KEY,
-                    "partner-acme",
-                    vec![Scope::CatalogRead],
-                    None,
-                ),
-                key(
-                    TIGHT_KEY,
-                    "partner-initech",
-                    all,
-                    Some(RateLimitConfig {
-                        per_second: 1,
-                        burst: TIGHT_BURST,
-                    }),
-                ),
-            ];
-            // Tests make many requests quickly with the other keys.
-            settings.gateway.default_rate_limit = RateLimitConfig {
-                per_second: 1000,
-                burst: 1000,
-            };
-            customize(settings);
-        },
-        bff_partner::build,
-    )
-    .await;
+    let services = reference_services::Config {
+        products: 300,
+        users: 20,
+        ..reference_services::Config::default()
+    };
+    let configure = |settings: &mut PartnerSettings| {
+        let all = vec![Scope::CatalogRead, Scope::OrdersRead, Scope::OrdersWrite];
+        let key = |key: &str, partner: &str, scopes: Vec<Scope>, rate_limit| KeyConfig {
+            sha256: hash_key(key),
+            partner_id: PartnerId::parse(partner).expect("partner id"),
+            scopes,
+            rate_limit,
+        };
+        settings.gateway.keys = vec![
+            key(ACME_KEY, "partner-acme", all.clone(), None),
+            key(GLOBEX_KEY, "partner-globex", all.clone(), None),
+            key(
+                CATALOG_ONLY_KEY,
+                "partner-acme",
+                vec![Scope::CatalogRead],
+                None,
+            ),
+            key(
+                TIGHT_KEY,
+                "partner-initech",
+                all,
+                Some(RateLimitConfig {
+                    per_second: 1,
+                    burst: TIGHT_BURST,
+                }),
+            ),
+        ];
+        // Tests make many requests quickly with the other keys.
+        settings.gateway.default_rate_limit = RateLimitConfig {
+            per_second: 1000,
+            burst: 1000,
+        };
+        customize(settings);
+    };
+    // With BFF_TEST_ONE_PROCESS=1, the same tests run against the three gateways in one
+    // process (bff-all).
+    let gateway = if bff_all::testing::one_process() {
+        bff_all::testing::spawn_gateway(services, configure).await
+    } else {
+        spawn_gateway(services, configure, bff_partner::build).await
+    };
     TestApp {
         metrics_url: gateway.metrics_url,
         base: gateway.base,

@@ -33,16 +33,19 @@ pub async fn spawn_app() -> TestApp {
 
 /// A gateway whose settings `configure` adjusts.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut WebSettings)) -> TestApp {
-    let gateway = spawn_gateway(
-        reference_services::Config::default(),
-        |settings: &mut WebSettings| {
-            settings.gateway.auth.hs256_secret = Some(Secret::new(SECRET));
-            settings.gateway.auth.audience = Some(AUDIENCE.to_owned());
-            configure(settings);
-        },
-        bff_web::build,
-    )
-    .await;
+    let services = reference_services::Config::default();
+    let configure = |settings: &mut WebSettings| {
+        settings.gateway.auth.hs256_secret = Some(Secret::new(SECRET));
+        settings.gateway.auth.audience = Some(AUDIENCE.to_owned());
+        configure(settings);
+    };
+    // With BFF_TEST_ONE_PROCESS=1, the same tests run against the three gateways in one
+    // process (bff-all).
+    let gateway = if bff_all::testing::one_process() {
+        bff_all::testing::spawn_gateway(services, configure).await
+    } else {
+        spawn_gateway(services, configure, bff_web::build).await
+    };
     TestApp {
         metrics_url: gateway.metrics_url,
         endpoint: format!("{}{}", gateway.base, gateway.settings.gateway.path),
