@@ -21,7 +21,10 @@
 //! - [`params`]: query and path parameters shared by both versions.
 //! - [`service`]: what both versions do downstream (listing, pricing and creating orders), as
 //!   operations of the app state.
-//! - [`v1`], [`v2`]: each version's shapes, handlers and OpenAPI document.
+//! - [`handlers`]: the handlers of both versions, written once, generic over a version's
+//!   [`Shapes`](handlers::Shapes).
+//! - [`v1`], [`v2`]: each version's shapes, its one-line handlers carrying their OpenAPI
+//!   descriptions, and its OpenAPI document.
 //! - [`openapi`]: what both documents share (problem schema, security, headers, problem table).
 //! - [`access`]: the middleware in front of every API route's handlers: the failed
 //!   authentication throttle, the key (401) and its quota (429), with their metrics.
@@ -38,6 +41,7 @@ pub mod auth_throttle;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod handlers;
 pub mod openapi;
 pub mod params;
 pub mod rate_limit;

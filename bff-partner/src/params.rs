@@ -69,6 +69,14 @@ pub enum OrderStatus {
     Cancelled,
 }
 
+impl OrderStatus {
+    /// The status as the `status` filter spells it, e.g. `pending` (the downstream contract's
+    /// spelling, which `serde` renames match).
+    pub fn as_str(self) -> &'static str {
+        shared_clients::OrderStatus::from(self).as_str()
+    }
+}
+
 impl From<OrderStatus> for shared_clients::OrderStatus {
     fn from(status: OrderStatus) -> Self {
         match status {

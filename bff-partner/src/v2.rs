@@ -3,21 +3,23 @@
 //! address.
 //!
 //! The `///` comments of these types and handlers are the descriptions in `/v2/openapi.json`.
+//! Each handler is one line: it carries its path's description (`#[utoipa::path]`) and runs the
+//! handler both versions share ([`crate::handlers`]) with the `/v2` shapes ([`V2`]).
 
 use std::collections::BTreeMap;
 
 use axum::{extract::State, response::Response};
 use serde::{Deserialize, Serialize};
-use shared_clients::{Creation, ProductId, UserId};
+use shared_clients::{ProductId, UserId};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::{
     auth::{Authorized, CatalogRead, OrdersRead, OrdersWrite},
     error::ApiError,
     extract::{Ctx, IdempotencyKeyHeader, Json, Path, Query},
+    handlers::{self, Shapes},
     openapi::{ProblemDoc, ProblemResponse},
-    params::{self, OrderListParams, OrderStatus, ProductListParams},
-    response::{created, json, json_served, page, product_served},
+    params::{OrderListParams, OrderStatus, ProductListParams},
     service::{LineRequest, OrderRequest},
     state::AppState,
     version::Version,
@@ -161,6 +163,16 @@ pub struct Category {
     pub name: String,
     /// The enclosing category, `null` for a top-level one.
     pub parent_id: Option<String>,
+}
+
+impl From<&shared_clients::Category> for Category {
+    fn from(category: &shared_clients::Category) -> Self {
+        Self {
+            id: category.id.to_string(),
+            name: category.name.clone(),
+            parent_id: category.parent_id.as_ref().map(ToString::to_string),
+        }
+    }
 }
 
 /// Every category.
@@ -329,6 +341,33 @@ impl From<NewOrder> for OrderRequest {
     }
 }
 
+/// The `/v2` shapes, for the handlers both versions share ([`handlers`]).
+#[derive(Debug)]
+pub struct V2;
+
+impl Shapes for V2 {
+    const VERSION: Version = Version::V2;
+    type Product = Product;
+    type ProductPage = ProductPage;
+    type Category = Category;
+    type CategoryList = CategoryList;
+    type Order = Order;
+    type OrderPage = OrderPage;
+    type NewOrder = NewOrder;
+
+    fn product_page(items: Vec<Product>, next_cursor: Option<String>) -> ProductPage {
+        ProductPage { items, next_cursor }
+    }
+
+    fn category_list(items: Vec<Category>) -> CategoryList {
+        CategoryList { items }
+    }
+
+    fn order_page(items: Vec<Order>, next_cursor: Option<String>) -> OrderPage {
+        OrderPage { items, next_cursor }
+    }
+}
+
 /// List products, newest first, optionally of one category.
 #[utoipa::path(
     get, path = "/v2/products", tag = "products", operation_id = "listProducts",
@@ -345,31 +384,12 @@ impl From<NewOrder> for OrderRequest {
     )
 )]
 pub async fn list_products(
-    _auth: Authorized<CatalogRead>,
-    State(state): State<AppState>,
-    Ctx(ctx): Ctx,
-    Query(params): Query<ProductListParams>,
+    auth: Authorized<CatalogRead>,
+    state: State<AppState>,
+    ctx: Ctx,
+    query: Query<ProductListParams>,
 ) -> Result<Response, ApiError> {
-    let listed = state.list_products(&ctx, &params).await?;
-    let body = ProductPage {
-        items: listed
-            .items
-            .iter()
-            .map(|p| Product::from(p.as_ref()))
-            .collect(),
-        next_cursor: listed.next_cursor,
-    };
-    let query = [
-        ("category", params.category.clone()),
-        ("limit", params.limit.map(|l| l.to_string())),
-    ];
-    Ok(page(
-        Version::V2,
-        "products",
-        &query,
-        body.next_cursor.as_deref(),
-        &body,
-    ))
+    handlers::list_products::<V2>(auth, state, ctx, query).await
 }
 
 /// Get one product.
@@ -389,17 +409,12 @@ pub async fn list_products(
     )
 )]
 pub async fn get_product(
-    _auth: Authorized<CatalogRead>,
-    State(state): State<AppState>,
-    Ctx(ctx): Ctx,
-    Path(product_id): Path<String>,
+    auth: Authorized<CatalogRead>,
+    state: State<AppState>,
+    ctx: Ctx,
+    path: Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = params::product_id(&product_id)?;
-    let product = state.product(&ctx, &id).await?;
-    product_served(&state, Version::V2, id, &product, |product| {
-        serde_json::to_vec(&Product::from(product))
-    })
-    .await
+    handlers::get_product::<V2>(auth, state, ctx, path).await
 }
 
 /// List every category.
@@ -416,24 +431,11 @@ pub async fn get_product(
     )
 )]
 pub async fn list_categories(
-    _auth: Authorized<CatalogRead>,
-    State(state): State<AppState>,
-    Ctx(ctx): Ctx,
+    auth: Authorized<CatalogRead>,
+    state: State<AppState>,
+    ctx: Ctx,
 ) -> Result<Response, ApiError> {
-    let categories = state.categories(&ctx).await?;
-    Ok(json_served(
-        &categories,
-        &CategoryList {
-            items: categories
-                .iter()
-                .map(|category| Category {
-                    id: category.id.to_string(),
-                    name: category.name.clone(),
-                    parent_id: category.parent_id.as_ref().map(ToString::to_string),
-                })
-                .collect(),
-        },
-    ))
+    handlers::list_categories::<V2>(auth, state, ctx).await
 }
 
 /// Create an order, priced from the catalog.
@@ -461,21 +463,12 @@ pub async fn list_categories(
 )]
 pub async fn create_order(
     auth: Authorized<OrdersWrite>,
-    State(state): State<AppState>,
-    Ctx(ctx): Ctx,
-    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
-    Json(order): Json<NewOrder>,
+    state: State<AppState>,
+    ctx: Ctx,
+    key: IdempotencyKeyHeader,
+    body: Json<NewOrder>,
 ) -> Result<Response, ApiError> {
-    let done = state
-        .create_order(&ctx, &auth.partner, &key, order.into())
-        .await?;
-    let order = Order::from(done.order);
-    let creation = if done.created {
-        Creation::Created
-    } else {
-        Creation::Replayed
-    };
-    Ok(created(Version::V2, creation, &order.id, &order))
+    handlers::create_order::<V2>(auth, state, ctx, key, body).await
 }
 
 /// List your orders, newest first, optionally in one status.
@@ -495,26 +488,11 @@ pub async fn create_order(
 )]
 pub async fn list_orders(
     auth: Authorized<OrdersRead>,
-    State(state): State<AppState>,
-    Ctx(ctx): Ctx,
-    Query(params): Query<OrderListParams>,
+    state: State<AppState>,
+    ctx: Ctx,
+    query: Query<OrderListParams>,
 ) -> Result<Response, ApiError> {
-    let listed = state.list_orders(&ctx, &auth.partner, &params).await?;
-    let body = OrderPage {
-        items: listed.items.into_iter().map(Order::from).collect(),
-        next_cursor: listed.next_cursor,
-    };
-    let query = [
-        ("status", params.status.map(status_name)),
-        ("limit", params.limit.map(|l| l.to_string())),
-    ];
-    Ok(page(
-        Version::V2,
-        "orders",
-        &query,
-        body.next_cursor.as_deref(),
-        &body,
-    ))
+    handlers::list_orders::<V2>(auth, state, ctx, query).await
 }
 
 /// Get one of your orders.
@@ -536,20 +514,11 @@ pub async fn list_orders(
 )]
 pub async fn get_order(
     auth: Authorized<OrdersRead>,
-    State(state): State<AppState>,
-    Ctx(ctx): Ctx,
-    Path(order_id): Path<String>,
+    state: State<AppState>,
+    ctx: Ctx,
+    path: Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = params::order_id(&order_id)?;
-    let order = state.order(&ctx, &auth.partner, &id).await?;
-    Ok(json(&Order::from(order)))
-}
-
-/// The filter value of `status`.
-pub(crate) fn status_name(status: OrderStatus) -> String {
-    shared_clients::OrderStatus::from(status)
-        .as_str()
-        .to_owned()
+    handlers::get_order::<V2>(auth, state, ctx, path).await
 }
 
 /// The `/v2` OpenAPI document.
