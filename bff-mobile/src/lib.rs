@@ -67,7 +67,7 @@ pub fn build(settings: &MobileSettings) -> Result<Gateway, BuildError> {
 }
 
 /// The gateway over `downstream` (clients and caches it may share with other gateways in one
-/// process), per `settings` (whose `downstream` section is then not read).
+/// process) instead of clients built from `settings.downstream`, per `settings`.
 pub fn build_over(
     settings: &MobileSettings,
     downstream: Downstream,

@@ -62,7 +62,7 @@ pub fn build(settings: &WebSettings) -> Result<Gateway, BuildError> {
 }
 
 /// The gateway over `downstream` (clients and caches it may share with other gateways in one
-/// process), per `settings` (whose `downstream` section is then not read).
+/// process) instead of clients built from `settings.downstream`, per `settings`.
 pub fn build_over(settings: &WebSettings, downstream: Downstream) -> Result<Gateway, BuildError> {
     let state = AppState::new(settings, downstream.clone())?;
     Ok(Gateway::over("bff-web", routes::router(state), downstream))
