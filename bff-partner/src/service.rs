@@ -4,14 +4,20 @@
 //!
 //! Every operation answers completely or fails: a page, product or order is never returned with
 //! parts missing (a downstream outage is a 503, see [`ApiError::downstream`]).
+//!
+//! An order to create reaches these operations as an [`OrderRequest`], which each version's body
+//! converts into. Its lines are the same in both versions: [`NewOrderLine`] is deserialized from
+//! either body as is, and its `///` comments are its description in both OpenAPI documents.
 
 use std::{sync::Arc, time::Duration};
 
+use serde::Deserialize;
 use shared_clients::{
     Category, Channel, ClientError, ErrorKind, IdempotencyKey, MAX_ORDER_LINES, Order, OrderId,
     OrderPage, Owner, PlaceOrderError, PlacedOrder, Product, ProductId, ProductPage,
     RequestContext, RequestedLine, Served, UnavailableReason, UserId,
 };
+use utoipa::ToSchema;
 
 use crate::{
     auth::Partner,
@@ -20,12 +26,15 @@ use crate::{
     state::AppState,
 };
 
-/// One order line as a partner sends it: which product, how many (the gateway prices it).
-#[derive(Debug, Clone)]
-pub struct LineRequest {
-    /// The product.
+/// One line of a new order: the gateway prices it from the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrderLine {
+    /// The product to order; must exist and be in stock.
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub product_id: ProductId,
     /// How many, 1 to 99.
+    #[schema(minimum = 1, maximum = 99)]
     pub quantity: u32,
 }
 
@@ -34,8 +43,8 @@ pub struct LineRequest {
 pub struct OrderRequest {
     /// The partner's own reference for its customer (the downstream `user_id`).
     pub customer_reference: UserId,
-    /// What to order.
-    pub lines: Vec<LineRequest>,
+    /// What to order (the lines are the same in both versions, and so is their schema).
+    pub lines: Vec<NewOrderLine>,
     /// Where to ship (v2 only).
     pub shipping_address: Option<shared_clients::Address>,
 }

@@ -8,7 +8,7 @@
 
 use axum::{extract::State, response::Response};
 use serde::{Deserialize, Serialize};
-use shared_clients::{ProductId, UserId};
+use shared_clients::UserId;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
     handlers::{self, Shapes},
     openapi::{ProblemDoc, ProblemResponse},
     params::{OrderListParams, OrderStatus, ProductListParams},
-    service::{LineRequest, OrderRequest},
+    service::{NewOrderLine, OrderRequest},
     state::AppState,
     version::Version,
 };
@@ -163,18 +163,6 @@ pub struct OrderPage {
     pub next_cursor: Option<String>,
 }
 
-/// One line of a new order: the gateway prices it from the catalog.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewOrderLine {
-    /// The product to order; must exist and be in stock.
-    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
-    pub product_id: ProductId,
-    /// How many, 1 to 99.
-    #[schema(minimum = 1, maximum = 99)]
-    pub quantity: u32,
-}
-
 /// An order to create.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -191,14 +179,7 @@ impl From<NewOrder> for OrderRequest {
     fn from(order: NewOrder) -> Self {
         Self {
             customer_reference: order.customer_reference,
-            lines: order
-                .lines
-                .into_iter()
-                .map(|line| LineRequest {
-                    product_id: line.product_id,
-                    quantity: line.quantity,
-                })
-                .collect(),
+            lines: order.lines,
             shipping_address: None,
         }
     }
