@@ -3,12 +3,35 @@
 //! The binary (`main.rs`) only hands [`build`] to [`server_kit::run`]; everything a test needs
 //! is here. `/v1` (deprecated) and `/v2` are served side by side from the same downstream data.
 //!
-//! Modules:
+//! The skeleton, the same in every gateway:
 //! - [`config`]: [`PartnerConfig`], the `[gateway]` section (keys with their
 //!   [`Scope`](config::Scope)s, quotas, the failed authentication budget, paging, deprecation,
 //!   remembered order creations) and its [`GatewayConfig`](server_kit::GatewayConfig) impl:
 //!   default addresses, validation. Plain settings: it uses no other module but [`weak_keys`].
 //! - [`state`]: [`AppState`], what every handler and middleware shares.
+//! - [`error`]: [`ApiError`](error::ApiError), the documented problem types and their rendering.
+//! - [`routes`]: the routers of both versions and the middleware around them; the OpenAPI
+//!   document and problem type endpoints.
+//!
+//! The partner API, by version:
+//! - [`handlers`]: the handlers of both versions, written once, generic over a version's
+//!   [`Shapes`](handlers::Shapes).
+//! - [`v1`], [`v2`]: each version's shapes, its one-line handlers carrying their OpenAPI
+//!   descriptions, and its OpenAPI document.
+//! - [`openapi`]: what both documents share (problem schema, security, headers, problem table).
+//! - [`version`]: [`Version`](version::Version) and the `/v1` deprecation headers.
+//!
+//! What both versions do:
+//! - [`service`]: the operations downstream (listing, pricing and creating orders), as methods
+//!   of the app state; the order a partner asks for.
+//! - [`params`]: query and path parameters and their validation.
+//! - [`extract`]: extractors that reject with problems (JSON bodies, queries, paths, headers).
+//! - [`response`]: building the handlers' answers (`Age`, `Link: rel="next"`, `Location`, product
+//!   bodies serialized once, `Cache-Control: private, no-store`).
+//!
+//! Who may call, and how often:
+//! - [`access`]: the middleware in front of every API route's handlers: the failed
+//!   authentication throttle, the key (401) and its quota (429), with their metrics.
 //! - [`auth`]: API keys (`Authorization: Bearer`), configured as SHA-256 hashes ([`hash_key`]),
 //!   looked up per request, and the [`Authorized`](auth::Authorized) extractor, which checks a
 //!   scope.
@@ -16,24 +39,9 @@
 //!   key is looked at once it is spent).
 //! - [`rate_limit`]: per-key token buckets behind the [`RateLimiter`](rate_limit::RateLimiter)
 //!   trait and the `RateLimit-Policy` / `RateLimit` headers.
-//! - [`error`]: [`ApiError`](error::ApiError), the documented problem types and their rendering.
-//! - [`extract`]: extractors that reject with problems (JSON bodies, queries, paths, headers).
-//! - [`params`]: query and path parameters shared by both versions.
-//! - [`service`]: what both versions do downstream (listing, pricing and creating orders), as
-//!   operations of the app state.
-//! - [`handlers`]: the handlers of both versions, written once, generic over a version's
-//!   [`Shapes`](handlers::Shapes).
-//! - [`v1`], [`v2`]: each version's shapes, its one-line handlers carrying their OpenAPI
-//!   descriptions, and its OpenAPI document.
-//! - [`openapi`]: what both documents share (problem schema, security, headers, problem table).
-//! - [`access`]: the middleware in front of every API route's handlers: the failed
-//!   authentication throttle, the key (401) and its quota (429), with their metrics.
-//! - [`response`]: building the handlers' answers (`Age`, `Link: rel="next"`, `Location`, product
-//!   bodies serialized once, `Cache-Control: private, no-store`).
-//! - [`routes`]: the routers of both versions and the middleware around them; the OpenAPI
-//!   document and problem type endpoints.
-//! - [`version`]: [`Version`](version::Version) and the `/v1` deprecation headers.
 //! - [`weak_keys`]: refusing configured key hashes of well-known or very short keys.
+//!
+//! No module imports one that imports it back (`scripts/module-cycles.py bff-partner/src`).
 
 pub mod access;
 pub mod auth;
