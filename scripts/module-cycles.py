@@ -16,7 +16,11 @@ for root, _, names in os.walk(src):
         if n.endswith('.rs'):
             p = os.path.join(root, n)
             rel = os.path.relpath(p, src)[:-3].split(os.sep)
-            if rel in (['lib'], ['main']): mod = ()
+            if rel == ['lib']: mod = ()
+            elif rel == ['main']:
+                # A binary's root, unless the crate has a library (whose root is lib.rs).
+                if os.path.exists(os.path.join(src, 'lib.rs')): continue
+                mod = ()
             elif rel[-1] == 'mod': mod = tuple(rel[:-1])
             else: mod = tuple(rel)
             files[mod] = open(p).read()
