@@ -1,7 +1,8 @@
 //! The cart service: one cart per user, private, frequently written.
 //!
-//! Routes ([`routes`]): `GET`/`DELETE /carts/{user_id}`, `POST /carts/{user_id}/items` (with
-//! optional `If-Match`) and `PUT`/`DELETE /carts/{user_id}/items/{product_id}`.
+//! Routes ([`routes`], over a [`CartState`]): `GET`/`DELETE /carts/{user_id}`,
+//! `POST /carts/{user_id}/items` (with optional `If-Match`) and
+//! `PUT`/`DELETE /carts/{user_id}/items/{product_id}`.
 //! Every request needs `X-User-Id` (400 without it) equal to the path's user (else 403).
 //! Successful bodies carry `Cache-Control: private, no-store` and an `ETag` of the cart version.
 //!
@@ -12,12 +13,12 @@
 use std::{
     collections::HashMap,
     hash::{Hash, Hasher},
-    sync::{Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use axum::{
     Router,
-    extract::State,
+    extract::{FromRef, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post, put},
@@ -31,7 +32,6 @@ use crate::{
     problem::ApiError,
     reply,
     validate::{self, Fields},
-    world::World,
 };
 
 /// Most units of one product a cart line may hold.
@@ -154,8 +154,35 @@ impl CartStore {
     }
 }
 
-/// The cart service's routes.
-pub fn routes() -> Router<World> {
+/// What the cart service's handlers read. The [`World`](crate::World) holds one and hands out
+/// clones (`FromRef`); a clone is cheap and shares the store.
+#[derive(Debug, Clone)]
+pub struct CartState {
+    /// Every cart.
+    carts: Arc<CartStore>,
+}
+
+impl CartState {
+    /// The state of a service keeping the carts of `carts`.
+    pub(crate) fn new(carts: CartStore) -> CartState {
+        CartState {
+            carts: Arc::new(carts),
+        }
+    }
+
+    /// Every cart.
+    pub(crate) fn carts(&self) -> &CartStore {
+        &self.carts
+    }
+}
+
+/// The cart service's routes, for a router whose state yields a [`CartState`] (the
+/// [`World`](crate::World) does).
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    CartState: FromRef<S>,
+{
     Router::new()
         .route("/carts/{user_id}", get(get_cart).delete(clear_cart))
         .route("/carts/{user_id}/items", post(add_item))
@@ -190,23 +217,23 @@ fn cart_response(cart: &Cart) -> Result<Response, ApiError> {
 
 /// `GET /carts/{user_id}`: the cart, empty (version 0) if the user never had one.
 async fn get_cart(
-    State(world): State<World>,
+    State(state): State<CartState>,
     PathOf(user_id): PathOf<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&headers, &user_id)?;
-    cart_response(&world.carts().get(&user_id))
+    cart_response(&state.carts.get(&user_id))
 }
 
 /// `DELETE /carts/{user_id}`: empties the cart (a change only if it had lines).
 async fn clear_cart(
-    State(world): State<World>,
+    State(state): State<CartState>,
     PathOf(user_id): PathOf<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&headers, &user_id)?;
     let now = OffsetDateTime::now_utc();
-    world.carts().update(&user_id, |cart| {
+    state.carts.update(&user_id, |cart| {
         if !cart.items.is_empty() {
             cart.items.clear();
             cart.touch(now);
@@ -218,7 +245,7 @@ async fn clear_cart(
 
 /// `POST /carts/{user_id}/items`: adds units of a product, capped at 99 per line.
 async fn add_item(
-    State(world): State<World>,
+    State(state): State<CartState>,
     PathOf(user_id): PathOf<String>,
     headers: HeaderMap,
     body: Result<JsonBody, ApiError>,
@@ -229,7 +256,7 @@ async fn add_item(
     let product_id = fields.id("product_id")?;
     let quantity = line_quantity(fields.integer("quantity", 1, i64::from(MAX_LINE_QUANTITY))?);
     let now = OffsetDateTime::now_utc();
-    let cart = world.carts().update(&user_id, |cart| {
+    let cart = state.carts.update(&user_id, |cart| {
         if !conditional::if_match(&headers, &cart.etag()) {
             return Err(ApiError::PreconditionFailed(format!(
                 "If-Match does not match the cart's version, {}",
@@ -261,7 +288,7 @@ async fn add_item(
 
 /// `PUT /carts/{user_id}/items/{product_id}`: sets a line's quantity; 0 removes the line.
 async fn set_quantity(
-    State(world): State<World>,
+    State(state): State<CartState>,
     PathOf((user_id, product_id)): PathOf<(String, String)>,
     headers: HeaderMap,
     body: Result<JsonBody, ApiError>,
@@ -272,7 +299,7 @@ async fn set_quantity(
     let fields = Fields::of(&body, "")?;
     let quantity = line_quantity(fields.integer("quantity", 0, i64::from(MAX_LINE_QUANTITY))?);
     let now = OffsetDateTime::now_utc();
-    let cart = world.carts().update(&user_id, |cart| {
+    let cart = state.carts.update(&user_id, |cart| {
         let line = cart
             .line_mut(&product_id)
             .ok_or_else(|| no_line(&product_id))?;
@@ -290,14 +317,14 @@ async fn set_quantity(
 
 /// `DELETE /carts/{user_id}/items/{product_id}`: removes a line.
 async fn remove_item(
-    State(world): State<World>,
+    State(state): State<CartState>,
     PathOf((user_id, product_id)): PathOf<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&headers, &user_id)?;
     validate::id("product_id", &product_id)?;
     let now = OffsetDateTime::now_utc();
-    let cart = world.carts().update(&user_id, |cart| {
+    let cart = state.carts.update(&user_id, |cart| {
         if cart.line_mut(&product_id).is_none() {
             return Err(no_line(&product_id));
         }

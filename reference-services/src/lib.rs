@@ -9,11 +9,14 @@
 //!
 //! Modules:
 //! - [`config`]: [`Config`], the seed, data sizes, cache lifetime and default fault knobs.
-//! - [`world`]: [`World`], the shared state of all three services, and its helpers for tests.
+//! - [`world`]: [`World`], the shared state of all three services (it assembles each service's own
+//!   state and hands it to that service's router), and its helpers for tests.
 //! - `seed` (private): the deterministic generator of products, categories, carts and orders.
-//! - [`product`]: the catalog service (`/products`, `/products/{product_id}`, `/categories`).
-//! - [`cart`]: the cart service (`/carts/{user_id}`...).
-//! - [`order`]: the order service (`/orders`, `/orders/{order_id}`), with idempotent creation.
+//! - [`product`]: the catalog service (`/products`, `/products/{product_id}`, `/categories`): its
+//!   data, its state and its routes.
+//! - [`cart`]: the cart service (`/carts/{user_id}`...): its data, its state and its routes.
+//! - [`order`]: the order service (`/orders`, `/orders/{order_id}`), with idempotent creation: its
+//!   data, its state and its routes.
 //! - [`admin`]: the per-service admin API (`/__admin/...`): request counters, request log and
 //!   fault injection (latency, errors, slow, failing, down), plus the listener that makes "down" real.
 //! - [`problem`]: [`ApiError`], the one error type, answered as `application/problem+json`.
@@ -25,6 +28,10 @@
 //! - `reply` (private): how successful JSON responses and their `Cache-Control` are built.
 //! - `layers` (private): cross-cutting response rules (X-Request-Id echo, problem bodies for 405).
 //! - [`cli`]: the command line of the `reference-services` binary.
+//!
+//! The services import neither the world nor each other (except that orders are priced in
+//! [`product::Money`]); `world` and `seed` import the services, never the other way round, so the
+//! modules import one another in no circle (`scripts/module-cycles.py reference-services/src`).
 
 pub mod admin;
 pub mod cart;

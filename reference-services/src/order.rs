@@ -1,7 +1,8 @@
 //! The order service: orders of users (web, mobile) and of partners, private, created once.
 //!
-//! Routes ([`routes`]): `GET /orders` (one owner's orders, newest first, cursor paging, `status`
-//! filter), `POST /orders` (idempotent creation) and `GET /orders/{order_id}`.
+//! Routes ([`routes`], over an [`OrderState`]): `GET /orders` (one owner's orders, newest first,
+//! cursor paging, `status` filter), `POST /orders` (idempotent creation) and
+//! `GET /orders/{order_id}`.
 //! Successful bodies carry `Cache-Control: private, no-store`.
 //!
 //! Ownership (the contract's `Order` schema): a `partner` order belongs to `channel.partner_id` and
@@ -22,7 +23,7 @@ use std::{
 
 use axum::{
     Router,
-    extract::State,
+    extract::{FromRef, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::Response,
     routing::get,
@@ -34,12 +35,12 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::{
+    cursor::CursorKey,
     extract::{JsonBody, PathOf, QueryParams, id_header},
     problem::ApiError,
     product::Money,
     reply,
     validate::{self, Fields},
-    world::World,
 };
 
 /// How long an `Idempotency-Key` is remembered (the contract asks for at least 24 hours).
@@ -616,8 +617,38 @@ impl OrderStore {
     }
 }
 
-/// The order service's routes.
-pub fn routes() -> Router<World> {
+/// What the order service's handlers read. The [`World`](crate::World) holds one and hands out
+/// clones (`FromRef`); a clone is cheap and shares the store.
+#[derive(Debug, Clone)]
+pub struct OrderState {
+    /// Every order.
+    orders: Arc<OrderStore>,
+    /// Signs and checks the cursors of `GET /orders`.
+    cursor_key: CursorKey,
+}
+
+impl OrderState {
+    /// The state of a service keeping the orders of `orders` and signing cursors with `cursor_key`.
+    pub(crate) fn new(orders: OrderStore, cursor_key: CursorKey) -> OrderState {
+        OrderState {
+            orders: Arc::new(orders),
+            cursor_key,
+        }
+    }
+
+    /// Every order.
+    pub(crate) fn orders(&self) -> &OrderStore {
+        &self.orders
+    }
+}
+
+/// The order service's routes, for a router whose state yields an [`OrderState`] (the
+/// [`World`](crate::World) does).
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    OrderState: FromRef<S>,
+{
     Router::new()
         .route("/orders", get(list_orders).post(create_order))
         .route("/orders/{order_id}", get(get_order))
@@ -625,7 +656,7 @@ pub fn routes() -> Router<World> {
 
 /// `GET /orders`: a page of one owner's orders.
 async fn list_orders(
-    State(world): State<World>,
+    State(state): State<OrderState>,
     query: QueryParams,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -664,7 +695,7 @@ async fn list_orders(
         status.map(OrderStatus::as_str).unwrap_or_default()
     );
     let before = cursor
-        .map(|cursor| world.cursor_key().open(scope.as_bytes(), cursor))
+        .map(|cursor| state.cursor_key.open(scope.as_bytes(), cursor))
         .transpose()?
         .map(|position| {
             <[u8; 8]>::try_from(position.as_slice())
@@ -676,10 +707,10 @@ async fn list_orders(
                 })
         })
         .transpose()?;
-    let (orders, next) = world.orders().page(&owner, status, before, limit);
+    let (orders, next) = state.orders.page(&owner, status, before, limit);
     let next_cursor = next.map(|sequence| {
-        world
-            .cursor_key()
+        state
+            .cursor_key
             .seal(scope.as_bytes(), &sequence.to_be_bytes())
     });
     let page = OrderPage {
@@ -700,7 +731,7 @@ struct OrderPage<'a> {
 
 /// `POST /orders`: creates an order, or replays the one its `Idempotency-Key` created.
 async fn create_order(
-    State(world): State<World>,
+    State(state): State<OrderState>,
     headers: HeaderMap,
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -718,7 +749,7 @@ async fn create_order(
         })?;
     let total = request.total()?;
     let now = OffsetDateTime::now_utc();
-    let (status, order) = match world.orders().create(owner, key, request, total, now)? {
+    let (status, order) = match state.orders.create(owner, key, request, total, now)? {
         Created::New(order) => (StatusCode::CREATED, order),
         Created::Replayed(order) => (StatusCode::OK, order),
     };
@@ -747,14 +778,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
 
 /// `GET /orders/{order_id}`: the order, or 404 if it does not exist or the caller does not own it.
 async fn get_order(
-    State(world): State<World>,
+    State(state): State<OrderState>,
     PathOf(order_id): PathOf<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     validate::id("order_id", &order_id)?;
     let identity = Identity::from_headers(&headers)?;
-    let order = world
-        .orders()
+    let order = state
+        .orders
         .get_owned(&order_id, &identity)
         .ok_or_else(|| ApiError::NotFound(format!("order {order_id} does not exist")))?;
     reply::json(StatusCode::OK, reply::private_no_store(), order.as_ref())

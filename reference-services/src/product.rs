@@ -1,18 +1,22 @@
 //! The product service: the catalog, read-only after seeding.
 //!
-//! Routes ([`routes`]): `GET /products` (a page, newest first, or a batch by `ids`),
-//! `GET /products/{product_id}` (with `ETag` and `If-None-Match`) and `GET /categories`.
+//! Routes ([`routes`], over a [`ProductState`]): `GET /products` (a page, newest first, or a batch
+//! by `ids`), `GET /products/{product_id}` (with `ETag` and `If-None-Match`) and `GET /categories`.
 //! Every successful read carries `Cache-Control: public, max-age=N`.
 //!
 //! The [`Catalog`] keeps each product's JSON and entity tag serialized once, at seeding, and
 //! indexes products by id and by category, so a read by id or batch never scans; listing pages
 //! start with a binary search on the sort key and only scan to apply the `q` filter.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     Router,
-    extract::State,
+    extract::{FromRef, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -24,10 +28,10 @@ use time::OffsetDateTime;
 
 use crate::{
     conditional,
+    cursor::CursorKey,
     extract::{PathOf, QueryParams},
     problem::ApiError,
     reply, validate,
-    world::World,
 };
 
 /// An amount of money, always integer minor units plus its currency (never a float).
@@ -326,8 +330,42 @@ fn decode_position(position: &[u8]) -> Result<(i64, String), ApiError> {
     Ok((i64::from_be_bytes(*timestamp), id.to_owned()))
 }
 
-/// The product service's routes.
-pub fn routes() -> Router<World> {
+/// What the product service's handlers read. The [`World`](crate::World) holds one and hands out
+/// clones (`FromRef`); a clone is cheap and shares the catalog.
+#[derive(Debug, Clone)]
+pub struct ProductState {
+    /// The catalog every read is answered from.
+    catalog: Arc<Catalog>,
+    /// Signs and checks the cursors of `GET /products`.
+    cursor_key: CursorKey,
+    /// `Cache-Control: public, max-age=N` of every read, built once.
+    cache_control: HeaderValue,
+}
+
+impl ProductState {
+    /// The state of a service answering from `catalog`, signing cursors with `cursor_key` and
+    /// letting caches keep every read for `max_age`.
+    pub(crate) fn new(catalog: Catalog, cursor_key: CursorKey, max_age: Duration) -> ProductState {
+        ProductState {
+            catalog: Arc::new(catalog),
+            cursor_key,
+            cache_control: reply::public_max_age(max_age.as_secs()),
+        }
+    }
+
+    /// The catalog.
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+}
+
+/// The product service's routes, for a router whose state yields a [`ProductState`] (the
+/// [`World`](crate::World) does).
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    ProductState: FromRef<S>,
+{
     Router::new()
         .route("/products", get(list_products))
         .route("/products/{product_id}", get(get_product))
@@ -341,7 +379,7 @@ const MAX_Q_LEN: usize = 200;
 
 /// `GET /products`: a batch by `ids`, or a page of the listing.
 async fn list_products(
-    State(world): State<World>,
+    State(state): State<ProductState>,
     query: QueryParams,
 ) -> Result<Response, ApiError> {
     // Validate every parameter first: with `ids` the others are ignored, but still validated.
@@ -360,12 +398,12 @@ async fn list_products(
     };
     let after = query
         .get("cursor")?
-        .map(|cursor| world.cursor_key().open(&filter.scope(), cursor))
+        .map(|cursor| state.cursor_key.open(&filter.scope(), cursor))
         .transpose()?
         .map(|position| decode_position(&position))
         .transpose()?;
 
-    let catalog = world.catalog();
+    let catalog = &state.catalog;
     let body = match ids {
         Some(ids) => batch_body(catalog, &ids),
         None => {
@@ -375,8 +413,8 @@ async fn list_products(
             let (page, more) = catalog.page(&filter, after, limit);
             let next_cursor = match page.last() {
                 Some(last) if more => Some(
-                    world
-                        .cursor_key()
+                    state
+                        .cursor_key
                         .seal(&filter.scope(), &encode_position(last.key())),
                 ),
                 _ => None,
@@ -386,7 +424,7 @@ async fn list_products(
     };
     Ok(reply::json_bytes(
         StatusCode::OK,
-        world.public_cache_control(),
+        state.cache_control.clone(),
         body,
     ))
 }
@@ -452,16 +490,16 @@ fn items_json(entries: &[&Entry]) -> Vec<u8> {
 
 /// `GET /products/{product_id}`: the product, or 304 when `If-None-Match` matches its tag.
 async fn get_product(
-    State(world): State<World>,
+    State(state): State<ProductState>,
     PathOf(product_id): PathOf<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     validate::id("product_id", &product_id)?;
-    let entry = world
-        .catalog()
+    let entry = state
+        .catalog
         .entry(&product_id)
         .ok_or_else(|| ApiError::NotFound(format!("product {product_id} does not exist")))?;
-    let cache_control = world.public_cache_control();
+    let cache_control = state.cache_control.clone();
     let etag = entry.etag.clone();
     let etag_text = etag.to_str().unwrap_or_default();
     if conditional::if_none_match(&headers, etag_text) {
@@ -477,11 +515,11 @@ async fn get_product(
 }
 
 /// `GET /categories`: every category.
-async fn list_categories(State(world): State<World>) -> Response {
+async fn list_categories(State(state): State<ProductState>) -> Response {
     reply::json_bytes(
         StatusCode::OK,
-        world.public_cache_control(),
-        world.catalog().categories_json.clone(),
+        state.cache_control.clone(),
+        state.catalog.categories_json.clone(),
     )
 }
 

@@ -1,22 +1,26 @@
 //! [`World`]: the seeded, in-memory state behind all three services, plus helpers that name
 //! seeded data with particular properties, so tests need not hard-code ids.
 //!
+//! The world assembles the services' own states ([`ProductState`], [`CartState`],
+//! [`OrderState`]) out of the seeded data and hands each router its own one (`FromRef`), so the
+//! services know nothing of the world.
+//!
 //! A `World` is cheap to clone (one `Arc`); every clone sees the same state. The catalog is
 //! read-only; carts and orders change under their own locks; each service has its own admin state.
 
 use std::{fmt, sync::Arc};
 
-use axum::http::HeaderValue;
+use axum::extract::FromRef;
 
 use crate::{
     ServiceKind,
     admin::{Faults, ServiceAdmin},
-    cart::{Cart, CartStore},
+    cart::{Cart, CartState, CartStore},
     config::Config,
     cursor::CursorKey,
-    order::{Order, OrderStore},
-    product::{Catalog, Category, Product},
-    reply, seed,
+    order::{Order, OrderState, OrderStore},
+    product::{Catalog, Category, Product, ProductState},
+    seed,
 };
 
 /// The shared state of the product, cart and order services.
@@ -30,16 +34,12 @@ pub struct World {
 struct Inner {
     /// The config the world was seeded from.
     config: Config,
-    /// The product service's data.
-    catalog: Catalog,
-    /// The cart service's data.
-    carts: CartStore,
-    /// The order service's data.
-    orders: OrderStore,
-    /// Signs the cursors of product and order listings.
-    cursor_key: CursorKey,
-    /// `Cache-Control` of product reads, built once from `config.max_age`.
-    public_cache_control: HeaderValue,
+    /// The product service's state: the catalog, its cursor key and `Cache-Control`.
+    product: ProductState,
+    /// The cart service's state: the carts.
+    cart: CartState,
+    /// The order service's state: the orders and their cursor key.
+    order: OrderState,
     /// Admin state of the product, cart and order services, in [`ServiceKind::ALL`] order.
     admins: [Arc<ServiceAdmin>; 3],
     /// Seeded data with particular properties, found once at seeding.
@@ -50,7 +50,7 @@ impl fmt::Debug for World {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("World")
             .field("config", &self.inner.config)
-            .field("products", &self.inner.catalog.len())
+            .field("products", &self.catalog().len())
             .field("users", &self.inner.fixtures.users.len())
             .finish_non_exhaustive()
     }
@@ -62,13 +62,17 @@ impl World {
     pub fn seeded(config: &Config) -> World {
         let seeded = seed::generate(config);
         let faults = Faults::from_config(config);
+        // One key signs the cursors of product and order listings.
+        let cursor_key = CursorKey::random();
         World {
             inner: Arc::new(Inner {
-                public_cache_control: reply::public_max_age(config.max_age.as_secs()),
-                catalog: Catalog::new(seeded.products, seeded.categories),
-                carts: CartStore::new(seeded.carts),
-                orders: OrderStore::new(seeded.orders),
-                cursor_key: CursorKey::random(),
+                product: ProductState::new(
+                    Catalog::new(seeded.products, seeded.categories),
+                    cursor_key.clone(),
+                    config.max_age,
+                ),
+                cart: CartState::new(CartStore::new(seeded.carts)),
+                order: OrderState::new(OrderStore::new(seeded.orders), cursor_key),
                 admins: ServiceKind::ALL.map(|kind| Arc::new(ServiceAdmin::new(kind, faults))),
                 fixtures: seeded.fixtures,
                 config: config.clone(),
@@ -83,17 +87,17 @@ impl World {
 
     /// The catalog (read-only).
     pub fn catalog(&self) -> &Catalog {
-        &self.inner.catalog
+        self.inner.product.catalog()
     }
 
     /// Every cart.
     pub fn carts(&self) -> &CartStore {
-        &self.inner.carts
+        self.inner.cart.carts()
     }
 
     /// Every order.
     pub fn orders(&self) -> &OrderStore {
-        &self.inner.orders
+        self.inner.order.orders()
     }
 
     /// The admin state (faults, counters, request log) of one service.
@@ -106,29 +110,19 @@ impl World {
         &self.inner.admins[index]
     }
 
-    /// The key that signs page cursors.
-    pub(crate) fn cursor_key(&self) -> &CursorKey {
-        &self.inner.cursor_key
-    }
-
-    /// `Cache-Control: public, max-age=N` for product reads.
-    pub(crate) fn public_cache_control(&self) -> HeaderValue {
-        self.inner.public_cache_control.clone()
-    }
-
     /// A product by id.
     pub fn product(&self, id: &str) -> Option<&Product> {
-        self.inner.catalog.product(id)
+        self.catalog().product(id)
     }
 
     /// Every category.
     pub fn categories(&self) -> &[Category] {
-        self.inner.catalog.categories()
+        self.catalog().categories()
     }
 
     /// A snapshot of a user's cart (empty, version 0, if there is none).
     pub fn cart(&self, user_id: &str) -> Cart {
-        self.inner.carts.get(user_id)
+        self.carts().get(user_id)
     }
 
     /// Every seeded user id (`u-0001`, ...), in order.
@@ -199,11 +193,32 @@ impl World {
 
     /// The seeded web/mobile orders of a user, newest first (plus any created since).
     pub fn user_orders(&self, user_id: &str) -> Vec<Order> {
-        self.inner.orders.of_user(user_id)
+        self.orders().of_user(user_id)
     }
 
     /// The partner-channel orders of a partner, newest first (plus any created since).
     pub fn partner_orders(&self, partner_id: &str) -> Vec<Order> {
-        self.inner.orders.of_partner(partner_id)
+        self.orders().of_partner(partner_id)
+    }
+}
+
+/// The product router's state, shared with the world.
+impl FromRef<World> for ProductState {
+    fn from_ref(world: &World) -> ProductState {
+        world.inner.product.clone()
+    }
+}
+
+/// The cart router's state, shared with the world.
+impl FromRef<World> for CartState {
+    fn from_ref(world: &World) -> CartState {
+        world.inner.cart.clone()
+    }
+}
+
+/// The order router's state, shared with the world.
+impl FromRef<World> for OrderState {
+    fn from_ref(world: &World) -> OrderState {
+        world.inner.order.clone()
     }
 }
