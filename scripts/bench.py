@@ -79,6 +79,10 @@ PORTS = {
     "bff-partner": PORT_BASE + 6,
     "baseline": PORT_BASE + 7,
     "bff-partner-quiet": PORT_BASE + 8,
+    # bff-all: the three gateways in one process, on ports of their own.
+    "bff-all": PORT_BASE + 9,
+    "bff-all-mobile": PORT_BASE + 10,
+    "bff-all-partner": PORT_BASE + 11,
 }
 SERVICES = ("product", "cart", "order")
 GATEWAYS = ("bff-web", "bff-mobile", "bff-partner")
@@ -203,6 +207,22 @@ class Stack:
             self.start(name, [os.path.join(self.bin_dir, "bff-partner")], env, self.gateway_cpu)
             return
         self.start(name, [os.path.join(self.bin_dir, name)], self.gateway_env(name), self.gateway_cpu)
+
+    def start_all(self) -> None:
+        """bff-all: each gateway's settings in its own section, the shared ones once."""
+        env: dict[str, str] = {}
+        for gateway, port_name in (("bff-web", "bff-all"), ("bff-mobile", "bff-all-mobile"),
+                                   ("bff-partner", "bff-all-partner")):
+            section = gateway.removeprefix("bff-").upper()
+            for name, value in self.gateway_env(gateway).items():
+                if name == "BFF_LISTEN_ADDR":
+                    name, value = f"BFF_{section}__SERVER__LISTEN_ADDR", f"{HOST}:{PORTS[port_name]}"
+                elif name.startswith("BFF_SERVER__"):
+                    name = f"BFF_{section}__SERVER__" + name.removeprefix("BFF_SERVER__")
+                elif name.startswith("BFF_GATEWAY__"):
+                    name = f"BFF_{section}__GATEWAY__" + name.removeprefix("BFF_GATEWAY__")
+                env[name] = value
+        self.start("bff-all", [os.path.join(self.bin_dir, "bff-all")], env, self.gateway_cpu)
 
     def start_baseline(self, answers_dir: str) -> None:
         self.start(
@@ -752,6 +772,48 @@ def main() -> int:
             Req("GET", "/m/v1/home", {"Authorization": f"Bearer {tokens[u]}"})
             for u in home_users[:PROBES]])
         stack.sample_rss("bff-mobile")
+        # -- One process (bff-all) vs three: memory, and products shared across clients -------
+        # The same product detail asked for once through each client's gateway: three gateways
+        # cache it three times (three product-service calls), bff-all once.
+        log("one process (bff-all) vs three gateways")
+        # Fresh processes on both sides, so that both do the same work from the same start.
+        for gateway in GATEWAYS:
+            stack.stop(gateway)
+            stack.start_gateway(gateway)
+        stack.start_all()
+        stack.wait_healthy([*GATEWAYS, "bff-all"])
+        n = max(PROBES, 10)
+
+        def across_clients(ports: tuple[int, int, int], first: int) -> dict:
+            ids = [product_id(first + i) for i in range(n)]
+            reset_counters()
+            for pid in ids:
+                for port, req in zip(ports, (
+                        web_product(pid), Req("GET", f"/m/v1/products/{pid}"),
+                        Req("GET", f"/v2/products/{pid}", dict(partner_auth)))):
+                    status, _, body = request(req.method, port, req.path, req.body, req.headers)
+                    if status != 200:
+                        raise RuntimeError(f"{port} {req.path}: {status} {body[:200]!r}")
+            total, per_route = calls_summary(read_counters())
+            return {"products": n, "requests": 3 * n, "calls": total, "per_route": per_route,
+                    "hit_ratio": 1 - total / (3 * n)}
+
+        one = results["one_process"] = {}
+        one["three"] = across_clients(
+            (PORTS["bff-web"], PORTS["bff-mobile"], PORTS["bff-partner"]), 4601)
+        one["all"] = across_clients(
+            (PORTS["bff-all"], PORTS["bff-all-mobile"], PORTS["bff-all-partner"]), 4701)
+        # The same steady product-detail load on both sides, then each process's peak memory.
+        for key, three_port, all_port in (
+                ("web-product", "bff-web", "bff-all"),
+                ("mobile-product", "bff-mobile", "bff-all-mobile"),
+                ("partner-product", "bff-partner", "bff-all-partner")):
+            sc = next(x for x in scenarios if x.key == key)
+            for port in (three_port, all_port):
+                run_wrk(PORTS[port], sc.req.path, wrk_script(work_dir, f"one-{key}", sc.req),
+                        other_cpu, DURATION)
+        one["rss_all_kb"] = stack.sample_rss("bff-all")
+        one["rss_three_kb"] = {g: stack.sample_rss(g) for g in GATEWAYS}
     except KeyboardInterrupt:
         log("interrupted; stopping everything")
         stack.stop_all()
@@ -992,6 +1054,29 @@ def write_report(path: str, command: str, r: dict) -> None:
         add(f"| {gateway} | {st['requests']} | {st['rps']:.0f} | {ms(st['p50'])} | "
             f"{ms(st['p99'])} | {ms(st['max'])} | {st['errors']} | {st['calls_per_request']:.2f} |")
     add("")
+
+    one = r.get("one_process")
+    if one:
+        add("## One process (bff-all) vs three gateways")
+        add("")
+        add(f"Each of {one['three']['products']} products nobody had asked for, requested once "
+            "through each client's gateway (web product query, mobile product detail, partner "
+            "v2 product get): with three gateway processes, and with `bff-all` (the three in one "
+            "process over one `Downstream`), both freshly started. Peak memory (VmHWM): after "
+            "that and the same steady product-detail load (wrk) on each gateway of each side.")
+        add("")
+        add("| | product-service calls | calls per product | cross-client hit ratio | peak RSS |")
+        add("|---|---|---|---|---|")
+        three_rss = sum(one["rss_three_kb"].values())
+        for label, key, rss_kb in (("three gateways", "three", three_rss),
+                                   ("bff-all", "all", one["rss_all_kb"])):
+            x = one[key]
+            add(f"| {label} | {x['calls']} | {x['calls'] / x['products']:.2f} | "
+                f"{x['hit_ratio']:.0%} | {rss_kb / 1024:.0f} MiB |")
+        add("")
+        add("Peak RSS of the three: " + ", ".join(
+            f"{g} {kb / 1024:.0f} MiB" for g, kb in one["rss_three_kb"].items()) + ".")
+        add("")
 
     notes = kept_section(path, NOTES_BEGIN, NOTES_END)
     add(notes if notes else f"{NOTES_BEGIN}\n## Findings\n\nNone written yet.\n{NOTES_END}")
