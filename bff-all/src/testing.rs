@@ -59,16 +59,8 @@ impl InAll for PartnerConfig {
     }
 }
 
-/// Like `server_kit::testing::spawn_gateway`, but the gateway of `X` is built and served with
-/// the two others in one process over one `Downstream` (their listeners on free ports too), as
-/// `bff-all` serves them; returns the one of `X`.
-pub async fn spawn_gateway<X: InAll>(
-    services: reference_services::Config,
-    configure: impl FnOnce(&mut Settings<X>),
-) -> TestGateway<X> {
-    let services = reference_services::spawn_all(services)
-        .await
-        .expect("the reference services start");
+/// The default settings of `bff-all`, every listener on a free loopback port, over `services`.
+pub fn on_free_ports(services: &reference_services::Spawned) -> AllSettings {
     let free = "127.0.0.1:0".parse().expect("an address");
     let mut all = AllSettings::default();
     for server in [
@@ -82,6 +74,20 @@ pub async fn spawn_gateway<X: InAll>(
     all.downstream.product.url.clone_from(&services.product_url);
     all.downstream.cart.url.clone_from(&services.cart_url);
     all.downstream.order.url.clone_from(&services.order_url);
+    all
+}
+
+/// Like `server_kit::testing::spawn_gateway`, but the gateway of `X` is built and served with
+/// the two others in one process over one `Downstream` (their listeners on free ports too), as
+/// `bff-all` serves them; returns the one of `X`.
+pub async fn spawn_gateway<X: InAll>(
+    services: reference_services::Config,
+    configure: impl FnOnce(&mut Settings<X>),
+) -> TestGateway<X> {
+    let services = reference_services::spawn_all(services)
+        .await
+        .expect("the reference services start");
+    let mut all = on_free_ports(&services);
     let mut settings = Settings::<X>::default();
     settings.server.clone_from(&all.web.server);
     settings.downstream.clone_from(&all.downstream);

@@ -17,27 +17,7 @@ async fn a_product_cached_for_one_gateway_is_a_hit_for_the_others() {
     let services = reference_services::spawn_all(reference_services::Config::default())
         .await
         .expect("reference services");
-    let free = "127.0.0.1:0".parse().expect("addr");
-    let mut settings = AllSettings::default();
-    for server in [
-        &mut settings.web.server,
-        &mut settings.mobile.server,
-        &mut settings.partner.server,
-    ] {
-        server.listen_addr = free;
-        server.metrics_listen_addr = Some(free);
-    }
-    settings
-        .downstream
-        .product
-        .url
-        .clone_from(&services.product_url);
-    settings.downstream.cart.url.clone_from(&services.cart_url);
-    settings
-        .downstream
-        .order
-        .url
-        .clone_from(&services.order_url);
+    let settings = bff_all::testing::on_free_ports(&services);
     settings.check().expect("valid");
     let mut bases = Vec::new();
     for served in build(&settings).expect("the gateways build") {
