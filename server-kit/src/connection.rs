@@ -28,7 +28,10 @@
 //!   and its timeouts but keeps its place until its socket closes.
 //!
 //! A request in flight (a long download, a stream of events) is never cut off by the idle or
-//! header timeouts while its client reads; what it may take is the handler's business. Every request gets the peer's
+//! header timeouts while its client reads; what it may take is the handler's business. Bytes of
+//! a next request that arrive while one is in flight (pipelining) start that request's header
+//! clock when they arrive; bytes that came in the very read of the previous request are in
+//! hyper's buffer, out of the watchdog's sight, and get the idle timeout instead. Every request gets the peer's
 //! address as [`ConnectInfo`]. Timeouts are counted in
 //! `bff_http_connections_closed_total{reason}`, open connections in `bff_http_connections_open`.
 //!
@@ -49,7 +52,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -359,6 +362,12 @@ struct Watch {
     in_flight: AtomicUsize,
     /// When the first byte of the next request arrived.
     head_started: AtomicU64,
+    /// Whether the request in flight has been read whole (its body too, or it had none), so that
+    /// bytes arriving now are the next request's.
+    body_done: AtomicBool,
+    /// When bytes of the next request arrived while one was still in flight (pipelined): its
+    /// head's clock starts then, not when the connection next falls idle.
+    early_head: AtomicU64,
     /// When the connection's last response was handed to hyper.
     idle_since: AtomicU64,
     /// When the last write to the client made progress.
@@ -379,6 +388,8 @@ impl Watch {
             origin: Instant::now(),
             in_flight: AtomicUsize::new(0),
             head_started: AtomicU64::new(0),
+            body_done: AtomicBool::new(false),
+            early_head: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             written_at: AtomicU64::new(0),
             write_blocked_since: AtomicU64::new(0),
@@ -402,12 +413,21 @@ impl Watch {
 
     /// Bytes arrived from the client.
     fn on_read(&self) {
-        if self.in_flight.load(Ordering::Acquire) == 0
-            && self.head_started.load(Ordering::Acquire) == 0
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            if self.head_started.load(Ordering::Acquire) == 0 {
+                self.head_started.store(self.now(), Ordering::Release);
+                self.changed.notify_one();
+            }
+        } else if self.body_done.load(Ordering::Acquire)
+            && self.early_head.load(Ordering::Acquire) == 0
         {
-            self.head_started.store(self.now(), Ordering::Release);
-            self.changed.notify_one();
+            self.early_head.store(self.now(), Ordering::Release);
         }
+    }
+
+    /// The request in flight has been read whole.
+    fn on_body_done(&self) {
+        self.body_done.store(true, Ordering::Release);
     }
 
     /// A write to the client made progress (`true`) or had to wait (`false`).
@@ -424,9 +444,11 @@ impl Watch {
 
     /// A request's head has been read; returns its number. (Its deadline moves later, if
     /// anything: the watchdog finds out when its timer fires.)
-    fn on_request(&self) -> u64 {
+    fn on_request(&self, has_body: bool) -> u64 {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(0, Ordering::Release);
+        self.early_head.store(0, Ordering::Release);
+        self.body_done.store(!has_body, Ordering::Release);
         self.requests.fetch_add(1, Ordering::AcqRel) + 1
     }
 
@@ -434,6 +456,11 @@ impl Watch {
     fn on_response_done(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle_since.store(self.now(), Ordering::Release);
+            // Bytes of the next request came in meanwhile: its head has been on the clock since.
+            let early = self.early_head.swap(0, Ordering::AcqRel);
+            if early != 0 {
+                self.head_started.store(early, Ordering::Release);
+            }
             self.changed.notify_one();
         }
     }
@@ -559,7 +586,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
     type Future = BoxFuture<'static, Result<Response<TrackedBody>, Infallible>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let number = self.watch.on_request();
+        let number = self.watch.on_request(!request.body().is_end_stream());
         let mut done = InFlight(Some(Arc::clone(&self.watch)));
         let mut request = request.map(|body| TimedBody {
             inner: body,
@@ -709,6 +736,10 @@ impl HttpBody for TimedBody {
             .deadline
             .get_or_insert_with(|| Instant::now() + timeout);
         match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.watch.on_body_done();
+                Poll::Ready(None)
+            }
             Poll::Ready(frame) => Poll::Ready(frame.map(|frame| frame.map_err(Into::into))),
             Poll::Pending => {
                 let sleep = this
@@ -761,7 +792,7 @@ mod tests {
     async fn a_connection_idle_after_a_response_expires_after_the_idle_timeout() {
         let watch = Watch::new();
         watch.on_read();
-        watch.on_request();
+        watch.on_request(false);
         tokio::time::advance(Duration::from_secs(2)).await;
         watch.on_response_done();
         let (at, reason) = watch.next_expiry(&limits()).expect("an expiry");
@@ -787,7 +818,7 @@ mod tests {
     async fn a_request_in_flight_never_expires_and_idleness_restarts_after_it() {
         let watch = Watch::new();
         watch.on_read();
-        watch.on_request();
+        watch.on_request(true);
         assert_eq!(watch.next_expiry(&limits()), None);
         tokio::time::advance(Duration::from_secs(3600)).await;
         // Bytes read during a request (its body) start no header timeout.
@@ -800,10 +831,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_pipelined_partial_head_is_timed_from_its_first_byte_not_from_idleness() {
+        let watch = Watch::new();
+        watch.on_read();
+        watch.on_request(false);
+        // The next request's first bytes arrive while the first is answered...
+        tokio::time::advance(Duration::from_secs(1)).await;
+        watch.on_read();
+        let early = Instant::now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        watch.on_response_done();
+        // ...so the header timeout runs from then, not the (longer) idle timeout from now.
+        assert_eq!(
+            watch.next_expiry(&limits()),
+            Some((early + Duration::from_secs(10), Expiry::Head))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn body_bytes_read_during_a_request_start_no_head() {
+        let watch = Watch::new();
+        watch.on_read();
+        watch.on_request(true);
+        watch.on_read();
+        watch.on_response_done();
+        let (_, reason) = watch.next_expiry(&limits()).expect("an expiry");
+        assert_eq!(reason, Expiry::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_client_that_stops_reading_expires_even_with_a_request_in_flight() {
         let watch = Watch::new();
         watch.on_read();
-        watch.on_request();
+        watch.on_request(false);
         tokio::time::advance(Duration::from_secs(1)).await;
         watch.on_write(false);
         let blocked_at = Instant::now();
@@ -823,7 +883,7 @@ mod tests {
     async fn idleness_counts_from_the_last_bytes_written_not_from_when_hyper_took_the_response() {
         let watch = Watch::new();
         watch.on_read();
-        watch.on_request();
+        watch.on_request(false);
         watch.on_response_done();
         // hyper writes the (large) response for a while after taking it.
         tokio::time::advance(Duration::from_secs(30)).await;
