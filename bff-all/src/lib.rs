@@ -5,7 +5,7 @@
 //! deployments (their own binaries) when teams or load ask for it.
 //!
 //! Configuration has the shape of the gateways' own, with a section per gateway
-//! ([`AllSettings`]): the shared `[telemetry]` and `[downstream]`, then `[web.server]` and
+//! ([`AllSettings`]): the shared `[telemetry]`, `[downstream]` and `[shared]`, then `[web.server]` and
 //! `[web.gateway]`, `[mobile.server]`, `[mobile.gateway]`, `[partner.server]`,
 //! `[partner.gateway]` — in the environment `BFF_WEB__SERVER__LISTEN_ADDR`,
 //! `BFF_PARTNER__GATEWAY__KEYS`, … Each gateway listens where its own binary would by default
@@ -22,9 +22,9 @@
 use serde::{Deserialize, Serialize};
 use server_kit::{
     ConfigError, GatewayConfig, Layered, Served, ServerConfig, Settings, TelemetryConfig,
-    config::validate_downstream,
+    config::{validate_downstream, validate_shared},
 };
-use shared_clients::{Downstream, DownstreamConfig};
+use shared_clients::{Downstream, DownstreamConfig, SharedConfig};
 
 #[cfg(feature = "test-util")]
 pub mod testing;
@@ -63,6 +63,7 @@ impl<X: GatewayConfig> GatewaySection<X> {
             server: self.server.clone(),
             telemetry: all.telemetry.clone(),
             downstream: all.downstream.clone(),
+            shared: all.shared.clone(),
             gateway: self.gateway.clone(),
         }
     }
@@ -82,6 +83,8 @@ pub struct AllSettings {
     pub telemetry: TelemetryConfig,
     /// The downstream services and the caches, shared by the three gateways.
     pub downstream: DownstreamConfig,
+    /// What every replica shares in Redis, for the three gateways (one connection).
+    pub shared: SharedConfig,
     /// bff-web: `[web.server]`, `[web.gateway]`.
     pub web: GatewaySection<WebConfig>,
     /// bff-mobile: `[mobile.server]`, `[mobile.gateway]`.
@@ -111,6 +114,7 @@ impl Layered for AllSettings {
     fn check(&self) -> Result<(), ConfigError> {
         self.telemetry.validate()?;
         validate_downstream(&self.downstream)?;
+        validate_shared(&self.shared)?;
         self.web.check()?;
         self.mobile.check()?;
         self.partner.check()?;
@@ -167,7 +171,7 @@ pub enum BuildError {
 
 /// The three gateways over one [`Downstream`], each with its server settings.
 pub fn build(settings: &AllSettings) -> Result<Vec<Served>, BuildError> {
-    let downstream = Downstream::new(&settings.downstream)?;
+    let downstream = Downstream::new_shared(&settings.downstream, &settings.shared)?;
     build_over(settings, &downstream)
 }
 

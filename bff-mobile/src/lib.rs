@@ -63,7 +63,10 @@ pub enum BuildError {
 
 /// Builds the gateway: its downstream clients (built once, shared by every request) and routes.
 pub fn build(settings: &MobileSettings) -> Result<Gateway, BuildError> {
-    build_over(settings, Downstream::new(&settings.downstream)?)
+    build_over(
+        settings,
+        Downstream::new_shared(&settings.downstream, &settings.shared)?,
+    )
 }
 
 /// The gateway over `downstream` (clients and caches it may share with other gateways in one

@@ -76,7 +76,10 @@ pub type PartnerSettings = Settings<PartnerConfig>;
 /// Builds the gateway: its downstream clients (built once, shared by every request), keys,
 /// quotas and routes.
 pub fn build(settings: &PartnerSettings) -> Result<Gateway, BuildError> {
-    build_over(settings, Downstream::new(&settings.downstream)?)
+    build_over(
+        settings,
+        Downstream::new_shared(&settings.downstream, &settings.shared)?,
+    )
 }
 
 /// The gateway over `downstream` (clients and caches it may share with other gateways in one

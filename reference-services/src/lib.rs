@@ -27,6 +27,8 @@
 //! - `cursor` (private): opaque, signed, key-set page cursors.
 //! - `reply` (private): how successful JSON responses and their `Cache-Control` are built.
 //! - `layers` (private): cross-cutting response rules (X-Request-Id echo, problem bodies for 405).
+//! - [`local_redis`]: [`LocalRedis`], a private `redis-server` on a free port for tests, benchmarks
+//!   and the dev launcher.
 //! - [`cli`]: the command line of the `reference-services` binary.
 //!
 //! The services import neither the world nor each other (except that orders are priced in
@@ -39,6 +41,7 @@ pub mod cli;
 mod conditional;
 pub mod config;
 mod cursor;
+pub mod local_redis;
 mod extract;
 mod layers;
 pub mod order;
@@ -56,6 +59,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 pub use admin::{FaultMode, Faults};
 pub use config::Config;
+pub use local_redis::LocalRedis;
 pub use problem::ApiError;
 pub use world::World;
 

@@ -6,7 +6,7 @@
 //! 1. the struct's `Default` (embedded defaults: everything works with no configuration at all),
 //! 2. an optional TOML file given with `--config PATH` (or `BFF_CONFIG`),
 //! 3. environment variables prefixed `BFF_`: `BFF_SECTION__KEY` sets `section.key` (double
-//!    underscore between levels, case-insensitive), plus four short aliases every gateway reads:
+//!    underscore between levels, case-insensitive), plus five short aliases every gateway reads:
 //!
 //! | variable          | setting                  |
 //! |-------------------|--------------------------|
@@ -14,6 +14,7 @@
 //! | `BFF_PRODUCT_URL` | `downstream.product.url` |
 //! | `BFF_CART_URL`    | `downstream.cart.url`    |
 //! | `BFF_ORDER_URL`   | `downstream.order.url`   |
+//! | `BFF_REDIS_URL`   | `shared.redis_url`       |
 //!
 //! Two standard OpenTelemetry variables are read as well, below any `BFF_…` variable:
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` sets `telemetry.otlp_endpoint` and `OTEL_SERVICE_NAME` sets
@@ -30,7 +31,7 @@ use figment::{
     value::{Dict, Map, Value},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use shared_clients::DownstreamConfig;
+use shared_clients::{DownstreamConfig, SharedConfig};
 
 /// Prefix of the environment variables read as configuration.
 pub const ENV_PREFIX: &str = "BFF_";
@@ -55,6 +56,8 @@ pub struct Settings<X> {
     pub telemetry: TelemetryConfig,
     /// The downstream services and the catalog cache.
     pub downstream: DownstreamConfig,
+    /// What every replica shares in Redis (optional; off without `shared.redis_url`).
+    pub shared: SharedConfig,
     /// What only this gateway has (`[gateway]` in a file, `BFF_GATEWAY__…` in the environment).
     pub gateway: X,
 }
@@ -69,6 +72,7 @@ impl<X: GatewayConfig> Default for Settings<X> {
             },
             telemetry: TelemetryConfig::default(),
             downstream: DownstreamConfig::default(),
+            shared: SharedConfig::default(),
             gateway: X::default(),
         }
     }
@@ -85,8 +89,17 @@ impl<X: GatewayConfig> Settings<X> {
         self.server.validate()?;
         self.telemetry.validate()?;
         validate_downstream(&self.downstream)?;
+        validate_shared(&self.shared)?;
         self.gateway.validate()
     }
+}
+
+/// Checks of the `[shared]` section beyond its types (a Redis URL the client accepts, usable
+/// timeouts), naming the setting at fault.
+pub fn validate_shared(shared: &SharedConfig) -> Result<(), ConfigError> {
+    shared
+        .validate()
+        .map_err(|(setting, reason)| ConfigError::invalid(setting, reason))
 }
 
 /// Checks of the downstream section beyond its types: every service URL is `http(s)://`, every
@@ -562,6 +575,7 @@ fn env_key_to_path(rest: &str) -> String {
         "product_url" => "downstream.product.url".to_owned(),
         "cart_url" => "downstream.cart.url".to_owned(),
         "order_url" => "downstream.order.url".to_owned(),
+        "redis_url" => "shared.redis_url".to_owned(),
         _ => lower.replace("__", "."),
     }
 }

@@ -41,8 +41,17 @@ pub struct ComponentHealth {
 
 /// Something `/ready` asks about the gateway's dependencies.
 pub trait ReadinessProbe: Send + Sync + 'static {
-    /// Checks every dependency, concurrently, and reports each.
-    fn check(&self) -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>>;
+    /// Checks the dependencies, concurrently, and reports each: the downstream services when
+    /// `services` (`server.ready_requires_downstream`), plus whatever [`ReadinessProbe::requires`]
+    /// says is always required.
+    fn check(&self, services: bool)
+    -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>>;
+
+    /// Whether something must be checked even when the downstream services are not
+    /// (`shared.redis_required`).
+    fn requires(&self) -> bool {
+        false
+    }
 }
 
 /// Shared readiness state of one gateway process. Cheap to clone.
@@ -56,6 +65,8 @@ struct ReadinessInner {
     shutting_down: AtomicBool,
     /// The dependencies to check, when `/ready` should require them.
     probe: Option<Arc<dyn ReadinessProbe>>,
+    /// Whether the downstream services are among them (`ready_requires_downstream`).
+    services: bool,
     /// Upper bound on the dependency checks.
     timeout: Duration,
     /// How long a check's result is reused.
@@ -71,7 +82,8 @@ impl Readiness {
         Self {
             inner: Arc::new(ReadinessInner {
                 shutting_down: AtomicBool::new(false),
-                probe: probe.filter(|_| config.ready_requires_downstream),
+                services: config.ready_requires_downstream,
+                probe: probe.filter(|probe| config.ready_requires_downstream || probe.requires()),
                 timeout: config.ready_timeout,
                 cache_ttl: config.ready_cache_ttl,
                 last: tokio::sync::Mutex::new(None),
@@ -104,7 +116,7 @@ impl Readiness {
         {
             return checks.clone();
         }
-        let checks = tokio::time::timeout(inner.timeout, probe.check())
+        let checks = tokio::time::timeout(inner.timeout, probe.check(inner.services))
             .await
             .unwrap_or_default();
         *last = Some((tokio::time::Instant::now(), checks.clone()));
@@ -186,18 +198,41 @@ fn no_store(status: StatusCode, report: Report) -> Response {
 }
 
 impl ReadinessProbe for shared_clients::Downstream {
-    fn check(&self) -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>> {
+    fn check(
+        &self,
+        services: bool,
+    ) -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>> {
         Box::pin(async move {
-            self.check_ready()
-                .await
+            let report = if services {
+                self.check_ready().await
+            } else {
+                shared_clients::ReadyReport {
+                    checks: Vec::new(),
+                    redis: self.check_redis().await,
+                }
+            };
+            let mut components: Vec<ComponentHealth> = report
                 .checks
                 .into_iter()
                 .map(|check| ComponentHealth {
                     name: check.service.to_string(),
                     up: check.result.is_ok(),
                 })
-                .collect()
+                .collect();
+            // Redis is listed only when `/ready` requires it: without `shared.redis_required`
+            // the gateways answer without it, so its absence must not take them out of service.
+            if let Some(redis) = report.redis.filter(|redis| redis.required) {
+                components.push(ComponentHealth {
+                    name: "redis".to_owned(),
+                    up: redis.result.is_ok(),
+                });
+            }
+            components
         })
+    }
+
+    fn requires(&self) -> bool {
+        self.shared().is_required()
     }
 }
 
@@ -211,7 +246,7 @@ mod tests {
     struct Counting(Arc<AtomicUsize>);
 
     impl ReadinessProbe for Counting {
-        fn check(&self) -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>> {
+        fn check(&self, _services: bool) -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>> {
             self.0.fetch_add(1, Ordering::SeqCst);
             Box::pin(async {
                 vec![ComponentHealth {

@@ -380,6 +380,22 @@ fn describe() {
         "bff_downstream_breaker_transitions_total",
         "Circuit breaker transitions, by the state entered."
     );
+    describe_counter!(
+        "bff_redis_commands_total",
+        "Commands sent to Redis (a pipeline or a script counts one)."
+    );
+    describe_counter!(
+        "bff_redis_errors_total",
+        "Redis commands that failed or timed out, by operation."
+    );
+    describe_counter!(
+        "bff_redis_fallback_total",
+        "Times a shared feature used its in-process behaviour because Redis failed, by feature."
+    );
+    describe_gauge!(
+        "bff_redis_up",
+        "1 while Redis is used, 0 while it is skipped after a failure (shared.retry_after)."
+    );
     for (name, help) in CACHE_COUNTERS {
         describe_counter!(*name, *help);
     }
@@ -431,6 +447,16 @@ const CACHE_COUNTERS: &[(&str, &str)] = &[
 
 /// Copies the downstream counters and gauges into the current recorder.
 fn export_downstream(snapshot: &MetricsSnapshot) {
+    if let Some(redis) = &snapshot.redis {
+        counter!("bff_redis_commands_total").absolute(redis.commands);
+        for (op, count) in &redis.errors {
+            counter!("bff_redis_errors_total", "op" => *op).absolute(*count);
+        }
+        for (feature, count) in &redis.fallbacks {
+            counter!("bff_redis_fallback_total", "feature" => *feature).absolute(*count);
+        }
+        gauge!("bff_redis_up").set(if redis.backing_off { 0.0 } else { 1.0 });
+    }
     for s in &snapshot.services {
         let service = s.service.as_str();
         counter!("bff_downstream_calls_total", "service" => service).absolute(s.calls);

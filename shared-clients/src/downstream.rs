@@ -25,6 +25,7 @@ use crate::metrics::MetricsSnapshot;
 use crate::order::OrderClient;
 use crate::orders::Orders;
 use crate::product::ProductClient;
+use crate::shared_state::{SharedConfig, SharedState};
 
 /// Longest a readiness probe waits for one service (shortened further by the service's own
 /// `timeout`), so `/ready` answers quickly even when a service hangs.
@@ -49,12 +50,28 @@ struct Inner {
     ready_timeouts: [(Service, Duration); 3],
     /// The default budget of an inbound request (`downstream.deadline`).
     deadline: Duration,
+    /// What every replica shares in Redis (disabled without `shared.redis_url`).
+    shared: SharedState,
 }
 
 impl Downstream {
-    /// Builds the clients and caches. Fails (naming the service) on a bad URL or when an HTTP
-    /// client cannot be created; nothing is contacted yet.
+    /// Builds the clients and caches, with nothing shared across replicas. Fails (naming the
+    /// service) on a bad URL or when an HTTP client cannot be created; nothing is contacted yet.
     pub fn new(config: &DownstreamConfig) -> Result<Self, BuildError> {
+        Self::with_shared(config, SharedState::disabled())
+    }
+
+    /// As [`Downstream::new`], sharing what `shared` configures with every other replica (see
+    /// [`SharedState`]). Must be called within a tokio runtime; nothing is contacted yet.
+    pub fn new_shared(
+        config: &DownstreamConfig,
+        shared: &SharedConfig,
+    ) -> Result<Self, BuildError> {
+        Self::with_shared(config, SharedState::connect(shared)?)
+    }
+
+    /// As [`Downstream::new`], over an existing [`SharedState`].
+    pub fn with_shared(config: &DownstreamConfig, shared: SharedState) -> Result<Self, BuildError> {
         let products = ProductClient::new(&config.product)?;
         let carts = CartClient::new(&config.cart)?;
         let orders = OrderClient::new(&config.order)?;
@@ -64,6 +81,7 @@ impl Downstream {
                 carts: Carts::new(carts, &config.private_cache),
                 orders: Orders::new(orders, &config.private_cache),
                 deadline: config.deadline,
+                shared,
                 ready_timeouts: [
                     (Service::Product, READY_TIMEOUT.min(config.product.timeout)),
                     (Service::Cart, READY_TIMEOUT.min(config.cart.timeout)),
@@ -86,6 +104,11 @@ impl Downstream {
     /// Users' and partners' orders.
     pub fn orders(&self) -> &Orders {
         &self.inner.orders
+    }
+
+    /// What every replica shares (disabled when no Redis is configured).
+    pub fn shared(&self) -> &SharedState {
+        &self.inner.shared
     }
 
     /// The configured default budget of an inbound request (`downstream.deadline`). A gateway
@@ -119,6 +142,7 @@ impl Downstream {
                 inner.carts.metrics(),
                 inner.orders.metrics(),
             ],
+            redis: inner.shared.metrics(),
         }
     }
 
@@ -142,9 +166,24 @@ impl Downstream {
                 }
             }
         });
-        ReadyReport {
-            checks: futures::future::join_all(checks).await,
+        let (checks, redis) =
+            futures::future::join(futures::future::join_all(checks), self.check_redis()).await;
+        ReadyReport { checks, redis }
+    }
+
+    /// Asks Redis `PING` (bounded by `shared.command_timeout`); `None` when none is configured.
+    pub async fn check_redis(&self) -> Option<RedisCheck> {
+        let shared = &self.inner.shared;
+        if !shared.is_enabled() {
+            return None;
         }
+        let started = tokio::time::Instant::now();
+        let result = shared.ping().await;
+        Some(RedisCheck {
+            result: result.map_err(|err| err.to_string()),
+            required: shared.is_required(),
+            elapsed: started.elapsed(),
+        })
     }
 }
 
@@ -159,13 +198,30 @@ impl std::fmt::Debug for Downstream {
 pub struct ReadyReport {
     /// One check per service: product, cart, order.
     pub checks: Vec<ReadyCheck>,
+    /// Redis' answer to `PING`, when Redis is configured.
+    pub redis: Option<RedisCheck>,
 }
 
 impl ReadyReport {
-    /// Whether every service answered ready.
+    /// Whether every service answered ready, and Redis too when `shared.redis_required`.
     pub fn is_ready(&self) -> bool {
         self.checks.iter().all(|check| check.result.is_ok())
+            && self
+                .redis
+                .as_ref()
+                .is_none_or(|redis| !redis.required || redis.result.is_ok())
     }
+}
+
+/// Redis' readiness.
+#[derive(Debug, Clone)]
+pub struct RedisCheck {
+    /// `Ok` when it answered `PING`, else why not.
+    pub result: Result<(), String>,
+    /// Whether `/ready` requires it (`shared.redis_required`).
+    pub required: bool,
+    /// How long the check took.
+    pub elapsed: Duration,
 }
 
 /// The readiness of one service.

@@ -433,6 +433,10 @@ pub enum BuildError {
         /// Why it failed.
         reason: String,
     },
+    /// The shared state's settings are unusable (e.g. `shared.redis_url` is not a Redis URL; the
+    /// URL itself is not repeated: it may carry a password).
+    #[error("invalid shared state settings: {0}")]
+    Shared(String),
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@
 //!   what is propagated downstream.
 //! - `id`: validated id newtypes ([`ProductId`], [`UserId`], …).
 //! - `model`: the contract's data types.
+//! - [`shared_state`]: the state every replica shares in Redis (optional): [`SharedState`].
 //! - [`money`]: exact decimal and display strings of [`Money`], the same in every gateway.
 
 pub mod config;
@@ -60,6 +61,7 @@ mod orders;
 mod placement;
 mod product;
 mod resilience;
+pub mod shared_state;
 mod transport;
 mod weigh;
 
@@ -76,7 +78,8 @@ pub use config::{
 pub use context::{
     IdempotencyKey, InvalidHeaderValue, Owner, RequestContext, RequestId, TraceParent,
 };
-pub use downstream::{Downstream, READY_TIMEOUT, ReadyCheck, ReadyReport};
+pub use shared_state::{SharedConfig, SharedState};
+pub use downstream::{Downstream, READY_TIMEOUT, ReadyCheck, ReadyReport, RedisCheck};
 pub use error::{BuildError, ClientError, ErrorKind, Problem, Service};
 pub use id::{CategoryId, InvalidId, OrderId, PartnerId, ProductId, UserId};
 pub use metrics::{

@@ -338,6 +338,8 @@ pub struct MetricsSnapshot {
     pub services: Vec<ServiceMetricsSnapshot>,
     /// One entry per cache: `products`, `categories`, `carts`, `orders`.
     pub caches: Vec<CacheMetricsSnapshot>,
+    /// The shared state's counters, when Redis is configured.
+    pub redis: Option<crate::shared_state::RedisMetricsSnapshot>,
 }
 
 impl MetricsSnapshot {

@@ -1,0 +1,667 @@
+//! State shared by every replica of every gateway, in Redis (optional).
+//!
+//! Policy:
+//! - **Optional, never required to start or to answer.** Without `shared.redis_url` a
+//!   [`SharedState`] is *disabled*: every feature that would use it keeps its in-process
+//!   behaviour. With it, the connection is made lazily (nothing is contacted at start-up) and
+//!   re-made by itself after a failure (`redis::aio::ConnectionManager`).
+//! - **Bounded.** Every command is cut off after `shared.command_timeout` (tens of
+//!   milliseconds): a slow Redis costs a request at most that, once. After a failure that says
+//!   Redis is unreachable (connection refused or dropped, timeout), every feature skips Redis for
+//!   `shared.retry_after` and uses its in-process behaviour at once, so an outage does not add the
+//!   timeout to every request; the first command after that window tries again, and the features
+//!   are shared again as soon as one succeeds.
+//! - **Counted and logged, not failed.** Each failure is counted by operation
+//!   (`bff_redis_errors_total{op}`), each time a feature fell back by feature
+//!   (`bff_redis_fallback_total{feature}`), and logged at most once a minute.
+//! - **Keys carry hash tags.** [`SharedState::key`] builds `<prefix>{<tag>}:<rest>`: every key a
+//!   script or pipeline touches together shares the tag (e.g. one owner's generation and checkout
+//!   records: `bff:{u:42}:gen`, `bff:{u:42}:checkout:…`), so they land in one slot of a Redis
+//!   Cluster and no command is ever cross-slot.
+//! - **Garbage is a miss.** A value of the wrong type or shape under one of our keys is an error
+//!   of that one command (counted), which its feature treats as a miss, never as a failed request.
+//!
+//! `docs/scale-out.md` describes each shared feature and what happens when Redis fails.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, RedisError};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::time::Instant;
+
+use crate::error::BuildError;
+
+/// How often, at most, a Redis failure is logged (every failure is counted).
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Settings of the shared state (`[shared]`, env `BFF_SHARED__…`; the URL also `BFF_REDIS_URL`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedConfig {
+    /// Where Redis is: `redis://[:password@]host:port/db`, or `rediss://…` for TLS. Unset (the
+    /// default): nothing is shared, every feature works in this process alone. Its password is
+    /// never printed.
+    #[serde(deserialize_with = "RedisUrl::deserialize_optional")]
+    pub redis_url: Option<RedisUrl>,
+    /// Whether `/ready` fails while Redis does not answer (off by default: the gateways work
+    /// without it, only less shared).
+    pub redis_required: bool,
+    /// Prefix of every key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Longest wait for one Redis command; past it the feature falls back to its in-process
+    /// behaviour for this request.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Longest wait for a connection to Redis to be made.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// After Redis was found unreachable, how long every feature uses its in-process behaviour
+    /// without trying Redis.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// Multiplexed connections to Redis (each pipelines every concurrent command); requests are
+    /// spread over them. 1 is enough for most; 2–4 help a gateway on many cores.
+    pub connections: usize,
+    /// How many replicas of this gateway run. Used only when Redis is unreachable: a partner's
+    /// quota is then enforced per replica, divided by this number, so the total stays near the
+    /// configured one.
+    pub replicas: u32,
+}
+
+impl Default for SharedConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            redis_required: false,
+            key_prefix: "bff:".to_owned(),
+            command_timeout: Duration::from_millis(50),
+            connect_timeout: Duration::from_secs(1),
+            retry_after: Duration::from_secs(1),
+            connections: 2,
+            replicas: 1,
+        }
+    }
+}
+
+impl SharedConfig {
+    /// Checks beyond the types: a URL Redis' client accepts, a usable timeout, at least one
+    /// connection and replica. Names the setting in the error.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if let Some(url) = &self.redis_url {
+            redis::Client::open(url.0.as_str()).map_err(|err| {
+                (
+                    "shared.redis_url",
+                    format!("not a Redis URL ({})", err.category()),
+                )
+            })?;
+        }
+        if self.command_timeout.is_zero() || self.command_timeout > Duration::from_secs(10) {
+            return Err((
+                "shared.command_timeout",
+                "must be more than 0 and at most 10s".to_owned(),
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(("shared.connect_timeout", "must be more than 0".to_owned()));
+        }
+        if !(1..=64).contains(&self.connections) {
+            return Err(("shared.connections", "must be from 1 to 64".to_owned()));
+        }
+        if self.replicas == 0 {
+            return Err(("shared.replicas", "must be at least 1".to_owned()));
+        }
+        if self.key_prefix.contains(['{', '}']) {
+            return Err((
+                "shared.key_prefix",
+                "must not contain { or } (they delimit a key's hash tag)".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A Redis URL. `Debug`, `Display` and `Serialize` hide its password.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL with its password replaced by `[redacted]`.
+    fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+            return "[redacted]".to_owned();
+        };
+        let authority_end = url[scheme_end..]
+            .find('/')
+            .map_or(url.len(), |i| scheme_end + i);
+        match url[scheme_end..authority_end].rfind('@') {
+            Some(at) => {
+                let userinfo = &url[scheme_end..scheme_end + at];
+                let user = userinfo.split(':').next().unwrap_or_default();
+                format!(
+                    "{}{user}:[redacted]{}",
+                    &url[..scheme_end],
+                    &url[scheme_end + at..]
+                )
+            }
+            None => url.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({})", self.redacted())
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for RedisUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
+/// Deserializes an optional URL where an empty string means unset (`BFF_REDIS_URL=`).
+impl RedisUrl {
+    /// For `#[serde(deserialize_with)]`: `""` is `None`.
+    pub fn deserialize_optional<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Self>, D::Error> {
+        let value = Option::<String>::deserialize(deserializer)?;
+        Ok(value.filter(|url| !url.trim().is_empty()).map(Self))
+    }
+}
+
+/// What a shared feature is, in `bff_redis_fallback_total{feature}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// Per-owner generations: read-your-writes across replicas.
+    Generations,
+    /// The catalog's second-level cache.
+    CatalogL2,
+    /// Leases that coalesce catalog misses across replicas.
+    Leases,
+    /// Partner quotas.
+    Quotas,
+    /// Checkout attempt records.
+    Idempotency,
+    /// Automatic persisted queries.
+    Apq,
+    /// Readiness checks of Redis itself.
+    Ready,
+}
+
+impl Feature {
+    /// Every feature, in the order of the fallback counters.
+    pub const ALL: [Feature; 7] = [
+        Feature::Generations,
+        Feature::CatalogL2,
+        Feature::Leases,
+        Feature::Quotas,
+        Feature::Idempotency,
+        Feature::Apq,
+        Feature::Ready,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::Generations => "generations",
+            Feature::CatalogL2 => "catalog_l2",
+            Feature::Leases => "leases",
+            Feature::Quotas => "quotas",
+            Feature::Idempotency => "idempotency",
+            Feature::Apq => "apq",
+            Feature::Ready => "ready",
+        }
+    }
+
+    /// The slot of this feature's counter.
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a shared operation did not happen; the caller falls back to its in-process behaviour.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SharedError {
+    /// No Redis is configured.
+    #[error("no Redis is configured")]
+    Disabled,
+    /// Redis was found unreachable a moment ago; it is not tried again until `retry_after`.
+    #[error("Redis is unavailable (backing off)")]
+    BackingOff,
+    /// The command did not complete within `shared.command_timeout`.
+    #[error("Redis command timed out")]
+    Timeout,
+    /// The connection failed or Redis answered an error (wrong type, script error, …).
+    #[error("Redis error: {0}")]
+    Redis(String),
+}
+
+/// The shared state: a handle on Redis, or nothing. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct SharedState {
+    /// `None` when no Redis is configured.
+    inner: Option<Arc<Inner>>,
+}
+
+/// The parts of an enabled [`SharedState`].
+struct Inner {
+    /// Connections, used in turn.
+    connections: Vec<ConnectionManager>,
+    /// Which connection the next command uses.
+    next: AtomicUsize,
+    /// `shared.key_prefix`.
+    prefix: String,
+    /// `shared.command_timeout`.
+    timeout: Duration,
+    /// `shared.retry_after`.
+    retry_after: Duration,
+    /// `shared.redis_required`.
+    required: bool,
+    /// `shared.replicas`.
+    replicas: u32,
+    /// Origin of the millisecond clocks below.
+    epoch: Instant,
+    /// Until when (ms since `epoch`) Redis is not tried; 0: try.
+    down_until_ms: AtomicU64,
+    /// When (ms since `epoch`, plus one) a failure was last logged; 0: never.
+    logged_at_ms: AtomicU64,
+    /// Failures by operation.
+    errors: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Fallbacks by feature, in [`Feature::ALL`] order.
+    fallbacks: [AtomicU64; Feature::ALL.len()],
+    /// Commands sent (successful or not).
+    commands: AtomicU64,
+}
+
+impl SharedState {
+    /// Nothing shared: every feature works in this process alone.
+    pub fn disabled() -> Self {
+        Self { inner: None }
+    }
+
+    /// The shared state `config` describes: disabled without a URL, else a handle whose
+    /// connections are made on first use (nothing is contacted here). Must be called within a
+    /// tokio runtime. Fails only on a URL the Redis client does not accept.
+    pub fn connect(config: &SharedConfig) -> Result<Self, BuildError> {
+        let Some(url) = &config.redis_url else {
+            return Ok(Self::disabled());
+        };
+        let client = redis::Client::open(url.0.as_str()).map_err(|err| {
+            BuildError::Shared(format!("shared.redis_url: {}", err.category()))
+        })?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout.max(Duration::from_millis(1))))
+            .set_number_of_retries(1)
+            .set_max_delay(config.retry_after.max(Duration::from_millis(100)));
+        let connections = (0..config.connections.max(1))
+            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| BuildError::Shared(format!("shared.redis_url: {}", err.category())))?;
+        Ok(Self {
+            inner: Some(Arc::new(Inner {
+                connections,
+                next: AtomicUsize::new(0),
+                prefix: config.key_prefix.clone(),
+                timeout: config.command_timeout,
+                retry_after: config.retry_after,
+                required: config.redis_required,
+                replicas: config.replicas.max(1),
+                epoch: Instant::now(),
+                down_until_ms: AtomicU64::new(0),
+                logged_at_ms: AtomicU64::new(0),
+                errors: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+                fallbacks: std::array::from_fn(|_| AtomicU64::new(0)),
+                commands: AtomicU64::new(0),
+            })),
+        })
+    }
+
+    /// Whether a Redis is configured.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Whether `/ready` requires Redis.
+    pub fn is_required(&self) -> bool {
+        self.inner.as_ref().is_some_and(|inner| inner.required)
+    }
+
+    /// `shared.replicas` (1 when disabled).
+    pub fn replicas(&self) -> u32 {
+        self.inner.as_ref().map_or(1, |inner| inner.replicas)
+    }
+
+    /// A key: the prefix, `{tag}` (the hash tag that decides the key's slot in a cluster) and
+    /// `rest`, e.g. `key("u:42", "gen")` is `bff:{u:42}:gen`.
+    ///
+    /// ```
+    /// use shared_clients::shared_state::{SharedConfig, SharedState, RedisUrl};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let config = SharedConfig { redis_url: Some(RedisUrl::new("redis://127.0.0.1:1")), ..Default::default() };
+    /// let shared = SharedState::connect(&config).unwrap();
+    /// assert_eq!(shared.key("u:42", "gen"), "bff:{u:42}:gen");
+    /// # });
+    /// ```
+    pub fn key(&self, tag: &str, rest: &str) -> String {
+        let prefix = self.inner.as_ref().map_or("", |inner| inner.prefix.as_str());
+        let mut key = String::with_capacity(prefix.len() + tag.len() + rest.len() + 3);
+        key.push_str(prefix);
+        key.push('{');
+        key.push_str(tag);
+        key.push('}');
+        if !rest.is_empty() {
+            key.push(':');
+            key.push_str(rest);
+        }
+        key
+    }
+
+    /// Runs one command, bounded by the command timeout.
+    pub async fn query<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        feature: Feature,
+        cmd: &redis::Cmd,
+    ) -> Result<T, SharedError> {
+        self.run(op, feature, |mut conn| async move {
+            cmd.query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// Runs a pipeline (or a `MULTI` transaction), bounded by the command timeout.
+    pub async fn pipeline<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        feature: Feature,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, SharedError> {
+        self.run(op, feature, |mut conn| async move {
+            pipe.query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// Runs a Lua script by `EVALSHA` (loading it first when Redis does not know it), bounded by
+    /// the command timeout.
+    pub async fn script<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        feature: Feature,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, SharedError> {
+        self.run(op, feature, |mut conn| async move {
+            invocation.invoke_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// Asks Redis `PING` (for `/ready`).
+    pub async fn ping(&self) -> Result<(), SharedError> {
+        let _: String = self
+            .query("ping", Feature::Ready, &redis::cmd("PING"))
+            .await?;
+        Ok(())
+    }
+
+    /// Counts that `feature` used its in-process behaviour for a reason the caller found (a
+    /// value under our key that is not ours, say); the errors of [`SharedState::query`] and its
+    /// siblings are counted already.
+    pub fn count_fallback(&self, feature: Feature) {
+        if let Some(inner) = &self.inner {
+            inner.fallbacks[feature.index()].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a value under our key that could not be read (wrong shape), as an error of `op`,
+    /// and the fallback of `feature`.
+    pub fn count_garbage(&self, op: &'static str, feature: Feature) {
+        if let Some(inner) = &self.inner {
+            inner.count_error(op);
+            inner.fallbacks[feature.index()].fetch_add(1, Ordering::Relaxed);
+            inner.log(op, "a value under a shared key has the wrong shape; treated as a miss");
+        }
+    }
+
+    /// Whether Redis is currently being skipped after a failure.
+    pub fn is_backing_off(&self) -> bool {
+        self.inner.as_ref().is_some_and(|inner| inner.backing_off())
+    }
+
+    /// Runs `f` on a connection, with the timeout, the back-off and the counting.
+    async fn run<T, F, Fut>(
+        &self,
+        op: &'static str,
+        feature: Feature,
+        f: F,
+    ) -> Result<T, SharedError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let Some(inner) = &self.inner else {
+            return Err(SharedError::Disabled);
+        };
+        if inner.backing_off() {
+            inner.fallbacks[feature.index()].fetch_add(1, Ordering::Relaxed);
+            return Err(SharedError::BackingOff);
+        }
+        let index = inner.next.fetch_add(1, Ordering::Relaxed) % inner.connections.len();
+        let conn = inner.connections[index].clone();
+        inner.commands.fetch_add(1, Ordering::Relaxed);
+        let outcome = tokio::time::timeout(inner.timeout, f(conn)).await;
+        let error = match outcome {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(err)) => {
+                let unreachable = err.is_io_error()
+                    || err.is_timeout()
+                    || err.is_connection_dropped()
+                    || err.is_connection_refusal()
+                    || err.is_unrecoverable_error();
+                if unreachable {
+                    inner.back_off();
+                }
+                inner.log(op, &err.to_string());
+                SharedError::Redis(err.category().to_owned())
+            }
+            Err(_) => {
+                inner.back_off();
+                inner.log(op, "command timed out");
+                SharedError::Timeout
+            }
+        };
+        inner.count_error(op);
+        inner.fallbacks[feature.index()].fetch_add(1, Ordering::Relaxed);
+        Err(error)
+    }
+
+    /// Counters for `/metrics`; `None` when disabled.
+    pub fn metrics(&self) -> Option<RedisMetricsSnapshot> {
+        let inner = self.inner.as_ref()?;
+        let errors = inner
+            .errors
+            .lock()
+            .map(|errors| errors.iter().map(|(op, n)| (*op, *n)).collect())
+            .unwrap_or_default();
+        Some(RedisMetricsSnapshot {
+            commands: inner.commands.load(Ordering::Relaxed),
+            errors,
+            fallbacks: Feature::ALL
+                .iter()
+                .map(|f| (f.as_str(), inner.fallbacks[f.index()].load(Ordering::Relaxed)))
+                .collect(),
+            backing_off: inner.backing_off(),
+        })
+    }
+}
+
+impl std::fmt::Debug for SharedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedState")
+            .field("enabled", &self.is_enabled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    /// Milliseconds since `epoch`.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether Redis is being skipped.
+    fn backing_off(&self) -> bool {
+        let until = self.down_until_ms.load(Ordering::Relaxed);
+        until != 0 && self.now_ms() < until
+    }
+
+    /// Skips Redis for `retry_after`.
+    fn back_off(&self) {
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX));
+        self.down_until_ms.store(until.max(1), Ordering::Relaxed);
+    }
+
+    /// Counts a failure of `op`.
+    fn count_error(&self, op: &'static str) {
+        if let Ok(mut errors) = self.errors.lock() {
+            *errors.entry(op).or_default() += 1;
+        }
+    }
+
+    /// Logs a failure, at most once per [`LOG_EVERY`].
+    fn log(&self, op: &'static str, what: &str) {
+        let now = self.now_ms().saturating_add(1);
+        let last = self.logged_at_ms.load(Ordering::Relaxed);
+        let every = u64::try_from(LOG_EVERY.as_millis()).unwrap_or(u64::MAX);
+        if last != 0 && now.saturating_sub(last) < every {
+            return;
+        }
+        if self
+            .logged_at_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(
+                op,
+                error = what,
+                "Redis failed; shared features use their in-process behaviour until it answers \
+                 (logged at most once a minute; see bff_redis_errors_total)"
+            );
+        }
+    }
+}
+
+/// Counters of the shared state, for `/metrics`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RedisMetricsSnapshot {
+    /// Commands sent (pipelines and scripts count one).
+    pub commands: u64,
+    /// Failures by operation (`bff_redis_errors_total{op}`).
+    pub errors: Vec<(&'static str, u64)>,
+    /// Fallbacks to in-process behaviour by feature (`bff_redis_fallback_total{feature}`).
+    pub fallbacks: Vec<(&'static str, u64)>,
+    /// Whether Redis is being skipped right now after a failure.
+    pub backing_off: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_never_shows_its_password() {
+        let url = RedisUrl::new("redis://default:s3cret@cache.internal:6380/2");
+        for shown in [
+            format!("{url}"),
+            format!("{url:?}"),
+            serde_json::to_string(&url).unwrap(),
+        ] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("cache.internal:6380/2"), "{shown}");
+        }
+        let no_user = RedisUrl::new("rediss://:pw@host:6379");
+        assert_eq!(no_user.to_string(), "rediss://:[redacted]@host:6379");
+        let plain = RedisUrl::new("redis://127.0.0.1:6379/0");
+        assert_eq!(plain.to_string(), "redis://127.0.0.1:6379/0");
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let ok = SharedConfig::default();
+        assert!(ok.validate().is_ok());
+        let bad_url = SharedConfig {
+            redis_url: Some(RedisUrl::new("http://nope")),
+            ..SharedConfig::default()
+        };
+        assert_eq!(bad_url.validate().unwrap_err().0, "shared.redis_url");
+        let zero = SharedConfig {
+            command_timeout: Duration::ZERO,
+            ..SharedConfig::default()
+        };
+        assert_eq!(zero.validate().unwrap_err().0, "shared.command_timeout");
+        let braces = SharedConfig {
+            key_prefix: "a{b}:".into(),
+            ..SharedConfig::default()
+        };
+        assert_eq!(braces.validate().unwrap_err().0, "shared.key_prefix");
+    }
+
+    #[tokio::test]
+    async fn disabled_state_shares_nothing_and_counts_nothing() {
+        let shared = SharedState::connect(&SharedConfig::default()).unwrap();
+        assert!(!shared.is_enabled());
+        assert_eq!(shared.ping().await, Err(SharedError::Disabled));
+        assert!(shared.metrics().is_none());
+        assert_eq!(shared.replicas(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_fails_within_the_timeout_then_is_skipped() {
+        // Nothing listens on port 1.
+        let config = SharedConfig {
+            redis_url: Some(RedisUrl::new("redis://127.0.0.1:1")),
+            retry_after: Duration::from_secs(60),
+            ..SharedConfig::default()
+        };
+        let shared = SharedState::connect(&config).unwrap();
+        let first = shared.ping().await.unwrap_err();
+        assert!(
+            matches!(first, SharedError::Redis(_) | SharedError::Timeout),
+            "{first:?}"
+        );
+        assert!(shared.is_backing_off());
+        // Skipped at once, and counted as a fallback, not as another error.
+        assert_eq!(shared.ping().await, Err(SharedError::BackingOff));
+        let metrics = shared.metrics().unwrap();
+        assert_eq!(metrics.errors, vec![("ping", 1)]);
+        let ready = metrics
+            .fallbacks
+            .iter()
+            .find(|(feature, _)| *feature == "ready")
+            .unwrap();
+        assert_eq!(ready.1, 2);
+    }
+}
