@@ -44,8 +44,10 @@ pub trait ReadinessProbe: Send + Sync + 'static {
     /// Checks the dependencies, concurrently, and reports each: the downstream services when
     /// `services` (`server.ready_requires_downstream`), plus whatever [`ReadinessProbe::requires`]
     /// says is always required.
-    fn check(&self, services: bool)
-    -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>>;
+    fn check(
+        &self,
+        services: bool,
+    ) -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>>;
 
     /// Whether something must be checked even when the downstream services are not
     /// (`shared.redis_required`).
@@ -246,7 +248,10 @@ mod tests {
     struct Counting(Arc<AtomicUsize>);
 
     impl ReadinessProbe for Counting {
-        fn check(&self, _services: bool) -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>> {
+        fn check(
+            &self,
+            _services: bool,
+        ) -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>> {
             self.0.fetch_add(1, Ordering::SeqCst);
             Box::pin(async {
                 vec![ComponentHealth {

@@ -1,10 +1,11 @@
 //! What every gateway's HTTP tests share (feature `test-util`, for dev-dependencies only):
 //! starting a gateway on free loopback ports over freshly seeded reference services
-//! ([`spawn_gateway`], [`serve`]), and reading its `/metrics` ([`scrape`], [`sample`]).
+//! ([`spawn_gateway`], [`serve`]), several replicas of one gateway over one private Redis
+//! ([`spawn_replicas`]), and reading its `/metrics` ([`scrape`], [`sample`]).
 
 use std::fmt::Debug;
 
-use reference_services::Spawned;
+use reference_services::{LocalRedis, Spawned};
 
 use crate::{
     config::{GatewayConfig, ServerConfig, Settings},
@@ -38,6 +39,21 @@ where
     let services = reference_services::spawn_all(services)
         .await
         .expect("the reference services start");
+    let mut settings = settings_over::<X>(&services);
+    configure(&mut settings);
+    settings.validate().expect("valid test settings");
+    let gateway = build(&settings).expect("the gateway builds");
+    let listening = serve(&settings.server, gateway).await;
+    TestGateway {
+        base: listening.base,
+        metrics_url: listening.metrics_url,
+        services,
+        settings,
+    }
+}
+
+/// The default settings with both listeners on free loopback ports, pointed at `services`.
+fn settings_over<X: GatewayConfig>(services: &Spawned) -> Settings<X> {
     let mut settings = Settings::<X>::default();
     let free = "127.0.0.1:0".parse().expect("an address");
     settings.server.listen_addr = free;
@@ -53,14 +69,62 @@ where
         .order
         .url
         .clone_from(&services.order_url);
+    settings
+}
+
+/// Several replicas of one gateway, each with its own state (caches, limiters, records), over
+/// the same reference services and one private `redis-server`, as a deployment behind a load
+/// balancer would run them.
+pub struct Replicas<X> {
+    /// `http://127.0.0.1:<port>` of each replica's clients' listener.
+    pub bases: Vec<String>,
+    /// Each replica's metrics URL.
+    pub metrics_urls: Vec<String>,
+    /// The reference services behind every replica.
+    pub services: Spawned,
+    /// The Redis they share (stop and restart it to test outages).
+    pub redis: LocalRedis,
+    /// The settings every replica was built with.
+    pub settings: Settings<X>,
+}
+
+/// Starts reference services seeded with `services`, a private `redis-server` on a free port,
+/// and `count` replicas of the gateway `build` makes (each built on its own, so nothing but Redis
+/// and the downstream services is shared), `configure` applied to the settings last. Panics when
+/// anything fails (including a missing `redis-server`: these tests are never skipped).
+pub async fn spawn_replicas<X, E>(
+    services: reference_services::Config,
+    count: usize,
+    configure: impl FnOnce(&mut Settings<X>),
+    build: impl Fn(&Settings<X>) -> Result<Gateway, E>,
+) -> Replicas<X>
+where
+    X: GatewayConfig,
+    E: Debug,
+{
+    let redis = LocalRedis::start()
+        .await
+        .expect("a private redis-server starts (./scripts/ensure-redis-server installs it)");
+    let services = reference_services::spawn_all(services)
+        .await
+        .expect("the reference services start");
+    let mut settings = settings_over::<X>(&services);
+    settings.shared.redis_url = Some(shared_clients::shared_state::RedisUrl::new(redis.url()));
     configure(&mut settings);
     settings.validate().expect("valid test settings");
-    let gateway = build(&settings).expect("the gateway builds");
-    let listening = serve(&settings.server, gateway).await;
-    TestGateway {
-        base: listening.base,
-        metrics_url: listening.metrics_url,
+    let mut bases = Vec::with_capacity(count);
+    let mut metrics_urls = Vec::with_capacity(count);
+    for _ in 0..count {
+        let gateway = build(&settings).expect("the gateway builds");
+        let listening = serve(&settings.server, gateway).await;
+        bases.push(listening.base);
+        metrics_urls.push(listening.metrics_url);
+    }
+    Replicas {
+        bases,
+        metrics_urls,
         services,
+        redis,
         settings,
     }
 }

@@ -78,7 +78,6 @@ pub use config::{
 pub use context::{
     IdempotencyKey, InvalidHeaderValue, Owner, RequestContext, RequestId, TraceParent,
 };
-pub use shared_state::{SharedConfig, SharedState};
 pub use downstream::{Downstream, READY_TIMEOUT, ReadyCheck, ReadyReport, RedisCheck};
 pub use error::{BuildError, ClientError, ErrorKind, Problem, Service};
 pub use id::{CategoryId, InvalidId, OrderId, PartnerId, ProductId, UserId};
@@ -103,3 +102,4 @@ pub use placement::{
     PlaceOrderError, PlacedOrder, RequestedLine, UnavailableProduct, UnavailableReason,
 };
 pub use product::{Fetched, MAX_BATCH, ProductClient, Revalidated};
+pub use shared_state::{SharedConfig, SharedState};

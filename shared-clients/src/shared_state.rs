@@ -305,16 +305,17 @@ impl SharedState {
         let Some(url) = &config.redis_url else {
             return Ok(Self::disabled());
         };
-        let client = redis::Client::open(url.0.as_str()).map_err(|err| {
-            BuildError::Shared(format!("shared.redis_url: {}", err.category()))
-        })?;
+        let client = redis::Client::open(url.0.as_str())
+            .map_err(|err| BuildError::Shared(format!("shared.redis_url: {}", err.category())))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout.max(Duration::from_millis(1))))
             .set_number_of_retries(1)
             .set_max_delay(config.retry_after.max(Duration::from_millis(100)));
         let connections = (0..config.connections.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone()))
+            .map(|_| {
+                ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| BuildError::Shared(format!("shared.redis_url: {}", err.category())))?;
         Ok(Self {
@@ -364,7 +365,10 @@ impl SharedState {
     /// # });
     /// ```
     pub fn key(&self, tag: &str, rest: &str) -> String {
-        let prefix = self.inner.as_ref().map_or("", |inner| inner.prefix.as_str());
+        let prefix = self
+            .inner
+            .as_ref()
+            .map_or("", |inner| inner.prefix.as_str());
         let mut key = String::with_capacity(prefix.len() + tag.len() + rest.len() + 3);
         key.push_str(prefix);
         key.push('{');
@@ -440,7 +444,10 @@ impl SharedState {
         if let Some(inner) = &self.inner {
             inner.count_error(op);
             inner.fallbacks[feature.index()].fetch_add(1, Ordering::Relaxed);
-            inner.log(op, "a value under a shared key has the wrong shape; treated as a miss");
+            inner.log(
+                op,
+                "a value under a shared key has the wrong shape; treated as a miss",
+            );
         }
     }
 
@@ -509,7 +516,12 @@ impl SharedState {
             errors,
             fallbacks: Feature::ALL
                 .iter()
-                .map(|f| (f.as_str(), inner.fallbacks[f.index()].load(Ordering::Relaxed)))
+                .map(|f| {
+                    (
+                        f.as_str(),
+                        inner.fallbacks[f.index()].load(Ordering::Relaxed),
+                    )
+                })
                 .collect(),
             backing_off: inner.backing_off(),
         })

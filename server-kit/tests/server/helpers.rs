@@ -57,7 +57,10 @@ impl StubProbe {
 }
 
 impl ReadinessProbe for StubProbe {
-    fn check(&self, _services: bool) -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>> {
+    fn check(
+        &self,
+        _services: bool,
+    ) -> Pin<Box<dyn Future<Output = Vec<ComponentHealth>> + Send + '_>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
             tokio::time::sleep(self.delay).await;
