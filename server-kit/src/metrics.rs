@@ -443,6 +443,18 @@ const CACHE_COUNTERS: &[(&str, &str)] = &[
         "bff_cache_evictions_total",
         "Entries evicted to stay within the byte budget.",
     ),
+    (
+        "bff_cache_l2_hits_total",
+        "Misses answered from the shared second-level cache (Redis) instead of the service.",
+    ),
+    (
+        "bff_cache_l2_misses_total",
+        "Misses the shared second-level cache could not answer either.",
+    ),
+    (
+        "bff_cache_lease_waits_total",
+        "Times a replica waited for another replica's fetch of a key instead of calling.",
+    ),
 ];
 
 /// Copies the downstream counters and gauges into the current recorder.
@@ -509,6 +521,9 @@ fn export_downstream(snapshot: &MetricsSnapshot) {
             c.negative_hits,
             c.invalidations,
             c.evictions,
+            c.l2_hits,
+            c.l2_misses,
+            c.lease_waits,
         ];
         for ((name, _), value) in CACHE_COUNTERS.iter().zip(values) {
             counter!(*name, "cache" => cache).absolute(value);

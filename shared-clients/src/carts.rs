@@ -16,6 +16,7 @@ use crate::error::{ClientError, Service};
 use crate::id::{ProductId, UserId};
 use crate::metrics::CacheMetricsSnapshot;
 use crate::model::cart::Cart;
+use crate::shared_state::SharedState;
 use crate::weigh::Weigh;
 
 /// Cart operations, on behalf of one user each. A user's cart is cached for them alone, for the
@@ -40,11 +41,21 @@ impl Weigh for TheCart {
 
 impl Carts {
     /// Cart operations through `client`, caching as `config` says (with its share of
-    /// `max_bytes`).
-    pub(crate) fn new(client: CartClient, config: &PrivateCacheConfig) -> Self {
+    /// `max_bytes`), owners' generations shared through `shared` (see `PrivateCache`).
+    pub(crate) fn new(
+        client: CartClient,
+        config: &PrivateCacheConfig,
+        shared: SharedState,
+    ) -> Self {
         Self {
             client,
-            cache: PrivateCache::new("carts", Service::Cart, config.ttl, config.cart_bytes()),
+            cache: PrivateCache::shared(
+                "carts",
+                Service::Cart,
+                config.ttl,
+                config.cart_bytes(),
+                shared,
+            ),
         }
     }
 

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::cache::coalesce::{Claim, Joined, Leader};
+use crate::cache::l2::{L2, Lease};
 use crate::cache::public::{Entry, FreshCache, Lookup, Shared, Update, Windows};
 use crate::cache::served::{Freshness, Served};
 use crate::config::CacheConfig;
@@ -34,6 +35,7 @@ use crate::id::ProductId;
 use crate::metrics::CacheMetricsSnapshot;
 use crate::model::product::{Category, Product, ProductPage, ProductQuery};
 use crate::product::{MAX_BATCH, ProductClient, Revalidated};
+use crate::shared_state::SharedState;
 
 /// Share of the cache budget given to the category list (a small, single entry).
 const CATEGORY_BUDGET_DIVISOR: u64 = 16;
@@ -79,22 +81,39 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// A catalog reading through `client`, caching as `config` says.
+    /// A catalog reading through `client`, caching as `config` says, in this process alone.
     pub fn new(client: ProductClient, config: &CacheConfig) -> Self {
+        Self::with_shared(client, config, &SharedState::disabled())
+    }
+
+    /// As [`Catalog::new`], with a second level in Redis shared by every replica when `shared`
+    /// has one (see `shared.catalog_l2`).
+    pub fn with_shared(client: ProductClient, config: &CacheConfig, shared: &SharedState) -> Self {
         let category_bytes = config.max_bytes / CATEGORY_BUDGET_DIVISOR;
+        let keep_past_fresh = config.stale_while_revalidate.max(config.stale_if_error);
         Self {
             client: Arc::new(client),
-            products: FreshCache::new(
+            products: FreshCache::with_l2(
                 "products",
                 Service::Product,
                 Windows::from_config(config, true),
                 config.max_bytes - category_bytes,
+                L2::new(
+                    shared,
+                    |id: &ProductId| format!("cat:p:{}", id.as_str()),
+                    keep_past_fresh,
+                ),
             ),
-            categories: FreshCache::new(
+            categories: FreshCache::with_l2(
                 "categories",
                 Service::Product,
                 Windows::from_config(config, false),
                 category_bytes,
+                L2::new(
+                    shared,
+                    |_: &()| "cat:categories".to_owned(),
+                    keep_past_fresh,
+                ),
             ),
         }
     }
@@ -406,7 +425,9 @@ async fn fetch_batches(
     .collect()
 }
 
-/// One batch call for at most [`MAX_BATCH`] products.
+/// One batch call for at most [`MAX_BATCH`] products: those another replica fetched already come
+/// from L2, those another replica is fetching now (its lease) are waited for, and the rest are
+/// fetched in one call and published to L2.
 async fn fetch_batch(
     client: &ProductClient,
     products: &FreshCache<ProductId, Product>,
@@ -415,21 +436,100 @@ async fn fetch_batch(
 ) -> Vec<(ProductId, Shared<Product>)> {
     let mut results = Vec::with_capacity(chunk.len());
     let mut to_fetch = Vec::with_capacity(chunk.len());
-    let mut leaders = Vec::with_capacity(chunk.len());
     for (id, leader) in chunk {
         // A fetch that completed between our miss and our claim filled the cache.
         if let Lookup::Fresh(entry) = products.lookup(&id).await {
             leader.complete(Ok(entry.clone()));
             results.push((id, Ok(entry)));
         } else {
-            to_fetch.push(id.clone());
-            leaders.push((id, leader));
+            to_fetch.push((id, leader));
         }
     }
     if to_fetch.is_empty() {
         return results;
     }
+    let Some(l2) = products.l2() else {
+        let unleased = to_fetch
+            .into_iter()
+            .map(|(id, leader)| (id, leader, false))
+            .collect();
+        results.extend(call_batch(client, products, ctx, unleased).await);
+        return results;
+    };
 
+    let ids: Vec<ProductId> = to_fetch.iter().map(|(id, _)| id.clone()).collect();
+    let mut missed = Vec::with_capacity(to_fetch.len());
+    for ((id, leader), loaded) in to_fetch.into_iter().zip(l2.get_many(&ids).await) {
+        match loaded {
+            Some(loaded) => {
+                let shared = products.adopt(&id, loaded).await;
+                leader.complete(shared.clone());
+                results.push((id, shared));
+            }
+            None => {
+                products.count(|m| &m.l2_misses);
+                missed.push((id, leader));
+            }
+        }
+    }
+    if missed.is_empty() {
+        return results;
+    }
+    let missed_ids: Vec<ProductId> = missed.iter().map(|(id, _)| id.clone()).collect();
+    let mut mine = Vec::with_capacity(missed.len());
+    let mut theirs = Vec::new();
+    for ((id, leader), lease) in missed.into_iter().zip(l2.leases(&missed_ids).await) {
+        match lease {
+            Lease::Held => {
+                products.count(|m| &m.lease_waits);
+                theirs.push((id, leader));
+            }
+            lease => mine.push((id, leader, lease == Lease::Acquired)),
+        }
+    }
+    let their_ids: Vec<ProductId> = theirs.iter().map(|(id, _)| id.clone()).collect();
+    let waiting = async {
+        if their_ids.is_empty() {
+            Vec::new()
+        } else {
+            l2.wait_for(&their_ids, ctx.deadline()).await
+        }
+    };
+    let (fetched, waited) = futures::join!(call_batch(client, products, ctx, mine), waiting);
+    results.extend(fetched);
+    let mut leftover = Vec::new();
+    let mut waited = waited.into_iter();
+    for (id, leader) in theirs {
+        match waited.next().flatten() {
+            Some(loaded) => {
+                let shared = products.adopt(&id, loaded).await;
+                leader.complete(shared.clone());
+                results.push((id, shared));
+            }
+            // The holder did not publish in time: fetch it ourselves.
+            None => leftover.push((id, leader, false)),
+        }
+    }
+    if !leftover.is_empty() {
+        results.extend(call_batch(client, products, ctx, leftover).await);
+    }
+    results
+}
+
+/// One batch call for `leaders` (each with whether this replica holds its L2 lease): caches each
+/// result, publishes it to the callers waiting for it and (with L2) to the other replicas.
+async fn call_batch(
+    client: &ProductClient,
+    products: &FreshCache<ProductId, Product>,
+    ctx: &RequestContext,
+    leaders: Vec<(ProductId, Leader<ProductId, Shared<Product>>, bool)>,
+) -> Vec<(ProductId, Shared<Product>)> {
+    if leaders.is_empty() {
+        return Vec::new();
+    }
+    let to_fetch: Vec<ProductId> = leaders.iter().map(|(id, _, _)| id.clone()).collect();
+    let mut results = Vec::with_capacity(leaders.len());
+    let mut leased = Vec::with_capacity(leaders.len());
     let started = Instant::now();
     match client.batch(ctx, &to_fetch).await {
         Ok(batch) => {
@@ -440,7 +540,7 @@ async fn fetch_batch(
                 .into_iter()
                 .map(|product| (product.id.clone(), product))
                 .collect();
-            for (id, leader) in leaders {
+            for (id, leader, lease) in leaders {
                 let outcome = match by_id.remove(&id) {
                     Some(value) => Ok(Update::New {
                         value,
@@ -453,14 +553,24 @@ async fn fetch_batch(
                 let shared = products.settle(&id, outcome, None, started).await;
                 leader.complete(shared.clone());
                 results.push((id, shared));
+                leased.push(lease);
             }
         }
         Err(err) => {
-            for (id, leader) in leaders {
+            for (id, leader, lease) in leaders {
                 leader.complete(Err(err.clone()));
                 results.push((id, Err(err.clone())));
+                leased.push(lease);
             }
         }
+    }
+    if let Some(l2) = products.l2() {
+        let published: Vec<_> = results
+            .iter()
+            .zip(&leased)
+            .map(|((id, shared), lease)| (id, shared.as_ref().ok(), *lease))
+            .collect();
+        l2.publish(&published).await;
     }
     results
 }

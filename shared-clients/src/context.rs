@@ -309,6 +309,15 @@ impl Owner {
         }
     }
 
+    /// The hash tag of the owner's keys in Redis (`u:<id>` or `p:<id>`): every shared key of one
+    /// owner carries it, so a script touching several of them stays in one cluster slot.
+    pub(crate) fn shared_tag(&self) -> String {
+        match self {
+            Self::User(id) => format!("u:{}", id.as_str()),
+            Self::Partner(id) => format!("p:{}", id.as_str()),
+        }
+    }
+
     /// The owner's id.
     pub fn id(&self) -> &str {
         match self {

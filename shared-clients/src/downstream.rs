@@ -77,9 +77,9 @@ impl Downstream {
         let orders = OrderClient::new(&config.order)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                catalog: Catalog::new(products, &config.cache),
-                carts: Carts::new(carts, &config.private_cache),
-                orders: Orders::new(orders, &config.private_cache),
+                catalog: Catalog::with_shared(products, &config.cache, &shared),
+                carts: Carts::new(carts, &config.private_cache, shared.clone()),
+                orders: Orders::new(orders, &config.private_cache, shared.clone()),
                 deadline: config.deadline,
                 shared,
                 ready_timeouts: [

@@ -298,6 +298,13 @@ pub(crate) struct CacheMetrics {
     pub(crate) invalidations: AtomicU64,
     /// Entries evicted to stay within the byte budget.
     pub(crate) evictions: AtomicU64,
+    /// Misses of this replica answered from the shared second level (Redis).
+    pub(crate) l2_hits: AtomicU64,
+    /// Misses the shared second level could not answer either.
+    pub(crate) l2_misses: AtomicU64,
+    /// Fetches this replica left to another replica holding the key's lease, waiting for its
+    /// value instead.
+    pub(crate) lease_waits: AtomicU64,
 }
 
 impl CacheMetrics {
@@ -325,6 +332,9 @@ impl CacheMetrics {
             negative_hits: read(&self.negative_hits),
             invalidations: read(&self.invalidations),
             evictions: read(&self.evictions),
+            l2_hits: read(&self.l2_hits),
+            l2_misses: read(&self.l2_misses),
+            lease_waits: read(&self.lease_waits),
             entries,
             bytes,
         }
@@ -443,6 +453,13 @@ pub struct CacheMetricsSnapshot {
     pub invalidations: u64,
     /// Entries evicted to stay within the byte budget.
     pub evictions: u64,
+    /// Misses answered from the shared second level (Redis) instead of the service.
+    pub l2_hits: u64,
+    /// Misses the shared second level could not answer either.
+    pub l2_misses: u64,
+    /// Times this replica waited for another replica's fetch of a key (its lease) instead of
+    /// calling the service itself.
+    pub lease_waits: u64,
     /// Entries held at the moment of the snapshot (a gauge; approximate, the store is concurrent).
     pub entries: u64,
     /// Approximate bytes held at the moment of the snapshot (a gauge).

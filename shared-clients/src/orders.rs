@@ -16,6 +16,7 @@ use crate::id::OrderId;
 use crate::metrics::CacheMetricsSnapshot;
 use crate::model::order::{CreatedOrder, NewOrder, Order, OrderPage, OrderQuery};
 use crate::order::OrderClient;
+use crate::shared_state::SharedState;
 use crate::weigh::Weigh;
 
 /// Order operations, on behalf of one owner each. An owner's orders and order pages are cached
@@ -69,11 +70,21 @@ impl Weigh for OrderPageOrOrder {
 
 impl Orders {
     /// Order operations through `client`, caching as `config` says (with its share of
-    /// `max_bytes`).
-    pub(crate) fn new(client: OrderClient, config: &PrivateCacheConfig) -> Self {
+    /// `max_bytes`), owners' generations shared through `shared` (see `PrivateCache`).
+    pub(crate) fn new(
+        client: OrderClient,
+        config: &PrivateCacheConfig,
+        shared: SharedState,
+    ) -> Self {
         Self {
             client,
-            cache: PrivateCache::new("orders", Service::Order, config.ttl, config.order_bytes()),
+            cache: PrivateCache::shared(
+                "orders",
+                Service::Order,
+                config.ttl,
+                config.order_bytes(),
+                shared,
+            ),
         }
     }
 

@@ -70,6 +70,20 @@ pub struct SharedConfig {
     /// quota is then enforced per replica, divided by this number, so the total stays near the
     /// configured one.
     pub replicas: u32,
+    /// Whether products and categories are kept in Redis too (a second level behind each
+    /// replica's own cache), so a replica's miss is often another's hit and a new replica starts
+    /// warm.
+    pub catalog_l2: bool,
+    /// The largest catalog entry (serialized) kept in Redis; larger ones stay in the replica.
+    pub l2_max_entry_bytes: usize,
+    /// How long a replica that fetches a missing catalog key holds its lease (the others wait for
+    /// its value rather than calling the product service too). Past it, if no value appeared, the
+    /// others fetch themselves (the holder is presumed dead).
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Longest a replica waits for another's leased fetch before it calls the service itself.
+    #[serde(with = "humantime_serde")]
+    pub lease_wait: Duration,
 }
 
 impl Default for SharedConfig {
@@ -83,6 +97,10 @@ impl Default for SharedConfig {
             retry_after: Duration::from_secs(1),
             connections: 2,
             replicas: 1,
+            catalog_l2: true,
+            l2_max_entry_bytes: 256 * 1024,
+            lease_ttl: Duration::from_secs(2),
+            lease_wait: Duration::from_millis(500),
         }
     }
 }
@@ -110,6 +128,12 @@ impl SharedConfig {
         }
         if !(1..=64).contains(&self.connections) {
             return Err(("shared.connections", "must be from 1 to 64".to_owned()));
+        }
+        if self.lease_ttl.is_zero() || self.lease_wait > self.lease_ttl.saturating_mul(4) {
+            return Err((
+                "shared.lease_ttl",
+                "must be more than 0 (and lease_wait at most 4 times it)".to_owned(),
+            ));
         }
         if self.replicas == 0 {
             return Err(("shared.replicas", "must be at least 1".to_owned()));
@@ -186,6 +210,17 @@ impl RedisUrl {
         let value = Option::<String>::deserialize(deserializer)?;
         Ok(value.filter(|url| !url.trim().is_empty()).map(Self))
     }
+}
+
+/// The catalog second level's settings (see [`SharedConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct L2Settings {
+    /// `shared.l2_max_entry_bytes`.
+    pub(crate) max_entry_bytes: usize,
+    /// `shared.lease_ttl`.
+    pub(crate) lease_ttl: Duration,
+    /// `shared.lease_wait`.
+    pub(crate) lease_wait: Duration,
 }
 
 /// What a shared feature is, in `bff_redis_fallback_total{feature}`.
@@ -278,6 +313,8 @@ struct Inner {
     required: bool,
     /// `shared.replicas`.
     replicas: u32,
+    /// The catalog's second level, when on.
+    l2: Option<L2Settings>,
     /// Origin of the millisecond clocks below.
     epoch: Instant,
     /// Until when (ms since `epoch`) Redis is not tried; 0: try.
@@ -327,6 +364,11 @@ impl SharedState {
                 retry_after: config.retry_after,
                 required: config.redis_required,
                 replicas: config.replicas.max(1),
+                l2: config.catalog_l2.then_some(L2Settings {
+                    max_entry_bytes: config.l2_max_entry_bytes,
+                    lease_ttl: config.lease_ttl,
+                    lease_wait: config.lease_wait,
+                }),
                 epoch: Instant::now(),
                 down_until_ms: AtomicU64::new(0),
                 logged_at_ms: AtomicU64::new(0),
@@ -340,6 +382,11 @@ impl SharedState {
     /// Whether a Redis is configured.
     pub fn is_enabled(&self) -> bool {
         self.inner.is_some()
+    }
+
+    /// The catalog's second-level settings, when Redis is configured and `catalog_l2` is on.
+    pub(crate) fn l2_settings(&self) -> Option<L2Settings> {
+        self.inner.as_ref().and_then(|inner| inner.l2)
     }
 
     /// Whether `/ready` requires Redis.

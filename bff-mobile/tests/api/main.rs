@@ -11,3 +11,5 @@ mod helpers;
 mod home;
 mod operating;
 mod orders;
+mod replicas;
+mod shared_reads;

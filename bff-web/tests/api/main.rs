@@ -12,4 +12,5 @@ mod limits;
 mod mutations;
 mod operating;
 mod schema;
+mod shared_reads;
 mod viewer;

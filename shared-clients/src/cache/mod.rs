@@ -5,6 +5,8 @@
 //!   stale-while-revalidate, stale-if-error and negative caching.
 //! - `private`: `PrivateCache`, data of one owner (carts, orders) cached per owner, with
 //!   read-your-writes invalidation; never served stale.
+//! - `l2`: the catalog's second level in Redis, shared by every replica, and the leases that
+//!   make one replica fetch a missing key for all (only with `shared.redis_url`).
 //! - `coalesce`: one downstream call for concurrent misses of the same key, for both caches.
 //! - `served`: [`Served`](crate::Served) and [`Freshness`](crate::Freshness), how every cached
 //!   answer states whether it is fresh or stale and how old it is.
@@ -18,6 +20,7 @@
 
 pub(crate) mod coalesce;
 pub(crate) mod derived;
+pub(crate) mod l2;
 pub(crate) mod private;
 pub(crate) mod public;
 pub(crate) mod served;

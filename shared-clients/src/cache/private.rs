@@ -18,6 +18,18 @@
 //!   cache with pre-write data after the invalidation nor hand that data to a read that started
 //!   after it. Generations come from one process-wide counter, so they are never reused, even
 //!   when an owner's record was evicted in between.
+//! - **Read-your-writes across replicas.** With a Redis ([`SharedState`]), each owner also has a
+//!   *shared generation* per cache (`<prefix>{u:<id>}:gen:carts`): a random 64-bit value that every
+//!   write, on any replica of any gateway, replaces (before sending, and again once answered, as
+//!   for the local one) before the write's answer is returned. A read asks for it first (one
+//!   `GET`) and uses a cached entry only if the entry was fetched under the same value, so no
+//!   replica serves an entry older than a write that has been answered. Correctness rests on that
+//!   stored value alone, not on any message reaching the replicas. Values are random, never
+//!   reused, and the key lives far longer than an entry (`GENERATION_KEY_TTL`), so an expired key
+//!   cannot bring an old entry back. When Redis does not answer (within `shared.command_timeout`),
+//!   the read falls back to the local behaviour above (entries reused for the TTL), counted in
+//!   `bff_redis_fallback_total{feature="generations"}`; a write that cannot replace the value
+//!   leaves other replicas serving their copy for at most the TTL.
 //!
 //! Freshness uses `tokio::time::Instant` (testable with a paused clock); moka bounds the store in
 //! bytes and drops records nobody touched for a while.
@@ -37,10 +49,18 @@ use crate::context::{Owner, RequestContext};
 use crate::error::{ClientError, Failure, Service};
 use crate::id::UserId;
 use crate::metrics::{CacheMetrics, CacheMetricsSnapshot};
+use crate::shared_state::{Feature, SharedState};
 use crate::weigh::Weigh;
 
 /// Shortest hard time-to-live of an owner's record in the store.
 const MIN_RECORD_TTL: Duration = Duration::from_secs(10);
+
+/// Shortest life of an owner's shared generation key after the last write (it is at least twice
+/// the entries' TTL in any case), so a key never expires while an entry fetched under it lives.
+const GENERATION_KEY_TTL: Duration = Duration::from_secs(600);
+
+/// The shared generation of an owner whose key does not exist (no write seen lately).
+const NO_SHARED_GENERATION: u64 = 0;
 
 /// A private cache key: an owner's identity plus the resource. Can only be built from an
 /// identity ([`PrivateKey::new`], [`PrivateKey::for_user`]); there is no way to build one from a
@@ -71,6 +91,10 @@ impl<R> PrivateKey<R> {
     }
 }
 
+/// What concurrent misses coalesce on: the owner's resource, the local generation and the shared
+/// generation the read started in.
+type Flight<R> = (PrivateKey<R>, u64, Option<u64>);
+
 /// One cached private value.
 #[derive(Debug)]
 struct PrivateEntry<V> {
@@ -78,6 +102,8 @@ struct PrivateEntry<V> {
     value: Arc<V>,
     /// When the request that produced it was sent; its TTL counts from there.
     fetched_at: Instant,
+    /// The owner's shared generation when the read started (`None`: Redis was not asked).
+    shared: Option<u64>,
 }
 
 // Not derived: deriving would require `V: Clone`, but only the `Arc` is cloned.
@@ -86,6 +112,7 @@ impl<V> Clone for PrivateEntry<V> {
         Self {
             value: Arc::clone(&self.value),
             fetched_at: self.fetched_at,
+            shared: self.shared,
         }
     }
 }
@@ -111,10 +138,14 @@ pub(crate) struct PrivateCache<R, V> {
     records: moka::future::Cache<Owner, Arc<Record<R, V>>>,
     /// The source of generation numbers, shared by all owners so none is ever reused.
     next_generation: AtomicU64,
-    /// Misses in flight, keyed by owner, resource and generation.
-    in_flight: Coalescer<(PrivateKey<R>, u64), Result<Arc<V>, ClientError>>,
+    /// Misses in flight, keyed by owner, resource, generation and shared generation.
+    in_flight: Coalescer<Flight<R>, Result<Arc<V>, ClientError>>,
     /// Hits, misses, invalidations, evictions.
     metrics: Arc<CacheMetrics>,
+    /// Where owners' shared generations live (disabled: this process alone).
+    shared: SharedState,
+    /// How long a shared generation key lives after a write.
+    generation_ttl: Duration,
 }
 
 impl<R, V> PrivateCache<R, V>
@@ -123,8 +154,20 @@ where
     V: Weigh + Send + Sync + 'static,
 {
     /// A cache named `name` of `service`'s private data, keeping entries for `ttl` within
-    /// `max_bytes`.
+    /// `max_bytes`, in this process alone.
+    #[cfg(test)]
     pub(crate) fn new(name: &'static str, service: Service, ttl: Duration, max_bytes: u64) -> Self {
+        Self::shared(name, service, ttl, max_bytes, SharedState::disabled())
+    }
+
+    /// As [`PrivateCache::new`], with owners' generations shared through `shared`.
+    pub(crate) fn shared(
+        name: &'static str,
+        service: Service,
+        ttl: Duration,
+        max_bytes: u64,
+        shared: SharedState,
+    ) -> Self {
         let metrics = Arc::new(CacheMetrics::default());
         let evictions = Arc::clone(&metrics);
         let records = moka::future::Cache::builder()
@@ -155,7 +198,52 @@ where
             next_generation: AtomicU64::new(1),
             in_flight: Coalescer::new(),
             metrics,
+            shared,
+            generation_ttl: ttl.saturating_mul(2).max(GENERATION_KEY_TTL),
         }
+    }
+
+    /// The key of `owner`'s shared generation of this cache.
+    fn generation_key(&self, owner: &Owner) -> String {
+        let mut rest = String::with_capacity(4 + self.name.len());
+        rest.push_str("gen:");
+        rest.push_str(self.name);
+        self.shared.key(&owner.shared_tag(), &rest)
+    }
+
+    /// `owner`'s shared generation: `None` when no Redis is configured or it did not answer (the
+    /// read then relies on the local generation and the TTL alone).
+    async fn shared_generation(&self, owner: &Owner) -> Option<u64> {
+        if !self.shared.is_enabled() {
+            return None;
+        }
+        let key = self.generation_key(owner);
+        let value: Option<u64> = self
+            .shared
+            .query("gen_get", Feature::Generations, redis::cmd("GET").arg(&key))
+            .await
+            .ok()?;
+        Some(value.unwrap_or(NO_SHARED_GENERATION))
+    }
+
+    /// Gives `owner` a new shared generation (a random value never used before), so every
+    /// replica's entries of theirs become unusable.
+    async fn bump_shared_generation(&self, owner: &Owner) {
+        if !self.shared.is_enabled() {
+            return;
+        }
+        let key = self.generation_key(owner);
+        // Never 0 (the value of a missing key).
+        let value = rand::random::<u64>().max(1);
+        let ttl = u64::try_from(self.generation_ttl.as_millis()).unwrap_or(u64::MAX);
+        let _: Result<(), _> = self
+            .shared
+            .query(
+                "gen_set",
+                Feature::Generations,
+                redis::cmd("SET").arg(&key).arg(value).arg("PX").arg(ttl),
+            )
+            .await;
     }
 
     /// A generation number never handed out before.
@@ -195,10 +283,12 @@ where
         }
     }
 
-    /// The fresh entry of `resource` in `record`, if any.
-    fn fresh(&self, record: &Record<R, V>, resource: &R) -> Option<Arc<V>> {
+    /// The fresh entry of `resource` in `record`, if any, fetched under the shared generation
+    /// `shared` (when Redis was asked: `None` means it could not be).
+    fn fresh(&self, record: &Record<R, V>, resource: &R, shared: Option<u64>) -> Option<Arc<V>> {
         let entry = record.entries.get(resource)?;
-        (entry.fetched_at.elapsed() < self.ttl).then(|| Arc::clone(&entry.value))
+        let same_generation = shared.is_none() || entry.shared == shared;
+        (same_generation && entry.fetched_at.elapsed() < self.ttl).then(|| Arc::clone(&entry.value))
     }
 
     /// The owner's `key` from the cache when fresh, else from `fetch` (coalesced with a fetch of
@@ -214,22 +304,25 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, ClientError>>,
     {
+        // The shared generation is read before anything is fetched, so an entry is never tagged
+        // with a generation newer than the data it holds.
+        let shared = self.shared_generation(&key.owner).await;
         let record = self.record(&key.owner).await;
-        if let Some(value) = self.fresh(&record, &key.resource) {
+        if let Some(value) = self.fresh(&record, &key.resource, shared) {
             CacheMetrics::count(&self.metrics.hits);
             return Ok(value);
         }
         CacheMetrics::count(&self.metrics.misses);
-        let flight = (key, record.generation);
+        let flight = (key, record.generation, shared);
         let mut fetch = Some(fetch);
         loop {
             match self.in_flight.claim(&flight) {
                 Claim::Leader(leader) => {
-                    let (key, generation) = &flight;
+                    let (key, generation, shared) = &flight;
                     // A fetch that completed between our miss and our claim filled the cache.
                     let current = self.record(&key.owner).await;
                     if current.generation == *generation
-                        && let Some(value) = self.fresh(&current, &key.resource)
+                        && let Some(value) = self.fresh(&current, &key.resource, *shared)
                     {
                         leader.complete(Ok(Arc::clone(&value)));
                         return Ok(value);
@@ -244,7 +337,7 @@ where
                     let started = Instant::now();
                     let result = fetch().await.map(Arc::new);
                     if let Ok(value) = &result {
-                        self.keep(key, *generation, Arc::clone(value), started)
+                        self.keep(key, *generation, *shared, Arc::clone(value), started)
                             .await;
                     }
                     leader.complete(result.clone());
@@ -267,8 +360,15 @@ where
     }
 
     /// Keeps `value` for `key` if the owner is still in `generation` (no write invalidated them
-    /// since the read started).
-    async fn keep(&self, key: &PrivateKey<R>, generation: u64, value: Arc<V>, fetched_at: Instant) {
+    /// since the read started), tagged with the `shared` generation the read started in.
+    async fn keep(
+        &self,
+        key: &PrivateKey<R>,
+        generation: u64,
+        shared: Option<u64>,
+        value: Arc<V>,
+        fetched_at: Instant,
+    ) {
         if self.ttl.is_zero() {
             return;
         }
@@ -291,7 +391,14 @@ where
                     .filter(|(_, entry)| now.saturating_duration_since(entry.fetched_at) < ttl)
                     .map(|(resource, entry)| (resource.clone(), entry.clone()))
                     .collect();
-                entries.insert(resource, PrivateEntry { value, fetched_at });
+                entries.insert(
+                    resource,
+                    PrivateEntry {
+                        value,
+                        fetched_at,
+                        shared,
+                    },
+                );
                 Op::Put(Arc::new(Record {
                     generation,
                     entries,
@@ -300,9 +407,10 @@ where
             .await;
     }
 
-    /// Drops every entry of `owner` and starts a new generation for them, so reads in flight
-    /// cannot bring back what they fetched before.
+    /// Drops every entry of `owner` and starts a new generation for them, here and (with Redis)
+    /// on every replica, so reads in flight cannot bring back what they fetched before.
     pub(crate) async fn invalidate(&self, owner: &Owner) {
+        self.bump_shared_generation(owner).await;
         let generation = self.fresh_generation();
         self.records
             .entry_by_ref(owner)

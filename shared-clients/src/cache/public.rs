@@ -37,6 +37,7 @@ use tracing::Instrument as _;
 
 use super::ENTRY_OVERHEAD;
 use super::coalesce::{Claim, Coalescer, Joined, Leader};
+use super::l2::{L2, Lease, Loaded};
 use super::served::{Freshness, Served};
 use crate::cache_control::ETag;
 use crate::config::CacheConfig;
@@ -108,6 +109,16 @@ impl<V> Clone for Entry<V> {
 }
 
 impl<V> Entry<V> {
+    /// The value.
+    pub(crate) fn value(&self) -> &Arc<V> {
+        &self.value
+    }
+
+    /// How long after its fetch it is fresh.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// The entity tag of the response it came from, if any.
     pub(crate) fn etag(&self) -> Option<&ETag> {
         self.etag.as_ref()
@@ -203,6 +214,8 @@ struct Inner<K, V> {
     in_flight: Coalescer<K, Shared<V>>,
     /// Hits, misses, stale answers, refreshes, evictions.
     metrics: Arc<CacheMetrics>,
+    /// The level shared by every replica (Redis), when configured.
+    l2: Option<L2<K, V>>,
 }
 
 impl<K, V> Clone for FreshCache<K, V> {
@@ -219,11 +232,23 @@ where
     V: Weigh + Send + Sync + 'static,
 {
     /// A cache named `name` of `service`'s data with `windows`, within `max_bytes` of memory.
+    #[cfg(test)]
     pub(crate) fn new(
         name: &'static str,
         service: Service,
         windows: Windows,
         max_bytes: u64,
+    ) -> Self {
+        Self::with_l2(name, service, windows, max_bytes, None)
+    }
+
+    /// As [`FreshCache::new`], with a second level shared by every replica (see `cache::l2`).
+    pub(crate) fn with_l2(
+        name: &'static str,
+        service: Service,
+        windows: Windows,
+        max_bytes: u64,
+        l2: Option<L2<K, V>>,
     ) -> Self {
         let metrics = Arc::new(CacheMetrics::default());
         let evictions = Arc::clone(&metrics);
@@ -266,8 +291,66 @@ where
                 windows,
                 in_flight: Coalescer::new(),
                 metrics,
+                l2,
             }),
         }
+    }
+
+    /// The second level, when configured.
+    pub(crate) fn l2(&self) -> Option<&L2<K, V>> {
+        self.inner.l2.as_ref()
+    }
+
+    /// Keeps an entry another replica fetched (read from L2), with its age, and returns it.
+    pub(crate) async fn adopt(&self, key: &K, loaded: Loaded<V>) -> Shared<V> {
+        self.count(|m| &m.l2_hits);
+        let fetched_at = loaded.fetched_at();
+        let (ttl, etag) = (loaded.ttl, loaded.etag.clone());
+        let update = Update::New {
+            value: loaded.into_value(),
+            fresh_for: Some(ttl),
+            etag,
+        };
+        self.store(key, update, None, fetched_at).await
+    }
+
+    /// Fetches `key` and keeps the outcome: from L2 when another replica fetched it already (or
+    /// is fetching it: its lease is waited for), else from the service with `fetch`, publishing
+    /// the result to L2. Without L2: `fetch`, then [`FreshCache::settle`].
+    async fn fetch_and_settle<F, Fut>(
+        &self,
+        ctx: &RequestContext,
+        key: &K,
+        previous: Option<&Entry<V>>,
+        fetch: &F,
+    ) -> Shared<V>
+    where
+        F: Fn(RequestContext, Option<Entry<V>>) -> Fut,
+        Fut: Future<Output = Result<Update<V>, ClientError>>,
+    {
+        let Some(l2) = &self.inner.l2 else {
+            let started = Instant::now();
+            let outcome = fetch(ctx.clone(), previous.cloned()).await;
+            return self.settle(key, outcome, previous, started).await;
+        };
+        if let Some(loaded) = l2.get(key).await {
+            return self.adopt(key, loaded).await;
+        }
+        self.count(|m| &m.l2_misses);
+        let lease = l2.lease(key).await;
+        if lease == Lease::Held {
+            self.count(|m| &m.lease_waits);
+            let waited = l2.wait_for(std::slice::from_ref(key), ctx.deadline()).await;
+            if let Some(loaded) = waited.into_iter().next().flatten() {
+                return self.adopt(key, loaded).await;
+            }
+        }
+        let started = Instant::now();
+        let outcome = fetch(ctx.clone(), previous.cloned()).await;
+        let shared = self.settle(key, outcome, previous, started).await;
+        l2.publish(&[(key, shared.as_ref().ok(), lease == Lease::Acquired)])
+            .await;
+        shared
     }
 
     /// What the cache holds for `key` now.
@@ -467,9 +550,7 @@ where
                         leader.complete(Ok(entry.clone()));
                         return Ok(entry);
                     }
-                    let started = Instant::now();
-                    let outcome = fetch(ctx.clone(), previous.cloned()).await;
-                    let shared = self.settle(key, outcome, previous, started).await;
+                    let shared = self.fetch_and_settle(ctx, key, previous, fetch).await;
                     leader.complete(shared.clone());
                     return shared;
                 }
@@ -499,9 +580,9 @@ where
         // Nobody waits for the refresh, so the reader's deadline does not bound it.
         let ctx = ctx.clone().without_deadline();
         let refresh = async move {
-            let started = Instant::now();
-            let outcome = fetch(ctx, Some(entry.clone())).await;
-            let shared = cache.settle(&key, outcome, Some(&entry), started).await;
+            let shared = cache
+                .fetch_and_settle(&ctx, &key, Some(&entry), &fetch)
+                .await;
             if let Err(err) = &shared {
                 cache.count(|m| &m.refresh_failures);
                 tracing::debug!(

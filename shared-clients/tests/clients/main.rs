@@ -14,6 +14,7 @@ mod placement;
 mod private_data;
 mod reference;
 mod retries;
+mod shared_catalog;
 mod stale;
 mod timing;
 mod tolerance;

@@ -1,0 +1,239 @@
+//! Read-your-writes across replicas: three `bff-mobile` replicas over one Redis; a write through
+//! one is seen at once through the others, although each caches private data for a minute.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use server_kit::{auth::Secret, testing::spawn_replicas};
+
+use crate::helpers::{SECRET, token};
+
+/// Long enough that, without shared generations, a replica would answer its cached copy.
+const PRIVATE_TTL: Duration = Duration::from_secs(60);
+
+/// A JSON request to `path` under `/m/v1` of `base` as `user`; asserts 200 and returns the body.
+async fn call(
+    client: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    user: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut request = client
+        .request(method, format!("{base}/m/v1{path}"))
+        .bearer_auth(token(user));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("answered");
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    assert_eq!(status, 200, "{path}: {text}");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+/// The quantity of `product` in a cart screen (0 when absent).
+fn quantity(cart: &Value, product: &str) -> u64 {
+    // An empty cart screen has no `lines` (compact JSON leaves out empty lists).
+    cart["lines"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .find(|line| line["id"] == product)
+        .map_or(0, |line| line["qty"].as_u64().expect("qty"))
+}
+
+#[tokio::test]
+async fn a_cart_written_through_one_replica_is_read_through_the_others_200_times_in_a_row() {
+    let replicas = spawn_replicas(
+        reference_services::Config::default(),
+        3,
+        |settings: &mut bff_mobile::MobileSettings| {
+            settings.gateway.auth.hs256_secret = Some(Secret::new(SECRET));
+            settings.downstream.private_cache.ttl = PRIVATE_TTL;
+        },
+        bff_mobile::build,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let user = replicas.services.world.user_without_cart().to_owned();
+    let product = replicas.services.world.regular_product().to_owned();
+    let bases = &replicas.bases;
+    call(
+        &client,
+        &bases[0],
+        Method::POST,
+        "/cart/items",
+        &user,
+        Some(json!({ "product_id": product, "quantity": 1 })),
+    )
+    .await;
+    for round in 0..200_usize {
+        let writer = round % 3;
+        // 1..=9, never the previous round's value.
+        let wanted = (round % 9 + 1) as u64;
+        // Every replica holds the previous value in its cache before the write.
+        for base in bases {
+            call(&client, base, Method::GET, "/cart", &user, None).await;
+        }
+        let written = call(
+            &client,
+            &bases[writer],
+            Method::PUT,
+            &format!("/cart/items/{product}"),
+            &user,
+            Some(json!({ "quantity": wanted })),
+        )
+        .await;
+        assert_eq!(quantity(&written, &product), wanted);
+        for (index, base) in bases.iter().enumerate() {
+            let cart = call(&client, base, Method::GET, "/cart", &user, None).await;
+            assert_eq!(
+                quantity(&cart, &product),
+                wanted,
+                "round {round}: written through replica {writer}, read through {index}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_order_placed_through_one_replica_is_listed_by_the_others() {
+    let replicas = spawn_replicas(
+        reference_services::Config::default(),
+        3,
+        |settings: &mut bff_mobile::MobileSettings| {
+            settings.gateway.auth.hs256_secret = Some(Secret::new(SECRET));
+            settings.downstream.private_cache.ttl = PRIVATE_TTL;
+        },
+        bff_mobile::build,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let user = replicas.services.world.user_without_cart().to_owned();
+    let product = replicas.services.world.regular_product().to_owned();
+    let bases = &replicas.bases;
+    for round in 0..200_usize {
+        let writer = round % 3;
+        for base in bases {
+            call(&client, base, Method::GET, "/orders?limit=1", &user, None).await;
+        }
+        call(
+            &client,
+            &bases[writer],
+            Method::POST,
+            "/cart/items",
+            &user,
+            Some(json!({ "product_id": product, "quantity": 1 })),
+        )
+        .await;
+        let placed = client
+            .post(format!("{}/m/v1/checkout", bases[writer]))
+            .bearer_auth(token(&user))
+            .header("idempotency-key", format!("rywo-{round}"))
+            .send()
+            .await
+            .expect("answered");
+        assert!(placed.status().is_success(), "{}", placed.status());
+        let placed: Value = placed.json().await.expect("JSON");
+        let order_id = placed["order"]["id"]
+            .as_str()
+            .or_else(|| placed["id"].as_str())
+            .unwrap_or_else(|| panic!("an order id in {placed}"))
+            .to_owned();
+        for (index, base) in bases.iter().enumerate() {
+            let listed = call(&client, base, Method::GET, "/orders?limit=1", &user, None).await;
+            assert_eq!(
+                listed["orders"][0]["id"], order_id,
+                "round {round}: placed through replica {writer}, listed through {index}"
+            );
+            // And the cart the checkout emptied is empty everywhere.
+            let cart = call(&client, base, Method::GET, "/cart", &user, None).await;
+            assert_eq!(
+                quantity(&cart, &product),
+                0,
+                "round {round}, replica {index}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn private_reads_keep_working_while_redis_is_down_and_share_again_after() {
+    let mut replicas = spawn_replicas(
+        reference_services::Config::default(),
+        2,
+        |settings: &mut bff_mobile::MobileSettings| {
+            settings.gateway.auth.hs256_secret = Some(Secret::new(SECRET));
+            settings.shared.retry_after = Duration::from_millis(100);
+        },
+        bff_mobile::build,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let user = replicas.services.world.user_without_cart().to_owned();
+    let product = replicas.services.world.regular_product().to_owned();
+    let bases = replicas.bases.clone();
+    replicas.redis.stop().await.expect("redis stops");
+    // Writes and reads are answered without Redis (each replica on its own).
+    let written = call(
+        &client,
+        &bases[0],
+        Method::POST,
+        "/cart/items",
+        &user,
+        Some(json!({ "product_id": product, "quantity": 2 })),
+    )
+    .await;
+    assert_eq!(quantity(&written, &product), 2);
+    call(&client, &bases[1], Method::GET, "/cart", &user, None).await;
+    let metrics = server_kit::testing::scrape(&client, &replicas.metrics_urls[0]).await;
+    let fallbacks = server_kit::testing::sample(
+        &metrics,
+        "bff_redis_fallback_total",
+        &[("feature", "generations")],
+    );
+    assert!(fallbacks >= 1.0, "{metrics}");
+    // Back: after `retry_after`, a write through one replica is again seen through the other.
+    replicas.redis.restart().await.expect("redis restarts");
+    for (base, metrics_url) in bases.iter().zip(&replicas.metrics_urls) {
+        until_shared(&client, base, metrics_url, &user).await;
+    }
+    for wanted in [5_u64, 3, 7] {
+        call(&client, &bases[1], Method::GET, "/cart", &user, None).await;
+        call(
+            &client,
+            &bases[0],
+            Method::PUT,
+            &format!("/cart/items/{product}"),
+            &user,
+            Some(json!({ "quantity": wanted })),
+        )
+        .await;
+        let cart = call(&client, &bases[1], Method::GET, "/cart", &user, None).await;
+        assert_eq!(quantity(&cart, &product), wanted);
+    }
+}
+
+/// Reads `user`'s cart through `base` until a read costs no Redis error (the replica is connected
+/// to Redis again), for at most 10 s.
+async fn until_shared(client: &reqwest::Client, base: &str, metrics_url: &str, user: &str) {
+    let errors = |text: &str| server_kit::testing::sample(text, "bff_redis_errors_total", &[]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = errors(&server_kit::testing::scrape(client, metrics_url).await);
+        call(client, base, Method::GET, "/cart", user, None).await;
+        let text = server_kit::testing::scrape(client, metrics_url).await;
+        let up = server_kit::testing::sample(&text, "bff_redis_up", &[]);
+        if (errors(&text) - before).abs() < f64::EPSILON && up > 0.5 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{base} did not reconnect to Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
