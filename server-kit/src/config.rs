@@ -674,6 +674,31 @@ mod tests {
     }
 
     #[test]
+    fn the_redis_url_has_a_short_variable_is_checked_and_never_printed() {
+        let settings: TestSettings = load_from(
+            None,
+            env(&[
+                ("BFF_REDIS_URL", "redis://:pw-123@cache.internal:6379/1"),
+                ("BFF_SHARED__COMMAND_TIMEOUT", "30ms"),
+                ("BFF_SHARED__REPLICAS", "4"),
+            ]),
+        )
+        .expect("loads");
+        let url = settings.shared.redis_url.as_ref().expect("set");
+        assert_eq!(url.to_string(), "redis://:[redacted]@cache.internal:6379/1");
+        assert!(!format!("{settings:?}").contains("pw-123"));
+        assert_eq!(settings.shared.command_timeout, Duration::from_millis(30));
+        assert_eq!(settings.shared.replicas, 4);
+        // Empty means unset: nothing shared.
+        let unset: TestSettings = load_from(None, env(&[("BFF_REDIS_URL", "")])).expect("loads");
+        assert!(unset.shared.redis_url.is_none());
+        let error = load_from::<TestGateway>(None, env(&[("BFF_REDIS_URL", "mysql://db")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("shared.redis_url"), "{error}");
+    }
+
+    #[test]
     fn the_four_documented_variables_set_their_settings() {
         let settings: TestSettings = load_from(
             None,

@@ -237,3 +237,128 @@ async fn until_shared(client: &reqwest::Client, base: &str, metrics_url: &str, u
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn redis_killed_during_a_load_run_fails_no_request_and_sharing_comes_back() {
+    let mut replicas = spawn_replicas(
+        reference_services::Config::default(),
+        3,
+        |settings: &mut bff_mobile::MobileSettings| {
+            settings.gateway.auth.hs256_secret = Some(Secret::new(SECRET));
+            settings.shared.retry_after = Duration::from_millis(100);
+            // Short freshness, so the load keeps missing and asking Redis.
+            settings.downstream.cache.max_ttl = Duration::from_millis(200);
+        },
+        bff_mobile::build,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let world = &replicas.services.world;
+    let users: Vec<String> = (0..3).map(|n| format!("u-load-{n}")).collect();
+    let product = world.regular_product().to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for worker in 0..6_usize {
+        let (client, stop) = (client.clone(), std::sync::Arc::clone(&stop));
+        let bases = replicas.bases.clone();
+        let (user, product) = (users[worker % users.len()].clone(), product.clone());
+        load.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            let mut n = 0_usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let base = &bases[n % bases.len()];
+                let request = match n % 3 {
+                    0 => client.get(format!("{base}/m/v1/products/p-{:05}", n % 40 + 1)),
+                    1 => client
+                        .get(format!("{base}/m/v1/cart"))
+                        .bearer_auth(token(&user)),
+                    _ => client
+                        .post(format!("{base}/m/v1/cart/items"))
+                        .bearer_auth(token(&user))
+                        .json(&json!({ "product_id": product, "quantity": 1 })),
+                };
+                let status = request.send().await.expect("answered").status();
+                statuses.push(status.as_u16());
+                n += 1;
+            }
+            statuses
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replicas.redis.stop().await.expect("redis stops");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    replicas.redis.restart().await.expect("redis restarts");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = 0;
+    for worker in load {
+        for status in worker.await.expect("no panic") {
+            answered += 1;
+            // 422: a cart line reached its maximum quantity; never a 5xx.
+            assert!(status < 500, "a {status} during the outage");
+        }
+    }
+    assert!(answered > 100, "the load ran ({answered} requests)");
+    let mut fallbacks = 0.0;
+    for metrics_url in &replicas.metrics_urls {
+        let text = server_kit::testing::scrape(&client, metrics_url).await;
+        fallbacks += server_kit::testing::sample(&text, "bff_redis_fallback_total", &[]);
+    }
+    assert!(fallbacks >= 1.0, "fallbacks were counted");
+    // Shared again: a write through one replica is read through the others at once.
+    let user = "u-after-outage".to_owned();
+    for (base, metrics_url) in replicas.bases.iter().zip(&replicas.metrics_urls) {
+        until_shared(&client, base, metrics_url, &user).await;
+    }
+    call(
+        &client,
+        &replicas.bases[0],
+        Method::POST,
+        "/cart/items",
+        &user,
+        Some(json!({ "product_id": product, "quantity": 4 })),
+    )
+    .await;
+    for base in &replicas.bases[1..] {
+        let cart = call(&client, base, Method::GET, "/cart", &user, None).await;
+        assert_eq!(quantity(&cart, &product), 4);
+    }
+}
+
+#[tokio::test]
+async fn ready_ignores_redis_unless_it_is_required() {
+    for required in [false, true] {
+        let mut replicas = spawn_replicas(
+            reference_services::Config::default(),
+            1,
+            |settings: &mut bff_mobile::MobileSettings| {
+                settings.shared.redis_required = required;
+                settings.server.ready_cache_ttl = Duration::ZERO;
+            },
+            bff_mobile::build,
+        )
+        .await;
+        let client = reqwest::Client::new();
+        let ready = format!("{}/ready", replicas.bases[0]);
+        let status = |client: reqwest::Client, url: String| async move {
+            client.get(url).send().await.expect("answered").status()
+        };
+        assert_eq!(status(client.clone(), ready.clone()).await, 200);
+        replicas.redis.stop().await.expect("redis stops");
+        let down = status(client.clone(), ready.clone()).await;
+        if required {
+            assert_eq!(down, 503, "shared.redis_required");
+            let body: Value = client
+                .get(&ready)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(body.to_string().contains("redis"), "{body}");
+        } else {
+            assert_eq!(down, 200, "Redis is not required by default");
+        }
+    }
+}
