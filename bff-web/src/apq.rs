@@ -4,13 +4,32 @@
 //! `PERSISTED_QUERY_NOT_FOUND` and the client sends hash and text together once, which the gateway
 //! checks (the hash must be the SHA-256 of the text) and remembers.
 //!
-//! The store is bounded in bytes (`gateway.apq.max_bytes`, least recently used forgotten first),
-//! keeps only texts that parse, and is in-process: each replica learns a query on its first miss.
+//! Where the texts are kept:
+//! - **In process, always.** The local store is bounded in bytes (`gateway.apq.max_bytes`, least
+//!   recently used forgotten first) and keeps only texts that parse. A hash it holds is answered
+//!   from it alone, without asking Redis.
+//! - **In Redis, when `shared.redis_url` is set**, so a query registered on one replica is known
+//!   to every replica. A registration is also written as `SET <prefix>{apq:<hash>} <text> EX
+//!   <gateway.apq.shared_ttl>` (each registration renews it); a text longer than
+//!   `server.max_body_bytes` (the largest a client can register in a body) is kept locally only.
+//!   A hash the local store does not hold is looked up with `GET`; the value is used only when it
+//!   is at most that long, is UTF-8, its SHA-256 is the hash and it parses, and then it fills the
+//!   local store. Concurrent lookups of one hash on a replica share one `GET`. Anything else under
+//!   the key is a miss, counted as garbage (`bff_redis_errors_total{op="apq_get"}`,
+//!   `bff_redis_fallback_total{feature="apq"}`).
+//! - **Redis failing** (down, slow past `shared.command_timeout`, backing off) makes the store what
+//!   it is without Redis: a hash unknown locally is `PERSISTED_QUERY_NOT_FOUND`, a registration is
+//!   kept locally; never an error of the request. Each such fallback is counted by
+//!   [`SharedState`].
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_graphql::{Request, Value};
 use sha2::{Digest, Sha256};
+use shared_clients::{
+    SharedState,
+    shared_state::{Feature, SharedError},
+};
 
 /// The codes of APQ refusals.
 pub mod codes {
@@ -58,11 +77,18 @@ impl ApqError {
 pub struct PersistedQueries {
     /// Query texts by hash; `None` when APQ is off.
     store: Option<moka::future::Cache<String, Arc<str>>>,
+    /// Where registrations are shared with every replica (disabled: this process alone).
+    shared: SharedState,
+    /// How long a registration stays in Redis, in whole seconds (`gateway.apq.shared_ttl`).
+    shared_ttl_secs: u64,
+    /// Longest text written to or read from Redis, in bytes (`server.max_body_bytes`), so a value
+    /// under our key cannot make a replica load more than a client could have registered.
+    max_shared_bytes: usize,
 }
 
 impl PersistedQueries {
     /// A store of at most `max_bytes` of query text (least recently used forgotten first), or a
-    /// disabled one.
+    /// disabled one; in this process alone until [`PersistedQueries::shared`].
     pub fn new(enabled: bool, max_bytes: u64) -> Self {
         Self {
             store: enabled.then(|| {
@@ -73,6 +99,21 @@ impl PersistedQueries {
                     .max_capacity(max_bytes)
                     .build()
             }),
+            shared: SharedState::disabled(),
+            shared_ttl_secs: 0,
+            max_shared_bytes: 0,
+        }
+    }
+
+    /// The same store, also sharing registrations through `shared` (when it is enabled): each
+    /// kept for `ttl` (at least a second), texts of at most `max_document_bytes`.
+    #[must_use]
+    pub fn shared(self, shared: SharedState, ttl: Duration, max_document_bytes: usize) -> Self {
+        Self {
+            shared,
+            shared_ttl_secs: ttl.as_secs().max(1),
+            max_shared_bytes: max_document_bytes,
+            ..self
         }
     }
 
@@ -108,8 +149,17 @@ impl PersistedQueries {
             }
         };
         if request.query.is_empty() {
-            let text = store.get(&hash).await.ok_or(ApqError::NotFound)?;
-            request.query = text.to_string();
+            let text = if self.shared.is_enabled() {
+                // The local store first; on a miss one `GET` per replica and hash, however many
+                // requests wait for it.
+                let key = hash.clone();
+                store
+                    .optionally_get_with(key, self.fetch_shared(&hash))
+                    .await
+            } else {
+                store.get(&hash).await
+            };
+            request.query = text.ok_or(ApqError::NotFound)?.to_string();
             return Ok(());
         }
         if sha256_hex(&request.query) != hash {
@@ -119,14 +169,61 @@ impl PersistedQueries {
         }
         // Only documents that can run are remembered: anything else would take memory for
         // nothing (and the store is shared by every caller).
-        let parses = crate::schema::limits::text_nesting(&request.query)
-            <= crate::schema::limits::MAX_TEXT_NESTING
-            && async_graphql::parser::parse_query(&request.query).is_ok();
-        if parses {
-            store.insert(hash, Arc::from(request.query.as_str())).await;
+        if keepable(&request.query) {
+            let text: Arc<str> = Arc::from(request.query.as_str());
+            store.insert(hash.clone(), Arc::clone(&text)).await;
+            self.store_shared(&hash, &text).await;
         }
         Ok(())
     }
+
+    /// The key of `hash` in Redis: `<prefix>{apq:<hash>}`.
+    fn key(&self, hash: &str) -> String {
+        self.shared.key(&format!("apq:{hash}"), "")
+    }
+
+    /// Writes a registration to Redis, unless Redis is off or the text is too long to share. A
+    /// failure is counted by [`SharedState`] and otherwise ignored: the text is kept locally.
+    async fn store_shared(&self, hash: &str, text: &str) {
+        if !self.shared.is_enabled() || text.len() > self.max_shared_bytes {
+            return;
+        }
+        let mut set = redis::cmd("SET");
+        set.arg(self.key(hash))
+            .arg(text)
+            .arg("EX")
+            .arg(self.shared_ttl_secs);
+        // Errors are counted (and logged, sparingly) by `query`; the registration stands locally.
+        let _: Result<(), SharedError> = self.shared.query("apq_set", Feature::Apq, &set).await;
+    }
+
+    /// The text registered for `hash` on any replica, from Redis: `None` when Redis does not hold
+    /// it, fails, or holds something that is not a keepable text of that hash (counted as
+    /// garbage).
+    async fn fetch_shared(&self, hash: &str) -> Option<Arc<str>> {
+        let mut get = redis::cmd("GET");
+        get.arg(self.key(hash));
+        // `None`: Redis failed (counted by `query`) or does not hold the hash.
+        let value: Vec<u8> = self
+            .shared
+            .query::<Option<Vec<u8>>>("apq_get", Feature::Apq, &get)
+            .await
+            .ok()??;
+        let text = (value.len() <= self.max_shared_bytes)
+            .then(|| String::from_utf8(value).ok())
+            .flatten()
+            .filter(|text| sha256_hex(text) == hash && keepable(text));
+        if text.is_none() {
+            self.shared.count_garbage("apq_get", Feature::Apq);
+        }
+        text.map(Arc::from)
+    }
+}
+
+/// Whether `text` may be remembered: it parses (and nests shallowly enough to be parsed).
+fn keepable(text: &str) -> bool {
+    crate::schema::limits::text_nesting(text) <= crate::schema::limits::MAX_TEXT_NESTING
+        && async_graphql::parser::parse_query(text).is_ok()
 }
 
 /// The SHA-256 of `text` as lowercase hex.

@@ -92,6 +92,12 @@ impl GatewayConfig for WebConfig {
                 "must be greater than 0 while APQ is enabled",
             ));
         }
+        if self.apq.shared_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "gateway.apq.shared_ttl",
+                "must be at least 1s (Redis keeps keys for whole seconds)",
+            ));
+        }
         for origin in &self.cors.allowed_origins {
             let valid = origin != "*"
                 && (origin.starts_with("http://") || origin.starts_with("https://"))
@@ -257,6 +263,12 @@ pub struct ApqConfig {
     /// Memory budget of the remembered query texts, in bytes (least recently used forgotten
     /// first), so the store stays bounded whatever clients send.
     pub max_bytes: u64,
+    /// With `shared.redis_url` set: how long a query registered on one replica stays in Redis,
+    /// where every replica finds it (each registration renews it; whole seconds, at least `1s`).
+    /// Without Redis it is not used. Queries longer than `server.max_body_bytes` are never
+    /// shared.
+    #[serde(with = "humantime_serde")]
+    pub shared_ttl: Duration,
 }
 
 impl Default for ApqConfig {
@@ -264,6 +276,7 @@ impl Default for ApqConfig {
         Self {
             enabled: true,
             max_bytes: 4 * 1024 * 1024,
+            shared_ttl: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -344,8 +357,13 @@ mod tests {
             ),
             ("BFF_GATEWAY__CORS__MAX_AGE", "1m"),
             ("BFF_GATEWAY__DOCUMENT_CACHE_MAX_BYTES", "0"),
+            ("BFF_GATEWAY__APQ__SHARED_TTL", "6h"),
         ])
         .expect("loads");
+        assert_eq!(
+            settings.gateway.apq.shared_ttl,
+            Duration::from_secs(6 * 3600)
+        );
         assert_eq!(settings.gateway.document_cache_max_bytes, 0);
         assert_eq!(settings.gateway.limits.max_depth, 7);
         assert!(settings.gateway.auth.hs256_secret.is_some());
@@ -359,6 +377,11 @@ mod tests {
             ("BFF_GATEWAY__PATH", "graphql", "gateway.path"),
             ("BFF_GATEWAY__AUTH__HS256_SECRET", "short", "hs256_secret"),
             ("BFF_GATEWAY__LIMITS__MAX_DEPHT", "3", "max_depht"),
+            (
+                "BFF_GATEWAY__APQ__SHARED_TTL",
+                "500ms",
+                "gateway.apq.shared_ttl",
+            ),
         ] {
             let error = load(&[(key, value)]).expect_err(key).to_string();
             assert!(error.contains(setting), "{key}: {error}");

@@ -20,7 +20,8 @@
 //!   carries.
 //! - [`schema`]: the GraphQL schema (types, resolvers, the per-request product loader, document
 //!   limits, error codes). Knows nothing of HTTP.
-//! - [`apq`]: automatic persisted queries.
+//! - [`apq`]: automatic persisted queries, known to every replica through Redis when
+//!   `shared.redis_url` is set.
 //! - [`documents`]: parsed documents kept by their text, so a repeated query is parsed once.
 //! - [`graphiql`]: GraphiQL for browsers, served from vendored assets.
 

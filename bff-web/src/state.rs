@@ -50,6 +50,7 @@ impl AppState {
     /// The state for `settings`, over an already built `downstream`.
     pub fn new(settings: &WebSettings, downstream: Downstream) -> Result<Self, BuildError> {
         let config = &settings.gateway;
+        let shared = downstream.shared().clone();
         let services = Services {
             placement: OrderPlacement::new(downstream.clone(), &config.checkout),
             downstream,
@@ -79,7 +80,11 @@ impl AppState {
             limits,
             services,
             auth: Authenticator::new(&config.auth)?,
-            apq: PersistedQueries::new(config.apq.enabled, config.apq.max_bytes),
+            apq: PersistedQueries::new(config.apq.enabled, config.apq.max_bytes).shared(
+                shared,
+                config.apq.shared_ttl,
+                settings.server.max_body_bytes,
+            ),
             documents: ParsedDocuments::new(config.document_cache_max_bytes),
             graphiql: config.graphiql,
             path: Arc::from(config.path.as_str()),

@@ -11,6 +11,7 @@ mod http;
 mod limits;
 mod mutations;
 mod operating;
+mod replicas;
 mod schema;
 mod shared_reads;
 mod viewer;
