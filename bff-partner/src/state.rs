@@ -11,7 +11,7 @@ use crate::{
     auth::ApiKeys,
     auth_throttle::AuthThrottle,
     config::PartnerConfig,
-    rate_limit::{InProcessLimiter, RateLimiter},
+    rate_limit::{self, RateLimiter},
     version::{Deprecation, Version},
 };
 
@@ -59,15 +59,15 @@ pub struct Services {
 
 impl Services {
     /// The services of a gateway configured by `config`, over `downstream` (clients and caches
-    /// it may share with other gateways in one process): its keys, quotas kept in this process
-    /// ([`InProcessLimiter`]) and remembered order creations.
+    /// it may share with other gateways in one process): its keys, quotas (shared by every replica
+    /// when `downstream` has Redis, see [`rate_limit::limiter`]) and remembered order creations.
     pub fn new(config: &PartnerConfig, downstream: Downstream) -> Self {
         Self {
             placement: OrderPlacement::new(downstream.clone(), &config.checkout),
+            limiter: rate_limit::limiter(downstream.shared()),
             downstream,
             keys: Arc::new(ApiKeys::new(config)),
             auth_throttle: AuthThrottle::new(config),
-            limiter: Arc::new(InProcessLimiter::new()),
             deprecation: Deprecation::new(&config.deprecation),
             product_bodies: Derived::new(config.rendered_products),
             config: Arc::new(config.clone()),

@@ -9,5 +9,6 @@ mod openapi;
 mod operating;
 mod orders;
 mod quota;
+mod replicas;
 mod throttle;
 mod versions;
