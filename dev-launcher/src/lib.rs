@@ -7,6 +7,14 @@
 //! is. Each child's log lines are prefixed with its name. Ctrl-C or SIGTERM stops all of them
 //! gracefully (SIGTERM, then a kill after a grace period); if any child dies, the rest are stopped
 //! too and the launcher exits non-zero.
+//!
+//! `--one-process` serves the three gateways from one `bff-all` instead. `--replicas N` runs `N`
+//! of each gateway process (of `bff-all` with `--one-process`), sharing a private `redis-server`.
+//!
+//! Modules:
+//! - this file: the arguments, the plan of processes ([`plan`]), running and stopping them
+//!   ([`run`]) and the banner;
+//! - [`replicas`]: where each replica listens and the Redis they share (`--replicas`).
 
 use std::{
     path::{Path, PathBuf},
@@ -15,11 +23,16 @@ use std::{
 };
 
 use clap::Parser;
+use reference_services::LocalRedis;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
     task::JoinSet,
 };
+
+pub mod replicas;
+
+pub use replicas::{Ports, ReplicaPorts, Topology};
 
 /// The line printed once every process answers its health check (tests wait for it).
 pub const READY_LINE: &str = "bff-dev: all services are up";
@@ -130,13 +143,43 @@ pub struct Args {
     /// and caches) instead of three, on the same ports.
     #[arg(long)]
     pub one_process: bool,
+    /// Run this many replicas of each gateway process (of bff-all with --one-process), all
+    /// sharing a private redis-server of this run (it must be installed:
+    /// ./scripts/ensure-redis-server). Replica 1 uses the ports above, the others free ports; the
+    /// banner prints them all.
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(replicas::MAX_REPLICAS))
+    )]
+    pub replicas: u32,
+}
+
+impl Args {
+    /// The gateways' ports on the command line: those of replica 1.
+    pub fn gateway_ports(&self) -> ReplicaPorts {
+        let ports = |listen, metrics| Ports { listen, metrics };
+        ReplicaPorts {
+            web: ports(self.web_port, self.web_metrics_port),
+            mobile: ports(self.mobile_port, self.mobile_metrics_port),
+            partner: ports(self.partner_port, self.partner_metrics_port),
+        }
+    }
+
+    /// The reference services' ports.
+    fn service_ports(&self) -> [u16; 3] {
+        [self.product_port, self.cart_port, self.order_port]
+    }
 }
 
 /// One process of the stack.
 #[derive(Debug, Clone)]
 pub struct Component {
-    /// Short name used in log prefixes and the banner.
+    /// What it is: the reference service's name or the gateway's binary.
     pub name: &'static str,
+    /// How log prefixes and the banner name it: `name`, with the replica's number when several
+    /// replicas run (`bff-web#2`).
+    pub label: String,
     /// What it is, for the banner.
     pub role: &'static str,
     /// The binary to run (file name in the binary directory), or `None` for a gateway that
@@ -146,18 +189,26 @@ pub struct Component {
     pub args: Vec<String>,
     /// Environment variables set for it (on top of the launcher's own environment).
     pub env: Vec<(String, String)>,
+    /// Variables of the launcher's own environment it is not given, because they would override
+    /// one of `env` (`BFF_SHARED__REDIS_URL` wins over `BFF_REDIS_URL`).
+    pub unset: Vec<String>,
     /// Its base URL.
     pub url: String,
     /// Where a gateway serves `/metrics` (its own port, apart from the clients').
     pub metrics_url: Option<String>,
 }
 
-/// The six processes, their arguments and wiring, for `args` and this run's `credentials`.
-pub fn plan(args: &Args, credentials: &DevCredentials) -> Vec<Component> {
+/// The processes, their arguments and wiring, for `args`, this run's `credentials` and the
+/// replicas of `topology`: the three reference services, then each replica's three gateways
+/// (replica 1 first), then, with `--one-process`, the `bff-all` serving each replica's three.
+/// Without `--replicas` that is six processes (seven entries with `--one-process`, whose three
+/// gateways are served by bff-all).
+pub fn plan(args: &Args, credentials: &DevCredentials, topology: &Topology) -> Vec<Component> {
     let url = |port: u16| format!("http://{}:{port}", args.host);
     let addr = |port: u16| format!("{}:{port}", args.host);
     let reference = |name: &'static str, role: &'static str, service: &str, port: u16| Component {
         name,
+        label: name.to_owned(),
         role,
         binary: Some("reference-services"),
         args: vec![
@@ -169,29 +220,56 @@ pub fn plan(args: &Args, credentials: &DevCredentials) -> Vec<Component> {
             args.latency.clone(),
         ],
         env: Vec::new(),
+        unset: Vec::new(),
         url: url(port),
         metrics_url: None,
     };
+    let count = topology.count();
+    let label = |name: &'static str, replica: usize| {
+        if count == 1 {
+            name.to_owned()
+        } else {
+            format!("{name}#{replica}")
+        }
+    };
+    // What every replica of every gateway shares, when several run.
+    let (shared, unset): (Vec<(String, String)>, Vec<String>) = match &topology.redis_url {
+        Some(redis_url) => (
+            vec![
+                ("BFF_REDIS_URL".into(), redis_url.clone()),
+                ("BFF_SHARED__REPLICAS".into(), count.to_string()),
+            ],
+            vec!["BFF_SHARED__REDIS_URL".into()],
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     let gateway = |name: &'static str,
                    role: &'static str,
-                   (port, metrics_port): (u16, u16),
+                   replica: usize,
+                   ports: Ports,
                    extra: Vec<(String, String)>| {
         let mut env = vec![
-            ("BFF_LISTEN_ADDR".into(), addr(port)),
-            ("BFF_SERVER__METRICS_LISTEN_ADDR".into(), addr(metrics_port)),
+            ("BFF_LISTEN_ADDR".into(), addr(ports.listen)),
+            (
+                "BFF_SERVER__METRICS_LISTEN_ADDR".into(),
+                addr(ports.metrics),
+            ),
             ("BFF_PRODUCT_URL".into(), url(args.product_port)),
             ("BFF_CART_URL".into(), url(args.cart_port)),
             ("BFF_ORDER_URL".into(), url(args.order_port)),
         ];
         env.extend(extra);
+        env.extend(shared.iter().cloned());
         Component {
             name,
+            label: label(name, replica),
             role,
             binary: Some(name),
             args: Vec::new(),
             env,
-            url: url(port),
-            metrics_url: Some(format!("{}/metrics", url(metrics_port))),
+            unset: unset.clone(),
+            url: url(ports.listen),
+            metrics_url: Some(format!("{}/metrics", url(ports.metrics))),
         }
     };
     let user_auth = || {
@@ -209,36 +287,52 @@ pub fn plan(args: &Args, credentials: &DevCredentials) -> Vec<Component> {
         ),
         reference("cart", "reference cart service", "cart", args.cart_port),
         reference("order", "reference order service", "order", args.order_port),
-        gateway(
-            "bff-web",
-            "GraphQL gateway for the web app",
-            (args.web_port, args.web_metrics_port),
-            user_auth(),
-        ),
-        gateway(
-            "bff-mobile",
-            "JSON gateway for the mobile apps",
-            (args.mobile_port, args.mobile_metrics_port),
-            user_auth(),
-        ),
-        gateway(
-            "bff-partner",
-            "versioned REST gateway for partners",
-            (args.partner_port, args.partner_metrics_port),
-            vec![(
-                "BFF_GATEWAY__KEYS".to_owned(),
-                credentials.partner_keys_setting(),
-            )],
-        ),
     ];
-    if args.one_process {
-        let all = one_process(&components[3..]);
-        for gateway in &mut components[3..] {
-            gateway.binary = None;
-            gateway.env.clear();
+    let mut one_processes = Vec::new();
+    for (index, ports) in topology.replicas.iter().enumerate() {
+        let replica = index + 1;
+        let mut gateways = [
+            gateway(
+                "bff-web",
+                "GraphQL gateway for the web app",
+                replica,
+                ports.web,
+                user_auth(),
+            ),
+            gateway(
+                "bff-mobile",
+                "JSON gateway for the mobile apps",
+                replica,
+                ports.mobile,
+                user_auth(),
+            ),
+            gateway(
+                "bff-partner",
+                "versioned REST gateway for partners",
+                replica,
+                ports.partner,
+                vec![(
+                    "BFF_GATEWAY__KEYS".to_owned(),
+                    credentials.partner_keys_setting(),
+                )],
+            ),
+        ];
+        if args.one_process {
+            let mut all = one_process(&gateways);
+            all.label = label(all.name, replica);
+            if count > 1 {
+                all.role = "the three gateways of its replica, in one process";
+            }
+            one_processes.push(all);
+            for gateway in &mut gateways {
+                gateway.binary = None;
+                gateway.env.clear();
+                gateway.unset.clear();
+            }
         }
-        components.push(all);
+        components.extend(gateways);
     }
+    components.extend(one_processes);
     components
 }
 
@@ -266,12 +360,17 @@ fn one_process(gateways: &[Component]) -> Component {
             }
         }
     }
+    let mut unset: Vec<String> = gateways.iter().flat_map(|g| g.unset.clone()).collect();
+    unset.sort();
+    unset.dedup();
     Component {
         name: "bff-all",
+        label: "bff-all".to_owned(),
         role: "the three gateways above, in one process",
         binary: Some("bff-all"),
         args: Vec::new(),
         env,
+        unset,
         url: gateways
             .first()
             .map_or_else(String::new, |web| web.url.clone()),
@@ -295,12 +394,14 @@ pub async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let components = plan(&args, &credentials);
-    let missing: Vec<_> = components
+    // The same binaries run whatever the replicas: check them before starting anything.
+    let single = Topology::single(args.gateway_ports());
+    let mut missing: Vec<_> = plan(&args, &credentials, &single)
         .iter()
         .filter_map(|c| c.binary)
         .filter(|binary| !bin_dir.join(binary).is_file())
         .collect();
+    missing.dedup();
     if !missing.is_empty() {
         eprintln!(
             "bff-dev: missing binaries in {}: {}. Build them first: cargo build --workspace --bins \
@@ -310,13 +411,27 @@ pub async fn run(args: Args) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    // The private Redis of `--replicas` is killed when dropped, on every return below.
+    let (redis, topology) = match topology(&args).await {
+        Ok(shared) => shared,
+        Err(error) => {
+            eprintln!("bff-dev: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let components = plan(&args, &credentials, &topology);
 
+    let width = components
+        .iter()
+        .map(|c| c.label.len())
+        .max()
+        .unwrap_or_default();
     let mut children = Vec::with_capacity(components.len());
     for component in components.iter().filter(|c| c.binary.is_some()) {
-        match spawn(&bin_dir, component) {
-            Ok(child) => children.push((component.name, child)),
+        match spawn(&bin_dir, component, width) {
+            Ok(child) => children.push((component.label.clone(), child)),
             Err(error) => {
-                eprintln!("bff-dev: cannot start {}: {error}", component.name);
+                eprintln!("bff-dev: cannot start {}: {error}", component.label);
                 stop_all(&mut children).await;
                 return ExitCode::FAILURE;
             }
@@ -338,7 +453,7 @@ pub async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    print_banner(&components, &credentials);
+    print_banner(&components, &credentials, &topology);
 
     let code = tokio::select! {
         () = server_kit::shutdown::signal() => {
@@ -351,7 +466,30 @@ pub async fn run(args: Args) -> ExitCode {
         }
     };
     stop_all(&mut children).await;
+    if let Some(mut redis) = redis {
+        redis.stop().await.ok();
+    }
     code
+}
+
+/// Where the gateways' replicas listen, and the private Redis they share when `--replicas` asks
+/// for more than one (`None` otherwise: nothing to share).
+async fn topology(args: &Args) -> Result<(Option<LocalRedis>, Topology), String> {
+    let first = args.gateway_ports();
+    if args.replicas <= 1 {
+        return Ok((None, Topology::single(first)));
+    }
+    let redis = replicas::start_redis(args.replicas).await?;
+    let mut taken = args.service_ports().to_vec();
+    taken.push(redis.port());
+    let topology = Topology::replicated(first, args.replicas, redis.url(), &args.host, &taken)
+        .map_err(|error| {
+            format!(
+                "cannot find free ports on {} for the replicas: {error}",
+                args.host
+            )
+        })?;
+    Ok((Some(redis), topology))
 }
 
 fn own_directory() -> std::io::Result<PathBuf> {
@@ -361,11 +499,16 @@ fn own_directory() -> std::io::Result<PathBuf> {
         .ok_or_else(|| std::io::Error::other("the executable has no parent directory"))
 }
 
-fn spawn(bin_dir: &Path, component: &Component) -> std::io::Result<Child> {
+/// Starts `component`, its output forwarded with its label (right-aligned to `width`) in front.
+fn spawn(bin_dir: &Path, component: &Component, width: usize) -> std::io::Result<Child> {
     let binary = component
         .binary
         .ok_or_else(|| std::io::Error::other("served by another process"))?;
-    let mut child = Command::new(bin_dir.join(binary))
+    let mut command = Command::new(bin_dir.join(binary));
+    for name in &component.unset {
+        command.env_remove(name);
+    }
+    let mut child = command
         .args(&component.args)
         .envs(component.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -373,21 +516,20 @@ fn spawn(bin_dir: &Path, component: &Component) -> std::io::Result<Child> {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let name = component.name;
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(forward_lines(name, stdout));
+        tokio::spawn(forward_lines(component.label.clone(), width, stdout));
     }
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(forward_lines(name, stderr));
+        tokio::spawn(forward_lines(component.label.clone(), width, stderr));
     }
     Ok(child)
 }
 
 /// Copies a child's output to our stderr, one prefixed line at a time.
-async fn forward_lines(name: &'static str, stream: impl tokio::io::AsyncRead + Unpin) {
+async fn forward_lines(label: String, width: usize, stream: impl tokio::io::AsyncRead + Unpin) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        eprintln!("[{name:>11}] {line}");
+        eprintln!("[{label:>width$}] {line}");
     }
 }
 
@@ -400,7 +542,7 @@ async fn wait_until_healthy(components: &[Component], timeout: Duration) -> Resu
     for component in components {
         let client = client.clone();
         let url = format!("{}/health", component.url);
-        let name = component.name;
+        let name = component.label.clone();
         checks.spawn(async move {
             let poll = async {
                 loop {
@@ -423,15 +565,15 @@ async fn wait_until_healthy(components: &[Component], timeout: Duration) -> Resu
     Ok(())
 }
 
-/// Completes with the name of the first child that exits.
-async fn first_exit(children: &mut [(&'static str, Child)]) -> &'static str {
+/// Completes with the label of the first child that exits.
+async fn first_exit(children: &mut [(String, Child)]) -> String {
     if children.is_empty() {
         return std::future::pending().await;
     }
-    let waits = children.iter_mut().map(|(name, child)| {
+    let waits = children.iter_mut().map(|(label, child)| {
         Box::pin(async move {
             child.wait().await.ok();
-            *name
+            label.clone()
         })
     });
     futures::future::select_all(waits).await.0
@@ -439,7 +581,7 @@ async fn first_exit(children: &mut [(&'static str, Child)]) -> &'static str {
 
 /// Asks every child to stop (SIGTERM), waits for them, and kills whatever is still running after
 /// a grace period.
-async fn stop_all(children: &mut [(&'static str, Child)]) {
+async fn stop_all(children: &mut [(String, Child)]) {
     for (_, child) in children.iter() {
         if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
             nix::sys::signal::kill(
@@ -460,29 +602,48 @@ async fn stop_all(children: &mut [(&'static str, Child)]) {
     }
 }
 
-fn print_banner(components: &[Component], credentials: &DevCredentials) {
+fn print_banner(components: &[Component], credentials: &DevCredentials, topology: &Topology) {
+    // The first replica of `name`.
     let url_of = |name: &str| {
         components
             .iter()
             .find(|c| c.name == name)
             .map_or_else(String::new, |c| c.url.clone())
     };
+    let width = components
+        .iter()
+        .map(|c| c.label.len() + 1)
+        .max()
+        .unwrap_or_default()
+        .max(12);
     println!();
     println!("BFF gateway stack (Ctrl-C stops everything):");
     for component in components {
         println!(
-            "  {:<12} {:<26} {}",
-            component.name, component.url, component.role
+            "  {:<width$} {:<26} {}",
+            component.label, component.url, component.role
         );
     }
     println!();
     println!("Metrics (Prometheus, not on the clients' ports):");
     for component in components {
         if let Some(metrics_url) = &component.metrics_url {
-            println!("  {:<12} {metrics_url}", component.name);
+            println!("  {:<width$} {metrics_url}", component.label);
         }
     }
     println!();
+    if let Some(redis_url) = &topology.redis_url {
+        let count = topology.count();
+        println!("Shared state ({count} replicas of each gateway, one Redis):");
+        println!(
+            "  {:<width$} {redis_url:<26} private to this run, nothing persisted",
+            "redis"
+        );
+        println!(
+            "  every gateway process has BFF_REDIS_URL={redis_url} BFF_SHARED__REPLICAS={count}"
+        );
+        println!();
+    }
     println!("Development user token ({DEV_USER}, valid 24h, this run only):");
     println!("  TOKEN={}", credentials.user_token);
     println!("Development partner API key ({DEV_PARTNER}, every scope, this run only):");
@@ -504,6 +665,139 @@ fn print_banner(components: &[Component], credentials: &DevCredentials) {
         url_of("bff-partner")
     );
     println!("  curl {}/__admin/stats", url_of("product"));
+    if let Some(second) = components.iter().filter(|c| c.name == "bff-mobile").nth(1) {
+        println!(
+            "  curl -H \"Authorization: Bearer $TOKEN\" {}/m/v1/cart   # the same cart, through {}",
+            second.url, second.label
+        );
+    }
     println!();
     println!("{READY_LINE}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        Args::parse_from(std::iter::once("bff-dev").chain(extra.iter().copied()))
+    }
+
+    fn credentials() -> DevCredentials {
+        DevCredentials::generate().expect("credentials")
+    }
+
+    fn env_of<'a>(component: &'a Component, name: &str) -> Option<&'a str> {
+        component
+            .env
+            .iter()
+            .find(|(known, _)| known == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn two_replicas(args: &Args) -> Topology {
+        Topology::replicated(
+            args.gateway_ports(),
+            2,
+            "redis://127.0.0.1:6399/0".to_owned(),
+            "127.0.0.1",
+            &args.service_ports(),
+        )
+        .expect("free ports")
+    }
+
+    #[test]
+    fn without_replicas_the_plan_is_six_processes_with_no_redis() {
+        let args = args(&[]);
+        let plan = plan(
+            &args,
+            &credentials(),
+            &Topology::single(args.gateway_ports()),
+        );
+        let labels: Vec<_> = plan.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "product",
+                "cart",
+                "order",
+                "bff-web",
+                "bff-mobile",
+                "bff-partner"
+            ]
+        );
+        assert_eq!(plan[3].url, "http://127.0.0.1:8080");
+        for component in &plan {
+            assert_eq!(env_of(component, "BFF_REDIS_URL"), None);
+            assert_eq!(env_of(component, "BFF_SHARED__REPLICAS"), None);
+            assert!(component.unset.is_empty());
+        }
+    }
+
+    #[test]
+    fn replicas_are_numbered_and_every_gateway_is_given_the_redis_and_the_count() {
+        let args = args(&["--replicas", "2"]);
+        let plan = plan(&args, &credentials(), &two_replicas(&args));
+        let labels: Vec<_> = plan.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "product",
+                "cart",
+                "order",
+                "bff-web#1",
+                "bff-mobile#1",
+                "bff-partner#1",
+                "bff-web#2",
+                "bff-mobile#2",
+                "bff-partner#2"
+            ]
+        );
+        assert_eq!(plan[3].url, "http://127.0.0.1:8080", "replica 1 keeps 8080");
+        assert_ne!(plan[6].url, plan[3].url);
+        for gateway in &plan[3..] {
+            assert_eq!(
+                env_of(gateway, "BFF_REDIS_URL"),
+                Some("redis://127.0.0.1:6399/0")
+            );
+            assert_eq!(env_of(gateway, "BFF_SHARED__REPLICAS"), Some("2"));
+            assert_eq!(gateway.unset, ["BFF_SHARED__REDIS_URL"], "it would win");
+        }
+    }
+
+    #[test]
+    fn replicas_with_one_process_run_one_bff_all_per_replica_on_its_own_ports() {
+        let args = args(&["--replicas", "2", "--one-process"]);
+        let plan = plan(&args, &credentials(), &two_replicas(&args));
+        let running: Vec<_> = plan.iter().filter(|c| c.binary.is_some()).collect();
+        let labels: Vec<_> = running.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["product", "cart", "order", "bff-all#1", "bff-all#2"]
+        );
+        let (first, second) = (running[3], running[4]);
+        for (all, web) in [(first, &plan[3]), (second, &plan[6])] {
+            let listen = web.url.trim_start_matches("http://");
+            assert_eq!(
+                env_of(all, "BFF_WEB__SERVER__LISTEN_ADDR"),
+                Some(listen),
+                "{}",
+                all.label
+            );
+            assert_eq!(
+                env_of(all, "BFF_REDIS_URL"),
+                Some("redis://127.0.0.1:6399/0")
+            );
+            assert_eq!(env_of(all, "BFF_SHARED__REPLICAS"), Some("2"));
+            assert_eq!(all.unset, ["BFF_SHARED__REDIS_URL"]);
+        }
+    }
+
+    #[test]
+    fn replicas_must_be_from_1_to_the_maximum() {
+        for bad in ["0", "17"] {
+            assert!(Args::try_parse_from(["bff-dev", "--replicas", bad]).is_err());
+        }
+        assert_eq!(args(&[]).replicas, 1);
+    }
 }

@@ -46,27 +46,137 @@ async fn with_one_process_the_three_gateways_are_served_by_bff_all_wired_togethe
     launch_check_and_stop(&["--one-process"]).await;
 }
 
+/// The launcher's flags that set the nine ports of the stack, in the order of [`StackPorts`].
+const PORT_FLAGS: [&str; 9] = [
+    "--product-port",
+    "--cart-port",
+    "--order-port",
+    "--web-port",
+    "--mobile-port",
+    "--partner-port",
+    "--web-metrics-port",
+    "--mobile-metrics-port",
+    "--partner-metrics-port",
+];
+
+/// Nine free ports for the stack: the three services, the three gateways, their three metrics.
+struct StackPorts(Vec<u16>);
+
+impl StackPorts {
+    fn free() -> Self {
+        Self((0..PORT_FLAGS.len()).map(|_| free_port()).collect())
+    }
+
+    /// The launcher's arguments that put the stack on these ports.
+    fn args(&self) -> Vec<String> {
+        PORT_FLAGS
+            .iter()
+            .zip(&self.0)
+            .flat_map(|(flag, port)| [(*flag).to_owned(), port.to_string()])
+            .collect()
+    }
+
+    fn services(&self) -> &[u16] {
+        &self.0[..3]
+    }
+
+    fn gateways(&self) -> &[u16] {
+        &self.0[3..6]
+    }
+
+    fn metrics(&self) -> &[u16] {
+        &self.0[6..]
+    }
+}
+
+/// A running `bff-dev` whose stack is up, and what it printed until then.
+struct Launcher {
+    child: tokio::process::Child,
+    banner: String,
+}
+
+impl Launcher {
+    /// Starts `bff-dev` with `args`, `env` on top of this process's environment, and waits for
+    /// its ready line.
+    async fn start(args: &[String], env: &[(String, String)]) -> Self {
+        bin_dir();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bff-dev"));
+        command
+            .args(args)
+            .envs(env.iter().map(|(name, value)| (name, value)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("start bff-dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = String::new();
+        let up = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                banner.push_str(&line);
+                banner.push('\n');
+                if line == dev_launcher::READY_LINE {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .expect("the stack starts in time");
+        assert!(up, "bff-dev exited before the stack was up:\n{banner}");
+        Self { child, banner }
+    }
+
+    /// The rest of the banner line that starts with `prefix` (after spaces).
+    fn value_of(&self, prefix: &str) -> String {
+        self.banner
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .map(|rest| rest.trim().to_owned())
+            .unwrap_or_else(|| panic!("banner prints {prefix}:\n{}", self.banner))
+    }
+
+    /// The URLs of the banner lines naming `label` (the clients' URL, then the metrics URL).
+    fn urls_of(&self, label: &str) -> Vec<String> {
+        self.banner
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                (words.next() == Some(label))
+                    .then(|| words.next())
+                    .flatten()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// Sends SIGTERM and checks that the launcher stops everything and exits cleanly in time.
+    async fn stop(mut self) {
+        let pid = self.child.id().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("signal bff-dev");
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("bff-dev stops in time")
+            .expect("exit status");
+        assert!(status.success(), "{status}");
+    }
+}
+
+/// Whether something accepts connections on `port` of 127.0.0.1.
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
 /// Runs `bff-dev` with `extra` arguments on free ports, checks that every process answers and
 /// is wired to the others, then stops it and checks that every port is closed.
 async fn launch_check_and_stop(extra: &[&str]) {
-    bin_dir();
-    let ports: Vec<u16> = (0..9).map(|_| free_port()).collect();
-    let names = [
-        "--product-port",
-        "--cart-port",
-        "--order-port",
-        "--web-port",
-        "--mobile-port",
-        "--partner-port",
-        "--web-metrics-port",
-        "--mobile-metrics-port",
-        "--partner-metrics-port",
-    ];
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bff-dev"));
-    for (flag, port) in names.iter().zip(&ports) {
-        command.arg(flag).arg(port.to_string());
-    }
-    command.args(extra);
+    let ports = StackPorts::free();
+    let mut args = ports.args();
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
     // Every gateway's /ready then checks its three downstream services: proof of the wiring.
     // (bff-all reads each gateway's server settings in the gateway's own section.)
     let sections: &[&str] = if extra.contains(&"--one-process") {
@@ -74,42 +184,28 @@ async fn launch_check_and_stop(extra: &[&str]) {
     } else {
         &[""]
     };
+    let mut env = Vec::new();
     for section in sections {
-        command
-            .env(
-                format!("BFF_{section}SERVER__READY_REQUIRES_DOWNSTREAM"),
-                "true",
-            )
-            .env(format!("BFF_{section}SERVER__READY_TIMEOUT"), "2s");
+        env.push((
+            format!("BFF_{section}SERVER__READY_REQUIRES_DOWNSTREAM"),
+            "true".to_owned(),
+        ));
+        env.push((
+            format!("BFF_{section}SERVER__READY_TIMEOUT"),
+            "2s".to_owned(),
+        ));
     }
-    command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let mut launcher = command.spawn().expect("start bff-dev");
-    let stdout = launcher.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut banner = String::new();
-    let up = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = lines.next_line().await.expect("read stdout") {
-            banner.push_str(&line);
-            banner.push('\n');
-            if line == dev_launcher::READY_LINE {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .expect("the stack starts in time");
-    assert!(up, "bff-dev exited before the stack was up:\n{banner}");
+    let launcher = Launcher::start(&args, &env).await;
+    let banner = &launcher.banner;
 
     let client = reqwest::Client::new();
-    for port in &ports {
+    for port in &ports.0 {
         assert!(banner.contains(&format!("127.0.0.1:{port}")), "{banner}");
     }
+    // One replica: no Redis is started or given to the gateways.
+    assert!(!banner.contains("redis://"), "{banner}");
     // Each gateway's metrics are on its metrics port, and not on the port clients use.
-    for (port, metrics_port) in ports[3..6].iter().zip(&ports[6..]) {
+    for (port, metrics_port) in ports.gateways().iter().zip(ports.metrics()) {
         let scrape = client
             .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
             .send()
@@ -123,7 +219,7 @@ async fn launch_check_and_stop(extra: &[&str]) {
             .expect("the gateway answers");
         assert_eq!(public.status(), 404, "no metrics on client port {port}");
     }
-    for port in &ports[..6] {
+    for port in ports.services().iter().chain(ports.gateways()) {
         let health = client
             .get(format!("http://127.0.0.1:{port}/health"))
             .send()
@@ -131,7 +227,7 @@ async fn launch_check_and_stop(extra: &[&str]) {
             .expect("health answers");
         assert_eq!(health.status(), 200, "port {port}");
     }
-    for port in &ports[3..6] {
+    for port in ports.gateways() {
         let ready = client
             .get(format!("http://127.0.0.1:{port}/ready"))
             .send()
@@ -147,17 +243,10 @@ async fn launch_check_and_stop(extra: &[&str]) {
     }
 
     // The printed development credentials work against the gateways.
-    let value_of = |prefix: &str| {
-        banner
-            .lines()
-            .find_map(|line| line.trim().strip_prefix(prefix))
-            .map(str::to_owned)
-            .unwrap_or_else(|| panic!("banner prints {prefix}:\n{banner}"))
-    };
-    let token = value_of("TOKEN=");
-    let partner_key = value_of("PARTNER_KEY=");
+    let token = launcher.value_of("TOKEN=");
+    let partner_key = launcher.value_of("PARTNER_KEY=");
     let cart = client
-        .get(format!("http://127.0.0.1:{}/m/v1/cart", ports[4]))
+        .get(format!("http://127.0.0.1:{}/m/v1/cart", ports.0[4]))
         .bearer_auth(&token)
         .send()
         .await
@@ -168,7 +257,7 @@ async fn launch_check_and_stop(extra: &[&str]) {
         "the dev token is accepted by bff-mobile"
     );
     let graphql: serde_json::Value = client
-        .post(format!("http://127.0.0.1:{}/graphql", ports[3]))
+        .post(format!("http://127.0.0.1:{}/graphql", ports.0[3]))
         .bearer_auth(&token)
         .json(&serde_json::json!({"query": "{ viewer { cart { itemCount } } }"}))
         .send()
@@ -182,7 +271,10 @@ async fn launch_check_and_stop(extra: &[&str]) {
         "the dev token is accepted by bff-web: {graphql}"
     );
     let products = client
-        .get(format!("http://127.0.0.1:{}/v2/products?limit=1", ports[5]))
+        .get(format!(
+            "http://127.0.0.1:{}/v2/products?limit=1",
+            ports.0[5]
+        ))
         .bearer_auth(&partner_key)
         .send()
         .await
@@ -193,22 +285,177 @@ async fn launch_check_and_stop(extra: &[&str]) {
         "the dev key is accepted by bff-partner"
     );
 
-    let pid = launcher.id().expect("running");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("signal bff-dev");
-    let status = tokio::time::timeout(Duration::from_secs(30), launcher.wait())
-        .await
-        .expect("bff-dev stops in time")
-        .expect("exit status");
-    assert!(status.success(), "{status}");
-    for port in &ports[..6] {
+    launcher.stop().await;
+    for port in ports.services().iter().chain(ports.gateways()) {
+        assert!(!listening(*port), "port {port} is closed after shutdown");
+    }
+}
+
+/// The body of `base`'s `/ready` once it answers `status`, within 10 s (a replica connects to
+/// Redis only when it first needs it, and reuses a readiness result for a second).
+async fn ready_body(client: &reqwest::Client, base: &str, status: u16) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .expect("ready answers");
+        let answered = ready.status();
+        let body: serde_json::Value = ready.json().await.expect("json");
+        if answered == status {
+            return body;
+        }
         assert!(
-            std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
-            "port {port} is closed after shutdown"
+            tokio::time::Instant::now() < deadline,
+            "{base}/ready is not {status}: {answered} {body}"
         );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_two_replicas_every_gateway_runs_twice_and_every_replica_uses_the_printed_redis() {
+    use tokio::io::AsyncWriteExt as _;
+    let ports = StackPorts::free();
+    let mut args = ports.args();
+    args.extend(["--replicas".to_owned(), "2".to_owned()]);
+    // /ready then checks Redis too: each replica shows it reaches one. A generous command
+    // timeout, so that a busy test machine cannot make a PING miss it.
+    let env = [
+        ("BFF_SHARED__REDIS_REQUIRED".to_owned(), "true".to_owned()),
+        ("BFF_SHARED__COMMAND_TIMEOUT".to_owned(), "2s".to_owned()),
+    ];
+    let launcher = Launcher::start(&args, &env).await;
+    let banner = &launcher.banner;
+    let client = reqwest::Client::new();
+
+    let redis_url = launcher
+        .urls_of("redis")
+        .first()
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!("the banner prints the Redis URL:\n{banner}");
+        });
+    let redis_port: u16 = redis_url
+        .trim_start_matches("redis://127.0.0.1:")
+        .trim_end_matches("/0")
+        .parse()
+        .unwrap_or_else(|_| panic!("a loopback Redis URL: {redis_url}"));
+    assert!(
+        banner.contains(&format!("BFF_REDIS_URL={redis_url} BFF_SHARED__REPLICAS=2")),
+        "{banner}"
+    );
+
+    let mut replica_bases = Vec::new();
+    for (gateway, (port, metrics_port)) in ["bff-web", "bff-mobile", "bff-partner"]
+        .into_iter()
+        .zip(ports.gateways().iter().zip(ports.metrics()))
+    {
+        // Replica 1 is on the ports asked for; replica 2 on others, all printed.
+        let first = launcher.urls_of(&format!("{gateway}#1"));
+        assert_eq!(
+            first,
+            [
+                format!("http://127.0.0.1:{port}"),
+                format!("http://127.0.0.1:{metrics_port}/metrics"),
+            ],
+            "{banner}"
+        );
+        let second = launcher.urls_of(&format!("{gateway}#2"));
+        assert_eq!(second.len(), 2, "{gateway}#2 and its metrics:\n{banner}");
+        assert_ne!(second, first);
+        assert!(launcher.urls_of(&format!("{gateway}#3")).is_empty());
+        for (base, metrics_url) in [first, second].iter().map(|urls| (&urls[0], &urls[1])) {
+            let health = client
+                .get(format!("{base}/health"))
+                .send()
+                .await
+                .expect("health answers");
+            assert_eq!(health.status(), 200, "{base}");
+            let body = ready_body(&client, base, 200).await;
+            assert_eq!(
+                body["checks"],
+                serde_json::json!([{"name": "redis", "up": true}]),
+                "{base}"
+            );
+            let scrape = client
+                .get(metrics_url)
+                .send()
+                .await
+                .expect("metrics answer")
+                .text()
+                .await
+                .expect("metrics text");
+            assert!(
+                scrape.contains("bff_redis_commands_total"),
+                "{metrics_url} counts its Redis commands:\n{scrape}"
+            );
+            replica_bases.push(base.clone());
+        }
+    }
+
+    // And it is the banner's Redis they share: once it is gone, every replica's /ready says so
+    // (while every replica still answers: Redis is never needed to serve).
+    let mut redis = tokio::net::TcpStream::connect(("127.0.0.1", redis_port))
+        .await
+        .expect("connect to the banner's Redis");
+    redis
+        .write_all(b"SHUTDOWN NOSAVE\r\n")
+        .await
+        .expect("shut Redis down");
+    assert!(closed_by_server(&mut redis).await);
+    for base in &replica_bases {
+        let body = ready_body(&client, base, 503).await;
+        assert_eq!(
+            body["checks"],
+            serde_json::json!([{"name": "redis", "up": false}]),
+            "{base}"
+        );
+        let health = client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .expect("health answers");
+        assert_eq!(health.status(), 200, "{base} serves without Redis");
+    }
+
+    // Redis' death did not stop the stack, which still stops cleanly.
+    launcher.stop().await;
+    for base in &replica_bases {
+        let port = base.rsplit(':').next().expect("a port");
+        let port: u16 = port.parse().expect("a port number");
+        assert!(!listening(port), "{base} is closed after shutdown");
+    }
+}
+
+#[tokio::test]
+async fn replicas_without_redis_server_installed_fail_saying_how_to_install_it() {
+    bin_dir();
+    let empty = std::env::temp_dir().join(format!("bff-dev-no-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).expect("temp dir");
+    let ports = StackPorts::free();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_bff-dev"))
+        .args(ports.args())
+        .args(["--replicas", "3"])
+        // No redis-server on this PATH (nor anything else).
+        .env("PATH", &empty)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run bff-dev");
+    std::fs::remove_dir_all(&empty).ok();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--replicas 3 needs redis-server")
+            && stderr.contains("./scripts/ensure-redis-server")
+            && stderr.contains("apt-get install -y redis-server")
+            && stderr.contains("brew install redis"),
+        "{stderr}"
+    );
+    for port in &ports.0 {
+        assert!(!listening(*port), "nothing was started on {port}");
     }
 }
 
