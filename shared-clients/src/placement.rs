@@ -19,7 +19,8 @@
 //!   request (explicit lines: customer, channel, lines and shipping address; checkout: channel and
 //!   shipping address, since the cart may be empty on a retry). The same key with a different
 //!   request is [`PlaceOrderError::KeyReused`] (so is the order service's own 422 for a reused
-//!   key). Concurrent requests with one key run one after another in this process.
+//!   key). Concurrent requests with one key run one after another, in this process and (with
+//!   Redis) across replicas.
 //! - **Only attempts that reach the order service are remembered, within a byte budget.** A
 //!   request refused before a body is sent (an empty cart, invalid lines or address, unavailable
 //!   products, a catalog outage) leaves nothing behind, so refused requests cannot fill the store.
@@ -38,12 +39,31 @@
 //!   nothing remains; when every line goes, the cart is cleared in one call). Writes go through
 //!   [`Carts`](crate::Carts), so the user's cached cart is invalidated. A retry answered from the
 //!   remembered order never touches the cart again and reports the first attempt's
-//!   `cart_cleared`; an order the order service replays for an attempt this process does not
-//!   remember (it came through another replica) leaves the cart alone (`cart_cleared: false`).
-//!   The record is in-process: a retry that lands on another replica falls back to the order
-//!   service's own deduplication (same cart, same prices → same order).
+//!   `cart_cleared`; an order the order service replays for an attempt neither this process nor
+//!   Redis knows (it came through another replica while Redis was unavailable) leaves the cart
+//!   alone (`cart_cleared: false`).
 //! - **A created order is never lost.** When checkout created the order but emptying the cart
 //!   failed, the order is still returned, with `cart_cleared: false` (logged once).
+//! - **Across replicas, through Redis when configured** ([`Downstream::shared`]; the `shared`
+//!   submodule has the keys and scripts). Each attempt is also recorded in Redis under the
+//!   owner's hash tag (`<prefix>{u:<user>}:checkout:<sha256 of the key>`, `{p:<partner>}` for a
+//!   partner), for `remember_for`: its fingerprint and priced body before the body is sent, its
+//!   order and `cart_cleared` once created (the first created record wins). While placing the
+//!   order a request holds the key's lease (`…:lease`, `SET NX PX` for its remaining deadline
+//!   plus a margin, released by a compare-and-delete of its random token, together with writing
+//!   the created record). So a retry or a concurrent request on another replica answers the same
+//!   order and the same `cart_cleared` without touching the cart or the order service, or is
+//!   refused as [`PlaceOrderError::KeyReused`] for a different request; while another replica
+//!   holds the lease it waits (polling, at most until its own deadline) for the record, and
+//!   proceeds itself when the lease expires without one (its holder died). The in-process record
+//!   and turns stay in front: a created order remembered here is answered without asking Redis.
+//!   Without Redis the behaviour is exactly the in-process one. When Redis fails (unreachable,
+//!   slow, backing off) a request goes on with the in-process record alone, counted as a fallback
+//!   of `idempotency`, never failing because of Redis; the order service's own deduplication by
+//!   key and body stays the backstop. A value under these keys that is not ours is treated as
+//!   absent (counted) and overwritten.
+
+mod shared;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -74,7 +94,8 @@ pub const MAX_ADDRESS_FIELD_CHARS: usize = 200;
 #[serde(deny_unknown_fields, default)]
 pub struct OrderPlacementConfig {
     /// How long the priced body and the created order of an (owner, idempotency key) are kept, so
-    /// that a client's retry gets the same order.
+    /// that a client's retry gets the same order: in this process, and with Redis in the record
+    /// every replica shares (kept this long after its last write).
     #[serde(with = "humantime_serde")]
     pub remember_for: Duration,
     /// How long a priced body not yet known to be created may be resent by a retry; older, the
@@ -86,8 +107,10 @@ pub struct OrderPlacementConfig {
     pub max_remembered: u64,
     /// Most bytes the remembered attempts may take, estimated per attempt from what it holds
     /// (the least recently used forgotten first), so large orders cannot exhaust memory however
-    /// many keys clients send (default 64 MiB). An attempt larger than this is not remembered
-    /// (its retry relies on the order service's own deduplication); `0` remembers nothing.
+    /// many keys clients send (default 64 MiB). An attempt larger than this is not remembered in
+    /// this process (its retry relies on the record shared in Redis when configured, else on the
+    /// order service's own deduplication); `0` remembers nothing here. Records in Redis are
+    /// bounded by Redis' own memory limit.
     pub max_bytes: u64,
 }
 
@@ -189,8 +212,10 @@ pub struct PlacedOrder {
     pub cart_cleared: bool,
 }
 
-/// What identifies a request under one idempotency key: a retry must have the same.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What identifies a request under one idempotency key: a retry must have the same. Stored in
+/// the records every replica shares, hence (de)serializable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum Fingerprint {
     /// An order of explicit lines (lines sorted by product).
     Place {
@@ -387,14 +412,19 @@ impl Turn<'_> {
             None => Ok(self.lock.lock().await),
             Some(deadline) => tokio::time::timeout_at(deadline, self.lock.lock())
                 .await
-                .map_err(|_| {
-                    PlaceOrderError::Downstream(ClientError::classify(
-                        Service::Order,
-                        Failure::DeadlineExceeded,
-                    ))
-                }),
+                .map_err(|_| waited_past_deadline()),
         }
     }
+}
+
+/// The error of a request whose deadline passed while it waited for an earlier attempt with its
+/// key (in this process or on another replica): the order service's deadline, as if it had been
+/// called.
+fn waited_past_deadline() -> PlaceOrderError {
+    PlaceOrderError::Downstream(ClientError::classify(
+        Service::Order,
+        Failure::DeadlineExceeded,
+    ))
 }
 
 impl Drop for Turn<'_> {
@@ -425,6 +455,9 @@ struct PlacementInner {
     attempts: moka::future::Cache<AttemptKey, Arc<Attempt>>,
     /// The turns of requests in flight, by (owner, idempotency key).
     turns: Turns,
+    /// The attempts and leases every replica shares in Redis; `None` without Redis (or with
+    /// nothing to remember): the in-process record alone.
+    shared: Option<shared::SharedAttempts>,
     /// How long a priced, not yet created body may be resent.
     reuse_priced_for: Duration,
 }
@@ -451,10 +484,12 @@ fn attempt_store(config: &OrderPlacementConfig) -> moka::future::Cache<AttemptKe
 }
 
 impl OrderPlacement {
-    /// Order placement over `downstream`.
+    /// Order placement over `downstream`, sharing its attempts with every replica through
+    /// `downstream`'s Redis when one is configured ([`Downstream::shared`]).
     pub fn new(downstream: Downstream, config: &OrderPlacementConfig) -> Self {
         Self {
             inner: Arc::new(PlacementInner {
+                shared: shared::SharedAttempts::new(downstream.shared(), config.remember_for),
                 downstream,
                 attempts: attempt_store(config),
                 turns: Turns::default(),
@@ -502,17 +537,19 @@ impl OrderPlacement {
         let id: AttemptKey = (owner.clone(), key.clone());
         let turn = self.inner.turns.join(&id);
         let _turn = turn.wait(ctx).await?;
-        let attempt = self.inner.attempts.get(&id).await;
-        let (body, priced_at) = match self.remembered(attempt.as_deref(), &fingerprint)? {
-            Remembered::Created { order, .. } => {
+        let (resend, lease) = match self.begin(ctx, &id, &fingerprint).await? {
+            Begun::Answer { order, .. } => {
                 return Ok(PlacedOrder {
                     order: Order::clone(&order),
                     created: false,
                     cart_cleared: true,
                 });
             }
-            Remembered::Priced { body, priced_at } => (body, priced_at),
-            Remembered::Nothing => {
+            Begun::Place { resend, lease, .. } => (resend, lease),
+        };
+        let (body, priced_at) = match resend {
+            Some(resend) => resend,
+            None => {
                 let priced = self.price(ctx, &request.lines).await?;
                 let body = Arc::new(NewOrder {
                     user_id: request.customer,
@@ -523,8 +560,10 @@ impl OrderPlacement {
                 (body, Instant::now())
             }
         };
-        let (order, created) = self.create(ctx, &id, &fingerprint, body, priced_at).await?;
-        self.remember(
+        let (order, created) = self
+            .create(ctx, &id, &fingerprint, body, priced_at, lease.as_ref())
+            .await?;
+        self.settle(
             id,
             Attempt {
                 fingerprint,
@@ -533,6 +572,7 @@ impl OrderPlacement {
                     cart_cleared: true,
                 },
             },
+            lease,
         )
         .await;
         Ok(PlacedOrder {
@@ -565,12 +605,8 @@ impl OrderPlacement {
         let id: AttemptKey = (Owner::User(user.clone()), key.clone());
         let turn = self.inner.turns.join(&id);
         let _turn = turn.wait(ctx).await?;
-        let attempt = self.inner.attempts.get(&id).await;
-        // A remembered attempt (even one too old to resend) means this process sent a body under
-        // this key before: an order the service replays now may be that one, cart not yet emptied.
-        let sent_before = attempt.is_some();
-        let (body, priced_at) = match self.remembered(attempt.as_deref(), &fingerprint)? {
-            Remembered::Created {
+        let (resend, sent_before, lease) = match self.begin(ctx, &id, &fingerprint).await? {
+            Begun::Answer {
                 order,
                 cart_cleared,
             } => {
@@ -580,8 +616,15 @@ impl OrderPlacement {
                     cart_cleared,
                 });
             }
-            Remembered::Priced { body, priced_at } => (body, priced_at),
-            Remembered::Nothing => {
+            Begun::Place {
+                resend,
+                sent_before,
+                lease,
+            } => (resend, sent_before, lease),
+        };
+        let (body, priced_at) = match resend {
+            Some(resend) => resend,
+            None => {
                 let cart = self
                     .inner
                     .downstream
@@ -610,16 +653,19 @@ impl OrderPlacement {
                 (body, Instant::now())
             }
         };
-        let (order, creation) = self.create(ctx, &id, &fingerprint, body, priced_at).await?;
-        // Empty the cart when this request made the order, or when this process sent a body under
-        // the key before (whose answer was lost before the cart was emptied). An order the service
-        // replays for a key this process never used was made (and its cart emptied) elsewhere.
+        let (order, creation) = self
+            .create(ctx, &id, &fingerprint, body, priced_at, lease.as_ref())
+            .await?;
+        // Empty the cart when this request made the order, or when a body was sent under the key
+        // before (by this process, or by any replica when Redis is shared), whose answer was lost
+        // before the cart was emptied. An order the service replays for a key with no attempt
+        // known here (nor in Redis) was made, and its cart emptied, elsewhere.
         let cart_cleared = if matches!(creation, Creation::Created) || sent_before {
             self.take_ordered_off_cart(ctx, user, &order).await
         } else {
             false
         };
-        self.remember(
+        self.settle(
             id,
             Attempt {
                 fingerprint,
@@ -628,6 +674,7 @@ impl OrderPlacement {
                     cart_cleared,
                 },
             },
+            lease,
         )
         .await;
         Ok(PlacedOrder {
@@ -643,6 +690,83 @@ impl OrderPlacement {
         let attempts = &self.inner.attempts;
         attempts.run_pending_tasks().await;
         (attempts.entry_count(), attempts.weighted_size())
+    }
+
+    /// Decides, at the start of the key's turn, what a request with `fingerprint` does: answer
+    /// the order an earlier attempt created, or place it (resending a young priced body). Asks
+    /// the in-process record first; unless that holds the created order, asks Redis too (when
+    /// configured), which answers an order created on another replica or gives this request the
+    /// key's lease, waiting while another replica holds it. Redis failing: the in-process record
+    /// alone decides.
+    async fn begin(
+        &self,
+        ctx: &RequestContext,
+        id: &AttemptKey,
+        fingerprint: &Fingerprint,
+    ) -> Result<Begun, PlaceOrderError> {
+        let mut attempt = self.inner.attempts.get(id).await;
+        // A remembered attempt (even one too old to resend) means a body was sent under this key
+        // before: an order the service replays now may be that one, cart not yet emptied.
+        let mut sent_before = attempt.is_some();
+        let mut lease = None;
+        let created_here = attempt
+            .as_deref()
+            .is_some_and(|attempt| matches!(attempt.stage, Stage::Created { .. }));
+        if let Some(shared) = self.inner.shared.as_ref().filter(|_| !created_here) {
+            match shared.begin(ctx, id).await? {
+                shared::Begin::Unshared => {}
+                shared::Begin::Created(created) => {
+                    let created = Arc::new(created);
+                    self.inner
+                        .attempts
+                        .insert(id.clone(), Arc::clone(&created))
+                        .await;
+                    attempt = Some(created);
+                }
+                shared::Begin::Leased {
+                    lease: held,
+                    attempt: recorded,
+                    sent_before: sent_elsewhere,
+                } => {
+                    sent_before |= sent_elsewhere;
+                    // The shared record is the latest word of every replica, this one included.
+                    if let Some(recorded) = recorded {
+                        attempt = Some(Arc::new(recorded));
+                    }
+                    lease = Some(held);
+                }
+            }
+        }
+        Ok(match self.remembered(attempt.as_deref(), fingerprint)? {
+            Remembered::Created {
+                order,
+                cart_cleared,
+            } => Begun::Answer {
+                order,
+                cart_cleared,
+            },
+            Remembered::Priced { body, priced_at } => Begun::Place {
+                resend: Some((body, priced_at)),
+                sent_before,
+                lease,
+            },
+            Remembered::Nothing => Begun::Place {
+                resend: None,
+                sent_before,
+                lease,
+            },
+        })
+    }
+
+    /// Remembers the created order of `id`, here and (when configured) in Redis for every
+    /// replica, releasing the key's lease in the same step.
+    async fn settle(&self, id: AttemptKey, attempt: Attempt, lease: Option<shared::Lease>) {
+        match (lease, &self.inner.shared) {
+            (Some(lease), _) => lease.settle(&attempt).await,
+            (None, Some(shared)) => shared.record_unleased(&id, &attempt).await,
+            (None, None) => {}
+        }
+        self.remember(id, attempt).await;
     }
 
     /// Remembers how far the attempt under `id` got (called during the key's turn only).
@@ -684,9 +808,10 @@ impl OrderPlacement {
     }
 
     /// Creates the order from `body` under `id` (during the key's turn), remembering the body
-    /// first: from here on the attempt has reached the order service. A definite refusal of the
-    /// order service forgets the attempt; a timeout or outage keeps it for the retry. The
-    /// order service's 422 (the key was used with another body) is [`PlaceOrderError::KeyReused`].
+    /// first (here, and in Redis under the `lease` when one is held): from here on the attempt
+    /// has reached the order service. A definite refusal of the order service forgets the
+    /// attempt; a timeout or outage keeps it for the retry. The order service's 422 (the key was
+    /// used with another body) is [`PlaceOrderError::KeyReused`].
     async fn create(
         &self,
         ctx: &RequestContext,
@@ -694,18 +819,19 @@ impl OrderPlacement {
         fingerprint: &Fingerprint,
         body: Arc<NewOrder>,
         priced_at: Instant,
+        lease: Option<&shared::Lease>,
     ) -> Result<(Order, Creation), PlaceOrderError> {
-        self.remember(
-            id.clone(),
-            Attempt {
-                fingerprint: fingerprint.clone(),
-                stage: Stage::Priced {
-                    body: Arc::clone(&body),
-                    priced_at,
-                },
+        let priced = Attempt {
+            fingerprint: fingerprint.clone(),
+            stage: Stage::Priced {
+                body: Arc::clone(&body),
+                priced_at,
             },
-        )
-        .await;
+        };
+        if let Some(lease) = lease {
+            lease.record_priced(&priced).await;
+        }
+        self.remember(id.clone(), priced).await;
         let (owner, key) = id;
         match self
             .inner
@@ -718,6 +844,9 @@ impl OrderPlacement {
             Err(error) => {
                 if is_definite_refusal(error.kind()) {
                     self.inner.attempts.invalidate(id).await;
+                    if let Some(lease) = lease {
+                        lease.forget().await;
+                    }
                 }
                 if error.service() == Service::Order
                     && error.kind() == ErrorKind::Invalid
@@ -822,6 +951,27 @@ enum Remembered {
         order: Arc<Order>,
         /// What the first attempt reported.
         cart_cleared: bool,
+    },
+}
+
+/// What a request does under its key, decided at the start of its turn ([`OrderPlacement::begin`]).
+enum Begun {
+    /// An earlier attempt created the order: answer it, without touching the cart.
+    Answer {
+        /// The order.
+        order: Arc<Order>,
+        /// What the first attempt reported.
+        cart_cleared: bool,
+    },
+    /// Place the order.
+    Place {
+        /// A young priced body to send again (and when it was priced); `None`: price afresh.
+        resend: Option<(Arc<NewOrder>, Instant)>,
+        /// Whether a body was sent under the key before, here or (through Redis) elsewhere.
+        sent_before: bool,
+        /// The key's lease in Redis, held until the attempt is settled (released if dropped);
+        /// `None` without Redis or when it failed.
+        lease: Option<shared::Lease>,
     },
 }
 

@@ -2,7 +2,7 @@
 //! headers, caching) and against the reference services (every operation end to end), and the
 //! resilience layer (deadlines, retries, breakers and bulkheads, stale serving, private caching)
 //! and order placement (pricing, idempotency, cart checkout) against both, counting what reaches
-//! the downstream.
+//! the downstream; placement across replicas shares its attempts through a private Redis.
 
 mod breaker;
 mod caching;
@@ -15,6 +15,7 @@ mod private_data;
 mod reference;
 mod retries;
 mod shared_catalog;
+mod shared_placement;
 mod stale;
 mod timing;
 mod tolerance;
