@@ -33,7 +33,7 @@ use tokio::time::Instant;
 
 use super::{Attempt, AttemptKey, Fingerprint, PlaceOrderError, Stage, waited_past_deadline};
 use crate::shared_state::{Feature, SharedState};
-use crate::{NewOrder, Order, Owner, RequestContext};
+use crate::{NewOrder, Order, RequestContext};
 
 /// How much longer than the request's remaining deadline a lease lasts: the holder may still be
 /// writing its record when its deadline passes.
@@ -228,10 +228,7 @@ impl Keys {
     /// The keys of `(owner, key)`: tagged with the owner, named by a digest of the key (any
     /// length or character of the client's key becomes 64 hex digits).
     fn of(shared: &SharedState, (owner, key): &AttemptKey) -> Self {
-        let tag = match owner {
-            Owner::User(id) => format!("u:{}", id.as_str()),
-            Owner::Partner(id) => format!("p:{}", id.as_str()),
-        };
+        let tag = owner.shared_tag();
         let digest = Sha256::digest(key.as_str().as_bytes());
         let mut rest = String::with_capacity(9 + 64 + 6);
         rest.push_str("checkout:");
@@ -502,7 +499,7 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Channel, IdempotencyKey, PartnerId, UserId};
+    use crate::{Channel, IdempotencyKey, Owner, PartnerId, UserId};
 
     fn order() -> Order {
         serde_json::from_value(serde_json::json!({
