@@ -565,10 +565,14 @@ async fn call_batch(
         }
     }
     if let Some(l2) = products.l2() {
+        let now = Instant::now();
         let published: Vec<_> = results
             .iter()
             .zip(&leased)
-            .map(|((id, shared), lease)| (id, shared.as_ref().ok(), *lease))
+            .map(|((id, shared), lease)| {
+                let fetched = shared.as_ref().ok().map(|entry| entry.fetched(now));
+                (id, fetched, *lease)
+            })
             .collect();
         l2.publish(&published).await;
     }

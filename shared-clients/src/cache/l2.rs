@@ -31,7 +31,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::public::Entry;
 use crate::cache_control::ETag;
 use crate::shared_state::{Feature, L2Settings, SharedState};
 
@@ -105,6 +104,19 @@ pub(crate) struct L2<K, V> {
     keep_past_fresh: Duration,
     /// The key type is only used through `tag`.
     _key: PhantomData<fn(&K)>,
+}
+
+/// An entry this replica fetched, as [`L2::publish`] takes it (built by the L1 cache from its
+/// own entries).
+pub(crate) struct Fetched<'a, V> {
+    /// The value.
+    pub(crate) value: &'a V,
+    /// How old it is now.
+    pub(crate) age: Duration,
+    /// How long after its fetch it is fresh.
+    pub(crate) ttl: Duration,
+    /// Its entity tag.
+    pub(crate) etag: Option<&'a ETag>,
 }
 
 /// What [`L2::publish`] stores of an L1 entry.
@@ -310,21 +322,19 @@ impl<K, V> L2<K, V> {
     /// fresh, so a replica that missed just before the entry arrived waits for it (and finds it)
     /// instead of fetching again; a lease this replica took (`leased`) for nothing stored is
     /// dropped, so the others fetch at once.
-    pub(crate) async fn publish(&self, entries: &[(&K, Option<&Entry<V>>, bool)]) {
+    pub(crate) async fn publish(&self, entries: &[(&K, Option<Fetched<'_, V>>, bool)]) {
         let mut pipe = redis::pipe();
-        let now = Instant::now();
         let wall = now_ms();
         let mut commands = 0;
         for (key, entry, leased) in entries {
-            let stored = entry.and_then(|entry| {
-                let age = entry.age(now);
-                let fresh_left = entry.ttl().saturating_sub(age);
+            let stored = entry.as_ref().and_then(|entry| {
+                let fresh_left = entry.ttl.saturating_sub(entry.age);
                 let keep = fresh_left.saturating_add(self.keep_past_fresh);
                 let stored = StoredEntry {
-                    value: entry.value().as_ref(),
-                    at: wall.saturating_sub(millis(age)),
-                    ttl: entry.ttl(),
-                    etag: entry.etag().map(ETag::as_str),
+                    value: entry.value,
+                    at: wall.saturating_sub(millis(entry.age)),
+                    ttl: entry.ttl,
+                    etag: entry.etag.map(ETag::as_str),
                 };
                 let bytes = (self.encode)(&stored)?;
                 (bytes.len() <= self.settings.max_entry_bytes && millis(fresh_left) > 0)

@@ -37,7 +37,7 @@ use tracing::Instrument as _;
 
 use super::ENTRY_OVERHEAD;
 use super::coalesce::{Claim, Coalescer, Joined, Leader};
-use super::l2::{L2, Lease, Loaded};
+use super::l2::{Fetched, L2, Lease, Loaded};
 use super::served::{Freshness, Served};
 use crate::cache_control::ETag;
 use crate::config::CacheConfig;
@@ -109,14 +109,14 @@ impl<V> Clone for Entry<V> {
 }
 
 impl<V> Entry<V> {
-    /// The value.
-    pub(crate) fn value(&self) -> &Arc<V> {
-        &self.value
-    }
-
-    /// How long after its fetch it is fresh.
-    pub(crate) fn ttl(&self) -> Duration {
-        self.ttl
+    /// The entry as the second level takes it, at `now`.
+    pub(crate) fn fetched(&self, now: Instant) -> Fetched<'_, V> {
+        Fetched {
+            value: self.value.as_ref(),
+            age: self.age(now),
+            ttl: self.ttl,
+            etag: self.etag.as_ref(),
+        }
     }
 
     /// The entity tag of the response it came from, if any.
@@ -348,7 +348,11 @@ where
         let started = Instant::now();
         let outcome = fetch(ctx.clone(), previous.cloned()).await;
         let shared = self.settle(key, outcome, previous, started).await;
-        l2.publish(&[(key, shared.as_ref().ok(), lease == Lease::Acquired)])
+        let fetched = shared
+            .as_ref()
+            .ok()
+            .map(|entry| entry.fetched(Instant::now()));
+        l2.publish(&[(key, fetched, lease == Lease::Acquired)])
             .await;
         shared
     }
