@@ -362,3 +362,38 @@ async fn ready_ignores_redis_unless_it_is_required() {
         }
     }
 }
+
+#[tokio::test]
+async fn three_hundred_concurrent_requests_for_one_cold_product_over_three_replicas_make_one_call()
+{
+    let replicas = spawn_replicas(
+        reference_services::Config {
+            latency: Duration::from_millis(50),
+            ..reference_services::Config::default()
+        },
+        3,
+        |_: &mut bff_mobile::MobileSettings| {},
+        bff_mobile::build,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let product = replicas.services.world.regular_product().to_owned();
+    let admin = replicas
+        .services
+        .world
+        .admin(reference_services::ServiceKind::Product);
+    let before = admin.stats().total;
+    let requests = (0..300).map(|n| {
+        let url = format!("{}/m/v1/products/{product}", replicas.bases[n % 3]);
+        let client = client.clone();
+        tokio::spawn(async move { client.get(url).send().await.expect("answered").status() })
+    });
+    for status in futures::future::join_all(requests).await {
+        assert_eq!(status.expect("no panic"), 200);
+    }
+    assert_eq!(
+        admin.stats().total - before,
+        1,
+        "one call at the product service for three replicas"
+    );
+}
