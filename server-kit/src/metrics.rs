@@ -392,6 +392,26 @@ fn describe() {
         "bff_redis_fallback_total",
         "Times a shared feature used its in-process behaviour because Redis failed, by feature."
     );
+    describe_counter!(
+        "bff_events_total",
+        "Change events read, by type and outcome (applied, ignored: not newer, malformed)."
+    );
+    describe_counter!(
+        "bff_events_gaps_total",
+        "Times a stream's consumer found it had missed events (and dropped its cached copies)."
+    );
+    describe_gauge!(
+        "bff_events_consumer_up",
+        "1 while the stream's consumer is connected and reading."
+    );
+    describe_gauge!(
+        "bff_events_lag_seconds",
+        "How old the last event read from the stream was when it was applied."
+    );
+    describe_gauge!(
+        "bff_events_last_event_age_seconds",
+        "How old the last event read from the stream is now."
+    );
     describe_gauge!(
         "bff_redis_up",
         "1 while Redis is used, 0 while it is skipped after a failure (shared.retry_after)."
@@ -459,6 +479,25 @@ const CACHE_COUNTERS: &[(&str, &str)] = &[
 
 /// Copies the downstream counters and gauges into the current recorder.
 fn export_downstream(snapshot: &MetricsSnapshot) {
+    if let Some(events) = &snapshot.events {
+        for (kind, outcome, count) in &events.events {
+            counter!("bff_events_total", "type" => kind.clone(), "outcome" => *outcome)
+                .absolute(*count);
+        }
+        for stream in &events.streams {
+            let name = stream.stream;
+            counter!("bff_events_gaps_total", "stream" => name).absolute(stream.gaps);
+            gauge!("bff_events_consumer_up", "stream" => name).set(if stream.up {
+                1.0
+            } else {
+                0.0
+            });
+            gauge!("bff_events_lag_seconds", "stream" => name).set(stream.lag_seconds);
+            if let Some(age) = stream.last_event_age_seconds {
+                gauge!("bff_events_last_event_age_seconds", "stream" => name).set(age);
+            }
+        }
+    }
     if let Some(redis) = &snapshot.redis {
         counter!("bff_redis_commands_total").absolute(redis.commands);
         for (op, count) in &redis.errors {

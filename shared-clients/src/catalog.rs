@@ -357,6 +357,22 @@ impl Catalog {
         Ok(page.value)
     }
 
+    /// Drops a product that changed (a change event), here and in L2.
+    pub(crate) async fn product_changed(&self, id: &ProductId) {
+        self.products.evict(id, true).await;
+    }
+
+    /// Drops the category list (a category changed), here and in L2.
+    pub(crate) async fn categories_changed(&self) {
+        self.categories.evict(&(), true).await;
+    }
+
+    /// Drops everything from this replica's memory (change events were missed).
+    pub(crate) fn forget_all(&self) {
+        self.products.evict_all();
+        self.categories.evict_all();
+    }
+
     /// The counters and sizes of the product and category caches.
     pub(crate) fn metrics(&self) -> [CacheMetricsSnapshot; 2] {
         [self.products.metrics(), self.categories.metrics()]
@@ -565,15 +581,14 @@ async fn call_batch(
         }
     }
     if let Some(l2) = products.l2() {
-        let now = Instant::now();
-        let published: Vec<_> = results
-            .iter()
-            .zip(&leased)
-            .map(|((id, shared), lease)| {
-                let fetched = shared.as_ref().ok().map(|entry| entry.fetched(now));
-                (id, fetched, *lease)
-            })
-            .collect();
+        let mut published = Vec::with_capacity(results.len());
+        for ((id, shared), lease) in results.iter().zip(&leased) {
+            let fetched = match shared {
+                Ok(entry) => products.publishable(id, entry).await,
+                Err(_) => None,
+            };
+            published.push((id, fetched, *lease));
+        }
         l2.publish(&published).await;
     }
     results

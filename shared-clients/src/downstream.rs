@@ -20,7 +20,9 @@ use crate::cart::CartClient;
 use crate::carts::Carts;
 use crate::catalog::Catalog;
 use crate::config::DownstreamConfig;
+use crate::context::Owner;
 use crate::error::{BuildError, ClientError, Service};
+use crate::events::{Change, Consumer, Sink, Stream};
 use crate::metrics::MetricsSnapshot;
 use crate::order::OrderClient;
 use crate::orders::Orders;
@@ -52,6 +54,33 @@ struct Inner {
     deadline: Duration,
     /// What every replica shares in Redis (disabled without `shared.redis_url`).
     shared: SharedState,
+    /// The change-event consumer, when Redis and `shared.events` are on (stops when dropped).
+    events: std::sync::OnceLock<Consumer>,
+}
+
+impl Sink for Inner {
+    fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            match change {
+                Change::Product(id) => self.catalog.product_changed(id).await,
+                Change::Category(_) => self.catalog.categories_changed().await,
+                Change::Cart(user) => {
+                    self.carts
+                        .changed_elsewhere(&Owner::User(user.clone()))
+                        .await;
+                }
+                Change::Order(owner) => self.orders.changed_elsewhere(owner).await,
+            }
+        })
+    }
+
+    fn stale_all(&self, stream: Stream) {
+        match stream {
+            Stream::Catalog => self.catalog.forget_all(),
+            Stream::Cart => self.carts.forget_all(),
+            Stream::Order => self.orders.forget_all(),
+        }
+    }
 }
 
 impl Downstream {
@@ -75,20 +104,24 @@ impl Downstream {
         let products = ProductClient::new(&config.product)?;
         let carts = CartClient::new(&config.cart)?;
         let orders = OrderClient::new(&config.order)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                catalog: Catalog::with_shared(products, &config.cache, &shared),
-                carts: Carts::new(carts, &config.private_cache, shared.clone()),
-                orders: Orders::new(orders, &config.private_cache, shared.clone()),
-                deadline: config.deadline,
-                shared,
-                ready_timeouts: [
-                    (Service::Product, READY_TIMEOUT.min(config.product.timeout)),
-                    (Service::Cart, READY_TIMEOUT.min(config.cart.timeout)),
-                    (Service::Order, READY_TIMEOUT.min(config.order.timeout)),
-                ],
-            }),
-        })
+        let inner = Arc::new(Inner {
+            catalog: Catalog::with_shared(products, &config.cache, &shared),
+            carts: Carts::new(carts, &config.private_cache, shared.clone()),
+            orders: Orders::new(orders, &config.private_cache, shared.clone()),
+            deadline: config.deadline,
+            shared,
+            events: std::sync::OnceLock::new(),
+            ready_timeouts: [
+                (Service::Product, READY_TIMEOUT.min(config.product.timeout)),
+                (Service::Cart, READY_TIMEOUT.min(config.cart.timeout)),
+                (Service::Order, READY_TIMEOUT.min(config.order.timeout)),
+            ],
+        });
+        if let Some((client, settings)) = inner.shared.events() {
+            let sink: std::sync::Weak<dyn Sink> = Arc::downgrade(&inner) as _;
+            let _ = inner.events.set(Consumer::start(client, settings, sink));
+        }
+        Ok(Self { inner })
     }
 
     /// Products and categories, cached.
@@ -143,6 +176,7 @@ impl Downstream {
                 inner.orders.metrics(),
             ],
             redis: inner.shared.metrics(),
+            events: inner.events.get().map(Consumer::metrics),
         }
     }
 

@@ -39,6 +39,7 @@
 //!   what is propagated downstream.
 //! - `id`: validated id newtypes ([`ProductId`], [`UserId`], …).
 //! - `model`: the contract's data types.
+//! - [`events`]: the change-event consumer (every replica drops what the services say changed).
 //! - [`shared_state`]: the state every replica shares in Redis (optional): [`SharedState`].
 //! - [`money`]: exact decimal and display strings of [`Money`], the same in every gateway.
 
@@ -52,6 +53,7 @@ mod catalog;
 mod context;
 mod downstream;
 mod error;
+pub mod events;
 mod id;
 mod metrics;
 mod model;

@@ -350,6 +350,8 @@ pub struct MetricsSnapshot {
     pub caches: Vec<CacheMetricsSnapshot>,
     /// The shared state's counters, when Redis is configured.
     pub redis: Option<crate::shared_state::RedisMetricsSnapshot>,
+    /// The change-event consumer's counters, when it runs.
+    pub events: Option<crate::events::EventsMetricsSnapshot>,
 }
 
 impl MetricsSnapshot {

@@ -69,6 +69,19 @@ impl Weigh for OrderPageOrOrder {
 }
 
 impl Orders {
+    /// Makes `owner`'s cached entries unusable on every replica (a change event said they
+    /// changed elsewhere), as a write through here does.
+    pub(crate) async fn changed_elsewhere(&self, owner: &Owner) {
+        self.cache.invalidate(owner).await;
+    }
+
+    /// Drops every owner's entries from this replica's memory (change events were missed).
+    pub(crate) fn forget_all(&self) {
+        self.cache.invalidate_all();
+    }
+}
+
+impl Orders {
     /// Order operations through `client`, caching as `config` says (with its share of
     /// `max_bytes`), owners' generations shared through `shared` (see `PrivateCache`).
     pub(crate) fn new(

@@ -84,6 +84,14 @@ pub struct SharedConfig {
     /// Longest a replica waits for another's leased fetch before it calls the service itself.
     #[serde(with = "humantime_serde")]
     pub lease_wait: Duration,
+    /// Whether every replica reads the downstream services' change events (Redis Streams, see
+    /// `contracts/events.asyncapi.yaml`) and drops what they make stale at once.
+    pub events: bool,
+    /// Prefix of the event streams (`<prefix>catalog`, `…cart`, `…order`), as the services use.
+    pub events_stream_prefix: String,
+    /// How long one read of a stream waits for new events (`XREAD BLOCK`).
+    #[serde(with = "humantime_serde")]
+    pub events_block: Duration,
 }
 
 impl Default for SharedConfig {
@@ -101,6 +109,9 @@ impl Default for SharedConfig {
             l2_max_entry_bytes: 256 * 1024,
             lease_ttl: Duration::from_secs(2),
             lease_wait: Duration::from_millis(500),
+            events: true,
+            events_stream_prefix: "bff:events:".to_owned(),
+            events_block: Duration::from_secs(1),
         }
     }
 }
@@ -133,6 +144,12 @@ impl SharedConfig {
             return Err((
                 "shared.lease_ttl",
                 "must be more than 0 (and lease_wait at most 4 times it)".to_owned(),
+            ));
+        }
+        if self.events_block.is_zero() || self.events_block > Duration::from_secs(60) {
+            return Err((
+                "shared.events_block",
+                "must be more than 0 and at most 60s".to_owned(),
             ));
         }
         if self.replicas == 0 {
@@ -315,6 +332,10 @@ struct Inner {
     replicas: u32,
     /// The catalog's second level, when on.
     l2: Option<L2Settings>,
+    /// The client the connections were made from (the event consumer makes its own).
+    client: redis::Client,
+    /// The event consumer's settings, when `shared.events` is on.
+    events: Option<crate::events::ConsumerSettings>,
     /// Origin of the millisecond clocks below.
     epoch: Instant,
     /// Until when (ms since `epoch`) Redis is not tried; 0: try.
@@ -364,6 +385,12 @@ impl SharedState {
                 retry_after: config.retry_after,
                 required: config.redis_required,
                 replicas: config.replicas.max(1),
+                client: client.clone(),
+                events: config.events.then(|| crate::events::ConsumerSettings {
+                    prefix: config.events_stream_prefix.clone(),
+                    block: config.events_block,
+                    connect_timeout: config.connect_timeout,
+                }),
                 l2: config.catalog_l2.then_some(L2Settings {
                     max_entry_bytes: config.l2_max_entry_bytes,
                     lease_ttl: config.lease_ttl,
@@ -387,6 +414,12 @@ impl SharedState {
     /// The catalog's second-level settings, when Redis is configured and `catalog_l2` is on.
     pub(crate) fn l2_settings(&self) -> Option<L2Settings> {
         self.inner.as_ref().and_then(|inner| inner.l2)
+    }
+
+    /// The Redis client and the event consumer's settings, when events are on.
+    pub(crate) fn events(&self) -> Option<(&redis::Client, &crate::events::ConsumerSettings)> {
+        let inner = self.inner.as_ref()?;
+        Some((&inner.client, inner.events.as_ref()?))
     }
 
     /// Whether `/ready` requires Redis.

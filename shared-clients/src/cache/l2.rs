@@ -245,6 +245,19 @@ impl<K, V> L2<K, V> {
         found.into_iter().map(|bytes| self.fresh(bytes)).collect()
     }
 
+    /// Drops `key`'s entry and lease (it changed): one round trip; both keys share a hash tag.
+    pub(crate) async fn remove(&self, key: &K) {
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL")
+            .arg(self.value_key(key))
+            .arg(self.lease_key(key))
+            .ignore();
+        let _: Result<(), _> = self
+            .shared
+            .pipeline("l2_evict", Feature::CatalogL2, &pipe)
+            .await;
+    }
+
     /// Takes `key`'s lease for `lease_ttl`.
     pub(crate) async fn lease(&self, key: &K) -> Lease {
         self.leases(std::slice::from_ref(key))

@@ -424,6 +424,12 @@ where
         CacheMetrics::count(&self.metrics.invalidations);
     }
 
+    /// Drops every owner's entries from this replica's memory (their changes may have been
+    /// missed). Reads in flight keep nothing: their owner's record is gone.
+    pub(crate) fn invalidate_all(&self) {
+        self.records.invalidate_all();
+    }
+
     /// The cache's counters and size.
     pub(crate) fn metrics(&self) -> CacheMetricsSnapshot {
         self.metrics.snapshot(

@@ -46,6 +46,12 @@ use crate::error::{ClientError, ErrorKind, Failure, Service};
 use crate::metrics::{CacheMetrics, CacheMetricsSnapshot};
 use crate::weigh::Weigh;
 
+/// How many evicted keys are remembered (see `Inner::evicted_at`).
+const EVICTIONS_REMEMBERED: u64 = 100_000;
+
+/// How long an eviction is remembered: longer than any fetch in flight when it happened.
+const EVICTION_MEMORY: Duration = Duration::from_secs(120);
+
 /// Shortest hard time-to-live given to the store, so tiny windows still keep entries readable.
 const MIN_STORE_TTL: Duration = Duration::from_secs(1);
 
@@ -216,6 +222,9 @@ struct Inner<K, V> {
     metrics: Arc<CacheMetrics>,
     /// The level shared by every replica (Redis), when configured.
     l2: Option<L2<K, V>>,
+    /// When a change event last evicted each key: a fetch sent before that may hold the old
+    /// data, so it is answered but not kept (nor published to L2).
+    evicted_at: moka::future::Cache<K, Instant>,
 }
 
 impl<K, V> Clone for FreshCache<K, V> {
@@ -292,6 +301,11 @@ where
                 in_flight: Coalescer::new(),
                 metrics,
                 l2,
+                evicted_at: moka::future::Cache::builder()
+                    .max_capacity(EVICTIONS_REMEMBERED)
+                    // Longer than any fetch may take.
+                    .time_to_live(EVICTION_MEMORY)
+                    .build(),
             }),
         }
     }
@@ -299,6 +313,51 @@ where
     /// The second level, when configured.
     pub(crate) fn l2(&self) -> Option<&L2<K, V>> {
         self.inner.l2.as_ref()
+    }
+
+    /// Drops `key` because it changed (a change event): from this replica's memory, its remembered
+    /// 404, and (with `shared`) from L2 with its lease. A fetch of it in flight now keeps nothing.
+    pub(crate) async fn evict(&self, key: &K, shared: bool) {
+        self.inner
+            .evicted_at
+            .insert(key.clone(), Instant::now())
+            .await;
+        self.inner.entries.invalidate(key).await;
+        if let Some(absent) = &self.inner.absent {
+            absent.invalidate(key).await;
+        }
+        if shared && let Some(l2) = &self.inner.l2 {
+            l2.remove(key).await;
+        }
+    }
+
+    /// Drops every entry from this replica's memory (its copy can no longer be vouched for).
+    pub(crate) fn evict_all(&self) {
+        self.inner.entries.invalidate_all();
+        if let Some(absent) = &self.inner.absent {
+            absent.invalidate_all();
+        }
+    }
+
+    /// Whether an entry of `key` fetched at `fetched_at` may be kept: not when a change event
+    /// evicted the key after (or as) it was fetched.
+    async fn keepable(&self, key: &K, fetched_at: Instant) -> bool {
+        self.inner
+            .evicted_at
+            .get(key)
+            .await
+            .is_none_or(|evicted| fetched_at > evicted)
+    }
+
+    /// The entry as L2 takes it, if it may be published (see [`FreshCache::keepable`]).
+    pub(crate) async fn publishable<'e>(
+        &self,
+        key: &K,
+        entry: &'e Entry<V>,
+    ) -> Option<Fetched<'e, V>> {
+        self.keepable(key, entry.fetched_at)
+            .await
+            .then(|| entry.fetched(Instant::now()))
     }
 
     /// Keeps an entry another replica fetched (read from L2), with its age, and returns it.
@@ -348,10 +407,10 @@ where
         let started = Instant::now();
         let outcome = fetch(ctx.clone(), previous.cloned()).await;
         let shared = self.settle(key, outcome, previous, started).await;
-        let fetched = shared
-            .as_ref()
-            .ok()
-            .map(|entry| entry.fetched(Instant::now()));
+        let fetched = match &shared {
+            Ok(entry) => self.publishable(key, entry).await,
+            Err(_) => None,
+        };
         l2.publish(&[(key, fetched, lease == Lease::Acquired)])
             .await;
         shared
@@ -424,6 +483,8 @@ where
         if ttl.is_zero() {
             // The service says this answer must not be reused: nor may an older one be.
             self.inner.entries.invalidate(key).await;
+        } else if !self.keepable(key, started).await {
+            // Sent before a change event evicted the key: answer it, keep nothing.
         } else {
             self.inner.entries.insert(key.clone(), entry.clone()).await;
         }

@@ -8,6 +8,7 @@ mod breaker;
 mod caching;
 mod deadlines;
 mod errors;
+mod events;
 mod headers;
 mod helpers;
 mod placement;

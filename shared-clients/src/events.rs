@@ -1,0 +1,616 @@
+//! Change events: every replica reads the downstream services' streams and drops what a change
+//! made stale, at once (`contracts/events.asyncapi.yaml`).
+//!
+//! Policy:
+//! - **Every replica reads every event.** One task per stream (`<prefix>catalog`, `…cart`,
+//!   `…order`; one key each, so each read stays on one node of a Redis Cluster) reads with
+//!   `XREAD BLOCK` on a connection of its own (a blocking read would stall the commands of the
+//!   shared connections), from where it stopped: not a consumer group.
+//! - **At most once by version.** The last version applied per resource is remembered (bounded);
+//!   an event whose `data.version` is not above it changes nothing (a replay, or an older event
+//!   arriving late).
+//! - **What an event drops.** `product.changed` / `product.deleted`: the product, in this
+//!   replica's memory and in L2 (with its lease), and any fetch of it in flight keeps nothing.
+//!   `category.changed`: the category list. `cart.changed`: the user's cached cart, here and on
+//!   every replica (the owner's shared generation, as a write through the gateway does).
+//!   `order.created` / `order.status_changed`: the owner's cached orders, likewise.
+//! - **Malformed events** (not JSON, not the contract's shape, an unknown type) are counted and
+//!   skipped; the consumer never stops on one.
+//! - **Health.** A stream's consumer is *up* while connected. When it reconnects, or every few
+//!   seconds while it runs, it checks for a gap: the stream's first entry is newer than the last
+//!   one it read (trimmed past it), or the stream vanished (Redis restarted empty). On a gap,
+//!   what this replica holds of that stream's resources can no longer be vouched for and is
+//!   dropped from its memory. Without events the caches keep their ordinary TTLs, so a consumer
+//!   that is down or lagging costs freshness, never correctness of what the TTLs promise.
+//!
+//! Metrics: events applied, ignored (old version) and malformed per type, gaps per stream, whether
+//! each stream's consumer is up, how old the last event read was when it was applied (lag), and
+//! the age of the last event read.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::context::Owner;
+use crate::id::{CategoryId, PartnerId, ProductId, UserId};
+
+/// Entries read per `XREAD`.
+const BATCH: usize = 256;
+
+/// How often a running consumer checks its stream for a gap.
+const GAP_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Wait before reconnecting after a failure.
+const RECONNECT_AFTER: Duration = Duration::from_millis(500);
+
+/// How many resources' last applied versions are remembered.
+const VERSIONS_REMEMBERED: u64 = 200_000;
+
+/// How long a resource's last applied version is remembered.
+const VERSION_MEMORY: Duration = Duration::from_secs(3600);
+
+/// One of the three streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// Products and categories.
+    Catalog,
+    /// Carts.
+    Cart,
+    /// Orders.
+    Order,
+}
+
+impl Stream {
+    /// Every stream.
+    pub const ALL: [Stream; 3] = [Stream::Catalog, Stream::Cart, Stream::Order];
+
+    /// The stream's name after the prefix, and its label in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Catalog => "catalog",
+            Stream::Cart => "cart",
+            Stream::Order => "order",
+        }
+    }
+
+    /// Its slot in per-stream arrays.
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What an event says changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// A product changed or was deleted.
+    Product(ProductId),
+    /// A category changed (so the category list did).
+    Category(CategoryId),
+    /// A user's cart changed.
+    Cart(UserId),
+    /// An order of this owner was created or moved.
+    Order(Owner),
+}
+
+/// What applies changes: the caches (implemented by the downstream facade).
+pub(crate) trait Sink: Send + Sync + 'static {
+    /// Drops what `change` made stale.
+    fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, ()>;
+
+    /// Drops everything this replica holds of `stream`'s resources (a gap was detected).
+    fn stale_all(&self, stream: Stream);
+}
+
+/// The consumer's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerSettings {
+    /// `shared.events_stream_prefix`.
+    pub(crate) prefix: String,
+    /// `shared.events_block`: how long one `XREAD` waits for entries.
+    pub(crate) block: Duration,
+    /// `shared.connect_timeout`.
+    pub(crate) connect_timeout: Duration,
+}
+
+/// The running consumer: its tasks stop when it is dropped.
+pub(crate) struct Consumer {
+    /// One task per stream.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Counters and states, shared with the tasks.
+    metrics: Arc<EventMetrics>,
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Consumer {
+    /// Starts one task per stream reading with `client`, applying to `sink` while it lives.
+    pub(crate) fn start(
+        client: &redis::Client,
+        settings: &ConsumerSettings,
+        sink: Weak<dyn Sink>,
+    ) -> Self {
+        let metrics = Arc::new(EventMetrics::default());
+        let versions = moka::future::Cache::builder()
+            .max_capacity(VERSIONS_REMEMBERED)
+            .time_to_live(VERSION_MEMORY)
+            .build();
+        let tasks = Stream::ALL
+            .iter()
+            .map(|&stream| {
+                let reader = Reader {
+                    client: client.clone(),
+                    stream,
+                    key: format!("{}{}", settings.prefix, stream.as_str()),
+                    settings: settings.clone(),
+                    sink: sink.clone(),
+                    metrics: Arc::clone(&metrics),
+                    versions: versions.clone(),
+                };
+                tokio::spawn(reader.run())
+            })
+            .collect();
+        Self { tasks, metrics }
+    }
+
+    /// The counters, for `/metrics`.
+    pub(crate) fn metrics(&self) -> EventsMetricsSnapshot {
+        self.metrics.snapshot()
+    }
+}
+
+/// Counters and states of the consumer.
+#[derive(Default)]
+struct EventMetrics {
+    /// `(type, outcome)` → count; outcomes `applied`, `ignored`, `malformed`.
+    events: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Gaps detected, per stream.
+    gaps: [AtomicU64; 3],
+    /// Whether each stream's consumer is connected.
+    up: [AtomicBool; 3],
+    /// The time (ms since the epoch) in the id of the last entry read, per stream; 0: none.
+    last_event_ms: [AtomicU64; 3],
+    /// How old (ms) the last entry was when it was applied, per stream.
+    lag_ms: [AtomicU64; 3],
+}
+
+impl EventMetrics {
+    /// Counts one event of `kind` with `outcome`.
+    fn count(&self, kind: &str, outcome: &'static str) {
+        if let Ok(mut events) = self.events.lock() {
+            // Types come from the stream: unknown ones are counted under one label.
+            let kind = if KNOWN_TYPES.contains(&kind) {
+                kind
+            } else {
+                "unknown"
+            };
+            *events.entry((kind.to_owned(), outcome)).or_default() += 1;
+        }
+    }
+
+    /// The counters now.
+    fn snapshot(&self) -> EventsMetricsSnapshot {
+        let now = now_ms();
+        EventsMetricsSnapshot {
+            events: self
+                .events
+                .lock()
+                .map(|events| {
+                    events
+                        .iter()
+                        .map(|((kind, outcome), n)| (kind.clone(), *outcome, *n))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            streams: Stream::ALL
+                .iter()
+                .map(|&stream| {
+                    let i = stream.index();
+                    let last = self.last_event_ms[i].load(Ordering::Relaxed);
+                    StreamSnapshot {
+                        stream: stream.as_str(),
+                        up: self.up[i].load(Ordering::Relaxed),
+                        gaps: self.gaps[i].load(Ordering::Relaxed),
+                        lag_seconds: self.lag_ms[i].load(Ordering::Relaxed) as f64 / 1000.0,
+                        last_event_age_seconds: (last != 0)
+                            .then(|| now.saturating_sub(last) as f64 / 1000.0),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The contract's event types.
+const KNOWN_TYPES: [&str; 6] = [
+    "com.bff.product.changed",
+    "com.bff.product.deleted",
+    "com.bff.category.changed",
+    "com.bff.cart.changed",
+    "com.bff.order.created",
+    "com.bff.order.status_changed",
+];
+
+/// The consumer's counters, for `/metrics`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EventsMetricsSnapshot {
+    /// `(type, outcome, count)`: outcomes `applied`, `ignored` (old version), `malformed`.
+    pub events: Vec<(String, &'static str, u64)>,
+    /// Per stream.
+    pub streams: Vec<StreamSnapshot>,
+}
+
+/// One stream's consumer, for `/metrics`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StreamSnapshot {
+    /// `catalog`, `cart` or `order`.
+    pub stream: &'static str,
+    /// Whether it is connected and reading.
+    pub up: bool,
+    /// Gaps detected (missed events: what was held was dropped).
+    pub gaps: u64,
+    /// How old the last event was when it was applied.
+    pub lag_seconds: f64,
+    /// How old the last event read is now (`None`: none read yet).
+    pub last_event_age_seconds: Option<f64>,
+}
+
+/// The reading task of one stream.
+struct Reader {
+    /// Where Redis is.
+    client: redis::Client,
+    /// Which stream.
+    stream: Stream,
+    /// Its key.
+    key: String,
+    /// Settings.
+    settings: ConsumerSettings,
+    /// Where changes go; the task ends when it is gone.
+    sink: Weak<dyn Sink>,
+    /// Counters.
+    metrics: Arc<EventMetrics>,
+    /// Last version applied per resource (`kind:id` → version).
+    versions: moka::future::Cache<String, u64>,
+}
+
+impl Reader {
+    /// Reads until the sink is gone, reconnecting after failures.
+    async fn run(self) {
+        let index = self.stream.index();
+        let mut last_id: Option<String> = None;
+        loop {
+            if self.sink.strong_count() == 0 {
+                return;
+            }
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(self.settings.connect_timeout))
+                .set_response_timeout(Some(self.settings.block + self.settings.connect_timeout));
+            let mut conn = match self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            {
+                Ok(conn) => conn,
+                Err(_) => {
+                    self.metrics.up[index].store(false, Ordering::Relaxed);
+                    tokio::time::sleep(RECONNECT_AFTER).await;
+                    continue;
+                }
+            };
+            // Where to read from: the end of the stream the first time, else where we stopped
+            // (after checking nothing was lost in between).
+            let position = match &last_id {
+                None => latest_id(&mut conn, &self.key).await,
+                Some(id) => self.check_gap(&mut conn, id).await,
+            };
+            let Ok(position) = position else {
+                self.metrics.up[index].store(false, Ordering::Relaxed);
+                tokio::time::sleep(RECONNECT_AFTER).await;
+                continue;
+            };
+            last_id = Some(position);
+            self.metrics.up[index].store(true, Ordering::Relaxed);
+            let mut checked = tokio::time::Instant::now();
+            loop {
+                let Some(from) = last_id.clone() else { break };
+                let read: Result<redis::streams::StreamReadReply, _> = redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(BATCH)
+                    .arg("BLOCK")
+                    .arg(u64::try_from(self.settings.block.as_millis()).unwrap_or(1000))
+                    .arg("STREAMS")
+                    .arg(&self.key)
+                    .arg(&from)
+                    .query_async(&mut conn)
+                    .await;
+                let Ok(reply) = read else { break };
+                let Some(sink) = self.sink.upgrade() else {
+                    return;
+                };
+                for key in reply.keys {
+                    for entry in key.ids {
+                        self.handle(sink.as_ref(), &entry).await;
+                        last_id = Some(entry.id);
+                    }
+                }
+                drop(sink);
+                if checked.elapsed() >= GAP_CHECK_EVERY {
+                    checked = tokio::time::Instant::now();
+                    let Some(at) = last_id.clone() else { break };
+                    match self.check_gap(&mut conn, &at).await {
+                        Ok(position) => last_id = Some(position),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.metrics.up[index].store(false, Ordering::Relaxed);
+            tokio::time::sleep(RECONNECT_AFTER).await;
+        }
+    }
+
+    /// Compares where we stopped (`at`) with the stream: a gap when its first entry is newer, or
+    /// when it no longer exists although we had read from it. On a gap, this replica's copies of
+    /// the stream's resources are dropped and reading resumes from the stream's end; otherwise
+    /// from `at`. Returns where to read from.
+    async fn check_gap(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        at: &str,
+    ) -> Result<String, redis::RedisError> {
+        let first: Vec<(String, redis::Value)> = redis::cmd("XRANGE")
+            .arg(&self.key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        let gap = match first.first() {
+            // From the start of the stream: nothing can have been missed.
+            _ if at == "0-0" => false,
+            Some((first_id, _)) => id_after(first_id, at) && !is_next(at, first_id),
+            // Empty or gone although we had read from it: Redis lost it.
+            None => true,
+        };
+        if gap {
+            self.metrics.gaps[self.stream.index()].fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                stream = self.stream.as_str(),
+                "missed change events (stream trimmed or Redis restarted): dropping this replica's cached copies"
+            );
+            if let Some(sink) = self.sink.upgrade() {
+                sink.stale_all(self.stream);
+            }
+            return latest_id(conn, &self.key).await;
+        }
+        Ok(at.to_owned())
+    }
+
+    /// Parses and applies one entry.
+    async fn handle(&self, sink: &dyn Sink, entry: &redis::streams::StreamId) {
+        let index = self.stream.index();
+        if let Some(ms) = id_ms(&entry.id) {
+            self.metrics.last_event_ms[index].store(ms, Ordering::Relaxed);
+            self.metrics.lag_ms[index].store(now_ms().saturating_sub(ms), Ordering::Relaxed);
+        }
+        let event = entry
+            .map
+            .get("event")
+            .and_then(|value| redis::from_redis_value_ref::<Vec<u8>>(value).ok())
+            .and_then(|bytes| serde_json::from_slice::<Event>(&bytes).ok());
+        let Some(event) = event else {
+            self.metrics.count("unknown", "malformed");
+            return;
+        };
+        let Some((resource, change)) = event.change() else {
+            self.metrics.count(&event.kind, "malformed");
+            return;
+        };
+        let version = event.data.version;
+        let newer = self
+            .versions
+            .get(&resource)
+            .await
+            .is_none_or(|applied| version > applied);
+        if !newer {
+            self.metrics.count(&event.kind, "ignored");
+            return;
+        }
+        self.versions.insert(resource, version).await;
+        sink.apply(&change).await;
+        self.metrics.count(&event.kind, "applied");
+    }
+}
+
+/// The id of the stream's last entry (`0-0` when it is empty or missing).
+async fn latest_id(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> Result<String, redis::RedisError> {
+    let last: Vec<(String, redis::Value)> = redis::cmd("XREVRANGE")
+        .arg(key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(last
+        .into_iter()
+        .next()
+        .map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+}
+
+/// An entry id as `(ms, seq)`.
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// The time part of an entry id.
+fn id_ms(id: &str) -> Option<u64> {
+    parse_id(id).map(|(ms, _)| ms)
+}
+
+/// Whether entry id `a` comes after `b`.
+fn id_after(a: &str, b: &str) -> bool {
+    match (parse_id(a), parse_id(b)) {
+        (Some(a), Some(b)) => a > b,
+        _ => false,
+    }
+}
+
+/// Whether `next` is the very id after `at` (nothing can lie between them).
+fn is_next(at: &str, next: &str) -> bool {
+    match (parse_id(at), parse_id(next)) {
+        (Some((ms, seq)), Some(n)) => n == (ms, seq + 1),
+        _ => false,
+    }
+}
+
+/// The wall clock in ms since the epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// The part of a CloudEvent the consumer reads.
+#[derive(Debug, Deserialize)]
+struct Event {
+    /// `com.bff.product.changed`, …
+    #[serde(rename = "type")]
+    kind: String,
+    /// The change.
+    data: EventData,
+}
+
+/// The fields of `data` the consumer reads (each type has some of them).
+#[derive(Debug, Deserialize)]
+struct EventData {
+    /// The resource's new version.
+    version: u64,
+    /// Product events.
+    #[serde(default)]
+    product_id: Option<String>,
+    /// Category events.
+    #[serde(default)]
+    category_id: Option<String>,
+    /// Cart events.
+    #[serde(default)]
+    user_id: Option<String>,
+    /// Order events.
+    #[serde(default)]
+    order_id: Option<String>,
+    /// Order events.
+    #[serde(default)]
+    owner: Option<EventOwner>,
+}
+
+/// An order's owner: exactly one of the two.
+#[derive(Debug, Deserialize)]
+struct EventOwner {
+    /// A user.
+    #[serde(default)]
+    user_id: Option<String>,
+    /// A partner.
+    #[serde(default)]
+    partner_id: Option<String>,
+}
+
+impl Event {
+    /// The resource it is about (for versions) and what it changes, when it is well-formed.
+    fn change(&self) -> Option<(String, Change)> {
+        let data = &self.data;
+        if data.version == 0 {
+            return None;
+        }
+        match self.kind.as_str() {
+            "com.bff.product.changed" | "com.bff.product.deleted" => {
+                let id = ProductId::parse(data.product_id.as_deref()?).ok()?;
+                Some((format!("p:{}", id.as_str()), Change::Product(id)))
+            }
+            "com.bff.category.changed" => {
+                let id = CategoryId::parse(data.category_id.as_deref()?).ok()?;
+                Some((format!("c:{}", id.as_str()), Change::Category(id)))
+            }
+            "com.bff.cart.changed" => {
+                let user = UserId::parse(data.user_id.as_deref()?).ok()?;
+                Some((format!("u:{}", user.as_str()), Change::Cart(user)))
+            }
+            "com.bff.order.created" | "com.bff.order.status_changed" => {
+                let order = data.order_id.as_deref()?;
+                let owner = data.owner.as_ref()?;
+                let owner = match (&owner.user_id, &owner.partner_id) {
+                    (Some(user), None) => Owner::User(UserId::parse(user).ok()?),
+                    (None, Some(partner)) => Owner::Partner(PartnerId::parse(partner).ok()?),
+                    _ => return None,
+                };
+                Some((format!("o:{order}"), Change::Order(owner)))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: &str) -> Option<(String, Change)> {
+        serde_json::from_str::<Event>(json).ok()?.change()
+    }
+
+    #[test]
+    fn events_name_the_resource_they_change() {
+        let product = event(
+            r#"{"type":"com.bff.product.changed","data":{"product_id":"p-00001","version":3,"changed":["price"]}}"#,
+        );
+        assert_eq!(
+            product,
+            Some((
+                "p:p-00001".to_owned(),
+                Change::Product(ProductId::parse("p-00001").unwrap())
+            ))
+        );
+        let order = event(
+            r#"{"type":"com.bff.order.status_changed","data":{"order_id":"o-1","owner":{"user_id":null,"partner_id":"partner-acme"},"status":"shipped","previous_status":"confirmed","version":4}}"#,
+        )
+        .unwrap();
+        assert_eq!(order.0, "o:o-1");
+        assert!(matches!(order.1, Change::Order(Owner::Partner(_))));
+    }
+
+    #[test]
+    fn malformed_events_change_nothing() {
+        for json in [
+            r#"{"type":"com.bff.product.changed","data":{"product_id":"p-00001","version":0}}"#,
+            r#"{"type":"com.bff.product.changed","data":{"version":2}}"#,
+            r#"{"type":"com.bff.unknown","data":{"version":2}}"#,
+            r#"{"type":"com.bff.cart.changed","data":{"user_id":"bad id!","version":2}}"#,
+            r#"{"type":"com.bff.order.created","data":{"order_id":"o-1","owner":{"user_id":"u-1","partner_id":"p-1"},"version":2}}"#,
+        ] {
+            assert_eq!(event(json), None, "{json}");
+        }
+        assert!(serde_json::from_str::<Event>("not json").is_err());
+    }
+
+    #[test]
+    fn a_gap_is_a_first_entry_beyond_the_next_one() {
+        assert!(id_after("5-0", "4-9"));
+        assert!(!id_after("4-9", "4-9"));
+        assert!(is_next("4-9", "4-10"));
+        assert!(!is_next("4-9", "5-0"));
+    }
+}

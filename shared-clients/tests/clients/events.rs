@@ -1,0 +1,319 @@
+//! The change-event consumer against a real `redis-server`: events appended to the streams (as the
+//! downstream services append them) drop what they make stale, once per version; malformed events
+//! are skipped; a Redis that lost the streams is a gap that drops what was held.
+
+use std::time::Duration;
+
+use reference_services::{Config, LocalRedis, ServiceKind, Spawned, spawn_all};
+use serde_json::json;
+use shared_clients::shared_state::RedisUrl;
+use shared_clients::{Downstream, DownstreamConfig, ServiceConfig, SharedConfig, UserId};
+
+use crate::helpers::{ctx, product_id};
+
+/// How long a test waits for the consumer to act (it acts in milliseconds; this only bounds a
+/// broken one).
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// Reference services, a private Redis and one replica whose catalog entries stay fresh for ten
+/// minutes (so only an event can make it fetch again).
+async fn replica() -> (Spawned, LocalRedis, Downstream) {
+    let redis = LocalRedis::start().await.expect("redis-server starts");
+    let spawned = spawn_all(Config::default())
+        .await
+        .expect("reference services start");
+    let mut config = DownstreamConfig {
+        product: ServiceConfig::with_url(&spawned.product_url),
+        cart: ServiceConfig::with_url(&spawned.cart_url),
+        order: ServiceConfig::with_url(&spawned.order_url),
+        ..DownstreamConfig::default()
+    };
+    config.cache.max_ttl = Duration::from_secs(600);
+    config.private_cache.ttl = Duration::from_secs(600);
+    let shared = SharedConfig {
+        redis_url: Some(RedisUrl::new(redis.url())),
+        events_block: Duration::from_millis(200),
+        ..SharedConfig::default()
+    };
+    let downstream = Downstream::new_shared(&config, &shared).expect("valid settings");
+    wait_until_up(&downstream).await;
+    (spawned, redis, downstream)
+}
+
+/// Waits until every stream's consumer is connected.
+async fn wait_until_up(downstream: &Downstream) {
+    eventually("the consumers connect", || async {
+        let events = downstream.metrics().events.expect("events on");
+        events.streams.iter().all(|stream| stream.up)
+    })
+    .await;
+}
+
+/// Polls `check` until it holds, for at most [`PATIENCE`].
+async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Appends `event` to `stream` as a downstream service does.
+async fn publish(redis: &LocalRedis, stream: &str, event: serde_json::Value) {
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let _: String = redis::cmd("XADD")
+        .arg(format!("bff:events:{stream}"))
+        .arg("*")
+        .arg("event")
+        .arg(event.to_string())
+        .query_async(&mut conn)
+        .await
+        .expect("XADD");
+}
+
+/// A CloudEvent of `kind` with `data`.
+fn cloud_event(kind: &str, subject: &str, data: serde_json::Value) -> serde_json::Value {
+    json!({
+        "specversion": "1.0", "id": uuid(), "source": "product-service", "type": kind,
+        "time": "2026-12-06T00:00:00Z", "subject": subject,
+        "datacontenttype": "application/json", "data": data,
+    })
+}
+
+/// A unique id.
+fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Requests `service` received.
+fn calls(spawned: &Spawned, service: ServiceKind) -> u64 {
+    spawned.world.admin(service).stats().total
+}
+
+/// `(applied, ignored, malformed)` events counted so far.
+fn outcomes(downstream: &Downstream) -> (u64, u64, u64) {
+    let events = downstream.metrics().events.expect("events on").events;
+    let sum = |outcome: &str| {
+        events
+            .iter()
+            .filter(|(_, o, _)| *o == outcome)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    (sum("applied"), sum("ignored"), sum("malformed"))
+}
+
+#[tokio::test]
+async fn a_product_change_drops_it_at_once_and_a_replay_or_older_version_changes_nothing() {
+    let (spawned, redis, downstream) = replica().await;
+    let id = product_id(5);
+    downstream
+        .catalog()
+        .product(&ctx(), &id)
+        .await
+        .expect("found");
+    downstream
+        .catalog()
+        .product(&ctx(), &id)
+        .await
+        .expect("found");
+    assert_eq!(
+        calls(&spawned, ServiceKind::Product),
+        1,
+        "cached for ten minutes"
+    );
+
+    let changed = cloud_event(
+        "com.bff.product.changed",
+        "p-00005",
+        json!({ "product_id": "p-00005", "version": 7, "changed": ["price"] }),
+    );
+    publish(&redis, "catalog", changed.clone()).await;
+    eventually("the change is applied", || async {
+        outcomes(&downstream).0 == 1
+    })
+    .await;
+    downstream
+        .catalog()
+        .product(&ctx(), &id)
+        .await
+        .expect("found");
+    assert_eq!(calls(&spawned, ServiceKind::Product), 2, "fetched again");
+
+    // The same event again, and an older version: counted, nothing dropped.
+    publish(&redis, "catalog", changed).await;
+    publish(
+        &redis,
+        "catalog",
+        cloud_event(
+            "com.bff.product.changed",
+            "p-00005",
+            json!({ "product_id": "p-00005", "version": 6, "changed": ["price"] }),
+        ),
+    )
+    .await;
+    eventually("both are ignored", || async {
+        outcomes(&downstream).1 == 2
+    })
+    .await;
+    downstream
+        .catalog()
+        .product(&ctx(), &id)
+        .await
+        .expect("found");
+    assert_eq!(calls(&spawned, ServiceKind::Product), 2, "still cached");
+}
+
+#[tokio::test]
+async fn malformed_events_are_counted_and_the_next_one_still_applies() {
+    let (spawned, redis, downstream) = replica().await;
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    for garbage in ["not json", "{\"type\":\"com.bff.product.changed\"}"] {
+        let _: String = redis::cmd("XADD")
+            .arg("bff:events:catalog")
+            .arg("*")
+            .arg("event")
+            .arg(garbage)
+            .query_async(&mut conn)
+            .await
+            .expect("XADD");
+    }
+    let _: String = redis::cmd("XADD")
+        .arg("bff:events:catalog")
+        .arg("*")
+        .arg("no-event-field")
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .expect("XADD");
+    publish(
+        &redis,
+        "catalog",
+        cloud_event("com.bff.unknown.thing", "x", json!({ "version": 1 })),
+    )
+    .await;
+    let id = product_id(8);
+    downstream
+        .catalog()
+        .product(&ctx(), &id)
+        .await
+        .expect("found");
+    publish(
+        &redis,
+        "catalog",
+        cloud_event(
+            "com.bff.product.deleted",
+            "p-00008",
+            json!({ "product_id": "p-00008", "version": 2 }),
+        ),
+    )
+    .await;
+    eventually("the valid event is applied", || async {
+        outcomes(&downstream).0 == 1
+    })
+    .await;
+    assert_eq!(outcomes(&downstream).2, 4, "four malformed entries counted");
+    downstream
+        .catalog()
+        .product(&ctx(), &id)
+        .await
+        .expect("found");
+    assert_eq!(calls(&spawned, ServiceKind::Product), 2);
+}
+
+#[tokio::test]
+async fn a_cart_changed_elsewhere_is_fetched_again_at_once() {
+    let (spawned, redis, downstream) = replica().await;
+    let user = UserId::parse("u-events-1").expect("valid");
+    downstream.carts().get(&ctx(), &user).await.expect("cart");
+    downstream.carts().get(&ctx(), &user).await.expect("cart");
+    assert_eq!(calls(&spawned, ServiceKind::Cart), 1);
+    publish(
+        &redis,
+        "cart",
+        cloud_event(
+            "com.bff.cart.changed",
+            "u-events-1",
+            json!({ "user_id": "u-events-1", "version": 3 }),
+        ),
+    )
+    .await;
+    eventually("the change is applied", || async {
+        outcomes(&downstream).0 == 1
+    })
+    .await;
+    downstream.carts().get(&ctx(), &user).await.expect("cart");
+    assert_eq!(calls(&spawned, ServiceKind::Cart), 2);
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_is_a_gap_that_drops_what_was_held_and_reading_resumes() {
+    let (spawned, mut redis, downstream) = replica().await;
+    let id = product_id(11);
+    // Something read, so each consumer has a position past the start.
+    publish(
+        &redis,
+        "catalog",
+        cloud_event(
+            "com.bff.category.changed",
+            "c-1",
+            json!({ "category_id": "c-1", "version": 1 }),
+        ),
+    )
+    .await;
+    eventually("read", || async { outcomes(&downstream).0 == 1 }).await;
+    downstream
+        .catalog()
+        .product(&ctx(), &id)
+        .await
+        .expect("found");
+    assert_eq!(calls(&spawned, ServiceKind::Product), 1);
+
+    redis.restart().await.expect("redis restarts");
+    eventually("the gap is detected", || async {
+        let events = downstream.metrics().events.expect("events on");
+        events
+            .streams
+            .iter()
+            .any(|stream| stream.stream == "catalog" && stream.gaps >= 1)
+    })
+    .await;
+    wait_until_up(&downstream).await;
+    downstream
+        .catalog()
+        .product(&ctx(), &id)
+        .await
+        .expect("found");
+    assert_eq!(
+        calls(&spawned, ServiceKind::Product),
+        2,
+        "what was held before the gap was dropped"
+    );
+    // And events apply again.
+    publish(
+        &redis,
+        "catalog",
+        cloud_event(
+            "com.bff.product.changed",
+            "p-00011",
+            json!({ "product_id": "p-00011", "version": 9, "changed": ["inventory"] }),
+        ),
+    )
+    .await;
+    eventually("applied after the restart", || async {
+        outcomes(&downstream).0 == 2
+    })
+    .await;
+}
