@@ -31,6 +31,7 @@ use crate::cache::served::{Freshness, Served};
 use crate::config::CacheConfig;
 use crate::context::RequestContext;
 use crate::error::{ClientError, ErrorKind, Failure, Service};
+use crate::events::Health;
 use crate::id::ProductId;
 use crate::metrics::CacheMetricsSnapshot;
 use crate::model::product::{Category, Product, ProductPage, ProductQuery};
@@ -83,17 +84,27 @@ pub struct Catalog {
 impl Catalog {
     /// A catalog reading through `client`, caching as `config` says, in this process alone.
     pub fn new(client: ProductClient, config: &CacheConfig) -> Self {
-        Self::with_shared(client, config, &SharedState::disabled())
+        Self::with_shared(client, config, &SharedState::disabled(), None)
     }
 
     /// As [`Catalog::new`], with a second level in Redis shared by every replica when `shared`
     /// has one (see `shared.catalog_l2`).
-    pub fn with_shared(client: ProductClient, config: &CacheConfig, shared: &SharedState) -> Self {
+    /// `events`, when change events are read, vouches for the longer freshness of
+    /// `event_driven_max_ttl`.
+    pub(crate) fn with_shared(
+        client: ProductClient,
+        config: &CacheConfig,
+        shared: &SharedState,
+        events: Option<&Arc<Health>>,
+    ) -> Self {
         let category_bytes = config.max_bytes / CATEGORY_BUDGET_DIVISOR;
         let keep_past_fresh = config.stale_while_revalidate.max(config.stale_if_error);
+        let extension = events
+            .filter(|_| !config.event_driven_max_ttl.is_zero())
+            .map(|health| (Arc::clone(health), config.event_driven_max_ttl));
         Self {
             client: Arc::new(client),
-            products: FreshCache::with_l2(
+            products: FreshCache::with_levels(
                 "products",
                 Service::Product,
                 Windows::from_config(config, true),
@@ -103,8 +114,9 @@ impl Catalog {
                     |id: &ProductId| format!("cat:p:{}", id.as_str()),
                     keep_past_fresh,
                 ),
+                extension.clone(),
             ),
-            categories: FreshCache::with_l2(
+            categories: FreshCache::with_levels(
                 "categories",
                 Service::Product,
                 Windows::from_config(config, false),
@@ -114,6 +126,7 @@ impl Catalog {
                     |_: &()| "cat:categories".to_owned(),
                     keep_past_fresh,
                 ),
+                extension,
             ),
         }
     }

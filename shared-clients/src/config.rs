@@ -125,6 +125,14 @@ pub struct CacheConfig {
     /// caching), so unknown ids cannot be used to hammer the service. `"0s"` turns this off.
     #[serde(with = "humantime_serde")]
     pub negative_ttl: Duration,
+    /// With change events (`shared.redis_url` and `shared.events`): how long a product or the
+    /// category list stays fresh while the event consumer is healthy (connected, no more than
+    /// `shared.events_max_lag` behind, no gap), because a change evicts it at once. When the
+    /// consumer is not healthy, entries fall back to the ordinary freshness (`max_ttl` and the
+    /// service's `max-age`) at once. `"0s"` (the default) keeps the ordinary freshness always:
+    /// turn it on only when the downstream services publish the events.
+    #[serde(with = "humantime_serde")]
+    pub event_driven_max_ttl: Duration,
 }
 
 impl Default for CacheConfig {
@@ -135,6 +143,7 @@ impl Default for CacheConfig {
             stale_while_revalidate: Duration::from_secs(30),
             stale_if_error: Duration::from_secs(300),
             negative_ttl: Duration::from_secs(5),
+            event_driven_max_ttl: Duration::ZERO,
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::catalog::Catalog;
 use crate::config::DownstreamConfig;
 use crate::context::Owner;
 use crate::error::{BuildError, ClientError, Service};
-use crate::events::{Change, Consumer, Sink, Stream};
+use crate::events::{Change, Consumer, Health, Sink, Stream};
 use crate::metrics::MetricsSnapshot;
 use crate::order::OrderClient;
 use crate::orders::Orders;
@@ -104,8 +104,9 @@ impl Downstream {
         let products = ProductClient::new(&config.product)?;
         let carts = CartClient::new(&config.cart)?;
         let orders = OrderClient::new(&config.order)?;
+        let health = shared.events().map(|_| Arc::new(Health::new()));
         let inner = Arc::new(Inner {
-            catalog: Catalog::with_shared(products, &config.cache, &shared),
+            catalog: Catalog::with_shared(products, &config.cache, &shared, health.as_ref()),
             carts: Carts::new(carts, &config.private_cache, shared.clone()),
             orders: Orders::new(orders, &config.private_cache, shared.clone()),
             deadline: config.deadline,
@@ -117,9 +118,11 @@ impl Downstream {
                 (Service::Order, READY_TIMEOUT.min(config.order.timeout)),
             ],
         });
-        if let Some((client, settings)) = inner.shared.events() {
+        if let (Some((client, settings)), Some(health)) = (inner.shared.events(), health) {
             let sink: std::sync::Weak<dyn Sink> = Arc::downgrade(&inner) as _;
-            let _ = inner.events.set(Consumer::start(client, settings, sink));
+            let _ = inner
+                .events
+                .set(Consumer::start(client, settings, sink, health));
         }
         Ok(Self { inner })
     }

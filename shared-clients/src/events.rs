@@ -114,6 +114,61 @@ pub(crate) struct ConsumerSettings {
     pub(crate) block: Duration,
     /// `shared.connect_timeout`.
     pub(crate) connect_timeout: Duration,
+    /// `shared.events_max_lag`.
+    pub(crate) max_lag: Duration,
+}
+
+/// Whether one stream's consumer can vouch for the cached copies of its resources: connected,
+/// not too far behind, no gap since they were cached. Entries kept while it could remember the
+/// *epoch*; any loss of health starts a new epoch, so no entry outlives its ordinary freshness
+/// on the strength of events that might have been missed.
+#[derive(Debug)]
+pub(crate) struct Health {
+    /// Connected and reading.
+    up: AtomicBool,
+    /// Whether the last event applied was older than `max_lag` when it was.
+    lagging: AtomicBool,
+    /// Bumped at every loss of health.
+    epoch: AtomicU64,
+}
+
+impl Health {
+    /// Not (yet) healthy: nothing is vouched for until the consumer reads.
+    pub(crate) fn new() -> Self {
+        Self {
+            up: AtomicBool::new(false),
+            lagging: AtomicBool::new(false),
+            epoch: AtomicU64::new(1),
+        }
+    }
+
+    /// The current epoch while healthy; `None` while not.
+    pub(crate) fn healthy_epoch(&self) -> Option<u64> {
+        let healthy = self.up.load(Ordering::Acquire) && !self.lagging.load(Ordering::Acquire);
+        healthy.then(|| self.epoch.load(Ordering::Acquire))
+    }
+
+    /// Connected (`true`) or not; losing the connection starts a new epoch.
+    fn set_up(&self, up: bool) {
+        if !up {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        self.up.store(up, Ordering::Release);
+    }
+
+    /// Records how far behind the consumer is; falling behind starts a new epoch.
+    fn set_lagging(&self, lagging: bool) {
+        if lagging && !self.lagging.swap(true, Ordering::AcqRel) {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        } else if !lagging {
+            self.lagging.store(false, Ordering::Release);
+        }
+    }
+
+    /// Events were missed: a new epoch.
+    fn gap(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// The running consumer: its tasks stop when it is dropped.
@@ -133,11 +188,13 @@ impl Drop for Consumer {
 }
 
 impl Consumer {
-    /// Starts one task per stream reading with `client`, applying to `sink` while it lives.
+    /// Starts one task per stream reading with `client`, applying to `sink` while it lives;
+    /// `catalog` follows the catalog stream's health.
     pub(crate) fn start(
         client: &redis::Client,
         settings: &ConsumerSettings,
         sink: Weak<dyn Sink>,
+        catalog: Arc<Health>,
     ) -> Self {
         let metrics = Arc::new(EventMetrics::default());
         let versions = moka::future::Cache::builder()
@@ -155,6 +212,7 @@ impl Consumer {
                     sink: sink.clone(),
                     metrics: Arc::clone(&metrics),
                     versions: versions.clone(),
+                    health: (stream == Stream::Catalog).then(|| Arc::clone(&catalog)),
                 };
                 tokio::spawn(reader.run())
             })
@@ -280,12 +338,21 @@ struct Reader {
     metrics: Arc<EventMetrics>,
     /// Last version applied per resource (`kind:id` → version).
     versions: moka::future::Cache<String, u64>,
+    /// The health this stream's consumer reports (the catalog's only).
+    health: Option<Arc<Health>>,
 }
 
 impl Reader {
+    /// Records whether this stream's consumer is connected.
+    fn set_up(&self, up: bool) {
+        self.metrics.up[self.stream.index()].store(up, Ordering::Relaxed);
+        if let Some(health) = &self.health {
+            health.set_up(up);
+        }
+    }
+
     /// Reads until the sink is gone, reconnecting after failures.
     async fn run(self) {
-        let index = self.stream.index();
         let mut last_id: Option<String> = None;
         loop {
             if self.sink.strong_count() == 0 {
@@ -301,7 +368,7 @@ impl Reader {
             {
                 Ok(conn) => conn,
                 Err(_) => {
-                    self.metrics.up[index].store(false, Ordering::Relaxed);
+                    self.set_up(false);
                     tokio::time::sleep(RECONNECT_AFTER).await;
                     continue;
                 }
@@ -313,12 +380,12 @@ impl Reader {
                 Some(id) => self.check_gap(&mut conn, id).await,
             };
             let Ok(position) = position else {
-                self.metrics.up[index].store(false, Ordering::Relaxed);
+                self.set_up(false);
                 tokio::time::sleep(RECONNECT_AFTER).await;
                 continue;
             };
             last_id = Some(position);
-            self.metrics.up[index].store(true, Ordering::Relaxed);
+            self.set_up(true);
             let mut checked = tokio::time::Instant::now();
             loop {
                 let Some(from) = last_id.clone() else { break };
@@ -352,7 +419,7 @@ impl Reader {
                     }
                 }
             }
-            self.metrics.up[index].store(false, Ordering::Relaxed);
+            self.set_up(false);
             tokio::time::sleep(RECONNECT_AFTER).await;
         }
     }
@@ -383,6 +450,9 @@ impl Reader {
         };
         if gap {
             self.metrics.gaps[self.stream.index()].fetch_add(1, Ordering::Relaxed);
+            if let Some(health) = &self.health {
+                health.gap();
+            }
             tracing::warn!(
                 stream = self.stream.as_str(),
                 "missed change events (stream trimmed or Redis restarted): dropping this replica's cached copies"
@@ -399,8 +469,13 @@ impl Reader {
     async fn handle(&self, sink: &dyn Sink, entry: &redis::streams::StreamId) {
         let index = self.stream.index();
         if let Some(ms) = id_ms(&entry.id) {
+            let lag = now_ms().saturating_sub(ms);
             self.metrics.last_event_ms[index].store(ms, Ordering::Relaxed);
-            self.metrics.lag_ms[index].store(now_ms().saturating_sub(ms), Ordering::Relaxed);
+            self.metrics.lag_ms[index].store(lag, Ordering::Relaxed);
+            if let Some(health) = &self.health {
+                let max_lag = u64::try_from(self.settings.max_lag.as_millis()).unwrap_or(u64::MAX);
+                health.set_lagging(lag > max_lag);
+            }
         }
         let event = entry
             .map
@@ -604,6 +679,31 @@ mod tests {
             assert_eq!(event(json), None, "{json}");
         }
         assert!(serde_json::from_str::<Event>("not json").is_err());
+    }
+
+    #[test]
+    fn health_vouches_only_within_one_epoch() {
+        let health = Health::new();
+        assert_eq!(
+            health.healthy_epoch(),
+            None,
+            "not before the consumer reads"
+        );
+        health.set_up(true);
+        let first = health.healthy_epoch().expect("healthy");
+        health.set_lagging(true);
+        assert_eq!(health.healthy_epoch(), None);
+        health.set_lagging(false);
+        let second = health.healthy_epoch().expect("healthy again");
+        assert_ne!(first, second, "falling behind starts a new epoch");
+        health.gap();
+        assert_ne!(
+            health.healthy_epoch(),
+            Some(second),
+            "a gap starts a new epoch"
+        );
+        health.set_up(false);
+        assert_eq!(health.healthy_epoch(), None);
     }
 
     #[test]

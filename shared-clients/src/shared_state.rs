@@ -92,6 +92,10 @@ pub struct SharedConfig {
     /// How long one read of a stream waits for new events (`XREAD BLOCK`).
     #[serde(with = "humantime_serde")]
     pub events_block: Duration,
+    /// How far behind (the age of the last event when it was applied) the catalog consumer may
+    /// be and still count as healthy for `downstream.cache.event_driven_max_ttl`.
+    #[serde(with = "humantime_serde")]
+    pub events_max_lag: Duration,
 }
 
 impl Default for SharedConfig {
@@ -112,6 +116,7 @@ impl Default for SharedConfig {
             events: true,
             events_stream_prefix: "bff:events:".to_owned(),
             events_block: Duration::from_secs(1),
+            events_max_lag: Duration::from_secs(2),
         }
     }
 }
@@ -390,6 +395,7 @@ impl SharedState {
                     prefix: config.events_stream_prefix.clone(),
                     block: config.events_block,
                     connect_timeout: config.connect_timeout,
+                    max_lag: config.events_max_lag,
                 }),
                 l2: config.catalog_l2.then_some(L2Settings {
                     max_entry_bytes: config.l2_max_entry_bytes,

@@ -43,6 +43,7 @@ use crate::cache_control::ETag;
 use crate::config::CacheConfig;
 use crate::context::RequestContext;
 use crate::error::{ClientError, ErrorKind, Failure, Service};
+use crate::events::Health;
 use crate::metrics::{CacheMetrics, CacheMetricsSnapshot};
 use crate::weigh::Weigh;
 
@@ -100,6 +101,9 @@ pub(crate) struct Entry<V> {
     ttl: Duration,
     /// The response's entity tag, for a conditional refresh.
     etag: Option<ETag>,
+    /// A longer freshness vouched for by the change events: `(epoch, ttl)`, valid only while the
+    /// event consumer is healthy in that epoch (see `crate::events::Health`).
+    extended: Option<(u64, Duration)>,
 }
 
 // Not derived: deriving would require `V: Clone`, but only the `Arc` is cloned.
@@ -110,6 +114,7 @@ impl<V> Clone for Entry<V> {
             fetched_at: self.fetched_at,
             ttl: self.ttl,
             etag: self.etag.clone(),
+            extended: self.extended,
         }
     }
 }
@@ -225,6 +230,8 @@ struct Inner<K, V> {
     /// When a change event last evicted each key: a fetch sent before that may hold the old
     /// data, so it is answered but not kept (nor published to L2).
     evicted_at: moka::future::Cache<K, Instant>,
+    /// Event-driven freshness: the catalog consumer's health and the longer freshness it allows.
+    extension: Option<(Arc<Health>, Duration)>,
 }
 
 impl<K, V> Clone for FreshCache<K, V> {
@@ -248,17 +255,21 @@ where
         windows: Windows,
         max_bytes: u64,
     ) -> Self {
-        Self::with_l2(name, service, windows, max_bytes, None)
+        Self::with_levels(name, service, windows, max_bytes, None, None)
     }
 
-    /// As [`FreshCache::new`], with a second level shared by every replica (see `cache::l2`).
-    pub(crate) fn with_l2(
+    /// As [`FreshCache::new`], with a second level shared by every replica (`l2`, see
+    /// `cache::l2`) and event-driven freshness (`extension`): while the health vouches for it, an
+    /// entry stays fresh for the extension's duration (when longer than its own).
+    pub(crate) fn with_levels(
         name: &'static str,
         service: Service,
         windows: Windows,
         max_bytes: u64,
         l2: Option<L2<K, V>>,
+        extension: Option<(Arc<Health>, Duration)>,
     ) -> Self {
+        let extended_for = extension.as_ref().map_or(Duration::ZERO, |(_, ttl)| *ttl);
         let metrics = Arc::new(CacheMetrics::default());
         let evictions = Arc::clone(&metrics);
         let longest_stale = windows.stale_while_revalidate.max(windows.stale_if_error);
@@ -277,6 +288,7 @@ where
             .time_to_live(
                 windows
                     .max_ttl
+                    .max(extended_for)
                     .saturating_add(longest_stale)
                     .max(MIN_STORE_TTL),
             )
@@ -306,6 +318,7 @@ where
                     // Longer than any fetch may take.
                     .time_to_live(EVICTION_MEMORY)
                     .build(),
+                extension,
             }),
         }
     }
@@ -424,7 +437,16 @@ where
         {
             return Lookup::Absent;
         }
-        match self.inner.entries.get(key).await {
+        let entry = self.inner.entries.get(key).await.map(|mut entry| {
+            // While the events vouch for it, the entry's freshness is the longer one.
+            if let (Some((epoch, ttl)), Some((health, _))) = (entry.extended, &self.inner.extension)
+                && health.healthy_epoch() == Some(epoch)
+            {
+                entry.ttl = ttl;
+            }
+            entry
+        });
+        match entry {
             Some(entry) if entry.is_fresh(now) => Lookup::Fresh(entry),
             Some(entry) if entry.within(now, self.inner.windows.stale_while_revalidate) => {
                 Lookup::Stale(entry)
@@ -471,11 +493,18 @@ where
             }
         };
         let ttl = fresh_for.map_or(Duration::ZERO, |d| d.min(self.inner.windows.max_ttl));
+        let extended = match &self.inner.extension {
+            Some((health, extended_ttl)) if !ttl.is_zero() && *extended_ttl > ttl => {
+                health.healthy_epoch().map(|epoch| (epoch, *extended_ttl))
+            }
+            _ => None,
+        };
         let entry = Entry {
             value,
             fetched_at: started,
             ttl,
             etag,
+            extended,
         };
         if let Some(absent) = &self.inner.absent {
             absent.invalidate(key).await;

@@ -18,6 +18,13 @@ const PATIENCE: Duration = Duration::from_secs(5);
 /// Reference services, a private Redis and one replica whose catalog entries stay fresh for ten
 /// minutes (so only an event can make it fetch again).
 async fn replica() -> (Spawned, LocalRedis, Downstream) {
+    replica_with(|_| {}).await
+}
+
+/// As [`replica`], with the downstream settings changed by `configure`.
+async fn replica_with(
+    configure: impl FnOnce(&mut DownstreamConfig),
+) -> (Spawned, LocalRedis, Downstream) {
     let redis = LocalRedis::start().await.expect("redis-server starts");
     let spawned = spawn_all(Config::default())
         .await
@@ -30,6 +37,7 @@ async fn replica() -> (Spawned, LocalRedis, Downstream) {
     };
     config.cache.max_ttl = Duration::from_secs(600);
     config.private_cache.ttl = Duration::from_secs(600);
+    configure(&mut config);
     let shared = SharedConfig {
         redis_url: Some(RedisUrl::new(redis.url())),
         events_block: Duration::from_millis(200),
@@ -316,4 +324,46 @@ async fn redis_restarted_empty_is_a_gap_that_drops_what_was_held_and_reading_res
         outcomes(&downstream).0 == 2
     })
     .await;
+}
+
+#[tokio::test]
+async fn entries_stay_fresh_longer_while_the_events_vouch_for_them_and_not_a_moment_after() {
+    let ordinary = Duration::from_millis(300);
+    let (spawned, mut redis, downstream) = replica_with(|config| {
+        config.cache.max_ttl = ordinary;
+        config.cache.event_driven_max_ttl = Duration::from_secs(600);
+    })
+    .await;
+    let id = product_id(21);
+    downstream
+        .catalog()
+        .product(&ctx(), &id)
+        .await
+        .expect("found");
+    tokio::time::sleep(ordinary * 2).await;
+    let served = downstream
+        .catalog()
+        .product(&ctx(), &id)
+        .await
+        .expect("found");
+    assert!(
+        !served.is_stale(),
+        "fresh past max_ttl: the events vouch for it"
+    );
+    assert_eq!(calls(&spawned, ServiceKind::Product), 1);
+
+    // The consumer loses Redis: the entry is back to its ordinary freshness at once (stale, and
+    // refreshed in the background as any stale entry).
+    redis.stop().await.expect("redis stops");
+    eventually("the consumers notice", || async {
+        let events = downstream.metrics().events.expect("events on");
+        events.streams.iter().all(|stream| !stream.up)
+    })
+    .await;
+    let served = downstream
+        .catalog()
+        .product(&ctx(), &id)
+        .await
+        .expect("found");
+    assert!(served.is_stale(), "no longer vouched for");
 }
