@@ -387,8 +387,7 @@ impl Reader {
             last_id = Some(position);
             self.set_up(true);
             let mut checked = tokio::time::Instant::now();
-            loop {
-                let Some(from) = last_id.clone() else { break };
+            while let Some(from) = last_id.clone() {
                 let read: Result<redis::streams::StreamReadReply, _> = redis::cmd("XREAD")
                     .arg("COUNT")
                     .arg(BATCH)
