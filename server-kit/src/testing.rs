@@ -110,6 +110,9 @@ where
         .expect("the reference services start");
     let mut settings = settings_over::<X>(&services);
     settings.shared.redis_url = Some(shared_clients::shared_state::RedisUrl::new(redis.url()));
+    // A loaded test machine (debug builds, two cores, other tests) can take longer than the
+    // production default for a command; a test about sharing must not fall back by accident.
+    settings.shared.command_timeout = std::time::Duration::from_secs(2);
     configure(&mut settings);
     settings.validate().expect("valid test settings");
     let mut bases = Vec::with_capacity(count);

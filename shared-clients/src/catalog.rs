@@ -28,11 +28,12 @@ use crate::cache::coalesce::{Claim, Joined, Leader};
 use crate::cache::l2::{L2, Lease};
 use crate::cache::public::{Entry, FreshCache, Lookup, Shared, Update, Windows};
 use crate::cache::served::{Freshness, Served};
+use crate::cache::tags::{Tag, TagIndex};
 use crate::config::CacheConfig;
 use crate::context::RequestContext;
 use crate::error::{ClientError, ErrorKind, Failure, Service};
 use crate::events::Health;
-use crate::id::ProductId;
+use crate::id::{CategoryId, ProductId};
 use crate::metrics::CacheMetricsSnapshot;
 use crate::model::product::{Category, Product, ProductPage, ProductQuery};
 use crate::product::{MAX_BATCH, ProductClient, Revalidated};
@@ -40,6 +41,12 @@ use crate::shared_state::SharedState;
 
 /// Share of the cache budget given to the category list (a small, single entry).
 const CATEGORY_BUDGET_DIVISOR: u64 = 16;
+
+/// The share of the catalog budget given to pages (one eighth).
+const PAGE_BUDGET_DIVISOR: u64 = 8;
+
+/// Most (tag, page) pairs the page index remembers.
+const MAX_TAG_PAIRS: usize = 500_000;
 
 /// The answer to [`Catalog::products`].
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -79,6 +86,10 @@ pub struct Catalog {
     products: FreshCache<ProductId, Product>,
     /// The category list (a single entry).
     categories: FreshCache<(), Vec<Category>>,
+    /// Catalog pages by query (off when `page_ttl` is 0).
+    pages: Option<FreshCache<ProductQuery, ProductPage>>,
+    /// Which products and categories each cached page shows.
+    tags: Arc<TagIndex<ProductQuery>>,
 }
 
 impl Catalog {
@@ -98,6 +109,7 @@ impl Catalog {
         events: Option<&Arc<Health>>,
     ) -> Self {
         let category_bytes = config.max_bytes / CATEGORY_BUDGET_DIVISOR;
+        let page_bytes = config.max_bytes / PAGE_BUDGET_DIVISOR;
         let keep_past_fresh = config.stale_while_revalidate.max(config.stale_if_error);
         let extension = events
             .filter(|_| !config.event_driven_max_ttl.is_zero())
@@ -108,7 +120,7 @@ impl Catalog {
                 "products",
                 Service::Product,
                 Windows::from_config(config, true),
-                config.max_bytes - category_bytes,
+                config.max_bytes - category_bytes - page_bytes,
                 L2::new(
                     shared,
                     |id: &ProductId| format!("cat:p:{}", id.as_str()),
@@ -126,8 +138,22 @@ impl Catalog {
                     |_: &()| "cat:categories".to_owned(),
                     keep_past_fresh,
                 ),
-                extension,
+                extension.clone(),
             ),
+            pages: (!config.page_ttl.is_zero()).then(|| {
+                FreshCache::with_levels(
+                    "pages",
+                    Service::Product,
+                    Windows {
+                        max_ttl: config.page_ttl,
+                        ..Windows::from_config(config, false)
+                    },
+                    page_bytes,
+                    None,
+                    extension,
+                )
+            }),
+            tags: Arc::new(TagIndex::new(MAX_TAG_PAIRS)),
         }
     }
 
@@ -344,51 +370,107 @@ impl Catalog {
             .await
     }
 
-    /// One page of the catalog. Pages are not cached (cursors make them poor keys), but the
-    /// products on them are, so a page followed by product reads costs one call.
+    /// One page of the catalog: from the page cache while fresh (`page_ttl`, or longer while
+    /// change events vouch for it), else from the service, coalesced per query. The products
+    /// on it are cached too, so a page followed by product reads costs one call. A page is
+    /// tagged with its products and category filter, and dropped by the events that touch them.
     pub async fn list(
         &self,
         ctx: &RequestContext,
         query: &ProductQuery,
     ) -> Result<ProductPage, ClientError> {
-        let started = Instant::now();
-        let page = self.client.list(ctx, query).await?;
-        if let Some(fresh_for) = page.cache_control.fresh_for() {
-            for product in &page.value.items {
-                let update = Update::New {
-                    value: Arc::clone(product),
-                    fresh_for: Some(fresh_for),
-                    etag: None,
-                };
-                // Storing a new value cannot fail.
-                let _ = self
-                    .products
-                    .store(&product.id, update, None, started)
-                    .await;
+        let Some(pages) = &self.pages else {
+            let started = Instant::now();
+            let page = self.client.list(ctx, query).await?;
+            keep_listed(&self.products, &page, started).await;
+            return Ok(page.value);
+        };
+        let client = Arc::clone(&self.client);
+        let products = self.products.clone();
+        let tags = Arc::clone(&self.tags);
+        let cache = pages.clone();
+        let key = query.clone();
+        let served = pages
+            .get(ctx, query, move |ctx, _previous| {
+                let (client, products) = (Arc::clone(&client), products.clone());
+                let (tags, cache, key) = (Arc::clone(&tags), cache.clone(), key.clone());
+                async move {
+                    let started = Instant::now();
+                    let page = client.list(&ctx, &key).await?;
+                    keep_listed(&products, &page, started).await;
+                    let page_tags = tags_of(&key, &page.value);
+                    if !tags.add(&key, &page_tags) {
+                        // The index was full and emptied: no page may outlive its tags.
+                        cache.evict_all();
+                    }
+                    // An event that touched the page while it was fetched: answer, keep nothing.
+                    let keep = !tags.dropped_since(&page_tags, started).await;
+                    Ok(Update::New {
+                        value: Arc::new(page.value),
+                        fresh_for: page.cache_control.fresh_for().filter(|_| keep),
+                        etag: None,
+                    })
+                }
+            })
+            .await?;
+        Ok(ProductPage::clone(&served.into_inner()))
+    }
+
+    /// Drops a product that changed (a change event), here and in L2, and the pages that show
+    /// it; when lists it was not on may now show it (`membership`), also the unfiltered pages and
+    /// those of its `category`.
+    pub(crate) async fn product_changed(
+        &self,
+        id: &ProductId,
+        category: Option<&CategoryId>,
+        membership: bool,
+    ) {
+        self.products.evict(id, true).await;
+        self.drop_pages(&Tag::Product(id.clone())).await;
+        if membership {
+            self.drop_pages(&Tag::Unfiltered).await;
+            if let Some(category) = category {
+                self.drop_pages(&Tag::Category(category.clone())).await;
             }
         }
-        Ok(page.value)
     }
 
-    /// Drops a product that changed (a change event), here and in L2.
-    pub(crate) async fn product_changed(&self, id: &ProductId) {
-        self.products.evict(id, true).await;
-    }
-
-    /// Drops the category list (a category changed), here and in L2.
-    pub(crate) async fn categories_changed(&self) {
+    /// Drops the category list and the pages of `category` (it changed), here and in L2.
+    pub(crate) async fn category_changed(&self, category: &CategoryId) {
         self.categories.evict(&(), true).await;
+        self.drop_pages(&Tag::Category(category.clone())).await;
+    }
+
+    /// Drops the pages tagged `tag`.
+    async fn drop_pages(&self, tag: &Tag) {
+        let pages = self.tags.take(tag).await;
+        if let Some(cache) = &self.pages {
+            for page in pages {
+                cache.evict(&page, false).await;
+            }
+        }
     }
 
     /// Drops everything from this replica's memory (change events were missed).
     pub(crate) fn forget_all(&self) {
         self.products.evict_all();
         self.categories.evict_all();
+        self.forget_pages();
     }
 
-    /// The counters and sizes of the product and category caches.
-    pub(crate) fn metrics(&self) -> [CacheMetricsSnapshot; 2] {
-        [self.products.metrics(), self.categories.metrics()]
+    /// Drops every page.
+    fn forget_pages(&self) {
+        self.tags.clear();
+        if let Some(pages) = &self.pages {
+            pages.evict_all();
+        }
+    }
+
+    /// The counters and sizes of the product, category and page caches.
+    pub(crate) fn metrics(&self) -> Vec<CacheMetricsSnapshot> {
+        let mut caches = vec![self.products.metrics(), self.categories.metrics()];
+        caches.extend(self.pages.as_ref().map(FreshCache::metrics));
+        caches
     }
 }
 
@@ -396,6 +478,37 @@ impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Catalog").finish_non_exhaustive()
     }
+}
+
+/// Keeps the products of a page fetched at `started` in the product cache.
+async fn keep_listed(
+    products: &FreshCache<ProductId, Product>,
+    page: &crate::product::Fetched<ProductPage>,
+    started: Instant,
+) {
+    let Some(fresh_for) = page.cache_control.fresh_for() else {
+        return;
+    };
+    for product in &page.value.items {
+        let update = Update::New {
+            value: Arc::clone(product),
+            fresh_for: Some(fresh_for),
+            etag: None,
+        };
+        // Storing a new value cannot fail.
+        let _ = products.store(&product.id, update, None, started).await;
+    }
+}
+
+/// The tags of a page: its products, and its category filter (or unfiltered).
+fn tags_of(query: &ProductQuery, page: &ProductPage) -> Vec<Tag> {
+    let mut tags = Vec::with_capacity(page.items.len() + 1);
+    tags.push(match &query.category {
+        Some(category) => Tag::Category(category.clone()),
+        None => Tag::Unfiltered,
+    });
+    tags.extend(page.items.iter().map(|item| Tag::Product(item.id.clone())));
+    tags
 }
 
 /// One product from the service: conditionally (`If-None-Match`) when the expired entry has an

@@ -133,6 +133,12 @@ pub struct CacheConfig {
     /// turn it on only when the downstream services publish the events.
     #[serde(with = "humantime_serde")]
     pub event_driven_max_ttl: Duration,
+    /// Upper bound on how long a catalog page (a list by category, a search, the first page of
+    /// everything, a cursor) is fresh. Kept short: a page changes with any of its products.
+    /// With healthy change events it lasts `event_driven_max_ttl`, since an event that touches
+    /// one of its products or its category drops it. `"0s"` turns page caching off.
+    #[serde(with = "humantime_serde")]
+    pub page_ttl: Duration,
 }
 
 impl Default for CacheConfig {
@@ -144,6 +150,7 @@ impl Default for CacheConfig {
             stale_if_error: Duration::from_secs(300),
             negative_ttl: Duration::from_secs(5),
             event_driven_max_ttl: Duration::ZERO,
+            page_ttl: Duration::from_secs(5),
         }
     }
 }

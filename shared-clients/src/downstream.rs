@@ -62,8 +62,16 @@ impl Sink for Inner {
     fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             match change {
-                Change::Product(id) => self.catalog.product_changed(id).await,
-                Change::Category(_) => self.catalog.categories_changed().await,
+                Change::Product {
+                    id,
+                    category,
+                    membership,
+                } => {
+                    self.catalog
+                        .product_changed(id, category.as_ref(), *membership)
+                        .await;
+                }
+                Change::Category(id) => self.catalog.category_changed(id).await,
                 Change::Cart(user) => {
                     self.carts
                         .changed_elsewhere(&Owner::User(user.clone()))
@@ -165,19 +173,15 @@ impl Downstream {
     /// breaker, bulkhead) and per cache (hits, misses, stale answers, refreshes, evictions, size).
     pub fn metrics(&self) -> MetricsSnapshot {
         let inner = &self.inner;
-        let [products, categories] = inner.catalog.metrics();
+        let mut caches = inner.catalog.metrics();
+        caches.extend([inner.carts.metrics(), inner.orders.metrics()]);
         MetricsSnapshot {
             services: vec![
                 inner.catalog.client().metrics(),
                 inner.carts.client().metrics(),
                 inner.orders.client().metrics(),
             ],
-            caches: vec![
-                products,
-                categories,
-                inner.carts.metrics(),
-                inner.orders.metrics(),
-            ],
+            caches,
             redis: inner.shared.metrics(),
             events: inner.events.get().map(Consumer::metrics),
         }

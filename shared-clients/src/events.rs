@@ -87,7 +87,15 @@ impl Stream {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change {
     /// A product changed or was deleted.
-    Product(ProductId),
+    Product {
+        /// Which.
+        id: ProductId,
+        /// Its category, when the event names one.
+        category: Option<CategoryId>,
+        /// Whether lists it is not on yet may now show it (its name, details or category
+        /// changed): not for a price or stock change, nor a deletion.
+        membership: bool,
+    },
     /// A category changed (so the category list did).
     Category(CategoryId),
     /// A user's cart changed.
@@ -578,6 +586,9 @@ struct EventData {
     /// Product events.
     #[serde(default)]
     product_id: Option<String>,
+    /// `product.changed`: which parts changed.
+    #[serde(default)]
+    changed: Option<Vec<String>>,
     /// Category events.
     #[serde(default)]
     category_id: Option<String>,
@@ -613,7 +624,22 @@ impl Event {
         match self.kind.as_str() {
             "com.bff.product.changed" | "com.bff.product.deleted" => {
                 let id = ProductId::parse(data.product_id.as_deref()?).ok()?;
-                Some((format!("p:{}", id.as_str()), Change::Product(id)))
+                let category = match data.category_id.as_deref() {
+                    Some(category) => Some(CategoryId::parse(category).ok()?),
+                    None => None,
+                };
+                let membership = self.kind == "com.bff.product.changed"
+                    && data.changed.as_ref().is_none_or(|changed| {
+                        changed
+                            .iter()
+                            .any(|part| part == "details" || part == "category")
+                    });
+                let change = Change::Product {
+                    id: id.clone(),
+                    category,
+                    membership,
+                };
+                Some((format!("p:{}", id.as_str()), change))
             }
             "com.bff.category.changed" => {
                 let id = CategoryId::parse(data.category_id.as_deref()?).ok()?;
@@ -655,9 +681,25 @@ mod tests {
             product,
             Some((
                 "p:p-00001".to_owned(),
-                Change::Product(ProductId::parse("p-00001").unwrap())
+                Change::Product {
+                    id: ProductId::parse("p-00001").unwrap(),
+                    category: None,
+                    membership: false,
+                }
             ))
         );
+        let renamed = event(
+            r#"{"type":"com.bff.product.changed","data":{"product_id":"p-00001","category_id":"c-2","version":4,"changed":["details"]}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            renamed.1,
+            Change::Product {
+                membership: true,
+                category: Some(_),
+                ..
+            }
+        ));
         let order = event(
             r#"{"type":"com.bff.order.status_changed","data":{"order_id":"o-1","owner":{"user_id":null,"partner_id":"partner-acme"},"status":"shipped","previous_status":"confirmed","version":4}}"#,
         )

@@ -7,6 +7,8 @@
 //!   read-your-writes invalidation; never served stale.
 //! - `l2`: the catalog's second level in Redis, shared by every replica, and the leases that
 //!   make one replica fetch a missing key for all (only with `shared.redis_url`).
+//! - `tags`: which products and categories each cached catalog page shows, so a change event
+//!   drops exactly the pages it makes stale.
 //! - `coalesce`: one downstream call for concurrent misses of the same key, for both caches.
 //! - `served`: [`Served`](crate::Served) and [`Freshness`](crate::Freshness), how every cached
 //!   answer states whether it is fresh or stale and how old it is.
@@ -24,6 +26,7 @@ pub(crate) mod l2;
 pub(crate) mod private;
 pub(crate) mod public;
 pub(crate) mod served;
+pub(crate) mod tags;
 
 /// Bookkeeping bytes added to every entry's weight (the store's own per-entry overhead).
 const ENTRY_OVERHEAD: usize = 128;

@@ -168,6 +168,19 @@ pub struct ProductPage {
     pub next_cursor: Option<String>,
 }
 
+/// For the page cache: the page and the products it holds (it keeps them alive).
+impl Weigh for ProductPage {
+    fn weigh(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.next_cursor.as_ref().map_or(0, String::len)
+            + self
+                .items
+                .iter()
+                .map(|item| std::mem::size_of::<Arc<Product>>() + item.weigh())
+                .sum::<usize>()
+    }
+}
+
 /// The answer to a batch lookup by ids.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProductBatch {
@@ -176,6 +189,16 @@ pub struct ProductBatch {
     /// The ids asked for that do not exist.
     #[serde(default)]
     pub missing: Vec<ProductId>,
+}
+
+/// For the page cache's keys.
+impl Weigh for ProductQuery {
+    fn weigh(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.category.as_ref().map_or(0, |c| c.as_str().len())
+            + self.q.as_ref().map_or(0, String::len)
+            + self.cursor.as_ref().map_or(0, String::len)
+    }
 }
 
 /// Which page of the catalog to list. Every field is optional; `ProductQuery::default()` lists the

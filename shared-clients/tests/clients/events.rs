@@ -41,6 +41,7 @@ async fn replica_with(
     let shared = SharedConfig {
         redis_url: Some(RedisUrl::new(redis.url())),
         events_block: Duration::from_millis(200),
+        command_timeout: Duration::from_secs(2),
         ..SharedConfig::default()
     };
     let downstream = Downstream::new_shared(&config, &shared).expect("valid settings");
@@ -366,4 +367,106 @@ async fn entries_stay_fresh_longer_while_the_events_vouch_for_them_and_not_a_mom
         .await
         .expect("found");
     assert!(served.is_stale(), "no longer vouched for");
+}
+
+#[tokio::test]
+async fn catalog_pages_are_cached_and_dropped_by_the_events_that_touch_them() {
+    let (spawned, redis, downstream) = replica_with(|config| {
+        config.cache.page_ttl = Duration::from_secs(600);
+        config.cache.max_ttl = Duration::from_secs(600);
+    })
+    .await;
+    let list = |query: shared_clients::ProductQuery| {
+        let downstream = downstream.clone();
+        async move {
+            downstream
+                .catalog()
+                .list(&ctx(), &query)
+                .await
+                .expect("a page")
+        }
+    };
+    let everything = shared_clients::ProductQuery {
+        limit: Some(5),
+        ..Default::default()
+    };
+    let page = list(everything.clone()).await;
+    let on_page = page.items[0].id.clone();
+    let category = page.items[0].category_id.clone().expect("a category");
+    let by_category = shared_clients::ProductQuery {
+        category: Some(category.clone()),
+        limit: Some(5),
+        ..Default::default()
+    };
+    list(by_category.clone()).await;
+    let calls_now = || calls(&spawned, ServiceKind::Product);
+    let cached = calls_now();
+    list(everything.clone()).await;
+    list(by_category.clone()).await;
+    assert_eq!(calls_now(), cached, "both pages cached");
+
+    // A price change of a product on the first page drops that page only.
+    let mut version = 10;
+    let mut change = |id: &str, changed: &[&str], category: Option<&str>| {
+        version += 1;
+        cloud_event(
+            "com.bff.product.changed",
+            id,
+            json!({ "product_id": id, "category_id": category, "version": version, "changed": changed }),
+        )
+    };
+    let applied = outcomes(&downstream).0;
+    publish(
+        &redis,
+        "catalog",
+        change(on_page.as_str(), &["price"], None),
+    )
+    .await;
+    eventually("applied", || async {
+        outcomes(&downstream).0 == applied + 1
+    })
+    .await;
+    let dropped_one = calls_now();
+    list(everything.clone()).await;
+    assert_eq!(
+        calls_now(),
+        dropped_one + 1,
+        "the page showing it was dropped"
+    );
+    // The category page was dropped too when it shows the product.
+    let shows_it = downstream
+        .metrics()
+        .caches
+        .iter()
+        .any(|c| c.cache == "pages");
+    assert!(shows_it, "the page cache reports its metrics");
+    list(by_category.clone()).await;
+
+    // A price change of a product on neither page drops nothing.
+    let before = calls_now();
+    publish(&redis, "catalog", change("p-00990", &["price"], None)).await;
+    eventually("applied", || async {
+        outcomes(&downstream).0 == applied + 2
+    })
+    .await;
+    list(everything.clone()).await;
+    list(by_category.clone()).await;
+    assert_eq!(calls_now(), before, "untouched pages stay");
+
+    // A product moved into the category (or renamed) may join lists it was not on: the
+    // unfiltered pages and that category's pages go.
+    publish(
+        &redis,
+        "catalog",
+        change("p-00991", &["category"], Some(category.as_str())),
+    )
+    .await;
+    eventually("applied", || async {
+        outcomes(&downstream).0 == applied + 3
+    })
+    .await;
+    let before = calls_now();
+    list(everything).await;
+    list(by_category).await;
+    assert_eq!(calls_now(), before + 2, "both lists fetched again");
 }

@@ -31,6 +31,8 @@ async fn replicas(count: usize, latency: Duration) -> (Spawned, LocalRedis, Vec<
     let shared = SharedConfig {
         redis_url: Some(RedisUrl::new(redis.url())),
         retry_after: Duration::from_millis(100),
+        // A loaded test machine must not turn a slow command into a fallback.
+        command_timeout: Duration::from_secs(2),
         ..SharedConfig::default()
     };
     let downstreams = (0..count)
