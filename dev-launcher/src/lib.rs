@@ -9,7 +9,9 @@
 //! too and the launcher exits non-zero.
 //!
 //! `--one-process` serves the three gateways from one `bff-all` instead. `--replicas N` runs `N`
-//! of each gateway process (of `bff-all` with `--one-process`), sharing a private `redis-server`.
+//! of each gateway process (of `bff-all` with `--one-process`), sharing a private `redis-server`;
+//! the reference services then publish their change events to it (`REF_EVENTS_REDIS_URL`, streams
+//! `bff:events:catalog|cart|order`), so the replicas can learn of changes at once.
 //!
 //! Modules:
 //! - this file: the arguments, the plan of processes ([`plan`]), running and stopping them
@@ -206,6 +208,12 @@ pub struct Component {
 pub fn plan(args: &Args, credentials: &DevCredentials, topology: &Topology) -> Vec<Component> {
     let url = |port: u16| format!("http://{}:{port}", args.host);
     let addr = |port: u16| format!("{}:{port}", args.host);
+    // With a Redis (several replicas), the services announce their changes on it.
+    let events: Vec<(String, String)> = topology
+        .redis_url
+        .iter()
+        .map(|redis_url| ("REF_EVENTS_REDIS_URL".to_owned(), redis_url.clone()))
+        .collect();
     let reference = |name: &'static str, role: &'static str, service: &str, port: u16| Component {
         name,
         label: name.to_owned(),
@@ -219,7 +227,7 @@ pub fn plan(args: &Args, credentials: &DevCredentials, topology: &Topology) -> V
             "--latency".into(),
             args.latency.clone(),
         ],
-        env: Vec::new(),
+        env: events.clone(),
         unset: Vec::new(),
         url: url(port),
         metrics_url: None,
@@ -642,6 +650,9 @@ fn print_banner(components: &[Component], credentials: &DevCredentials, topology
         println!(
             "  every gateway process has BFF_REDIS_URL={redis_url} BFF_SHARED__REPLICAS={count}"
         );
+        println!(
+            "  the reference services publish change events there (REF_EVENTS_REDIS_URL): streams bff:events:catalog|cart|order"
+        );
         println!();
     }
     println!("Development user token ({DEV_USER}, valid 24h, this run only):");
@@ -730,6 +741,7 @@ mod tests {
         for component in &plan {
             assert_eq!(env_of(component, "BFF_REDIS_URL"), None);
             assert_eq!(env_of(component, "BFF_SHARED__REPLICAS"), None);
+            assert_eq!(env_of(component, "REF_EVENTS_REDIS_URL"), None);
             assert!(component.unset.is_empty());
         }
     }
@@ -762,6 +774,14 @@ mod tests {
             );
             assert_eq!(env_of(gateway, "BFF_SHARED__REPLICAS"), Some("2"));
             assert_eq!(gateway.unset, ["BFF_SHARED__REDIS_URL"], "it would win");
+        }
+        for service in &plan[..3] {
+            assert_eq!(
+                env_of(service, "REF_EVENTS_REDIS_URL"),
+                Some("redis://127.0.0.1:6399/0"),
+                "{} publishes its changes to the shared Redis",
+                service.label
+            );
         }
     }
 

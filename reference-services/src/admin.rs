@@ -10,6 +10,15 @@
 //! | `GET /__admin/requests` | the last (up to 1,000) requests received, oldest first: `[{"method","route","path","query","headers":{...}}]`; `query` is `""` without one; `headers` holds whichever of `x-user-id`, `x-partner-id`, `x-request-id`, `traceparent`, `idempotency-key`, `if-none-match`, `if-match` were sent |
 //! | `GET /__admin/faults` | the current faults, e.g. `{"mode":"normal","latency":"0s","jitter":"0s","error_rate":0.0,"slow_latency":"2s"}` |
 //! | `PUT /__admin/faults` | changes the faults; every field optional, durations as humantime strings (`"250ms"`), `error_rate` from 0 to 1; unknown fields are a 400; answers the new faults |
+//! | `GET /__admin/events` | the service's change events: `{"service":"cart","enabled":true,"stream":"bff:events:cart","published":N,"failed":M}` (`stream` null and counts 0 when publishing is off), see [`crate::events`] |
+//!
+//! Besides, each service has admin routes that change its data as the back office or the
+//! warehouse would (they live with the service, which owns the data, and publish the change
+//! events like any other write): `PATCH`/`DELETE /__admin/products/{product_id}` and
+//! `PATCH /__admin/categories/{category_id}` on the product service (see [`crate::product`]),
+//! `POST /__admin/orders/{order_id}/status` and `POST /__admin/orders/advance` on the order
+//! service (see [`crate::order`]). They are admin requests like these: never counted, logged or
+//! delayed, answered in every fault mode.
 //!
 //! Faults apply to every other request of the service (after it was counted):
 //! - `latency` plus a uniformly random `0..=jitter` is waited before serving, measured from when
@@ -56,6 +65,7 @@ use tokio::{
 use crate::{
     ServiceKind,
     config::Config,
+    events::{EventStats, Publisher},
     extract::JsonBody,
     problem::{ApiError, problem_response},
     reply,
@@ -200,17 +210,30 @@ pub struct ServiceAdmin {
     down: AtomicBool,
     /// Counters and request log.
     recorder: Mutex<Recorder>,
+    /// The service's event publisher, for its counters.
+    events: Publisher,
 }
 
 impl ServiceAdmin {
-    /// Admin state for a service, starting with `faults`.
+    /// Admin state for a service, starting with `faults` (and publishing no events).
     pub fn new(kind: ServiceKind, faults: Faults) -> ServiceAdmin {
         ServiceAdmin {
             kind,
             down: AtomicBool::new(faults.mode == FaultMode::Down),
             faults: RwLock::new(faults),
             recorder: Mutex::new(Recorder::default()),
+            events: Publisher::disabled(kind),
         }
+    }
+
+    /// The same, reporting the counters of the service's event publisher.
+    pub(crate) fn with_events(self, events: Publisher) -> ServiceAdmin {
+        ServiceAdmin { events, ..self }
+    }
+
+    /// How many change events the service published and failed to publish.
+    pub fn events(&self) -> EventStats {
+        self.events.stats()
     }
 
     /// The service this is for.
@@ -311,12 +334,13 @@ pub(crate) fn routes(admin: Arc<ServiceAdmin>) -> Router {
         .route("/__admin/reset", post(reset))
         .route("/__admin/requests", get(requests))
         .route("/__admin/faults", get(get_faults).put(put_faults))
+        .route("/__admin/events", get(events))
         .with_state(admin)
 }
 
 /// An admin answer: JSON, never cached.
 fn admin_json<T: Serialize>(value: &T) -> Result<Response, ApiError> {
-    reply::json(StatusCode::OK, HeaderValue::from_static("no-store"), value)
+    reply::json(StatusCode::OK, reply::no_store(), value)
 }
 
 /// `GET /__admin/stats`.
@@ -333,6 +357,11 @@ async fn reset(State(admin): State<Arc<ServiceAdmin>>) -> StatusCode {
 /// `GET /__admin/requests`.
 async fn requests(State(admin): State<Arc<ServiceAdmin>>) -> Result<Response, ApiError> {
     admin_json(&admin.requests())
+}
+
+/// `GET /__admin/events`.
+async fn events(State(admin): State<Arc<ServiceAdmin>>) -> Result<Response, ApiError> {
+    admin_json(&admin.events())
 }
 
 /// `GET /__admin/faults`.

@@ -9,6 +9,10 @@
 //! The [`CartStore`] shards carts over a few mutexes; each write holds its shard's lock across the
 //! whole read-modify-write, so parallel writes to one cart are never lost and a refused write (409,
 //! 412, 404) changes nothing.
+//!
+//! Every write that changes a cart (its version goes up) publishes `com.bff.cart.changed` with the
+//! new version on the `cart` event stream (see [`crate::events`]), queued under the shard's lock
+//! and appended before the answer is sent; writes that change nothing publish nothing.
 
 use std::{
     collections::HashMap,
@@ -28,6 +32,7 @@ use time::OffsetDateTime;
 
 use crate::{
     conditional,
+    events::{Announcement, Publisher, TraceContext},
     extract::{JsonBody, PathOf, id_header},
     problem::ApiError,
     reply,
@@ -36,6 +41,8 @@ use crate::{
 
 /// Most units of one product a cart line may hold.
 pub const MAX_LINE_QUANTITY: u32 = 99;
+/// CloudEvents `type` of a cart change.
+pub const CART_CHANGED: &str = "com.bff.cart.changed";
 
 /// One line of a cart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,18 +103,30 @@ impl Cart {
 /// How many independently locked shards carts are spread over.
 const SHARDS: usize = 16;
 
+/// `data` of `com.bff.cart.changed`.
+#[derive(Debug, Serialize)]
+struct CartChanged<'a> {
+    /// The owner of the cart.
+    user_id: &'a str,
+    /// The cart's new version, as in the cart contract.
+    version: u64,
+}
+
 /// Every cart, in memory, safe under concurrent writes.
 #[derive(Debug)]
 pub struct CartStore {
     /// Carts by user id; a user's cart always lives in the shard its id hashes to.
     shards: Vec<Mutex<HashMap<String, Cart>>>,
+    /// Where cart changes are announced (the `cart` stream).
+    events: Publisher,
 }
 
 impl CartStore {
-    /// A store holding the seeded carts.
-    pub(crate) fn new(carts: Vec<Cart>) -> CartStore {
+    /// A store holding the seeded carts, announcing changes to `events`.
+    pub(crate) fn new(carts: Vec<Cart>, events: Publisher) -> CartStore {
         let store = CartStore {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            events,
         };
         for cart in carts {
             store.lock(&cart.user_id).insert(cart.user_id.clone(), cart);
@@ -135,22 +154,41 @@ impl CartStore {
     }
 
     /// Runs a read-modify-write on a user's cart under its lock. `change` must check everything
-    /// before it mutates, so that an error leaves the cart as it was.
+    /// before it mutates, so that an error leaves the cart as it was, and must
+    /// [`touch`](Cart::touch) the cart when it changes it: a change of version is announced
+    /// (with the request's `trace`), under the lock, so one cart's events are in order. Wait for
+    /// the returned announcement before answering.
     fn update<T>(
         &self,
         user_id: &str,
+        trace: Option<&TraceContext>,
         change: impl FnOnce(&mut Cart) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
+    ) -> Result<(T, Announcement), ApiError> {
         let mut shard = self.lock(user_id);
         let cart = shard
             .entry(user_id.to_owned())
             .or_insert_with(|| Cart::empty(user_id));
+        let before = cart.version;
         let result = change(cart);
+        let announcement = if cart.version == before {
+            Announcement::none()
+        } else {
+            self.events.announce(
+                CART_CHANGED,
+                user_id,
+                &CartChanged {
+                    user_id,
+                    version: cart.version,
+                },
+                trace,
+            )
+        };
         if cart.version == 0 {
             // Never changed: do not keep an entry for it.
             shard.remove(user_id);
         }
-        result
+        drop(shard);
+        Ok((result?, announcement))
     }
 }
 
@@ -233,13 +271,15 @@ async fn clear_cart(
 ) -> Result<Response, ApiError> {
     authorize(&headers, &user_id)?;
     let now = OffsetDateTime::now_utc();
-    state.carts.update(&user_id, |cart| {
+    let trace = TraceContext::from_headers(&headers);
+    let ((), announced) = state.carts.update(&user_id, trace.as_ref(), |cart| {
         if !cart.items.is_empty() {
             cart.items.clear();
             cart.touch(now);
         }
         Ok(())
     })?;
+    announced.published().await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -256,7 +296,8 @@ async fn add_item(
     let product_id = fields.id("product_id")?;
     let quantity = line_quantity(fields.integer("quantity", 1, i64::from(MAX_LINE_QUANTITY))?);
     let now = OffsetDateTime::now_utc();
-    let cart = state.carts.update(&user_id, |cart| {
+    let trace = TraceContext::from_headers(&headers);
+    let (cart, announced) = state.carts.update(&user_id, trace.as_ref(), |cart| {
         if !conditional::if_match(&headers, &cart.etag()) {
             return Err(ApiError::PreconditionFailed(format!(
                 "If-Match does not match the cart's version, {}",
@@ -283,6 +324,7 @@ async fn add_item(
         cart.touch(now);
         Ok(cart.clone())
     })?;
+    announced.published().await;
     cart_response(&cart)
 }
 
@@ -299,7 +341,8 @@ async fn set_quantity(
     let fields = Fields::of(&body, "")?;
     let quantity = line_quantity(fields.integer("quantity", 0, i64::from(MAX_LINE_QUANTITY))?);
     let now = OffsetDateTime::now_utc();
-    let cart = state.carts.update(&user_id, |cart| {
+    let trace = TraceContext::from_headers(&headers);
+    let (cart, announced) = state.carts.update(&user_id, trace.as_ref(), |cart| {
         let line = cart
             .line_mut(&product_id)
             .ok_or_else(|| no_line(&product_id))?;
@@ -312,6 +355,7 @@ async fn set_quantity(
         }
         Ok(cart.clone())
     })?;
+    announced.published().await;
     cart_response(&cart)
 }
 
@@ -324,7 +368,8 @@ async fn remove_item(
     authorize(&headers, &user_id)?;
     validate::id("product_id", &product_id)?;
     let now = OffsetDateTime::now_utc();
-    let cart = state.carts.update(&user_id, |cart| {
+    let trace = TraceContext::from_headers(&headers);
+    let (cart, announced) = state.carts.update(&user_id, trace.as_ref(), |cart| {
         if cart.line_mut(&product_id).is_none() {
             return Err(no_line(&product_id));
         }
@@ -332,6 +377,7 @@ async fn remove_item(
         cart.touch(now);
         Ok(cart.clone())
     })?;
+    announced.published().await;
     cart_response(&cart)
 }
 

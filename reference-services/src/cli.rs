@@ -9,7 +9,10 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Parser, ValueEnum};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
-use crate::{Config, ServiceKind, World};
+use crate::{
+    Config, ServiceKind, World,
+    events::{self, EventsConfig, RedisUrl},
+};
 
 /// Which services a process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,6 +70,18 @@ pub struct Cli {
     /// `Cache-Control: max-age` of product reads: seconds (`30`) or a duration (`1m`).
     #[arg(long, env = "REF_MAX_AGE", default_value = "30", value_parser = parse_max_age)]
     pub max_age: Duration,
+    /// Publish every change (cart writes, orders, admin changes) as CloudEvents on the Redis
+    /// Streams of `contracts/events.asyncapi.yaml`, in this Redis (`redis://host:port/db`). Off
+    /// by default. A Redis that is down fails no write: its events are dropped and counted.
+    #[arg(long, env = "REF_EVENTS_REDIS_URL", value_parser = parse_redis_url)]
+    pub events_redis_url: Option<RedisUrl>,
+    /// The streams' prefix: events go to `<prefix>catalog`, `<prefix>cart`, `<prefix>order`.
+    #[arg(long, env = "REF_EVENTS_STREAM_PREFIX", default_value = events::DEFAULT_STREAM_PREFIX)]
+    pub events_stream_prefix: String,
+    /// Fulfilment clock, for demos: every this often (e.g. `30s`), move each order that is not
+    /// delivered or cancelled one step along (pending → confirmed → shipped → delivered).
+    #[arg(long, env = "REF_ADVANCE_ORDERS_EVERY", value_parser = parse_period)]
+    pub advance_orders_every: Option<Duration>,
 }
 
 /// Parses a humantime duration (`250ms`, `2s`, `1m`).
@@ -80,6 +95,22 @@ fn parse_max_age(text: &str) -> Result<Duration, String> {
         Ok(seconds) => Ok(Duration::from_secs(seconds)),
         Err(_) => parse_duration(text),
     }
+}
+
+/// Parses a period of the fulfilment clock: a humantime duration above zero.
+fn parse_period(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        period if period.is_zero() => Err("expected a duration above zero, e.g. 30s".to_owned()),
+        period => Ok(period),
+    }
+}
+
+/// Parses a Redis URL, refusing at start one the Redis client would not accept (the message
+/// does not repeat the URL, which may hold a password).
+fn parse_redis_url(text: &str) -> Result<RedisUrl, String> {
+    redis::Client::open(text)
+        .map(|_| RedisUrl::new(text))
+        .map_err(|_| "expected a Redis URL such as redis://127.0.0.1:6379/0".to_owned())
 }
 
 /// Parses an error rate from 0 to 1.
@@ -102,6 +133,14 @@ impl Cli {
             jitter: self.jitter,
             error_rate: self.error_rate,
             slow_latency: self.slow_latency,
+            events: self
+                .events_redis_url
+                .as_ref()
+                .map(|redis_url| EventsConfig {
+                    redis_url: redis_url.clone(),
+                    stream_prefix: self.events_stream_prefix.clone(),
+                }),
+            advance_orders_every: self.advance_orders_every,
         }
     }
 
@@ -161,6 +200,20 @@ pub async fn run(cli: Cli) -> std::io::Result<()> {
         users = world.users().len(),
         "world seeded"
     );
+    match &config.events {
+        Some(events) => tracing::info!(
+            redis = %events.redis_url,
+            streams = %format!("{}{{catalog,cart,order}}", events.stream_prefix),
+            "publishing change events"
+        ),
+        None => tracing::info!("not publishing change events (no --events-redis-url)"),
+    }
+    if let Some(every) = config.advance_orders_every {
+        tracing::info!(
+            every = %humantime_serde::re::humantime::format_duration(every),
+            "the fulfilment clock moves orders along"
+        );
+    }
     let mut bound = Vec::with_capacity(plan.len());
     for (kind, address) in plan {
         let listener = TcpListener::bind(address).await.map_err(|error| {
@@ -282,6 +335,59 @@ mod tests {
     fn listen_is_refused_with_all_services() {
         let cli = Cli::parse_from(["reference-services", "--listen", "127.0.0.1:1"]);
         assert!(cli.listeners().is_err());
+    }
+
+    #[test]
+    fn events_and_the_fulfilment_clock_are_off_by_default_and_set_by_flags() {
+        let cli = Cli::parse_from(["reference-services"]);
+        assert_eq!(cli.config().events, None);
+        assert_eq!(cli.config().advance_orders_every, None);
+        let cli = Cli::parse_from([
+            "reference-services",
+            "--events-redis-url",
+            "redis://127.0.0.1:6399/0",
+            "--events-stream-prefix",
+            "demo:",
+            "--advance-orders-every",
+            "30s",
+        ]);
+        let config = cli.config();
+        assert_eq!(
+            config.events,
+            Some(EventsConfig {
+                redis_url: RedisUrl::new("redis://127.0.0.1:6399/0"),
+                stream_prefix: "demo:".to_owned(),
+            })
+        );
+        assert_eq!(
+            config
+                .events
+                .map(|events| events.stream(ServiceKind::Product)),
+            Some("demo:catalog".to_owned())
+        );
+        assert_eq!(config.advance_orders_every, Some(Duration::from_secs(30)));
+        let defaults = Cli::parse_from([
+            "reference-services",
+            "--events-redis-url",
+            "redis://127.0.0.1:6399/0",
+        ]);
+        assert_eq!(
+            defaults.config().events.map(|events| events.stream_prefix),
+            Some("bff:events:".to_owned())
+        );
+    }
+
+    #[test]
+    fn bad_redis_urls_and_clock_periods_are_refused() {
+        assert!(
+            Cli::try_parse_from(["reference-services", "--events-redis-url", "not a url"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["reference-services", "--advance-orders-every", "0s"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["reference-services", "--advance-orders-every", "soon"]).is_err()
+        );
     }
 
     #[test]

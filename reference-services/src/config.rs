@@ -1,7 +1,10 @@
-//! [`Config`]: what a [`World`](crate::World) is seeded from, and the fault knobs every service
-//! starts with (they can be changed at runtime through the admin API, see [`crate::admin`]).
+//! [`Config`]: what a [`World`](crate::World) is seeded from, the fault knobs every service
+//! starts with (they can be changed at runtime through the admin API, see [`crate::admin`]),
+//! where change events go ([`EventsConfig`], see [`crate::events`]) and the fulfilment clock.
 
 use std::time::Duration;
+
+use crate::events::EventsConfig;
 
 /// Everything that shapes the seeded data and the services' default behaviour.
 ///
@@ -29,6 +32,14 @@ pub struct Config {
     pub error_rate: f64,
     /// The extra latency of the `slow` fault mode.
     pub slow_latency: Duration,
+    /// Where the services announce their changes (Redis Streams, `contracts/events.asyncapi.yaml`);
+    /// `None` publishes nothing, and nothing else changes.
+    pub events: Option<EventsConfig>,
+    /// The fulfilment clock, for demos: every this often, the order service moves each order
+    /// that is not delivered or cancelled one step along (pending → confirmed → shipped →
+    /// delivered), as a warehouse would. `None` (the default): orders change only through the
+    /// admin API.
+    pub advance_orders_every: Option<Duration>,
 }
 
 impl Config {
@@ -39,7 +50,8 @@ impl Config {
 }
 
 impl Default for Config {
-    /// 5,000 products, 300 users, `max-age=30`, no latency and no errors.
+    /// 5,000 products, 300 users, `max-age=30`, no latency and no errors, no events, no
+    /// fulfilment clock.
     fn default() -> Self {
         Config {
             seed: 42,
@@ -50,6 +62,8 @@ impl Default for Config {
             jitter: Duration::ZERO,
             error_rate: 0.0,
             slow_latency: Duration::from_secs(2),
+            events: None,
+            advance_orders_every: None,
         }
     }
 }

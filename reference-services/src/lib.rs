@@ -7,8 +7,14 @@
 //! (the seeded, in-memory state), so a single process can serve all of them, or three processes
 //! started with the same seed can serve one each and agree on every id.
 //!
+//! With [`Config::events`] (`--events-redis-url`), every change the services make — cart writes,
+//! order creation, and the back-office changes of the admin API (prices, stock, product details
+//! and categories, deleted products, order statuses) — is announced on Redis Streams as the events
+//! contract (`contracts/events.asyncapi.yaml`) describes, before the write is answered.
+//!
 //! Modules:
-//! - [`config`]: [`Config`], the seed, data sizes, cache lifetime and default fault knobs.
+//! - [`config`]: [`Config`], the seed, data sizes, cache lifetime, default fault knobs, where
+//!   events go and the fulfilment clock.
 //! - [`world`]: [`World`], the shared state of all three services (it assembles each service's own
 //!   state and hands it to that service's router), and its helpers for tests.
 //! - `seed` (private): the deterministic generator of products, categories, carts and orders.
@@ -17,8 +23,12 @@
 //! - [`cart`]: the cart service (`/carts/{user_id}`...): its data, its state and its routes.
 //! - [`order`]: the order service (`/orders`, `/orders/{order_id}`), with idempotent creation: its
 //!   data, its state and its routes.
-//! - [`admin`]: the per-service admin API (`/__admin/...`): request counters, request log and
-//!   fault injection (latency, errors, slow, failing, down), plus the listener that makes "down" real.
+//! - [`admin`]: the per-service admin API (`/__admin/...`): request counters, request log, event
+//!   counters and fault injection (latency, errors, slow, failing, down), plus the listener that
+//!   makes "down" real. (The admin routes that change data live with their service.)
+//! - [`events`]: the change events: [`EventsConfig`], the CloudEvents envelope, the per-service
+//!   [`events::Publisher`] that appends to Redis Streams in order, after the change and before the
+//!   answer, and never fails a write.
 //! - [`problem`]: [`ApiError`], the one error type, answered as `application/problem+json`.
 //! - `extract` (private): extractors that validate paths, queries, identity headers and JSON bodies
 //!   against the contract and reject in the contract's problem format.
@@ -32,8 +42,9 @@
 //! - [`cli`]: the command line of the `reference-services` binary.
 //!
 //! The services import neither the world nor each other (except that orders are priced in
-//! [`product::Money`]); `world` and `seed` import the services, never the other way round, so the
-//! modules import one another in no circle (`scripts/module-cycles.py reference-services/src`).
+//! [`product::Money`]); `world` and `seed` import the services, never the other way round; the
+//! services import `events`, which knows none of them, so the modules import one another in no
+//! circle (`scripts/module-cycles.py reference-services/src`).
 
 pub mod admin;
 pub mod cart;
@@ -41,6 +52,7 @@ pub mod cli;
 mod conditional;
 pub mod config;
 mod cursor;
+pub mod events;
 mod extract;
 mod layers;
 pub mod local_redis;
@@ -54,11 +66,16 @@ pub mod world;
 
 use std::{fmt, future::Future, str::FromStr};
 
-use axum::{Router, routing::get};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use axum::{Router, extract::FromRef, routing::get};
+use tokio::{
+    net::TcpListener,
+    sync::watch,
+    task::{JoinHandle, JoinSet},
+};
 
 pub use admin::{FaultMode, Faults};
 pub use config::Config;
+pub use events::{EventStats, EventsConfig, RedisUrl};
 pub use local_redis::LocalRedis;
 pub use problem::ApiError;
 pub use world::World;
@@ -112,18 +129,19 @@ impl FromStr for ServiceKind {
     }
 }
 
-/// Builds the router of one service: its own contract paths, `GET /health`, the admin API, a
-/// problem+json 404 for every other path, and the cross-cutting layers (request counting and fault
-/// injection, problem bodies for 405, X-Request-Id echo).
+/// Builds the router of one service: its own contract paths, `GET /health`, the admin API (with
+/// the service's own admin routes that change its data), a problem+json 404 for every other path,
+/// and the cross-cutting layers (request counting and fault injection, problem bodies for 405,
+/// X-Request-Id echo).
 ///
 /// The router alone cannot make the service unreachable in `down` mode (that needs the listener,
 /// see [`serve`]); everything else works with `tower::ServiceExt::oneshot` as well.
 pub fn router(kind: ServiceKind, world: World) -> Router {
     let admin = world.admin(kind).clone();
     let service = match kind {
-        ServiceKind::Product => product::routes(),
+        ServiceKind::Product => product::routes().merge(product::admin_routes()),
         ServiceKind::Cart => cart::routes(),
-        ServiceKind::Order => order::routes(),
+        ServiceKind::Order => order::routes().merge(order::admin_routes()),
     };
     let routed = service
         .with_state(world)
@@ -154,7 +172,8 @@ async fn health() -> axum::Json<serde_json::Value> {
 /// then finishes the requests in flight.
 ///
 /// The listener is wrapped so that the admin fault mode `down` can refuse new connections (see
-/// [`admin::GuardedListener`]).
+/// [`admin::GuardedListener`]). The order service also runs the fulfilment clock while it serves,
+/// when [`Config::advance_orders_every`] is set.
 ///
 /// # Errors
 ///
@@ -166,6 +185,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let guarded = admin::GuardedListener::new(listener, world.admin(kind).clone());
+    // Dropped (and so stopped) when serving ends.
+    let mut clock = JoinSet::new();
+    if let (ServiceKind::Order, Some(every)) = (kind, world.config().advance_orders_every) {
+        clock.spawn(order::run_fulfilment_clock(
+            order::OrderState::from_ref(&world),
+            every,
+        ));
+    }
     let app = router(kind, world);
     axum::serve(guarded, app)
         .with_graceful_shutdown(shutdown)

@@ -12,8 +12,22 @@
 //! Idempotency: `POST /orders` needs an `Idempotency-Key`. Keys are scoped to the new order's owner
 //! and remembered for [`IDEMPOTENCY_TTL`]. The same key with the same body (compared after reading
 //! it into the `NewOrder` schema, so unknown fields and `26` vs `26.0` do not matter) replays the
-//! first order with 200; with another body it is 422. The [`OrderStore`] checks and inserts under
-//! one lock, so concurrent requests with one key create one order.
+//! first order with 200 (as it is now); with another body it is 422. The [`OrderStore`] checks
+//! and inserts under one lock, so concurrent requests with one key create one order.
+//!
+//! Status changes come from outside the gateways (a warehouse): through the admin routes
+//! ([`admin_routes`]) or the fulfilment clock (`run_fulfilment_clock`, `--advance-orders-every`).
+//! An order moves along pending → confirmed → shipped → delivered, or is cancelled while pending
+//! or confirmed; anything else is a 409 and changes nothing.
+//! - `POST /__admin/orders/{order_id}/status` with `{"status": "shipped"}`: answers the order.
+//! - `POST /__admin/orders/advance`: moves every order that is not delivered or cancelled one step
+//!   along (what one tick of the clock does); answers `{"advanced": N}`.
+//!
+//! Each order has a version (1 when created, one more with every status change; seeded orders
+//! count the steps to their status) that the contract's bodies do not show but its events carry:
+//! creation publishes `com.bff.order.created`, a status change `com.bff.order.status_changed`, on
+//! the `order` event stream (see [`crate::events`]), queued under the store's lock and appended
+//! before the answer is sent.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -26,7 +40,7 @@ use axum::{
     extract::{FromRef, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::Response,
-    routing::get,
+    routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -36,6 +50,7 @@ use tokio::time::Instant;
 
 use crate::{
     cursor::CursorKey,
+    events::{self, Announcement, Publisher, TraceContext},
     extract::{JsonBody, PathOf, QueryParams, id_header},
     problem::ApiError,
     product::Money,
@@ -49,6 +64,10 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 const MAX_LINES: usize = 100;
 /// Largest unit price, in minor units, so that any total fits in an `i64`.
 const MAX_UNIT_PRICE: i64 = 10_000_000_000;
+/// CloudEvents `type` of an order's creation.
+pub const ORDER_CREATED: &str = "com.bff.order.created";
+/// CloudEvents `type` of an order's status change.
+pub const ORDER_STATUS_CHANGED: &str = "com.bff.order.status_changed";
 
 /// Where an order is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -92,6 +111,49 @@ impl OrderStatus {
         OrderStatus::ALL
             .into_iter()
             .find(|status| status.as_str() == name)
+    }
+
+    /// The next step of fulfilment; `None` for delivered and cancelled orders, which stay so.
+    pub fn next(self) -> Option<OrderStatus> {
+        match self {
+            OrderStatus::Pending => Some(OrderStatus::Confirmed),
+            OrderStatus::Confirmed => Some(OrderStatus::Shipped),
+            OrderStatus::Shipped => Some(OrderStatus::Delivered),
+            OrderStatus::Delivered | OrderStatus::Cancelled => None,
+        }
+    }
+
+    /// Whether an order may move from this status to `to`: one step along, or cancelled before
+    /// it ships.
+    pub fn can_become(self, to: OrderStatus) -> bool {
+        self.next() == Some(to)
+            || (to == OrderStatus::Cancelled
+                && matches!(self, OrderStatus::Pending | OrderStatus::Confirmed))
+    }
+
+    /// The statuses an order may move to from this one.
+    fn successors(self) -> Vec<OrderStatus> {
+        OrderStatus::ALL
+            .into_iter()
+            .filter(|to| self.can_become(*to))
+            .collect()
+    }
+
+    /// The version of a seeded order in this status: 1 plus the steps it took to get there
+    /// (cancelled ones straight from pending).
+    fn seeded_version(self) -> u64 {
+        match self {
+            OrderStatus::Pending => 1,
+            OrderStatus::Confirmed | OrderStatus::Cancelled => 2,
+            OrderStatus::Shipped => 3,
+            OrderStatus::Delivered => 4,
+        }
+    }
+}
+
+impl std::fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -332,6 +394,69 @@ impl Order {
             _ => Owner::User(self.user_id.clone()),
         }
     }
+
+    /// The owner as the events name it: exactly one of the two ids.
+    fn owner_data(&self) -> OwnerData<'_> {
+        match (&self.channel.kind, &self.channel.partner_id) {
+            (ChannelKind::Partner, Some(partner)) => OwnerData {
+                user_id: None,
+                partner_id: Some(partner),
+            },
+            _ => OwnerData {
+                user_id: Some(&self.user_id),
+                partner_id: None,
+            },
+        }
+    }
+
+    /// The partner's reference of its customer (`user_id` of a partner order), `None` for web
+    /// and mobile orders.
+    fn customer_reference(&self) -> Option<&str> {
+        (self.channel.kind == ChannelKind::Partner).then_some(self.user_id.as_str())
+    }
+}
+
+/// `owner` of the order events.
+#[derive(Debug, Serialize)]
+struct OwnerData<'a> {
+    /// The user of a web or mobile order, else null.
+    user_id: Option<&'a str>,
+    /// The partner of a partner order, else null.
+    partner_id: Option<&'a str>,
+}
+
+/// `data` of `com.bff.order.created`.
+#[derive(Debug, Serialize)]
+struct OrderCreated<'a> {
+    /// The new order.
+    order_id: &'a str,
+    /// Who owns it (whom a webhook goes to).
+    owner: OwnerData<'a>,
+    /// The partner's customer reference, for partner orders.
+    customer_reference: Option<&'a str>,
+    /// Its status (pending).
+    status: OrderStatus,
+    /// Its version (1).
+    version: u64,
+    /// What it costs.
+    total: &'a Money,
+}
+
+/// `data` of `com.bff.order.status_changed`.
+#[derive(Debug, Serialize)]
+struct OrderStatusChanged<'a> {
+    /// The order.
+    order_id: &'a str,
+    /// Who owns it.
+    owner: OwnerData<'a>,
+    /// The partner's customer reference, for partner orders.
+    customer_reference: Option<&'a str>,
+    /// The new status.
+    status: OrderStatus,
+    /// The status before.
+    previous_status: OrderStatus,
+    /// The order's new version.
+    version: u64,
 }
 
 /// The id of the order created `sequence`-th (seeded orders first).
@@ -390,8 +515,10 @@ impl Identity {
 struct Stored {
     /// Creation order; the listing's sort key (newest first) and cursor position.
     sequence: u64,
-    /// The order.
+    /// The order as it is now (replaced whole when its status changes).
     order: Arc<Order>,
+    /// 1 when created, one more with every status change: the `version` of its events.
+    version: u64,
 }
 
 /// What an `Idempotency-Key` remembers.
@@ -399,8 +526,8 @@ struct Stored {
 struct Remembered {
     /// The request that created the order, to tell a replay from a reuse with another body.
     request: NewOrder,
-    /// The order it created, answered again on replay.
-    order: Arc<Order>,
+    /// The id of the order it created, answered again (as it is now) on replay.
+    order_id: String,
 }
 
 /// The state behind the order service, under one lock.
@@ -420,10 +547,11 @@ struct Book {
 
 impl Book {
     /// Adds an order at the end of the creation order.
-    fn insert(&mut self, owner: Owner, order: Order) -> Arc<Order> {
+    fn insert(&mut self, owner: Owner, order: Order, version: u64) -> Arc<Order> {
         let stored = Stored {
             sequence: self.next_sequence,
             order: Arc::new(order),
+            version,
         };
         self.next_sequence += 1;
         let order = stored.order.clone();
@@ -433,6 +561,30 @@ impl Book {
             .push(stored.clone());
         self.by_id.insert(order.id.clone(), (owner, stored));
         order
+    }
+
+    /// Moves an order to another status (which must be allowed), both in `by_id` and in its
+    /// owner's list; returns it as it is now, its status before and its new version.
+    fn transition(
+        &mut self,
+        order_id: &str,
+        to: OrderStatus,
+        now: OffsetDateTime,
+    ) -> Option<(Arc<Order>, OrderStatus, u64)> {
+        let (owner, stored) = self.by_id.get_mut(order_id)?;
+        let previous = stored.order.status;
+        let mut order = stored.order.as_ref().clone();
+        order.status = to;
+        order.updated_at = Some(now);
+        stored.order = Arc::new(order);
+        stored.version += 1;
+        let updated = stored.clone();
+        let listed = self.by_owner.get_mut(owner)?;
+        let position = listed.partition_point(|other| other.sequence < updated.sequence);
+        if let Some(slot) = listed.get_mut(position) {
+            *slot = updated.clone();
+        }
+        Some((updated.order, previous, updated.version))
     }
 
     /// Forgets idempotency keys older than the TTL.
@@ -460,23 +612,34 @@ enum Created {
 /// Every order, in memory, safe under concurrent creation.
 #[derive(Debug)]
 pub struct OrderStore {
-    /// All order state; creation takes the write lock for the whole check-and-insert.
+    /// All order state; creation and status changes take the write lock for the whole
+    /// check-and-change, and queue their events under it.
     book: RwLock<Book>,
+    /// Where order changes are announced (the `order` stream).
+    events: Publisher,
 }
 
 impl OrderStore {
-    /// A store holding the seeded orders, given oldest first (their ids must follow [`order_id`]).
-    pub(crate) fn new(orders: Vec<Order>) -> OrderStore {
+    /// A store holding the seeded orders, given oldest first (their ids must follow
+    /// [`order_id`]), announcing changes to `events`.
+    pub(crate) fn new(orders: Vec<Order>, events: Publisher) -> OrderStore {
         let mut book = Book {
             next_sequence: 1,
             ..Book::default()
         };
         for order in orders {
-            book.insert(order.owner(), order);
+            let version = order.status.seeded_version();
+            book.insert(order.owner(), order, version);
         }
         OrderStore {
             book: RwLock::new(book),
+            events,
         }
+    }
+
+    /// Writes the book (consistent even if poisoned: every change checks before it mutates).
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Book> {
+        self.book.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Reads the book; a poisoned lock is still consistent (nothing panics while holding it).
@@ -490,6 +653,14 @@ impl OrderStore {
             .by_id
             .get(order_id)
             .map(|(_, stored)| stored.order.as_ref().clone())
+    }
+
+    /// An order's version: 1 when created, one more with every status change.
+    pub fn version(&self, order_id: &str) -> Option<u64> {
+        self.read()
+            .by_id
+            .get(order_id)
+            .map(|(_, stored)| stored.version)
     }
 
     /// Every order of a user's (web and mobile orders), newest first.
@@ -563,7 +734,8 @@ impl OrderStore {
         )
     }
 
-    /// Creates an order for `owner` under an idempotency key, or replays the one the key created.
+    /// Creates an order for `owner` under an idempotency key, or replays the one the key created
+    /// (as it is now); a new order is announced with the request's `trace`.
     fn create(
         &self,
         owner: Owner,
@@ -571,14 +743,23 @@ impl OrderStore {
         request: NewOrder,
         total: Money,
         now: OffsetDateTime,
-    ) -> Result<Created, ApiError> {
-        let mut book = self.book.write().unwrap_or_else(PoisonError::into_inner);
+        trace: Option<&TraceContext>,
+    ) -> Result<(Created, Announcement), ApiError> {
+        let mut book = self.write();
         let clock = Instant::now();
         book.forget_old_keys(clock);
         let scoped_key = (owner.clone(), key);
         if let Some(remembered) = book.keys.get(&scoped_key) {
             return if remembered.request == request {
-                Ok(Created::Replayed(remembered.order.clone()))
+                let order = book
+                    .by_id
+                    .get(&remembered.order_id)
+                    .map(|(_, stored)| stored.order.clone())
+                    .ok_or_else(|| {
+                        // Orders are never removed, so a remembered one always exists.
+                        ApiError::NotFound(format!("order {} does not exist", remembered.order_id))
+                    })?;
+                Ok((Created::Replayed(order), Announcement::none()))
             } else {
                 Err(ApiError::Unprocessable(
                     "this Idempotency-Key was already used with a different request body"
@@ -604,16 +785,111 @@ impl OrderStore {
             created_at: now,
             updated_at: None,
         };
-        let order = book.insert(owner, order);
+        let order = book.insert(owner, order, 1);
         book.keys.insert(
             scoped_key.clone(),
             Remembered {
                 request,
-                order: order.clone(),
+                order_id: order.id.clone(),
             },
         );
         book.key_ages.push_back((clock, scoped_key));
-        Ok(Created::New(order))
+        let announcement = self.events.announce(
+            ORDER_CREATED,
+            &order.id,
+            &OrderCreated {
+                order_id: &order.id,
+                owner: order.owner_data(),
+                customer_reference: order.customer_reference(),
+                status: order.status,
+                version: 1,
+                total: &order.total,
+            },
+            trace,
+        );
+        Ok((Created::New(order), announcement))
+    }
+
+    /// Moves an order to `to`, if its status allows (else 409, nothing changes), and announces
+    /// it with `trace`.
+    fn set_status(
+        &self,
+        order_id: &str,
+        to: OrderStatus,
+        now: OffsetDateTime,
+        trace: Option<&TraceContext>,
+    ) -> Result<(Arc<Order>, Announcement), ApiError> {
+        let mut book = self.write();
+        let (_, stored) = book
+            .by_id
+            .get(order_id)
+            .ok_or_else(|| ApiError::NotFound(format!("order {order_id} does not exist")))?;
+        let from = stored.order.status;
+        if !from.can_become(to) {
+            let allowed: Vec<&str> = from
+                .successors()
+                .into_iter()
+                .map(OrderStatus::as_str)
+                .collect();
+            let allowed = if allowed.is_empty() {
+                "nothing else: it is final".to_owned()
+            } else {
+                allowed.join(" or ")
+            };
+            return Err(ApiError::Conflict(format!(
+                "order {order_id} is {from} and cannot become {to}; it can become {allowed}"
+            )));
+        }
+        let (order, previous, version) = book
+            .transition(order_id, to, now)
+            .ok_or_else(|| ApiError::NotFound(format!("order {order_id} does not exist")))?;
+        let announcement = self.announce_status(&order, previous, version, trace);
+        Ok((order, announcement))
+    }
+
+    /// Moves every order that is not delivered or cancelled one step along (oldest first);
+    /// returns their announcements.
+    fn advance_all(&self, now: OffsetDateTime) -> Vec<Announcement> {
+        let mut book = self.write();
+        let mut moving: Vec<(u64, String, OrderStatus)> = book
+            .by_id
+            .values()
+            .filter_map(|(_, stored)| {
+                let next = stored.order.status.next()?;
+                Some((stored.sequence, stored.order.id.clone(), next))
+            })
+            .collect();
+        moving.sort_unstable_by_key(|(sequence, _, _)| *sequence);
+        moving
+            .into_iter()
+            .filter_map(|(_, order_id, next)| {
+                let (order, previous, version) = book.transition(&order_id, next, now)?;
+                Some(self.announce_status(&order, previous, version, None))
+            })
+            .collect()
+    }
+
+    /// Queues `com.bff.order.status_changed` for an order that just moved.
+    fn announce_status(
+        &self,
+        order: &Order,
+        previous: OrderStatus,
+        version: u64,
+        trace: Option<&TraceContext>,
+    ) -> Announcement {
+        self.events.announce(
+            ORDER_STATUS_CHANGED,
+            &order.id,
+            &OrderStatusChanged {
+                order_id: &order.id,
+                owner: order.owner_data(),
+                customer_reference: order.customer_reference(),
+                status: order.status,
+                previous_status: previous,
+                version,
+            },
+            trace,
+        )
     }
 }
 
@@ -640,6 +916,49 @@ impl OrderState {
     pub(crate) fn orders(&self) -> &OrderStore {
         &self.orders
     }
+
+    /// Moves an order to another status as a warehouse does, and returns it once the change is
+    /// visible and its event published (or given up on, see [`crate::events`]).
+    ///
+    /// # Errors
+    ///
+    /// 404 for an unknown order, 409 for a move its status does not allow (nothing changes).
+    pub(crate) async fn set_status(
+        &self,
+        order_id: &str,
+        to: OrderStatus,
+        trace: Option<&TraceContext>,
+    ) -> Result<Order, ApiError> {
+        let now = OffsetDateTime::now_utc();
+        let (order, announced) = self.orders.set_status(order_id, to, now, trace)?;
+        announced.published().await;
+        Ok(order.as_ref().clone())
+    }
+
+    /// Moves every order that is not delivered or cancelled one step along (one tick of the
+    /// fulfilment clock); returns how many moved, once their events are published.
+    pub(crate) async fn advance_orders(&self) -> usize {
+        let announced = self.orders.advance_all(OffsetDateTime::now_utc());
+        let moved = announced.len();
+        events::all_published(announced).await;
+        moved
+    }
+}
+
+/// The fulfilment clock (`--advance-orders-every`): every `every` (the first time one `every`
+/// after the start), moves every order that is not delivered or cancelled one step along, as a
+/// warehouse working through its orders would. Runs until dropped.
+pub(crate) async fn run_fulfilment_clock(state: OrderState, every: Duration) {
+    let every = every.max(Duration::from_millis(1));
+    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let moved = state.advance_orders().await;
+        if moved > 0 {
+            tracing::info!(moved, "fulfilment clock moved orders one step along");
+        }
+    }
 }
 
 /// The order service's routes, for a router whose state yields an [`OrderState`] (the
@@ -652,6 +971,52 @@ where
     Router::new()
         .route("/orders", get(list_orders).post(create_order))
         .route("/orders/{order_id}", get(get_order))
+}
+
+/// The order service's admin routes (status changes, see the module docs).
+pub fn admin_routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    OrderState: FromRef<S>,
+{
+    Router::new()
+        .route("/__admin/orders/{order_id}/status", post(admin_set_status))
+        .route("/__admin/orders/advance", post(admin_advance_orders))
+}
+
+/// `POST /__admin/orders/{order_id}/status`.
+async fn admin_set_status(
+    State(state): State<OrderState>,
+    PathOf(order_id): PathOf<String>,
+    headers: HeaderMap,
+    body: Result<JsonBody, ApiError>,
+) -> Result<Response, ApiError> {
+    validate::id("order_id", &order_id)?;
+    let JsonBody(body) = body?;
+    let fields = Fields::of(&body, "")?;
+    fields.only(&["status"])?;
+    let to = fields
+        .required("status")?
+        .as_str()
+        .and_then(OrderStatus::parse)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "/status must be one of pending, confirmed, shipped, delivered, cancelled",
+            )
+        })?;
+    let trace = TraceContext::from_headers(&headers);
+    let order = state.set_status(&order_id, to, trace.as_ref()).await?;
+    reply::json(StatusCode::OK, reply::no_store(), &order)
+}
+
+/// `POST /__admin/orders/advance`.
+async fn admin_advance_orders(State(state): State<OrderState>) -> Result<Response, ApiError> {
+    let advanced = state.advance_orders().await;
+    reply::json(
+        StatusCode::OK,
+        reply::no_store(),
+        &serde_json::json!({ "advanced": advanced }),
+    )
 }
 
 /// `GET /orders`: a page of one owner's orders.
@@ -749,7 +1114,13 @@ async fn create_order(
         })?;
     let total = request.total()?;
     let now = OffsetDateTime::now_utc();
-    let (status, order) = match state.orders.create(owner, key, request, total, now)? {
+    let trace = TraceContext::from_headers(&headers);
+    let (created, announced) =
+        state
+            .orders
+            .create(owner, key, request, total, now, trace.as_ref())?;
+    announced.published().await;
+    let (status, order) = match created {
         Created::New(order) => (StatusCode::CREATED, order),
         Created::Replayed(order) => (StatusCode::OK, order),
     };
@@ -830,18 +1201,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idempotency_keys_are_remembered_for_24_hours() {
-        let store = OrderStore::new(Vec::new());
+        let store = OrderStore::new(Vec::new(), Publisher::disabled(crate::ServiceKind::Order));
         let request = NewOrder::from_json(&body()).expect("a valid body");
         let owner = request.owner().expect("an owner");
         let total = request.total().expect("one currency");
         let create = || {
-            store.create(
-                owner.clone(),
-                "key".to_owned(),
-                request.clone(),
-                total.clone(),
-                OffsetDateTime::now_utc(),
-            )
+            store
+                .create(
+                    owner.clone(),
+                    "key".to_owned(),
+                    request.clone(),
+                    total.clone(),
+                    OffsetDateTime::now_utc(),
+                    None,
+                )
+                .map(|(created, _)| created)
         };
         let first = match create() {
             Ok(Created::New(order)) => order,
@@ -851,6 +1225,36 @@ mod tests {
         assert!(matches!(create(), Ok(Created::Replayed(order)) if order.id == first.id));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(matches!(create(), Ok(Created::New(order)) if order.id != first.id));
+    }
+
+    #[test]
+    fn orders_move_one_step_along_or_are_cancelled_before_shipping() {
+        use OrderStatus::{Cancelled, Confirmed, Delivered, Pending, Shipped};
+        let allowed: Vec<(OrderStatus, OrderStatus)> = OrderStatus::ALL
+            .into_iter()
+            .flat_map(|from| OrderStatus::ALL.into_iter().map(move |to| (from, to)))
+            .filter(|(from, to)| from.can_become(*to))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (Pending, Confirmed),
+                (Pending, Cancelled),
+                (Confirmed, Shipped),
+                (Confirmed, Cancelled),
+                (Shipped, Delivered),
+            ]
+        );
+        // A seeded order's version counts the steps to its status.
+        for status in OrderStatus::ALL {
+            let steps = OrderStatus::ALL
+                .into_iter()
+                .filter(|from| from.can_become(status))
+                .map(OrderStatus::seeded_version)
+                .min()
+                .map_or(1, |before| before + 1);
+            assert_eq!(status.seeded_version(), steps, "{status}");
+        }
     }
 
     #[test]

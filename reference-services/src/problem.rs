@@ -7,11 +7,13 @@
 //! - [`ApiError::Forbidden`]: the identity headers do not own the resource (carts, order creation
 //!   and listing). For a single order the service answers [`ApiError::NotFound`] instead, so that
 //!   order ids cannot be probed.
-//! - [`ApiError::Conflict`]: the change would break an invariant (cart line above 99).
+//! - [`ApiError::Conflict`]: the change would break an invariant (cart line above 99, an order
+//!   status change its lifecycle does not allow).
 //! - [`ApiError::PreconditionFailed`]: `If-Match` did not match.
 //! - [`ApiError::UnsupportedMediaType`]: a request body that is not `application/json`.
 //! - [`ApiError::Unprocessable`]: well-formed but not acceptable (mixed currencies, an
-//!   `Idempotency-Key` reused with a different body).
+//!   `Idempotency-Key` reused with a different body; in the admin API, an unknown category or a
+//!   `list_price` that cannot be one).
 //! - [`ApiError::Unavailable`]: an injected fault (see [`crate::admin`]).
 //!
 //! The `detail` only ever describes what was wrong with the request; nothing internal is shown.

@@ -1,6 +1,6 @@
 //! How successful responses are built: a JSON body, its `Content-Type`, and the `Cache-Control`
 //! the contract requires (`public, max-age=N` on product reads, `private, no-store` on cart and
-//! order bodies).
+//! order bodies, `no-store` on the admin API's).
 
 use axum::{
     body::Body,
@@ -14,6 +14,11 @@ use crate::problem::ApiError;
 /// `Cache-Control` of every cart and order response with a body.
 pub(crate) fn private_no_store() -> HeaderValue {
     HeaderValue::from_static("private, no-store")
+}
+
+/// `Cache-Control` of admin answers: never kept by anyone.
+pub(crate) fn no_store() -> HeaderValue {
+    HeaderValue::from_static("no-store")
 }
 
 /// `Cache-Control` of product reads, cacheable by anyone for `max_age` seconds.

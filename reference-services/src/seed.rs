@@ -570,11 +570,6 @@ fn product(seed: u64, index: usize, categories: &[Category]) -> Product {
     } else {
         u32::try_from(rng.between(6, 500)).unwrap_or(6)
     };
-    let status = match available {
-        0 => StockStatus::OutOfStock,
-        1..=5 => StockStatus::LowStock,
-        _ => StockStatus::InStock,
-    };
     let rating_count = u32::try_from(rng.between(0, 2500)).unwrap_or_default();
     let average = if rating_count == 0 {
         0.0
@@ -612,7 +607,7 @@ fn product(seed: u64, index: usize, categories: &[Category]) -> Product {
             average,
             count: rating_count,
         },
-        inventory: Inventory { available, status },
+        inventory: Inventory::of(available),
     }
 }
 

@@ -117,6 +117,19 @@ impl<'a> Fields<'a> {
         self.map.get(name)
     }
 
+    /// Refuses members other than `allowed`, for the admin API's bodies, where a misspelt field
+    /// must not pass for "change nothing" (the contract's own bodies ignore unknown fields).
+    pub(crate) fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        match self.map.keys().find(|key| !allowed.contains(&key.as_str())) {
+            None => Ok(()),
+            Some(unknown) => Err(ApiError::bad_request(format!(
+                "{} is not a known field; expected {}",
+                self.pointer(unknown),
+                allowed.join(", ")
+            ))),
+        }
+    }
+
     /// A required id.
     pub(crate) fn id(&self, name: &str) -> Result<String, ApiError> {
         let value = self.required(name)?;

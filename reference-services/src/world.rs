@@ -5,8 +5,14 @@
 //! [`OrderState`]) out of the seeded data and hands each router its own one (`FromRef`), so the
 //! services know nothing of the world.
 //!
-//! A `World` is cheap to clone (one `Arc`); every clone sees the same state. The catalog is
-//! read-only; carts and orders change under their own locks; each service has its own admin state.
+//! A `World` is cheap to clone (one `Arc`); every clone sees the same state. The catalog, carts and
+//! orders change under their own locks; each service has its own admin state and its own event
+//! publisher (see [`crate::events`]).
+//!
+//! Besides naming seeded data, the world makes the changes that come "from outside the gateways"
+//! for Rust tests, exactly as the admin routes do over HTTP (same checks, same events, and each
+//! returns once its event is published): [`World::change_product`], [`World::delete_product`],
+//! [`World::rename_category`], [`World::set_order_status`], [`World::advance_orders`].
 
 use std::{fmt, sync::Arc};
 
@@ -18,8 +24,10 @@ use crate::{
     cart::{Cart, CartState, CartStore},
     config::Config,
     cursor::CursorKey,
-    order::{Order, OrderState, OrderStore},
-    product::{Catalog, Category, Product, ProductState},
+    events::Publisher,
+    order::{Order, OrderState, OrderStatus, OrderStore},
+    problem::ApiError,
+    product::{Catalog, Category, Product, ProductChange, ProductState},
     seed,
 };
 
@@ -58,22 +66,29 @@ impl fmt::Debug for World {
 
 impl World {
     /// Seeds a world: the same config always yields the same products, categories, users, carts
-    /// and orders (only cursor signatures differ between worlds).
+    /// and orders (only cursor signatures differ between worlds). With `config.events`, each
+    /// service publishes its changes (nothing is connected until the first one).
     pub fn seeded(config: &Config) -> World {
         let seeded = seed::generate(config);
         let faults = Faults::from_config(config);
         // One key signs the cursors of product and order listings.
         let cursor_key = CursorKey::random();
+        let publishers = ServiceKind::ALL.map(|kind| Publisher::new(config.events.as_ref(), kind));
+        let [product_events, cart_events, order_events] = publishers.clone();
         World {
             inner: Arc::new(Inner {
                 product: ProductState::new(
                     Catalog::new(seeded.products, seeded.categories),
+                    product_events,
                     cursor_key.clone(),
                     config.max_age,
                 ),
-                cart: CartState::new(CartStore::new(seeded.carts)),
-                order: OrderState::new(OrderStore::new(seeded.orders), cursor_key),
-                admins: ServiceKind::ALL.map(|kind| Arc::new(ServiceAdmin::new(kind, faults))),
+                cart: CartState::new(CartStore::new(seeded.carts, cart_events)),
+                order: OrderState::new(OrderStore::new(seeded.orders, order_events), cursor_key),
+                admins: publishers.map(|events| {
+                    let kind = events.kind();
+                    Arc::new(ServiceAdmin::new(kind, faults).with_events(events))
+                }),
                 fixtures: seeded.fixtures,
                 config: config.clone(),
             }),
@@ -85,8 +100,8 @@ impl World {
         &self.inner.config
     }
 
-    /// The catalog (read-only).
-    pub fn catalog(&self) -> &Catalog {
+    /// The catalog as it is now (a snapshot: later changes do not show in it).
+    pub fn catalog(&self) -> Arc<Catalog> {
         self.inner.product.catalog()
     }
 
@@ -110,14 +125,14 @@ impl World {
         &self.inner.admins[index]
     }
 
-    /// A product by id.
-    pub fn product(&self, id: &str) -> Option<&Product> {
-        self.catalog().product(id)
+    /// A product by id, as it is now (`None` once deleted).
+    pub fn product(&self, id: &str) -> Option<Product> {
+        self.catalog().product(id).cloned()
     }
 
-    /// Every category.
-    pub fn categories(&self) -> &[Category] {
-        self.catalog().categories()
+    /// Every category, as they are now.
+    pub fn categories(&self) -> Vec<Category> {
+        self.catalog().categories().to_vec()
     }
 
     /// A snapshot of a user's cart (empty, version 0, if there is none).
@@ -199,6 +214,73 @@ impl World {
     /// The partner-channel orders of a partner, newest first (plus any created since).
     pub fn partner_orders(&self, partner_id: &str) -> Vec<Order> {
         self.orders().of_partner(partner_id)
+    }
+
+    /// Changes a product as the back office does (`PATCH /__admin/products/{product_id}`):
+    /// bumps its version and `updated_at` and publishes `com.bff.product.changed`, unless every
+    /// value given is the current one. Returns the product as it is now.
+    ///
+    /// # Errors
+    ///
+    /// 404 for an unknown product; 400 for a bad name; 422 for an unknown category or a
+    /// `list_price` in another currency or not above the price. Nothing changes then.
+    pub async fn change_product(
+        &self,
+        product_id: &str,
+        change: &ProductChange,
+    ) -> Result<Product, ApiError> {
+        self.inner
+            .product
+            .change_product(product_id, change, None)
+            .await
+    }
+
+    /// Deletes a product as the back office does (`DELETE /__admin/products/{product_id}`) and
+    /// publishes `com.bff.product.deleted`.
+    ///
+    /// # Errors
+    ///
+    /// 404 for an unknown product.
+    pub async fn delete_product(&self, product_id: &str) -> Result<(), ApiError> {
+        self.inner.product.delete_product(product_id, None).await
+    }
+
+    /// Renames a category (`PATCH /__admin/categories/{category_id}`) and publishes
+    /// `com.bff.category.changed` (unless the name is the current one).
+    ///
+    /// # Errors
+    ///
+    /// 404 for an unknown category, 400 for an empty or too long name.
+    pub async fn rename_category(
+        &self,
+        category_id: &str,
+        name: &str,
+    ) -> Result<Category, ApiError> {
+        self.inner
+            .product
+            .rename_category(category_id, name, None)
+            .await
+    }
+
+    /// Moves an order to another status as a warehouse does
+    /// (`POST /__admin/orders/{order_id}/status`) and publishes `com.bff.order.status_changed`.
+    ///
+    /// # Errors
+    ///
+    /// 404 for an unknown order; 409 unless `to` is the next step or a cancellation before
+    /// shipping (see [`OrderStatus::can_become`]).
+    pub async fn set_order_status(
+        &self,
+        order_id: &str,
+        to: OrderStatus,
+    ) -> Result<Order, ApiError> {
+        self.inner.order.set_status(order_id, to, None).await
+    }
+
+    /// One tick of the fulfilment clock (`POST /__admin/orders/advance`): moves every order that
+    /// is not delivered or cancelled one step along; returns how many moved.
+    pub async fn advance_orders(&self) -> usize {
+        self.inner.order.advance_orders().await
     }
 }
 

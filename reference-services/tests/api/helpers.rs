@@ -16,6 +16,8 @@ pub const PRODUCT: &str = "#/components/schemas/Product";
 /// Schema of `GET /products`'s 200 body.
 pub const PRODUCT_LIST: &str =
     "#/paths/~1products/get/responses/200/content/application~1json/schema";
+/// Schema of a category.
+pub const CATEGORY: &str = "#/components/schemas/Category";
 /// Schema of `GET /categories`'s 200 body.
 pub const CATEGORY_LIST: &str =
     "#/paths/~1categories/get/responses/200/content/application~1json/schema";
@@ -224,6 +226,56 @@ impl TestApp {
         let reply = self.get(kind, "/__admin/stats").send().await;
         assert_eq!(reply.status, StatusCode::OK);
         reply.body
+    }
+
+    /// `PATCH /__admin/products/{id}` (a back-office change).
+    pub async fn change_product(&self, id: &str, change: &Value) -> Reply {
+        self.request(
+            Method::PATCH,
+            ServiceKind::Product,
+            &format!("/__admin/products/{id}"),
+        )
+        .json(change)
+        .schema(PRODUCT)
+        .send()
+        .await
+    }
+
+    /// `DELETE /__admin/products/{id}`.
+    pub async fn delete_product(&self, id: &str) -> Reply {
+        self.request(
+            Method::DELETE,
+            ServiceKind::Product,
+            &format!("/__admin/products/{id}"),
+        )
+        .send()
+        .await
+    }
+
+    /// `PATCH /__admin/categories/{id}` with a new name.
+    pub async fn rename_category(&self, id: &str, name: &str) -> Reply {
+        self.request(
+            Method::PATCH,
+            ServiceKind::Product,
+            &format!("/__admin/categories/{id}"),
+        )
+        .json(&json!({ "name": name }))
+        .schema(CATEGORY)
+        .send()
+        .await
+    }
+
+    /// `POST /__admin/orders/{id}/status` (a warehouse's change).
+    pub async fn set_order_status(&self, id: &str, status: &str) -> Reply {
+        self.request(
+            Method::POST,
+            ServiceKind::Order,
+            &format!("/__admin/orders/{id}/status"),
+        )
+        .json(&json!({ "status": status }))
+        .schema(ORDER)
+        .send()
+        .await
     }
 
     /// An order body for the seeded regular product, owned by `user` via `channel`.

@@ -30,7 +30,8 @@ async fn the_default_world_has_at_least_5000_products_and_20_categories() {
 #[tokio::test]
 async fn the_catalog_is_varied() {
     let app = spawn_app_with(Config::default()).await;
-    let products: Vec<_> = app.world().catalog().products().collect();
+    let catalog = app.world().catalog();
+    let products: Vec<_> = catalog.products().collect();
     let distinct = |f: &dyn Fn(&reference_services::product::Product) -> String| {
         products
             .iter()
