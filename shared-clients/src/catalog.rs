@@ -417,21 +417,34 @@ impl Catalog {
     }
 
     /// Drops a product that changed (a change event), here and in L2, and the pages that show
-    /// it; when lists it was not on may now show it (`membership`), also the unfiltered pages and
-    /// those of its `category`.
+    /// it. A product that still `exists` may also have moved in or within lists (a listing's
+    /// order may follow any change), so the unfiltered pages go too, and those of its old
+    /// category (as cached here) and its new one (as the event says); when neither is known,
+    /// every category's pages.
     pub(crate) async fn product_changed(
         &self,
         id: &ProductId,
         category: Option<&CategoryId>,
-        membership: bool,
+        exists: bool,
     ) {
+        let cached = match self.products.lookup(id).await {
+            Lookup::Fresh(entry) | Lookup::Stale(entry) | Lookup::Expired(Some(entry)) => {
+                entry.value().category_id.clone()
+            }
+            Lookup::Expired(None) | Lookup::Absent => None,
+        };
         self.products.evict(id, true).await;
         self.drop_pages(&Tag::Product(id.clone())).await;
-        if membership {
-            self.drop_pages(&Tag::Unfiltered).await;
-            if let Some(category) = category {
-                self.drop_pages(&Tag::Category(category.clone())).await;
-            }
+        if !exists {
+            return;
+        }
+        self.drop_pages(&Tag::Unfiltered).await;
+        let categories: Vec<&CategoryId> = cached.iter().chain(category).collect();
+        if categories.is_empty() {
+            self.drop_pages(&Tag::Filtered).await;
+        }
+        for category in categories {
+            self.drop_pages(&Tag::Category(category.clone())).await;
         }
     }
 
@@ -502,11 +515,11 @@ async fn keep_listed(
 
 /// The tags of a page: its products, and its category filter (or unfiltered).
 fn tags_of(query: &ProductQuery, page: &ProductPage) -> Vec<Tag> {
-    let mut tags = Vec::with_capacity(page.items.len() + 1);
-    tags.push(match &query.category {
-        Some(category) => Tag::Category(category.clone()),
-        None => Tag::Unfiltered,
-    });
+    let mut tags = Vec::with_capacity(page.items.len() + 2);
+    match &query.category {
+        Some(category) => tags.extend([Tag::Category(category.clone()), Tag::Filtered]),
+        None => tags.push(Tag::Unfiltered),
+    }
     tags.extend(page.items.iter().map(|item| Tag::Product(item.id.clone())));
     tags
 }

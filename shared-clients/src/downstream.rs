@@ -65,10 +65,10 @@ impl Sink for Inner {
                 Change::Product {
                     id,
                     category,
-                    membership,
+                    exists,
                 } => {
                     self.catalog
-                        .product_changed(id, category.as_ref(), *membership)
+                        .product_changed(id, category.as_ref(), *exists)
                         .await;
                 }
                 Change::Category(id) => self.catalog.category_changed(id).await,

@@ -92,9 +92,10 @@ pub(crate) enum Change {
         id: ProductId,
         /// Its category, when the event names one.
         category: Option<CategoryId>,
-        /// Whether lists it is not on yet may now show it (its name, details or category
-        /// changed): not for a price or stock change, nor a deletion.
-        membership: bool,
+        /// Whether it still exists: a changed product may move in or within lists (a listing's
+        /// order may follow any change, e.g. newest first by `updated_at`); a deleted one only
+        /// leaves the pages that show it.
+        exists: bool,
     },
     /// A category changed (so the category list did).
     Category(CategoryId),
@@ -586,9 +587,6 @@ struct EventData {
     /// Product events.
     #[serde(default)]
     product_id: Option<String>,
-    /// `product.changed`: which parts changed.
-    #[serde(default)]
-    changed: Option<Vec<String>>,
     /// Category events.
     #[serde(default)]
     category_id: Option<String>,
@@ -628,16 +626,10 @@ impl Event {
                     Some(category) => Some(CategoryId::parse(category).ok()?),
                     None => None,
                 };
-                let membership = self.kind == "com.bff.product.changed"
-                    && data.changed.as_ref().is_none_or(|changed| {
-                        changed
-                            .iter()
-                            .any(|part| part == "details" || part == "category")
-                    });
                 let change = Change::Product {
                     id: id.clone(),
                     category,
-                    membership,
+                    exists: self.kind == "com.bff.product.changed",
                 };
                 Some((format!("p:{}", id.as_str()), change))
             }
@@ -684,7 +676,7 @@ mod tests {
                 Change::Product {
                     id: ProductId::parse("p-00001").unwrap(),
                     category: None,
-                    membership: false,
+                    exists: true,
                 }
             ))
         );
@@ -695,11 +687,16 @@ mod tests {
         assert!(matches!(
             renamed.1,
             Change::Product {
-                membership: true,
+                exists: true,
                 category: Some(_),
                 ..
             }
         ));
+        let deleted = event(
+            r#"{"type":"com.bff.product.deleted","data":{"product_id":"p-00001","version":5}}"#,
+        )
+        .unwrap();
+        assert!(matches!(deleted.1, Change::Product { exists: false, .. }));
         let order = event(
             r#"{"type":"com.bff.order.status_changed","data":{"order_id":"o-1","owner":{"user_id":null,"partner_id":"partner-acme"},"status":"shipped","previous_status":"confirmed","version":4}}"#,
         )

@@ -120,6 +120,11 @@ impl<V> Clone for Entry<V> {
 }
 
 impl<V> Entry<V> {
+    /// The value.
+    pub(crate) fn value(&self) -> &Arc<V> {
+        &self.value
+    }
+
     /// The entry as the second level takes it, at `now`.
     pub(crate) fn fetched(&self, now: Instant) -> Fetched<'_, V> {
         Fetched {

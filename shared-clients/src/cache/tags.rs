@@ -2,8 +2,8 @@
 //! drops exactly the pages it makes stale.
 //!
 //! Policy:
-//! - A page is tagged with every product on it, and with its category filter (or *unfiltered*
-//!   for lists of everything and searches). An event drops the pages of its tags.
+//! - A page is tagged with every product on it, and with its category filter (plus *filtered*)
+//!   or *unfiltered* (lists of everything, searches). An event drops the pages of its tags.
 //! - A page whose fetch started before one of its tags was dropped is answered but not kept
 //!   ([`TagIndex::dropped_since`]): a fetch in flight cannot bring back what an event dropped.
 //! - The index is bounded: past `max_keys` remembered (tag, page) pairs it is emptied, and the
@@ -30,6 +30,8 @@ pub(crate) enum Tag {
     Product(ProductId),
     /// The page lists one category.
     Category(CategoryId),
+    /// The page lists one category, whichever (for a change whose category is unknown).
+    Filtered,
     /// The page lists everything (or a search of everything).
     Unfiltered,
 }

@@ -386,87 +386,83 @@ async fn catalog_pages_are_cached_and_dropped_by_the_events_that_touch_them() {
                 .expect("a page")
         }
     };
-    let everything = shared_clients::ProductQuery {
+    let page_of = |category: Option<shared_clients::CategoryId>| shared_clients::ProductQuery {
+        category,
         limit: Some(5),
         ..Default::default()
     };
-    let page = list(everything.clone()).await;
-    let on_page = page.items[0].id.clone();
-    let category = page.items[0].category_id.clone().expect("a category");
-    let by_category = shared_clients::ProductQuery {
-        category: Some(category.clone()),
-        limit: Some(5),
-        ..Default::default()
-    };
-    list(by_category.clone()).await;
-    let calls_now = || calls(&spawned, ServiceKind::Product);
-    let cached = calls_now();
-    list(everything.clone()).await;
-    list(by_category.clone()).await;
-    assert_eq!(calls_now(), cached, "both pages cached");
-
-    // A price change of a product on the first page drops that page only.
-    let mut version = 10;
-    let mut change = |id: &str, changed: &[&str], category: Option<&str>| {
-        version += 1;
-        cloud_event(
-            "com.bff.product.changed",
-            id,
-            json!({ "product_id": id, "category_id": category, "version": version, "changed": changed }),
-        )
-    };
-    let applied = outcomes(&downstream).0;
-    publish(
-        &redis,
-        "catalog",
-        change(on_page.as_str(), &["price"], None),
-    )
-    .await;
-    eventually("applied", || async {
-        outcomes(&downstream).0 == applied + 1
-    })
-    .await;
-    let dropped_one = calls_now();
-    list(everything.clone()).await;
-    assert_eq!(
-        calls_now(),
-        dropped_one + 1,
-        "the page showing it was dropped"
-    );
-    // The category page was dropped too when it shows the product.
-    let shows_it = downstream
-        .metrics()
-        .caches
+    let everything = page_of(None);
+    let first = list(everything.clone()).await.items[0].clone();
+    let home = first.category_id.clone().expect("a category");
+    let categories = downstream
+        .catalog()
+        .categories(&ctx())
+        .await
+        .expect("categories");
+    let other = categories
+        .into_inner()
         .iter()
-        .any(|c| c.cache == "pages");
-    assert!(shows_it, "the page cache reports its metrics");
-    list(by_category.clone()).await;
+        .map(|category| category.id.clone())
+        .find(|id| *id != home)
+        .expect("another category");
+    for query in [page_of(Some(home.clone())), page_of(Some(other.clone()))] {
+        list(query).await;
+    }
+    let calls_now = || calls(&spawned, ServiceKind::Product);
+    // Fetches each of the three pages; answers how many were not cached.
+    let fetched = || async {
+        let before = calls_now();
+        list(everything.clone()).await;
+        let unfiltered = calls_now() - before;
+        list(page_of(Some(home.clone()))).await;
+        let home_page = calls_now() - before - unfiltered;
+        list(page_of(Some(other.clone()))).await;
+        let other_page = calls_now() - before - unfiltered - home_page;
+        (unfiltered, home_page, other_page)
+    };
+    assert_eq!(fetched().await, (0, 0, 0), "all three pages cached");
 
-    // A price change of a product on neither page drops nothing.
-    let before = calls_now();
-    publish(&redis, "catalog", change("p-00990", &["price"], None)).await;
-    eventually("applied", || async {
-        outcomes(&downstream).0 == applied + 2
-    })
-    .await;
-    list(everything.clone()).await;
-    list(by_category.clone()).await;
-    assert_eq!(calls_now(), before, "untouched pages stay");
+    let mut version = 10;
+    let mut next = |kind: &str, id: &str, data: serde_json::Value| {
+        version += 1;
+        let mut data = data;
+        data["version"] = json!(version);
+        cloud_event(kind, id, data)
+    };
+    let applied = |n: u64| {
+        let downstream = downstream.clone();
+        async move {
+            eventually("applied", || async { outcomes(&downstream).0 == n }).await;
+        }
+    };
+    // A price change of a product of `home`: it may move in any listing of everything and of
+    // its category (newest first), so those go; another category's page stays.
+    let event = next(
+        "com.bff.product.changed",
+        first.id.as_str(),
+        json!({ "product_id": first.id.as_str(), "changed": ["price"] }),
+    );
+    publish(&redis, "catalog", event).await;
+    applied(1).await;
+    assert_eq!(fetched().await, (1, 1, 0));
 
-    // A product moved into the category (or renamed) may join lists it was not on: the
-    // unfiltered pages and that category's pages go.
-    publish(
-        &redis,
-        "catalog",
-        change("p-00991", &["category"], Some(category.as_str())),
-    )
-    .await;
-    eventually("applied", || async {
-        outcomes(&downstream).0 == applied + 3
-    })
-    .await;
-    let before = calls_now();
-    list(everything).await;
-    list(by_category).await;
-    assert_eq!(calls_now(), before + 2, "both lists fetched again");
+    // A product deleted that no page shows: nothing goes.
+    let event = next(
+        "com.bff.product.deleted",
+        "p-00999",
+        json!({ "product_id": "p-00999" }),
+    );
+    publish(&redis, "catalog", event).await;
+    applied(2).await;
+    assert_eq!(fetched().await, (0, 0, 0));
+
+    // A category renamed: its pages go.
+    let event = next(
+        "com.bff.category.changed",
+        other.as_str(),
+        json!({ "category_id": other.as_str() }),
+    );
+    publish(&redis, "catalog", event).await;
+    applied(3).await;
+    assert_eq!(fetched().await, (0, 0, 1));
 }
