@@ -88,12 +88,13 @@ pub struct Replicas<X> {
     pub settings: Settings<X>,
 }
 
-/// Starts reference services seeded with `services`, a private `redis-server` on a free port,
-/// and `count` replicas of the gateway `build` makes (each built on its own, so nothing but Redis
+/// Starts a private `redis-server` on a free port, reference services seeded with `services`
+/// that publish their change events to it (unless `services.events` says otherwise), and `count`
+/// replicas of the gateway `build` makes (each built on its own, so nothing but Redis
 /// and the downstream services is shared), `configure` applied to the settings last. Panics when
 /// anything fails (including a missing `redis-server`: these tests are never skipped).
 pub async fn spawn_replicas<X, E>(
-    services: reference_services::Config,
+    mut services: reference_services::Config,
     count: usize,
     configure: impl FnOnce(&mut Settings<X>),
     build: impl Fn(&Settings<X>) -> Result<Gateway, E>,
@@ -105,6 +106,9 @@ where
     let redis = LocalRedis::start()
         .await
         .expect("a private redis-server starts (./scripts/ensure-redis-server installs it)");
+    if services.events.is_none() {
+        services.events = Some(reference_services::EventsConfig::new(redis.url()));
+    }
     let services = reference_services::spawn_all(services)
         .await
         .expect("the reference services start");

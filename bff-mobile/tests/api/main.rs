@@ -7,6 +7,7 @@ mod catalog;
 mod checkout;
 mod compact;
 mod errors;
+mod events;
 mod helpers;
 mod home;
 mod operating;
