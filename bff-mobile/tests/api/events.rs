@@ -90,3 +90,59 @@ async fn a_price_changed_in_the_back_office_shows_through_every_replica_at_once(
         }
     }
 }
+
+#[tokio::test]
+async fn a_cart_changed_at_the_cart_service_directly_shows_through_every_replica_at_once() {
+    let replicas = spawn_replicas(
+        reference_services::Config::default(),
+        3,
+        |settings: &mut bff_mobile::MobileSettings| {
+            settings.gateway.auth.hs256_secret =
+                Some(server_kit::auth::Secret::new(crate::helpers::SECRET));
+            settings.downstream.private_cache.ttl = TEN_MINUTES;
+        },
+        bff_mobile::build,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let user = "u-other-device";
+    let token = crate::helpers::token(user);
+    let product = replicas.services.world.regular_product().to_owned();
+    let cart = |base: String| {
+        let (client, token) = (client.clone(), token.clone());
+        async move {
+            let cart: Value = client
+                .get(format!("{base}/m/v1/cart"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("answered")
+                .json()
+                .await
+                .expect("JSON");
+            cart["count"].as_u64().unwrap_or(0)
+        }
+    };
+    for base in &replicas.bases {
+        assert_eq!(cart(base.clone()).await, 0, "empty, and cached");
+    }
+    // Another device, another channel: the cart service is changed without any gateway.
+    let added = client
+        .post(format!("{}/carts/{user}/items", replicas.services.cart_url))
+        .header("x-user-id", user)
+        .json(&serde_json::json!({ "product_id": product, "quantity": 3 }))
+        .send()
+        .await
+        .expect("answered");
+    assert!(added.status().is_success(), "{}", added.status());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for base in &replicas.bases {
+        while cart(base.clone()).await != 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{base} shows the old cart"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
