@@ -5,6 +5,7 @@ mod helpers;
 mod auth;
 mod catalog;
 mod errors;
+mod events;
 mod openapi;
 mod operating;
 mod orders;

@@ -7,6 +7,7 @@ mod auth;
 mod catalog;
 mod efficiency;
 mod errors;
+mod events;
 mod http;
 mod limits;
 mod mutations;
