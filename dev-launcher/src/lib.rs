@@ -246,6 +246,12 @@ pub fn plan(args: &Args, credentials: &DevCredentials, topology: &Topology) -> V
             vec![
                 ("BFF_REDIS_URL".into(), redis_url.clone()),
                 ("BFF_SHARED__REPLICAS".into(), count.to_string()),
+                // The reference services publish their change events to this Redis, so catalog
+                // entries and pages may stay fresh while the events vouch for them.
+                (
+                    "BFF_DOWNSTREAM__CACHE__EVENT_DRIVEN_MAX_TTL".into(),
+                    "10m".to_owned(),
+                ),
             ],
             vec!["BFF_SHARED__REDIS_URL".into()],
         ),
@@ -653,6 +659,9 @@ fn print_banner(components: &[Component], credentials: &DevCredentials, topology
         println!(
             "  the reference services publish change events there (REF_EVENTS_REDIS_URL): streams bff:events:catalog|cart|order"
         );
+        println!(
+            "  the gateways drop what the events make stale at once, and keep catalog entries fresh up to 10m while they vouch for them (BFF_DOWNSTREAM__CACHE__EVENT_DRIVEN_MAX_TTL)"
+        );
         println!();
     }
     println!("Development user token ({DEV_USER}, valid 24h, this run only):");
@@ -773,6 +782,10 @@ mod tests {
                 Some("redis://127.0.0.1:6399/0")
             );
             assert_eq!(env_of(gateway, "BFF_SHARED__REPLICAS"), Some("2"));
+            assert_eq!(
+                env_of(gateway, "BFF_DOWNSTREAM__CACHE__EVENT_DRIVEN_MAX_TTL"),
+                Some("10m")
+            );
             assert_eq!(gateway.unset, ["BFF_SHARED__REDIS_URL"], "it would win");
         }
         for service in &plan[..3] {
