@@ -17,7 +17,10 @@ Settings (environment variables, all optional):
   BENCH_RESTARTS           gateway restarts for the cold home screen (default 15, quick 4)
   BENCH_STAMPEDE           concurrent requests in the stampede (default 1000)
   BENCH_SLOW_REQUESTS      requests per gateway against the slow product service (default 240, quick 60)
-  BENCH_PORT_BASE          first of the ports used (default 19100; nine consecutive ports)
+  BENCH_SCALE_PRODUCTS     cold products in the scale-out request mix, each asked for 3 times (default
+                           300, quick 30)
+  BENCH_PORT_BASE          first of the ports used (default 19100; twenty consecutive ports; the
+                           private redis-server of the scale-out section takes any free port)
   BENCH_OUT                where the report goes (default docs/BENCHMARKS.md)
 """
 
@@ -33,9 +36,11 @@ import http.client
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -66,6 +71,14 @@ RESTARTS = env_int("BENCH_RESTARTS", 15, 4)
 STAMPEDE = env_int("BENCH_STAMPEDE", 1000)
 SLOW_REQUESTS = env_int("BENCH_SLOW_REQUESTS", 240, 60)
 PORT_BASE = env_int("BENCH_PORT_BASE", 19100)
+# Scale-out (Redis): the cold mix (each product asked for MIX_REPEATS times, spread round-robin
+# over the replicas, MIX_CONCURRENCY at a time); sub-millisecond probes, more of them than
+# PROBES so that their p99 is not just their maximum; products per L2-hit wrk run.
+SCALE_PRODUCTS = env_int("BENCH_SCALE_PRODUCTS", 300, 30)
+MIX_REPEATS = 3
+MIX_CONCURRENCY = 16
+SCALE_PROBES = 5 * PROBES
+L2_RUN_PRODUCTS = 400
 SLOW_LATENCY = "100ms"  # 10x the default per-call latency
 DEADLINE_MS = 3000.0  # downstream.deadline default, the budget of every gateway's requests
 CART_LINES = 20
@@ -83,6 +96,15 @@ PORTS = {
     "bff-all": PORT_BASE + 9,
     "bff-all-mobile": PORT_BASE + 10,
     "bff-all-partner": PORT_BASE + 11,
+    # Scale-out (Redis): bff-mobile replicas started for that section only, and their /metrics.
+    "mobile-r1": PORT_BASE + 12,
+    "mobile-r2": PORT_BASE + 13,
+    "mobile-r3": PORT_BASE + 14,
+    "mobile-r4": PORT_BASE + 15,
+    "mobile-r1-metrics": PORT_BASE + 16,
+    "mobile-r2-metrics": PORT_BASE + 17,
+    "mobile-r3-metrics": PORT_BASE + 18,
+    "mobile-r4-metrics": PORT_BASE + 19,
 }
 SERVICES = ("product", "cart", "order")
 GATEWAYS = ("bff-web", "bff-mobile", "bff-partner")
@@ -232,6 +254,40 @@ class Stack:
             self.gateway_cpu,
         )
 
+    def start_redis(self, port: int) -> None:
+        """A private redis-server (no persistence) on `port`, next to the reference services."""
+        self.start(
+            "redis",
+            ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly",
+             "no", "--protected-mode", "no", "--dir", self.work_dir],
+            {},
+            self.other_cpu,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            if self.procs["redis"].popen.poll() is not None:
+                raise RuntimeError(f"redis-server exited at start; see {self.procs['redis'].log_path}")
+            try:
+                if redis_command(port, "PING").startswith(b"+PONG"):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not answer PING")
+            time.sleep(0.05)
+
+    def start_mobile_replica(self, name: str, redis_url: str | None,
+                             extra: dict[str, str] | None = None) -> None:
+        """A bff-mobile replica of the scale-out section (`name` is one of mobile-r1…r4), with
+        its /metrics on a port of its own, sharing `redis_url` (None: no Redis at all)."""
+        env = self.gateway_env("bff-mobile")
+        env["BFF_LISTEN_ADDR"] = f"{HOST}:{PORTS[name]}"
+        env["BFF_SERVER__METRICS_LISTEN_ADDR"] = f"{HOST}:{PORTS[name + '-metrics']}"
+        # Empty means unset, also when the caller's environment has a BFF_REDIS_URL.
+        env["BFF_REDIS_URL"] = redis_url or ""
+        env.update(extra or {})
+        self.start(name, [os.path.join(self.bin_dir, "bff-mobile")], env, self.gateway_cpu)
+
     def wait_healthy(self, names: list[str], timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         for name in names:
@@ -321,6 +377,72 @@ def set_latency(service: str, latency: str) -> None:
     admin(service, "PUT", "/__admin/faults", {"latency": latency})
 
 
+def redis_command(port: int, *words: str) -> bytes:
+    """One command to the private redis-server; its raw reply (only short replies are read)."""
+    payload = f"*{len(words)}\r\n" + "".join(f"${len(w.encode())}\r\n{w}\r\n" for w in words)
+    with socket.create_connection((HOST, port), timeout=5) as conn:
+        conn.sendall(payload.encode())
+        return conn.recv(65536)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+# The counters of a scale-out replica read from its /metrics: name → (metric, labels).
+REPLICA_COUNTERS = {
+    "l1_hits": ("bff_cache_hits_total", {"cache": "products"}),
+    "l2_hits": ("bff_cache_l2_hits_total", {"cache": "products"}),
+    "l2_misses": ("bff_cache_l2_misses_total", {"cache": "products"}),
+    "lease_waits": ("bff_cache_lease_waits_total", {"cache": "products"}),
+    "redis_commands": ("bff_redis_commands_total", {}),
+    "redis_errors": ("bff_redis_errors_total", {}),
+    "redis_fallbacks": ("bff_redis_fallback_total", {}),
+}
+METRIC_LINE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)")
+METRIC_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def replica_counters(name: str) -> dict[str, float]:
+    """REPLICA_COUNTERS of a replica now (each the sum of its series with those labels)."""
+    status, _, body = request("GET", PORTS[name + "-metrics"], "/metrics")
+    if status != 200:
+        raise RuntimeError(f"{name} /metrics: {status}")
+    values = dict.fromkeys(REPLICA_COUNTERS, 0.0)
+    for line in body.decode().splitlines():
+        m = METRIC_LINE.match(line)
+        if not m:
+            continue
+        labels = dict(METRIC_LABEL.findall(m.group(2) or ""))
+        for key, (metric, wanted) in REPLICA_COUNTERS.items():
+            if m.group(1) == metric and all(labels.get(k) == v for k, v in wanted.items()):
+                values[key] += float(m.group(3))
+        if m.group(1) == "bff_redis_errors_total":
+            # Also by operation, to say which command failed.
+            key = f"redis_errors op={labels.get('op', '?')}"
+            values[key] = values.get(key, 0.0) + float(m.group(3))
+    return values
+
+
+def counters_grown(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, float]:
+    """How much each counter grew, summed over replicas."""
+    keys = sorted({key for counters in after for key in counters})
+    return {key: sum(a.get(key, 0.0) - b.get(key, 0.0) for b, a in zip(before, after))
+            for key in keys}
+
+
+def redis_trouble(counters: dict[str, float]) -> str:
+    """Redis errors (by operation) and fallbacks in `counters`, or "" when there were none."""
+    by_op = ", ".join(f"{key.split('=', 1)[1]} {value:.0f}" for key, value in counters.items()
+                      if key.startswith("redis_errors op=") and value)
+    if not counters["redis_errors"] and not counters["redis_fallbacks"]:
+        return ""
+    return (f"Redis errors: {counters['redis_errors']:.0f} ({by_op or 'none'}), fallbacks to "
+            f"in-process behaviour: {counters['redis_fallbacks']:.0f}")
+
+
 def calls_summary(stats: dict[str, dict]) -> tuple[int, dict[str, int]]:
     per_route: dict[str, int] = {}
     total = 0
@@ -342,25 +464,31 @@ class Req:
     body: bytes | None = None
 
 
-def run_requests(port: int, reqs: list[Req], concurrency: int, timeout: float = 15.0) -> dict:
-    """Sends `reqs` (each once) over `concurrency` keep-alive connections; latencies in ms."""
+def run_requests(port: int | list[int], reqs: list[Req], concurrency: int,
+                 timeout: float = 15.0) -> dict:
+    """Sends `reqs` (each once) over `concurrency` keep-alive connections (per port); latencies
+    in ms. Given several ports, request i goes to port i mod their number (round-robin)."""
+    ports = port if isinstance(port, list) else [port]
     local = threading.local()
     lock = threading.Lock()
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     opened: list[http.client.HTTPConnection] = []
 
-    def one(r: Req) -> None:
-        if getattr(local, "conn", None) is None:
-            local.conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    def one(numbered: tuple[int, Req]) -> None:
+        i, r = numbered
+        target = ports[i % len(ports)]
+        conns = local.__dict__.setdefault("conns", {})
+        if conns.get(target) is None:
+            conns[target] = http.client.HTTPConnection(HOST, target, timeout=timeout)
             with lock:
-                opened.append(local.conn)
+                opened.append(conns[target])
         start = time.perf_counter()
         try:
-            status, _, _ = request(r.method, port, r.path, r.body, r.headers, conn=local.conn)
+            status, _, _ = request(r.method, target, r.path, r.body, r.headers, conn=conns[target])
         except (OSError, http.client.HTTPException):
-            local.conn.close()
-            local.conn = None
+            conns[target].close()
+            conns[target] = None
             status = 0
         elapsed = (time.perf_counter() - start) * 1000
         with lock:
@@ -369,7 +497,7 @@ def run_requests(port: int, reqs: list[Req], concurrency: int, timeout: float = 
 
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(one, reqs))
+        list(pool.map(one, enumerate(reqs)))
     wall = time.perf_counter() - started
     for conn in opened:
         conn.close()
@@ -429,6 +557,19 @@ def parse_duration_ms(text: str) -> float:
     if not match:
         return float("nan")
     return float(match.group(1)) * UNITS[match.group(2)]
+
+
+def wrk_cycle_script(work_dir: str, name: str, paths: list[str]) -> str:
+    """A wrk script whose requests are GETs of `paths`, one after the other, round and round."""
+    path = os.path.join(work_dir, f"{name}.lua")
+    with open(path, "w") as script:
+        script.write("local paths = {" + ", ".join(json.dumps(p) for p in paths) + "}\n"
+                     "local i = 0\n"
+                     "request = function()\n"
+                     "  i = i % #paths + 1\n"
+                     '  return wrk.format("GET", paths[i])\n'
+                     "end\n")
+    return path
 
 
 def run_wrk(port: int, path: str, script: str, cpu: str | None, duration: int) -> dict:
@@ -555,6 +696,130 @@ def probe(stack: Stack, port: int, reqs: list[Req], concurrency: int = 1) -> dic
     return result
 
 
+def mobile_product(pid: str) -> Req:
+    return Req("GET", f"/m/v1/products/{pid}")
+
+
+def scale_out(stack: Stack, work_dir: str, wrk_cpu: str | None, cart_token: str) -> dict:
+    """The scale-out section: bff-mobile replicas over one private Redis (see the report)."""
+    out: dict = {}
+    redis_port = free_port()
+    stack.start_redis(redis_port)
+    redis_url = f"redis://{HOST}:{redis_port}/0"
+    three = ["mobile-r1", "mobile-r2", "mobile-r3"]
+
+    def fresh(names: list[str], redis: str | None, extra: dict[str, dict[str, str]] | None = None
+              ) -> None:
+        """Stops what runs under `names`, empties Redis, starts them again (empty caches)."""
+        for name in names:
+            stack.stop(name)
+        redis_command(redis_port, "FLUSHALL")
+        for name in names:
+            stack.start_mobile_replica(name, redis, (extra or {}).get(name))
+        stack.wait_healthy(names)
+
+    def measured(names: list[str], run: object) -> tuple[object, dict[str, float], dict[str, int]]:
+        """Runs `run()`; with how much the replicas' counters grew and the services' counters."""
+        before = [replica_counters(n) for n in names]
+        reset_counters()
+        result = run()
+        services = read_counters()
+        grown = counters_grown(before, [replica_counters(n) for n in names])
+        return result, grown, {s: services[s]["total"] for s in SERVICES}
+
+    # -- Downstream calls per request: the same cold mix over 1 and 3 replicas ------------------
+    # Each of SCALE_PRODUCTS products nobody asked for, MIX_REPEATS times, in one shuffled order
+    # (the same every time); request i goes to replica i mod the number of replicas.
+    log("scale-out: the cold mix over 3 replicas (no Redis, Redis) and 1")
+    mix = [product_id(1 + i) for i in range(SCALE_PRODUCTS) for _ in range(MIX_REPEATS)]
+    random.Random(20).shuffle(mix)
+    mix_reqs = [mobile_product(pid) for pid in mix]
+    out["mix"] = []
+    for label, names, redis in (("3 replicas, no Redis", three, None),
+                                ("3 replicas, Redis", three, redis_url),
+                                ("1 replica, no Redis", three[:1], None)):
+        for name in three:
+            stack.stop(name)
+        fresh(names, redis)
+        result, grown, services = measured(
+            names, lambda: run_requests([PORTS[n] for n in names], mix_reqs, MIX_CONCURRENCY))
+        result.update(label=label, replicas=len(names), redis=redis is not None,
+                      products=SCALE_PRODUCTS, product_calls=services["product"],
+                      other_calls=services["cart"] + services["order"], counters=grown)
+        out["mix"].append(result)
+    for name in three:
+        stack.stop(name)
+
+    # -- L2 hit vs L1 hit: mobile product detail ---------------------------------------------
+    # A and B: default settings. C: its own cache keeps an entry 1 ms (max_ttl) and never serves
+    # it stale, so every request of C misses L1 and is answered from L2 (throughput of L2 hits).
+    log("scale-out: L2 hit vs L1 hit")
+    a, b, c = three
+    fresh(three, redis_url, {c: {"BFF_DOWNSTREAM__CACHE__MAX_TTL": "1ms",
+                                 "BFF_DOWNSTREAM__CACHE__STALE_WHILE_REVALIDATE": "0s"}})
+    ids = [product_id(1001 + i) for i in range(SCALE_PROBES)]
+    hit = out["hit"] = {}
+    for key, name in (("miss", a), ("l2", b), ("l1", b)):
+        result, grown, services = measured(
+            [name], lambda: run_requests(PORTS[name], [mobile_product(p) for p in ids], 1))
+        result.update(replica=name, product_calls=services["product"], counters=grown)
+        hit[key] = result
+    # Throughput: wrk cycling over L2_RUN_PRODUCTS products that A has just fetched (so Redis
+    # holds them fresh), on A (its own cache: L1 hits) and on C (L2 hits), run after run.
+    hit["wrk"] = []
+    for run in range(RUNS):
+        first = 1501 + (run % 8) * L2_RUN_PRODUCTS  # product ids stay within the 5,000 seeded
+        paths = [f"/m/v1/products/{product_id(first + i)}" for i in range(L2_RUN_PRODUCTS)]
+        warm = run_requests(PORTS[a], [Req("GET", p) for p in paths], MIX_CONCURRENCY)
+        if warm["errors"]:
+            raise RuntimeError(f"scale-out: warming on {a}: {warm['statuses']}")
+        script = wrk_cycle_script(work_dir, f"scale-products-{run}", paths)
+        pair = {}
+        for key, name in (("l1", a), ("l2", c)):
+            log(f"run {run + 1}/{RUNS}: scale-out product detail, {key.upper()} hits ({name})")
+            result, grown, services = measured(
+                [name], lambda: run_wrk(PORTS[name], paths[0], script, wrk_cpu, DURATION))
+            result.update(product_calls=services["product"], counters=grown)
+            pair[key] = result
+        hit["wrk"].append(pair)
+
+    # -- What a Redis round trip adds to a private read --------------------------------------
+    # One user's cart (20 lines, products cached) read again and again on a replica without
+    # Redis (r4) and on one with it (A): the private cache answers, and with Redis each read
+    # first GETs the owner's shared generation.
+    log("scale-out: private read (cart) without and with Redis")
+    d = "mobile-r4"
+    stack.start_mobile_replica(d, None)
+    stack.wait_healthy([d])
+    cart = Req("GET", "/m/v1/cart", {"Authorization": f"Bearer {cart_token}"})
+    private = out["private"] = {"probes": {}, "wrk": []}
+    for name in (d, a):
+        for _ in range(3):
+            status, _, body = request(cart.method, PORTS[name], cart.path, headers=cart.headers)
+            if status != 200:
+                raise RuntimeError(f"scale-out: cart on {name}: {status} {body[:200]!r}")
+    for key, name in (("local", d), ("redis", a)):
+        result, grown, services = measured(
+            [name], lambda: run_requests(PORTS[name], [cart] * SCALE_PROBES, 1))
+        result.update(replica=name, cart_calls=services["cart"],
+                      calls=sum(services.values()), counters=grown)
+        private["probes"][key] = result
+    script = wrk_script(work_dir, "scale-cart", cart)
+    for run in range(RUNS):
+        pair = {}
+        for key, name in (("local", d), ("redis", a)):
+            log(f"run {run + 1}/{RUNS}: scale-out cart read, {key} ({name})")
+            result, grown, services = measured(
+                [name], lambda: run_wrk(PORTS[name], cart.path, script, wrk_cpu, DURATION))
+            result.update(cart_calls=services["cart"], calls=sum(services.values()),
+                          counters=grown)
+            pair[key] = result
+        private["wrk"].append(pair)
+    for name in (*three, d, "redis"):
+        stack.stop(name)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin-dir", required=True)
@@ -564,6 +829,9 @@ def main() -> int:
 
     if not shutil.which("wrk"):
         log("wrk is not installed (scripts/bench installs it)")
+        return 1
+    if not shutil.which("redis-server"):
+        log("redis-server is not installed (scripts/bench installs it: scripts/ensure-redis-server)")
         return 1
     cpus = sorted(os.sched_getaffinity(0))
     gateway_cpu = str(cpus[0]) if len(cpus) >= 2 else None
@@ -814,6 +1082,10 @@ def main() -> int:
                         other_cpu, DURATION)
         one["rss_all_kb"] = stack.sample_rss("bff-all")
         one["rss_three_kb"] = {g: stack.sample_rss(g) for g in GATEWAYS}
+        stack.stop("bff-all")
+
+        # -- Scale-out: bff-mobile replicas sharing one Redis ---------------------------------
+        results["scale_out"] = scale_out(stack, work_dir, other_cpu, tokens[bench_cart_user])
     except KeyboardInterrupt:
         log("interrupted; stopping everything")
         stack.stop_all()
@@ -1078,6 +1350,10 @@ def write_report(path: str, command: str, r: dict) -> None:
             f"{g} {kb / 1024:.0f} MiB" for g, kb in one["rss_three_kb"].items()) + ".")
         add("")
 
+    so = r.get("scale_out")
+    if so:
+        write_scale_out(add, so, pin)
+
     notes = kept_section(path, NOTES_BEGIN, NOTES_END)
     add(notes if notes else f"{NOTES_BEGIN}\n## Findings\n\nNone written yet.\n{NOTES_END}")
     add("")
@@ -1091,6 +1367,184 @@ def write_report(path: str, command: str, r: dict) -> None:
     add("")
     with open(path, "w") as f:
         f.write("\n".join(lines))
+
+
+def write_scale_out(add, so: dict, pin: dict) -> None:
+    """The scale-out section: L2 vs L1 hits, calls per request over replicas, a private read's
+    Redis round trip."""
+
+    def per(n: float, d: float, digits: int = 2) -> str:
+        return f"{n / d:.{digits}f}" if d else "n/a"
+
+    def median_of(runs: list[dict], key: str, field: str) -> float:
+        return statistics.median(x[key][field] for x in runs)
+
+    add("## Scale-out (Redis)")
+    add("")
+    where = (f" on CPU {pin['other_cpu']} with the reference services (the replicas on CPU "
+             f"{pin['gateway_cpu']}, like every gateway)" if pin["gateway_cpu"] is not None else "")
+    add("bff-mobile replicas started for this section only (default settings, empty caches), "
+        "sharing one private `redis-server` started by the harness (`--save \"\" --appendonly "
+        f"no`, loopback){where}; Redis is emptied (`FLUSHALL`) before each configuration. "
+        "Product-service calls come from the reference service's own counters; L1/L2 hits, "
+        "lease waits and Redis commands from each replica's `/metrics` (`bff_cache_*_total"
+        "{cache=\"products\"}`, `bff_redis_commands_total`: a pipeline counts one).")
+    add("")
+
+    # 1. L2 hit vs L1 hit
+    hit = so["hit"]
+    n = hit["l2"]["requests"]
+    add("### L2 hit vs L1 hit: mobile product detail")
+    add("")
+    add(f"{n} products nobody had asked for (`GET /m/v1/products/{{id}}`), one request at a time: "
+        "each on replica A (a miss of both levels: one product-service call, the value written "
+        "to Redis), then each on replica B (not in B's memory: answered from Redis, an L2 hit), "
+        "then each on B again (answered from B's own memory, an L1 hit).")
+    add("")
+    add("| answered from | requests | p50 | p99 | max | errors | product-service calls | "
+        "L2 hits | L2 misses | L1 hits | Redis commands / request |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|")
+    for key, label in (("miss", "the product service (replica A: miss)"),
+                       ("l2", "Redis (replica B: L2 hit)"),
+                       ("l1", "B's own memory (replica B again: L1 hit)")):
+        x = hit[key]
+        cn = x["counters"]
+        add(f"| {label} | {x['requests']} | {ms(x['p50'])} | {ms(x['p99'])} | {ms(x['max'])} | "
+            f"{x['errors']} | {x['product_calls']} | {cn['l2_hits']:.0f} | "
+            f"{cn['l2_misses']:.0f} | {cn['l1_hits']:.0f} | "
+            f"{per(cn['redis_commands'], x['requests'])} |")
+    add("")
+    l2, l1, miss = hit["l2"], hit["l1"], hit["miss"]
+    add(f"At p50 an L2 hit costs {ms(l2['p50'] - l1['p50'])} more than an L1 hit, and saves "
+        f"{ms(miss['p50'] - l2['p50'])} against a call to the product service (at {LATENCY} per "
+        "call).")
+    surprises = []
+    if l2["product_calls"] or l2["counters"]["l2_hits"] != n:
+        surprises.append(f"B's first pass made {l2['product_calls']} product-service call(s) and "
+                         f"counted {l2['counters']['l2_hits']:.0f} L2 hits for {n} requests "
+                         f"(expected 0 and {n})")
+    if l1["product_calls"] or l1["counters"]["l2_hits"] or l1["counters"]["l1_hits"] != n:
+        surprises.append(f"B's second pass made {l1['product_calls']} product-service call(s), "
+                         f"{l1['counters']['l2_hits']:.0f} L2 hits and "
+                         f"{l1['counters']['l1_hits']:.0f} L1 hits for {n} requests "
+                         f"(expected 0, 0 and {n})")
+    if miss["product_calls"] != n:
+        surprises.append(f"A's pass made {miss['product_calls']} product-service calls for {n} "
+                         "products (expected one each)")
+    for key, label in (("miss", "A's pass"), ("l2", "B's first pass"), ("l1", "B's second pass")):
+        if trouble := redis_trouble(hit[key]["counters"]):
+            surprises.append(f"{label}: {trouble}")
+    if surprises:
+        add(" **Not as expected:** " + "; ".join(surprises) + ". (After a Redis error a replica "
+            "skips Redis for `shared.retry_after`, 1 s by default: what it fetches meanwhile is "
+            "not written there, so another replica fetches it again.)")
+    add("")
+    runs = hit["wrk"]
+    add(f"Throughput (wrk, {CONNECTIONS} connections, {DURATION} s per run, median of "
+        f"{len(runs)}): each run cycles through {L2_RUN_PRODUCTS} products that A has just "
+        "fetched (so Redis holds them fresh), on A (all in its own memory: L1 hits) and then on "
+        "replica C, whose own cache keeps an entry 1 ms and never serves it stale "
+        "(`BFF_DOWNSTREAM__CACHE__MAX_TTL=1ms`, `…__STALE_WHILE_REVALIDATE=0s`), so each of its "
+        "requests is answered from Redis and then kept in its own cache, as every L2 hit is (the L2 "
+        "hits per request below say how many were).")
+    add("")
+    add("| | req/s | p50 | p99 | errors | L2 hits / request | product-service calls / request | "
+        "Redis commands / request |")
+    add("|---|---|---|---|---|---|---|---|")
+    for key, label in (("l1", "L1 hit (replica A)"), ("l2", "L2 hit (replica C)")):
+        reqs = sum(x[key]["requests"] for x in runs)
+        add(f"| {label} | {median_of(runs, key, 'rps'):.0f} | {ms(median_of(runs, key, 'p50'))} | "
+            f"{ms(median_of(runs, key, 'p99'))} | {sum(x[key]['errors'] for x in runs)} / {reqs} "
+            f"| {per(sum(x[key]['counters']['l2_hits'] for x in runs), reqs, 3)} | "
+            f"{per(sum(x[key]['product_calls'] for x in runs), reqs, 4)} | "
+            f"{per(sum(x[key]['counters']['redis_commands'] for x in runs), reqs, 3)} |")
+    ratio = statistics.median(x["l2"]["rps"] / x["l1"]["rps"] for x in runs if x["l1"]["rps"])
+    add(f"| **L2 ÷ L1** | **{ratio:.2f}×** | | | | | | |")
+    add("")
+    add("Per run (L1/L2 req/s): "
+        + ", ".join(f"{x['l1']['rps']:.0f}/{x['l2']['rps']:.0f}" for x in runs) + ".")
+    surprises = []
+    for i, x in enumerate(runs, 1):
+        c = x["l2"]["counters"]
+        if c["l2_hits"] < 0.95 * x["l2"]["requests"]:
+            surprises.append(f"run {i}: only {c['l2_hits']:.0f} of C's {x['l2']['requests']} "
+                             f"requests were L2 hits ({x['l2']['product_calls']} product-service "
+                             "calls)")
+        for key, name in (("l1", "A"), ("l2", "C")):
+            if trouble := redis_trouble(x[key]["counters"]):
+                surprises.append(f"run {i}, {name}: {trouble}")
+    if surprises:
+        add(" **Not as expected:** " + "; ".join(surprises) + ".")
+    add("")
+
+    # 2. Calls per request over 1 and 3 replicas
+    mix = so["mix"]
+    first = mix[0]
+    add("### Downstream calls per request, 1 and 3 replicas")
+    add("")
+    add(f"{first['products']} products nobody had asked for, each requested {MIX_REPEATS} times "
+        f"(mobile product detail): {first['requests']} requests in one shuffled order, the same "
+        "for each row; request i goes to replica i mod the number of replicas (round-robin), "
+        f"{MIX_CONCURRENCY} at a time; replicas freshly started for each row. One call per "
+        f"product is the least possible ({1 / MIX_REPEATS:.2f} per request).")
+    add("")
+    add("| | product-service calls | calls / request | calls / product | L2 hits | L2 misses | "
+        "lease waits | Redis commands / request | Redis errors | p50 | p99 | errors |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for x in mix:
+        cn = x["counters"]
+        shared = (f"{cn['l2_hits']:.0f} | {cn['l2_misses']:.0f} | {cn['lease_waits']:.0f} | "
+                  f"{per(cn['redis_commands'], x['requests'])} | {cn['redis_errors']:.0f}"
+                  if x["redis"] else "– | – | – | – | –")
+        add(f"| {x['label']} | {x['product_calls']} | {per(x['product_calls'], x['requests'])} | "
+            f"{per(x['product_calls'], x['products'])} | {shared} | {ms(x['p50'])} | "
+            f"{ms(x['p99'])} | {x['errors']} |")
+    add("")
+    trouble = [f"{x['label']}: {t}" for x in mix if (t := redis_trouble(x["counters"]))]
+    if trouble:
+        add("**Redis trouble:** " + "; ".join(trouble) + ".")
+        add("")
+
+    # 3. Private read
+    pv = so["private"]
+    probes, runs = pv["probes"], pv["wrk"]
+    add("### What a Redis round trip adds to a private read")
+    add("")
+    add("`GET /m/v1/cart` of one signed-in user (20 lines, their products cached) on a replica "
+        "without Redis and on one with it (replica A above). The cart is in the private cache "
+        "(`private_cache.ttl`, 2 s), so few reads call the cart service; with Redis every read "
+        "first `GET`s the owner's shared generation (read-your-writes across replicas). Probes: "
+        f"{probes['local']['requests']} requests one at a time; wrk: {CONNECTIONS} connections, "
+        f"{DURATION} s per run, median of {len(runs)}, the two replicas one after the other.")
+    add("")
+    add("| | probes p50 | probes p99 | wrk req/s | wrk p50 | wrk p99 | errors | "
+        "Redis commands / request | downstream calls / request |")
+    add("|---|---|---|---|---|---|---|---|---|")
+    for key, label in (("local", "no Redis"), ("redis", "Redis")):
+        p = probes[key]
+        reqs = sum(x[key]["requests"] for x in runs)
+        commands = p["counters"]["redis_commands"] + sum(
+            x[key]["counters"]["redis_commands"] for x in runs)
+        calls = p["calls"] + sum(x[key]["calls"] for x in runs)
+        add(f"| {label} | {ms(p['p50'])} | {ms(p['p99'])} | {median_of(runs, key, 'rps'):.0f} | "
+            f"{ms(median_of(runs, key, 'p50'))} | {ms(median_of(runs, key, 'p99'))} | "
+            f"{p['errors'] + sum(x[key]['errors'] for x in runs)} / {p['requests'] + reqs} | "
+            f"{per(commands, p['requests'] + reqs)} | {per(calls, p['requests'] + reqs, 4)} |")
+    local_rps = median_of(runs, "local", "rps")
+    redis_rps = median_of(runs, "redis", "rps")
+    add("")
+    add(f"One at a time, Redis adds {ms(probes['redis']['p50'] - probes['local']['p50'])} at p50 "
+        f"and {ms(probes['redis']['p99'] - probes['local']['p99'])} at p99; under load the "
+        f"replica with Redis serves {redis_rps / local_rps:.2f}× the reads per second of the one "
+        "without (per run, no Redis/Redis req/s: "
+        + ", ".join(f"{x['local']['rps']:.0f}/{x['redis']['rps']:.0f}" for x in runs) + ").")
+    trouble = [f"probes: {t}"] if (t := redis_trouble(probes["redis"]["counters"])) else []
+    trouble += [f"run {i}: {t}" for i, x in enumerate(runs, 1)
+                if (t := redis_trouble(x["redis"]["counters"]))]
+    if trouble:
+        add(" **Redis trouble** (reads that skipped the shared generation): "
+            + "; ".join(trouble) + ".")
+    add("")
 
 
 METHOD = """\
@@ -1128,6 +1582,12 @@ METHOD = """\
 - **Slow product service.** `PUT /__admin/faults {"latency":"100ms"}` on the product service, then
   requests for product ids not yet cached (each request misses), 16 at a time, through a Python
   keep-alive client; restored afterwards.
+- **Scale-out (Redis).** `scripts/bench` installs `redis-server` when it is missing
+  (`scripts/ensure-redis-server`); the harness starts its own on a free loopback port with
+  persistence off, pinned with the reference services, and stops it at the end. bff-mobile
+  replicas get `BFF_REDIS_URL` (or an empty one: no Redis) and a `/metrics` listener each, read
+  before and after every measurement. The replicas run on the gateways' CPU, so under wrk one
+  replica is loaded at a time while the others idle; Redis shares its CPU with wrk.
 - **Python probes** measure from the client, one request at a time unless stated; their overhead
   (≈0.1–0.3 ms per request) is included in their latencies."""
 
