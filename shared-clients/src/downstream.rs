@@ -27,7 +27,7 @@ use crate::metrics::MetricsSnapshot;
 use crate::order::OrderClient;
 use crate::orders::Orders;
 use crate::product::ProductClient;
-use crate::shared_state::{SharedConfig, SharedState};
+use crate::shared_state::{Feature, SharedConfig, SharedState};
 
 /// Longest a readiness probe waits for one service (shortened further by the service's own
 /// `timeout`), so `/ready` answers quickly even when a service hangs.
@@ -82,12 +82,25 @@ impl Sink for Inner {
         })
     }
 
-    fn stale_all(&self, stream: Stream) {
-        match stream {
-            Stream::Catalog => self.catalog.forget_all(),
-            Stream::Cart => self.carts.forget_all(),
-            Stream::Order => self.orders.forget_all(),
-        }
+    fn stale_all(&self, stream: Stream) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match stream {
+                Stream::Catalog => {
+                    self.catalog.forget_all();
+                    // Every replica that saw the gap clears L2 too; one would do, but a gap is
+                    // rare and clearing twice is harmless.
+                    self.shared
+                        .delete_matching(Feature::CatalogL2, &self.shared.key("cat:*", "*"))
+                        .await;
+                    self.shared
+                        .delete_matching(Feature::CatalogL2, &self.shared.key("cat:*", ""))
+                        .await;
+                }
+                // Private entries are per replica only (L2 holds none).
+                Stream::Cart => self.carts.forget_all(),
+                Stream::Order => self.orders.forget_all(),
+            }
+        })
     }
 }
 

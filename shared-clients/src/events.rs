@@ -41,8 +41,9 @@ use crate::id::{CategoryId, PartnerId, ProductId, UserId};
 /// Entries read per `XREAD`.
 const BATCH: usize = 256;
 
-/// How often a running consumer checks its stream for a gap.
-const GAP_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often a running consumer checks its stream for a gap, in reads (`events_block` each at
+/// most), and at most this long apart.
+const GAP_CHECK_MAX: Duration = Duration::from_secs(5);
 
 /// Wait before reconnecting after a failure.
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
@@ -110,8 +111,9 @@ pub(crate) trait Sink: Send + Sync + 'static {
     /// Drops what `change` made stale.
     fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, ()>;
 
-    /// Drops everything this replica holds of `stream`'s resources (a gap was detected).
-    fn stale_all(&self, stream: Stream);
+    /// Drops everything this replica holds of `stream`'s resources, and what L2 holds of them
+    /// (a gap was detected).
+    fn stale_all(&self, stream: Stream) -> BoxFuture<'_, ()>;
 }
 
 /// The consumer's settings.
@@ -222,6 +224,7 @@ impl Consumer {
                     metrics: Arc::clone(&metrics),
                     versions: versions.clone(),
                     health: (stream == Stream::Catalog).then(|| Arc::clone(&catalog)),
+                    ordinal: AtomicU64::new(0),
                 };
                 tokio::spawn(reader.run())
             })
@@ -347,6 +350,11 @@ struct Reader {
     metrics: Arc<EventMetrics>,
     /// Last version applied per resource (`kind:id` → version).
     versions: moka::future::Cache<String, u64>,
+    /// How many entries the stream had received when the consumer's position was appended
+    /// (Redis 7's `entries-added` counts every entry ever added, trimmed or not): reading one
+    /// entry adds one, so a stream whose count is higher when the consumer has caught up holds
+    /// entries it never read.
+    ordinal: AtomicU64,
     /// The health this stream's consumer reports (the catalog's only).
     health: Option<Arc<Health>>,
 }
@@ -385,7 +393,11 @@ impl Reader {
             // Where to read from: the end of the stream the first time, else where we stopped
             // (after checking nothing was lost in between).
             let position = match &last_id {
-                None => latest_id(&mut conn, &self.key).await,
+                None => stream_end(&mut conn, &self.key).await.map(|end| {
+                    let (id, added) = end.unwrap_or_else(|| ("0-0".to_owned(), 0));
+                    self.ordinal.store(added, Ordering::Relaxed);
+                    id
+                }),
                 Some(id) => self.check_gap(&mut conn, id).await,
             };
             let Ok(position) = position else {
@@ -396,6 +408,7 @@ impl Reader {
             last_id = Some(position);
             self.set_up(true);
             let mut checked = tokio::time::Instant::now();
+            let check_every = (self.settings.block * 5).min(GAP_CHECK_MAX);
             while let Some(from) = last_id.clone() {
                 let read: Result<redis::streams::StreamReadReply, _> = redis::cmd("XREAD")
                     .arg("COUNT")
@@ -414,11 +427,12 @@ impl Reader {
                 for key in reply.keys {
                     for entry in key.ids {
                         self.handle(sink.as_ref(), &entry).await;
+                        self.ordinal.fetch_add(1, Ordering::Relaxed);
                         last_id = Some(entry.id);
                     }
                 }
                 drop(sink);
-                if checked.elapsed() >= GAP_CHECK_EVERY {
+                if checked.elapsed() >= check_every {
                     checked = tokio::time::Instant::now();
                     let Some(at) = last_id.clone() else { break };
                     match self.check_gap(&mut conn, &at).await {
@@ -432,8 +446,10 @@ impl Reader {
         }
     }
 
-    /// Compares where we stopped (`at`) with the stream: a gap when its first entry is newer, or
-    /// when it no longer exists although we had read from it. On a gap, this replica's copies of
+    /// Compares where we stopped (`at`) with the stream: a gap when the stream is gone although
+    /// we had read from it, when it was recreated (Redis restarted empty: its ids or its count are
+    /// behind ours), or when we have caught up with its last entry but it counts more entries
+    /// than we read (some were trimmed before we read them). On a gap, this replica's copies of
     /// the stream's resources are dropped and reading resumes from the stream's end; otherwise
     /// from `at`. Returns where to read from.
     async fn check_gap(
@@ -441,36 +457,34 @@ impl Reader {
         conn: &mut redis::aio::MultiplexedConnection,
         at: &str,
     ) -> Result<String, redis::RedisError> {
-        let first: Vec<(String, redis::Value)> = redis::cmd("XRANGE")
-            .arg(&self.key)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(conn)
-            .await?;
-        let gap = match first.first() {
-            // From the start of the stream: nothing can have been missed.
-            _ if at == "0-0" => false,
-            Some((first_id, _)) => id_after(first_id, at) && !is_next(at, first_id),
-            // Empty or gone although we had read from it: Redis lost it.
-            None => true,
+        let end = stream_end(conn, &self.key).await?;
+        let ordinal = self.ordinal.load(Ordering::Relaxed);
+        let gap = match &end {
+            // Gone or empty: a gap only if we had read from it.
+            None => at != "0-0",
+            Some((last, added)) => {
+                let recreated = id_after(at, last) || *added < ordinal;
+                let missed = at == last && *added > ordinal;
+                recreated || missed
+            }
         };
-        if gap {
-            self.metrics.gaps[self.stream.index()].fetch_add(1, Ordering::Relaxed);
-            if let Some(health) = &self.health {
-                health.gap();
-            }
-            tracing::warn!(
-                stream = self.stream.as_str(),
-                "missed change events (stream trimmed or Redis restarted): dropping this replica's cached copies"
-            );
-            if let Some(sink) = self.sink.upgrade() {
-                sink.stale_all(self.stream);
-            }
-            return latest_id(conn, &self.key).await;
+        if !gap {
+            return Ok(at.to_owned());
         }
-        Ok(at.to_owned())
+        self.metrics.gaps[self.stream.index()].fetch_add(1, Ordering::Relaxed);
+        if let Some(health) = &self.health {
+            health.gap();
+        }
+        tracing::warn!(
+            stream = self.stream.as_str(),
+            "missed change events (stream trimmed or Redis restarted): dropping this replica's cached copies"
+        );
+        if let Some(sink) = self.sink.upgrade() {
+            sink.stale_all(self.stream).await;
+        }
+        let (id, added) = end.unwrap_or_else(|| ("0-0".to_owned(), 0));
+        self.ordinal.store(added, Ordering::Relaxed);
+        Ok(id)
     }
 
     /// Parses and applies one entry.
@@ -514,23 +528,46 @@ impl Reader {
     }
 }
 
-/// The id of the stream's last entry (`0-0` when it is empty or missing).
-async fn latest_id(
+/// The stream's last entry id and how many entries it ever received (`XINFO STREAM`
+/// `last-generated-id` and `entries-added`, Redis 7), read together; `None` when it does not
+/// exist.
+async fn stream_end(
     conn: &mut redis::aio::MultiplexedConnection,
     key: &str,
-) -> Result<String, redis::RedisError> {
-    let last: Vec<(String, redis::Value)> = redis::cmd("XREVRANGE")
+) -> Result<Option<(String, u64)>, redis::RedisError> {
+    let info: Result<redis::Value, redis::RedisError> = redis::cmd("XINFO")
+        .arg("STREAM")
         .arg(key)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
         .query_async(conn)
-        .await?;
-    Ok(last
-        .into_iter()
-        .next()
-        .map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+        .await;
+    let info = match info {
+        Ok(info) => info,
+        // "ERR no such key": the stream does not exist (yet, or any more).
+        Err(err)
+            if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+        {
+            return Ok(None);
+        }
+        Err(err) => return Err(err),
+    };
+    let pairs: Vec<(redis::Value, redis::Value)> = match info {
+        redis::Value::Array(items) => items
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone(), pair[1].clone()))
+            .collect(),
+        redis::Value::Map(pairs) => pairs,
+        _ => return Ok(None),
+    };
+    let mut last = None;
+    let mut added = None;
+    for (name, value) in &pairs {
+        match redis::from_redis_value_ref::<String>(name).ok().as_deref() {
+            Some("last-generated-id") => last = redis::from_redis_value_ref::<String>(value).ok(),
+            Some("entries-added") => added = redis::from_redis_value_ref::<u64>(value).ok(),
+            _ => {}
+        }
+    }
+    Ok(last.zip(added))
 }
 
 /// An entry id as `(ms, seq)`.
@@ -548,14 +585,6 @@ fn id_ms(id: &str) -> Option<u64> {
 fn id_after(a: &str, b: &str) -> bool {
     match (parse_id(a), parse_id(b)) {
         (Some(a), Some(b)) => a > b,
-        _ => false,
-    }
-}
-
-/// Whether `next` is the very id after `at` (nothing can lie between them).
-fn is_next(at: &str, next: &str) -> bool {
-    match (parse_id(at), parse_id(next)) {
-        (Some((ms, seq)), Some(n)) => n == (ms, seq + 1),
         _ => false,
     }
 }
@@ -745,10 +774,10 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_is_a_first_entry_beyond_the_next_one() {
+    fn entry_ids_are_ordered_by_time_then_sequence() {
         assert!(id_after("5-0", "4-9"));
+        assert!(id_after("4-10", "4-9"));
         assert!(!id_after("4-9", "4-9"));
-        assert!(is_next("4-9", "4-10"));
-        assert!(!is_next("4-9", "5-0"));
+        assert!(!id_after("garbage", "4-9"));
     }
 }

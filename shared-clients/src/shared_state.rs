@@ -507,6 +507,40 @@ impl SharedState {
         .await
     }
 
+    /// Deletes every key matching the glob `pattern` (`SCAN` then `UNLINK`, a thousand at a
+    /// time), for the rare case where a whole kind of shared entry can no longer be vouched for.
+    /// Best effort: stops at the first failure (counted).
+    pub(crate) async fn delete_matching(&self, feature: Feature, pattern: &str) {
+        let mut cursor: u64 = 0;
+        loop {
+            let scanned: Result<(u64, Vec<String>), _> = self
+                .query(
+                    "scan",
+                    feature,
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await;
+            let Ok((next, keys)) = scanned else { return };
+            if !keys.is_empty() {
+                let deleted: Result<u64, _> = self
+                    .query("unlink", feature, redis::cmd("UNLINK").arg(&keys))
+                    .await;
+                if deleted.is_err() {
+                    return;
+                }
+            }
+            if next == 0 {
+                return;
+            }
+            cursor = next;
+        }
+    }
+
     /// Asks Redis `PING` (for `/ready`).
     pub async fn ping(&self) -> Result<(), SharedError> {
         let _: String = self

@@ -466,3 +466,81 @@ async fn catalog_pages_are_cached_and_dropped_by_the_events_that_touch_them() {
     applied(3).await;
     assert_eq!(fetched().await, (0, 0, 1));
 }
+
+#[tokio::test]
+async fn a_stream_trimmed_past_the_consumer_is_a_gap_that_drops_what_was_held() {
+    let (spawned, redis, downstream) = replica().await;
+    let id = product_id(13);
+    downstream
+        .catalog()
+        .product(&ctx(), &id)
+        .await
+        .expect("found");
+    assert_eq!(calls(&spawned, ServiceKind::Product), 1);
+    // Two events appended and all but the last trimmed away at once: the consumer can only read
+    // the last one, and must notice what it never saw.
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let missed = cloud_event(
+        "com.bff.product.changed",
+        "p-00013",
+        json!({ "product_id": "p-00013", "version": 5, "changed": ["price"] }),
+    );
+    let seen = cloud_event(
+        "com.bff.category.changed",
+        "c-1",
+        json!({ "category_id": "c-1", "version": 2 }),
+    );
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("XADD")
+        .arg("bff:events:catalog")
+        .arg("*")
+        .arg("event")
+        .arg(missed.to_string())
+        .ignore()
+        .cmd("XADD")
+        .arg("bff:events:catalog")
+        .arg("*")
+        .arg("event")
+        .arg(seen.to_string())
+        .ignore()
+        .cmd("XTRIM")
+        .arg("bff:events:catalog")
+        .arg("MAXLEN")
+        .arg(1)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("MULTI");
+    eventually("the gap is detected", || async {
+        let events = downstream.metrics().events.expect("events on");
+        events
+            .streams
+            .iter()
+            .any(|stream| stream.stream == "catalog" && stream.gaps == 1)
+    })
+    .await;
+    downstream
+        .catalog()
+        .product(&ctx(), &id)
+        .await
+        .expect("found");
+    assert_eq!(
+        calls(&spawned, ServiceKind::Product),
+        2,
+        "the product whose change was missed is fetched again"
+    );
+    // One gap, counted once: later checks find nothing new.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = downstream.metrics().events.expect("events on");
+    let catalog = events
+        .streams
+        .iter()
+        .find(|s| s.stream == "catalog")
+        .unwrap();
+    assert_eq!(catalog.gaps, 1);
+}
