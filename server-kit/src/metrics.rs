@@ -405,6 +405,14 @@ fn describe() {
         "1 while the stream's consumer is connected and reading."
     );
     describe_gauge!(
+        "bff_events_healthy",
+        "1 while the catalog consumer vouches for event-driven freshness, 0 in fallback (ordinary TTLs)."
+    );
+    describe_gauge!(
+        "bff_events_lag_entries",
+        "Entries appended to the stream but not yet read, at the consumer's last check."
+    );
+    describe_gauge!(
         "bff_events_lag_seconds",
         "How old the last event read from the stream was when it was applied."
     );
@@ -480,6 +488,7 @@ const CACHE_COUNTERS: &[(&str, &str)] = &[
 /// Copies the downstream counters and gauges into the current recorder.
 fn export_downstream(snapshot: &MetricsSnapshot) {
     if let Some(events) = &snapshot.events {
+        gauge!("bff_events_healthy").set(if events.catalog_healthy { 1.0 } else { 0.0 });
         for (kind, outcome, count) in &events.events {
             counter!("bff_events_total", "type" => kind.clone(), "outcome" => *outcome)
                 .absolute(*count);
@@ -493,6 +502,7 @@ fn export_downstream(snapshot: &MetricsSnapshot) {
                 0.0
             });
             gauge!("bff_events_lag_seconds", "stream" => name).set(stream.lag_seconds);
+            gauge!("bff_events_lag_entries", "stream" => name).set(stream.lag_entries as f64);
             if let Some(age) = stream.last_event_age_seconds {
                 gauge!("bff_events_last_event_age_seconds", "stream" => name).set(age);
             }

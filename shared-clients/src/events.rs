@@ -186,6 +186,8 @@ impl Health {
 pub(crate) struct Consumer {
     /// One task per stream.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The catalog consumer's health (whether it vouches for longer freshness).
+    catalog: Arc<Health>,
     /// Counters and states, shared with the tasks.
     metrics: Arc<EventMetrics>,
 }
@@ -229,12 +231,18 @@ impl Consumer {
                 tokio::spawn(reader.run())
             })
             .collect();
-        Self { tasks, metrics }
+        Self {
+            tasks,
+            metrics,
+            catalog,
+        }
     }
 
     /// The counters, for `/metrics`.
     pub(crate) fn metrics(&self) -> EventsMetricsSnapshot {
-        self.metrics.snapshot()
+        let mut snapshot = self.metrics.snapshot();
+        snapshot.catalog_healthy = self.catalog.healthy_epoch().is_some();
+        snapshot
     }
 }
 
@@ -251,6 +259,8 @@ struct EventMetrics {
     last_event_ms: [AtomicU64; 3],
     /// How old (ms) the last entry was when it was applied, per stream.
     lag_ms: [AtomicU64; 3],
+    /// Entries appended but not yet read at the last check, per stream.
+    lag_entries: [AtomicU64; 3],
 }
 
 impl EventMetrics {
@@ -271,6 +281,7 @@ impl EventMetrics {
     fn snapshot(&self) -> EventsMetricsSnapshot {
         let now = now_ms();
         EventsMetricsSnapshot {
+            catalog_healthy: false,
             events: self
                 .events
                 .lock()
@@ -291,6 +302,7 @@ impl EventMetrics {
                         up: self.up[i].load(Ordering::Relaxed),
                         gaps: self.gaps[i].load(Ordering::Relaxed),
                         lag_seconds: self.lag_ms[i].load(Ordering::Relaxed) as f64 / 1000.0,
+                        lag_entries: self.lag_entries[i].load(Ordering::Relaxed),
                         last_event_age_seconds: (last != 0)
                             .then(|| now.saturating_sub(last) as f64 / 1000.0),
                     }
@@ -317,6 +329,9 @@ pub struct EventsMetricsSnapshot {
     pub events: Vec<(String, &'static str, u64)>,
     /// Per stream.
     pub streams: Vec<StreamSnapshot>,
+    /// Whether the catalog consumer is healthy (connected, not lagging, no gap since the entries
+    /// it vouches for were kept): `false` means ordinary freshness (the fallback).
+    pub catalog_healthy: bool,
 }
 
 /// One stream's consumer, for `/metrics`.
@@ -330,6 +345,8 @@ pub struct StreamSnapshot {
     pub gaps: u64,
     /// How old the last event was when it was applied.
     pub lag_seconds: f64,
+    /// Entries appended but not yet read, at the last check.
+    pub lag_entries: u64,
     /// How old the last event read is now (`None`: none read yet).
     pub last_event_age_seconds: Option<f64>,
 }
@@ -459,6 +476,10 @@ impl Reader {
     ) -> Result<String, redis::RedisError> {
         let end = stream_end(conn, &self.key).await?;
         let ordinal = self.ordinal.load(Ordering::Relaxed);
+        let behind = end
+            .as_ref()
+            .map_or(0, |(_, added)| added.saturating_sub(ordinal));
+        self.metrics.lag_entries[self.stream.index()].store(behind, Ordering::Relaxed);
         let gap = match &end {
             // Gone or empty: a gap only if we had read from it.
             None => at != "0-0",
