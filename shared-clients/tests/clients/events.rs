@@ -352,7 +352,13 @@ async fn entries_stay_fresh_longer_while_the_events_vouch_for_them_and_not_a_mom
         "fresh past max_ttl: the events vouch for it"
     );
     assert_eq!(calls(&spawned, ServiceKind::Product), 1);
-    assert!(downstream.metrics().events.expect("events on").catalog_healthy);
+    assert!(
+        downstream
+            .metrics()
+            .events
+            .expect("events on")
+            .catalog_healthy
+    );
 
     // The consumer loses Redis: the entry is back to its ordinary freshness at once (stale, and
     // refreshed in the background as any stale entry).
@@ -368,7 +374,13 @@ async fn entries_stay_fresh_longer_while_the_events_vouch_for_them_and_not_a_mom
         .await
         .expect("found");
     assert!(served.is_stale(), "no longer vouched for");
-    assert!(!downstream.metrics().events.expect("events on").catalog_healthy);
+    assert!(
+        !downstream
+            .metrics()
+            .events
+            .expect("events on")
+            .catalog_healthy
+    );
 }
 
 #[tokio::test]
