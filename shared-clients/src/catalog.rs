@@ -399,12 +399,14 @@ impl Catalog {
                     let page = client.list(&ctx, &key).await?;
                     keep_listed(&products, &page, started).await;
                     let page_tags = tags_of(&key, &page.value);
-                    if !tags.add(&key, &page_tags) {
+                    let tagged = tags.add(&key, &page_tags);
+                    if !tagged {
                         // The index was full and emptied: no page may outlive its tags.
                         cache.evict_all();
                     }
-                    // An event that touched the page while it was fetched: answer, keep nothing.
-                    let keep = !tags.dropped_since(&page_tags, started).await;
+                    // An event that touched the page (or a clear of the index) while it was
+                    // fetched, or a page whose tags could not be kept: answer, keep nothing.
+                    let keep = tagged && !tags.dropped_since(&page_tags, started).await;
                     Ok(Update::New {
                         value: Arc::new(page.value),
                         fresh_for: page.cache_control.fresh_for().filter(|_| keep),

@@ -86,15 +86,17 @@ impl Sink for Inner {
         Box::pin(async move {
             match stream {
                 Stream::Catalog => {
-                    self.catalog.forget_all();
-                    // Every replica that saw the gap clears L2 too; one would do, but a gap is
-                    // rare and clearing twice is harmless.
+                    // L2 first, so this replica's misses cannot take back what it still holds.
+                    // Every replica that saw the gap clears L2; one would do, but a gap is rare
+                    // and clearing twice is harmless. Entries fetched before the gap never get
+                    // the event-driven freshness again (the gap started a new epoch).
                     self.shared
                         .delete_matching(Feature::CatalogL2, &self.shared.key("cat:*", "*"))
                         .await;
                     self.shared
                         .delete_matching(Feature::CatalogL2, &self.shared.key("cat:*", ""))
                         .await;
+                    self.catalog.forget_all();
                 }
                 // Private entries are per replica only (L2 holds none).
                 Stream::Cart => self.carts.forget_all(),

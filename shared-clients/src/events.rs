@@ -34,16 +34,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::context::Owner;
 use crate::id::{CategoryId, PartnerId, ProductId, UserId};
 
 /// Entries read per `XREAD`.
 const BATCH: usize = 256;
-
-/// How often a running consumer checks its stream for a gap, in reads (`events_block` each at
-/// most), and at most this long apart.
-const GAP_CHECK_MAX: Duration = Duration::from_secs(5);
 
 /// Wait before reconnecting after a failure.
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
@@ -141,6 +138,8 @@ pub(crate) struct Health {
     lagging: AtomicBool,
     /// Bumped at every loss of health.
     epoch: AtomicU64,
+    /// When the current epoch began: data fetched before may predate an event that was missed.
+    since: Mutex<Instant>,
 }
 
 impl Health {
@@ -150,7 +149,23 @@ impl Health {
             up: AtomicBool::new(false),
             lagging: AtomicBool::new(false),
             epoch: AtomicU64::new(1),
+            since: Mutex::new(Instant::now()),
         }
+    }
+
+    /// The current epoch, if healthy and if data fetched at `fetched_at` was fetched within it.
+    pub(crate) fn healthy_since(&self, fetched_at: Instant) -> Option<u64> {
+        let epoch = self.healthy_epoch()?;
+        let since = self.since.lock().map(|since| *since).ok()?;
+        (fetched_at >= since).then_some(epoch)
+    }
+
+    /// Starts a new epoch now.
+    fn new_epoch(&self) {
+        if let Ok(mut since) = self.since.lock() {
+            *since = Instant::now();
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The current epoch while healthy; `None` while not.
@@ -161,24 +176,22 @@ impl Health {
 
     /// Connected (`true`) or not; losing the connection starts a new epoch.
     fn set_up(&self, up: bool) {
-        if !up {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
+        let was = self.up.swap(up, Ordering::AcqRel);
+        if was != up {
+            self.new_epoch();
         }
-        self.up.store(up, Ordering::Release);
     }
 
     /// Records how far behind the consumer is; falling behind starts a new epoch.
     fn set_lagging(&self, lagging: bool) {
-        if lagging && !self.lagging.swap(true, Ordering::AcqRel) {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-        } else if !lagging {
-            self.lagging.store(false, Ordering::Release);
+        if self.lagging.swap(lagging, Ordering::AcqRel) != lagging {
+            self.new_epoch();
         }
     }
 
     /// Events were missed: a new epoch.
     fn gap(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.new_epoch();
     }
 }
 
@@ -386,8 +399,14 @@ impl Reader {
     }
 
     /// Reads until the sink is gone, reconnecting after failures.
+    ///
+    /// Entries are consumed with [`READ_SCRIPT`], which reads the stream's counters and the
+    /// entries after our position in one atomic step, so the count of entries we consumed
+    /// (`ordinal`) is exact and a trim that removed entries we never read is always seen. A
+    /// blocking `XREAD` serves only to wait for new entries.
     async fn run(self) {
-        let mut last_id: Option<String> = None;
+        let mut position: Option<String> = None;
+        let script = redis::Script::new(READ_SCRIPT);
         loop {
             if self.sink.strong_count() == 0 {
                 return;
@@ -407,55 +426,49 @@ impl Reader {
                     continue;
                 }
             };
-            // Where to read from: the end of the stream the first time, else where we stopped
-            // (after checking nothing was lost in between).
-            let position = match &last_id {
-                None => stream_end(&mut conn, &self.key).await.map(|end| {
-                    let (id, added) = end.unwrap_or_else(|| ("0-0".to_owned(), 0));
-                    self.ordinal.store(added, Ordering::Relaxed);
-                    id
-                }),
-                Some(id) => self.check_gap(&mut conn, id).await,
-            };
-            let Ok(position) = position else {
-                self.set_up(false);
-                tokio::time::sleep(RECONNECT_AFTER).await;
-                continue;
-            };
-            last_id = Some(position);
+            // The first time, start at the stream's end: what happened before is not news.
+            if position.is_none() {
+                match stream_end(&mut conn, &self.key).await {
+                    Ok(end) => {
+                        let (id, added, _) = end.unwrap_or_else(|| ("0-0".to_owned(), 0, 0));
+                        self.ordinal.store(added, Ordering::Relaxed);
+                        position = Some(id);
+                    }
+                    Err(_) => {
+                        self.set_up(false);
+                        tokio::time::sleep(RECONNECT_AFTER).await;
+                        continue;
+                    }
+                }
+            }
             self.set_up(true);
-            let mut checked = tokio::time::Instant::now();
-            let check_every = (self.settings.block * 5).min(GAP_CHECK_MAX);
-            while let Some(from) = last_id.clone() {
-                let read: Result<redis::streams::StreamReadReply, _> = redis::cmd("XREAD")
+            while let Some(at) = position.clone() {
+                let Some(sink) = self.sink.upgrade() else {
+                    return;
+                };
+                let Ok(consumed) = self.consume(&mut conn, &script, &at, sink.as_ref()).await
+                else {
+                    break;
+                };
+                drop(sink);
+                let full = consumed.read == BATCH;
+                position = Some(consumed.position);
+                if full {
+                    continue;
+                }
+                // Wait for something after our position (the entries are read by the script).
+                let waited: Result<redis::Value, _> = redis::cmd("XREAD")
                     .arg("COUNT")
-                    .arg(BATCH)
+                    .arg(1)
                     .arg("BLOCK")
                     .arg(u64::try_from(self.settings.block.as_millis()).unwrap_or(1000))
                     .arg("STREAMS")
                     .arg(&self.key)
-                    .arg(&from)
+                    .arg(position.as_deref().unwrap_or("0-0"))
                     .query_async(&mut conn)
                     .await;
-                let Ok(reply) = read else { break };
-                let Some(sink) = self.sink.upgrade() else {
-                    return;
-                };
-                for key in reply.keys {
-                    for entry in key.ids {
-                        self.handle(sink.as_ref(), &entry).await;
-                        self.ordinal.fetch_add(1, Ordering::Relaxed);
-                        last_id = Some(entry.id);
-                    }
-                }
-                drop(sink);
-                if checked.elapsed() >= check_every {
-                    checked = tokio::time::Instant::now();
-                    let Some(at) = last_id.clone() else { break };
-                    match self.check_gap(&mut conn, &at).await {
-                        Ok(position) => last_id = Some(position),
-                        Err(_) => break,
-                    }
+                if waited.is_err() {
+                    break;
                 }
             }
             self.set_up(false);
@@ -463,35 +476,68 @@ impl Reader {
         }
     }
 
-    /// Compares where we stopped (`at`) with the stream: a gap when the stream is gone although
-    /// we had read from it, when it was recreated (Redis restarted empty: its ids or its count are
-    /// behind ours), or when we have caught up with its last entry but it counts more entries
-    /// than we read (some were trimmed before we read them). On a gap, this replica's copies of
-    /// the stream's resources are dropped and reading resumes from the stream's end; otherwise
-    /// from `at`. Returns where to read from.
-    async fn check_gap(
+    /// Reads and applies what follows `at` (up to [`BATCH`] entries), after checking, in the same
+    /// atomic read, that nothing between was trimmed away: a gap (entries trimmed before we read
+    /// them, the stream gone or recreated after we read from it) drops this replica's copies of
+    /// the stream's resources first.
+    async fn consume(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
+        script: &redis::Script,
         at: &str,
-    ) -> Result<String, redis::RedisError> {
-        let end = stream_end(conn, &self.key).await?;
-        let ordinal = self.ordinal.load(Ordering::Relaxed);
-        let behind = end
-            .as_ref()
-            .map_or(0, |(_, added)| added.saturating_sub(ordinal));
-        self.metrics.lag_entries[self.stream.index()].store(behind, Ordering::Relaxed);
-        let gap = match &end {
-            // Gone or empty: a gap only if we had read from it.
-            None => at != "0-0",
-            Some((last, added)) => {
-                let recreated = id_after(at, last) || *added < ordinal;
-                let missed = at == last && *added > ordinal;
-                recreated || missed
-            }
+        sink: &dyn Sink,
+    ) -> Result<Consumed, redis::RedisError> {
+        let from = if at == "0-0" {
+            "-".to_owned()
+        } else {
+            format!("({at}")
         };
-        if !gap {
-            return Ok(at.to_owned());
+        let (added, length, entries): (i64, u64, redis::Value) = script
+            .key(&self.key)
+            .arg(from)
+            .arg(BATCH)
+            .invoke_async(conn)
+            .await?;
+        let ordinal = self.ordinal.load(Ordering::Relaxed);
+        let Ok(added) = u64::try_from(added) else {
+            // The stream does not exist: a gap if we had read from it (Redis lost it).
+            if ordinal > 0 || at != "0-0" {
+                self.gap(sink).await;
+            }
+            self.ordinal.store(0, Ordering::Relaxed);
+            return Ok(Consumed {
+                position: "0-0".to_owned(),
+                read: 0,
+            });
+        };
+        // Entries trimmed from the front so far; entries 1..=ordinal were read by us.
+        let trimmed = added.saturating_sub(length);
+        let recreated = added < ordinal;
+        let mut ordinal = ordinal;
+        if trimmed > ordinal || recreated {
+            self.gap(sink).await;
+            ordinal = trimmed;
         }
+        self.metrics.lag_entries[self.stream.index()]
+            .store(added.saturating_sub(ordinal), Ordering::Relaxed);
+        let entries: redis::streams::StreamRangeReply =
+            redis::from_redis_value(entries).map_err(|err| {
+                redis::RedisError::from((redis::ErrorKind::Client, "XRANGE", err.to_string()))
+            })?;
+        let mut position = at.to_owned();
+        let read = entries.ids.len();
+        for entry in entries.ids {
+            self.handle(sink, &entry).await;
+            ordinal += 1;
+            position = entry.id;
+        }
+        self.ordinal.store(ordinal, Ordering::Relaxed);
+        Ok(Consumed { position, read })
+    }
+
+    /// Records a gap: counted, logged, a new epoch, and this replica's copies of the stream's
+    /// resources dropped (in L2 too for the catalog).
+    async fn gap(&self, sink: &dyn Sink) {
         self.metrics.gaps[self.stream.index()].fetch_add(1, Ordering::Relaxed);
         if let Some(health) = &self.health {
             health.gap();
@@ -500,12 +546,7 @@ impl Reader {
             stream = self.stream.as_str(),
             "missed change events (stream trimmed or Redis restarted): dropping this replica's cached copies"
         );
-        if let Some(sink) = self.sink.upgrade() {
-            sink.stale_all(self.stream).await;
-        }
-        let (id, added) = end.unwrap_or_else(|| ("0-0".to_owned(), 0));
-        self.ordinal.store(added, Ordering::Relaxed);
-        Ok(id)
+        sink.stale_all(self.stream).await;
     }
 
     /// Parses and applies one entry.
@@ -549,13 +590,37 @@ impl Reader {
     }
 }
 
-/// The stream's last entry id and how many entries it ever received (`XINFO STREAM`
-/// `last-generated-id` and `entries-added`, Redis 7), read together; `None` when it does not
-/// exist.
+/// What one [`Reader::consume`] did.
+struct Consumed {
+    /// The id of the last entry read (or the position it started from).
+    position: String,
+    /// How many entries it read.
+    read: usize,
+}
+
+/// Reads a stream's counters and the entries after a position in one atomic step:
+/// `{entries-added, length, entries}`, or `{-1, 0, {}}` when the stream does not exist.
+/// `ARGV[1]` is the exclusive start (`(<id>` or `-`), `ARGV[2]` the most entries. One key.
+const READ_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, {}} end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local added, length = -1, 0
+for i = 1, #info, 2 do
+  if info[i] == 'entries-added' then added = info[i + 1] end
+  if info[i] == 'length' then length = info[i + 1] end
+end
+if added == -1 then return redis.error_reply('XINFO STREAM has no entries-added (Redis 7 needed)') end
+return {added, length, redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])}
+";
+
+/// The stream's last entry id, how many entries it ever received and how many it holds
+/// (`XINFO STREAM` `last-generated-id`, `entries-added` (Redis 7) and `length`), read together;
+/// `None` when it does not exist. A Redis that does not say `entries-added` is an error (the
+/// consumer cannot detect gaps there), not a missing stream.
 async fn stream_end(
     conn: &mut redis::aio::MultiplexedConnection,
     key: &str,
-) -> Result<Option<(String, u64)>, redis::RedisError> {
+) -> Result<Option<(String, u64, u64)>, redis::RedisError> {
     let info: Result<redis::Value, redis::RedisError> = redis::cmd("XINFO")
         .arg("STREAM")
         .arg(key)
@@ -565,7 +630,8 @@ async fn stream_end(
         Ok(info) => info,
         // "ERR no such key": the stream does not exist (yet, or any more).
         Err(err)
-            if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+            if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                && err.to_string().contains("no such key") =>
         {
             return Ok(None);
         }
@@ -581,14 +647,22 @@ async fn stream_end(
     };
     let mut last = None;
     let mut added = None;
+    let mut length = None;
     for (name, value) in &pairs {
         match redis::from_redis_value_ref::<String>(name).ok().as_deref() {
             Some("last-generated-id") => last = redis::from_redis_value_ref::<String>(value).ok(),
             Some("entries-added") => added = redis::from_redis_value_ref::<u64>(value).ok(),
+            Some("length") => length = redis::from_redis_value_ref::<u64>(value).ok(),
             _ => {}
         }
     }
-    Ok(last.zip(added))
+    match (last, added, length) {
+        (Some(last), Some(added), Some(length)) => Ok(Some((last, added, length))),
+        _ => Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "XINFO STREAM without last-generated-id, entries-added and length (Redis 7 needed)",
+        ))),
+    }
 }
 
 /// An entry id as `(ms, seq)`.
@@ -600,14 +674,6 @@ fn parse_id(id: &str) -> Option<(u64, u64)> {
 /// The time part of an entry id.
 fn id_ms(id: &str) -> Option<u64> {
     parse_id(id).map(|(ms, _)| ms)
-}
-
-/// Whether entry id `a` comes after `b`.
-fn id_after(a: &str, b: &str) -> bool {
-    match (parse_id(a), parse_id(b)) {
-        (Some(a), Some(b)) => a > b,
-        _ => false,
-    }
 }
 
 /// The wall clock in ms since the epoch.
@@ -792,13 +858,5 @@ mod tests {
         );
         health.set_up(false);
         assert_eq!(health.healthy_epoch(), None);
-    }
-
-    #[test]
-    fn entry_ids_are_ordered_by_time_then_sequence() {
-        assert!(id_after("5-0", "4-9"));
-        assert!(id_after("4-10", "4-9"));
-        assert!(!id_after("4-9", "4-9"));
-        assert!(!id_after("garbage", "4-9"));
     }
 }

@@ -7,7 +7,8 @@
 //!   re-made by itself after a failure (`redis::aio::ConnectionManager`).
 //! - **Bounded.** Every command is cut off after `shared.command_timeout` (tens of
 //!   milliseconds): a slow Redis costs a request at most that, once. After a failure that says
-//!   Redis is unreachable (connection refused or dropped, timeout), every feature skips Redis for
+//!   Redis is unreachable (connection refused or dropped, or three timeouts in a row), every
+//!   feature skips Redis for
 //!   `shared.retry_after` and uses its in-process behaviour at once, so an outage does not add the
 //!   timeout to every request; the first command after that window tries again, and the features
 //!   are shared again as soon as one succeeds.
@@ -34,6 +35,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::time::Instant;
 
 use crate::error::BuildError;
+
+/// Commands timing out in a row before every feature skips Redis for `retry_after` (a refused or
+/// dropped connection makes them skip it at once).
+const TIMEOUTS_BEFORE_BACK_OFF: u64 = 3;
 
 /// How often, at most, a Redis failure is logged (every failure is counted).
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -353,6 +358,8 @@ struct Inner {
     fallbacks: [AtomicU64; Feature::ALL.len()],
     /// Commands sent (successful or not).
     commands: AtomicU64,
+    /// Commands that timed out in a row.
+    timeouts: AtomicU64,
 }
 
 impl SharedState {
@@ -408,6 +415,7 @@ impl SharedState {
                 errors: std::sync::Mutex::new(std::collections::BTreeMap::new()),
                 fallbacks: std::array::from_fn(|_| AtomicU64::new(0)),
                 commands: AtomicU64::new(0),
+                timeouts: AtomicU64::new(0),
             })),
         })
     }
@@ -527,9 +535,13 @@ impl SharedState {
                 .await;
             let Ok((next, keys)) = scanned else { return };
             if !keys.is_empty() {
-                let deleted: Result<u64, _> = self
-                    .query("unlink", feature, redis::cmd("UNLINK").arg(&keys))
-                    .await;
+                // One key per command: the keys have different hash tags, and a multi-key
+                // command across slots is refused by a Redis Cluster.
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("UNLINK").arg(key).ignore();
+                }
+                let deleted: Result<(), _> = self.pipeline("unlink", feature, &pipe).await;
                 if deleted.is_err() {
                     return;
                 }
@@ -599,7 +611,10 @@ impl SharedState {
         inner.commands.fetch_add(1, Ordering::Relaxed);
         let outcome = tokio::time::timeout(inner.timeout, f(conn)).await;
         let error = match outcome {
-            Ok(Ok(value)) => return Ok(value),
+            Ok(Ok(value)) => {
+                inner.timeouts.store(0, Ordering::Relaxed);
+                return Ok(value);
+            }
             Ok(Err(err)) => {
                 let unreachable = err.is_io_error()
                     || err.is_timeout()
@@ -613,7 +628,11 @@ impl SharedState {
                 SharedError::Redis(err.category().to_owned())
             }
             Err(_) => {
-                inner.back_off();
+                // One slow command (a large read, a scheduling hiccup) is not an outage: only
+                // several in a row make every feature skip Redis.
+                if inner.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_BEFORE_BACK_OFF {
+                    inner.back_off();
+                }
                 inner.log(op, "command timed out");
                 SharedError::Timeout
             }
@@ -779,21 +798,26 @@ mod tests {
             ..SharedConfig::default()
         };
         let shared = SharedState::connect(&config).unwrap();
-        let first = shared.ping().await.unwrap_err();
-        assert!(
-            matches!(first, SharedError::Redis(_) | SharedError::Timeout),
-            "{first:?}"
-        );
-        assert!(shared.is_backing_off());
+        // A refused connection backs off at once; timeouts only after a few in a row.
+        let mut failures = 0;
+        while !shared.is_backing_off() {
+            let error = shared.ping().await.unwrap_err();
+            assert!(
+                matches!(error, SharedError::Redis(_) | SharedError::Timeout),
+                "{error:?}"
+            );
+            failures += 1;
+            assert!(failures <= TIMEOUTS_BEFORE_BACK_OFF, "never backed off");
+        }
         // Skipped at once, and counted as a fallback, not as another error.
         assert_eq!(shared.ping().await, Err(SharedError::BackingOff));
         let metrics = shared.metrics().unwrap();
-        assert_eq!(metrics.errors, vec![("ping", 1)]);
+        assert_eq!(metrics.errors, vec![("ping", failures)]);
         let ready = metrics
             .fallbacks
             .iter()
             .find(|(feature, _)| *feature == "ready")
             .unwrap();
-        assert_eq!(ready.1, 2);
+        assert_eq!(ready.1, failures + 1);
     }
 }

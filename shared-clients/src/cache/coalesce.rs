@@ -122,6 +122,13 @@ impl<K: Hash + Eq + Clone, T: Clone> Coalescer<K, T> {
         })
     }
 
+    /// Detaches the fetch of `key` in flight, if any: callers that claim the key from now on
+    /// start a new fetch instead of joining one that may return what was true before (a change
+    /// event). The detached leader still completes its own followers.
+    pub(crate) fn forget(&self, key: &K) {
+        lock(&self.in_flight).remove(key);
+    }
+
     /// Whether a fetch of `key` is in flight.
     #[cfg(test)]
     pub(crate) fn is_in_flight(&self, key: &K) -> bool {

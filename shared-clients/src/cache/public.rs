@@ -340,6 +340,8 @@ where
             .evicted_at
             .insert(key.clone(), Instant::now())
             .await;
+        // Readers from now on must not join a fetch that started before the change.
+        self.inner.in_flight.forget(key);
         self.inner.entries.invalidate(key).await;
         if let Some(absent) = &self.inner.absent {
             absent.invalidate(key).await;
@@ -498,10 +500,13 @@ where
             }
         };
         let ttl = fresh_for.map_or(Duration::ZERO, |d| d.min(self.inner.windows.max_ttl));
+        // Only data fetched while the events vouched for it, in this very healthy period, may
+        // borrow the longer freshness (an entry fetched before, e.g. adopted from L2, might
+        // predate a change whose event this replica never read).
         let extended = match &self.inner.extension {
-            Some((health, extended_ttl)) if !ttl.is_zero() && *extended_ttl > ttl => {
-                health.healthy_epoch().map(|epoch| (epoch, *extended_ttl))
-            }
+            Some((health, extended_ttl)) if !ttl.is_zero() && *extended_ttl > ttl => health
+                .healthy_since(started)
+                .map(|epoch| (epoch, *extended_ttl)),
             _ => None,
         };
         let entry = Entry {

@@ -44,6 +44,8 @@ pub(crate) struct TagIndex<K> {
     dropped: moka::future::Cache<Tag, Instant>,
     /// Most (tag, page) pairs remembered.
     max_pairs: usize,
+    /// When the index was last emptied (every page's tags forgotten at once).
+    cleared_at: Mutex<Option<Instant>>,
 }
 
 impl<K: Clone> TagIndex<K> {
@@ -56,6 +58,7 @@ impl<K: Clone> TagIndex<K> {
                 .time_to_live(DROP_MEMORY)
                 .build(),
             max_pairs,
+            cleared_at: Mutex::new(None),
         }
     }
 
@@ -68,6 +71,7 @@ impl<K: Clone> TagIndex<K> {
         let pairs: usize = pages.values().map(Vec::len).sum();
         if pairs + tags.len() > self.max_pairs {
             pages.clear();
+            self.mark_cleared();
             return false;
         }
         for tag in tags {
@@ -90,10 +94,22 @@ impl<K: Clone> TagIndex<K> {
         if let Ok(mut pages) = self.pages.lock() {
             pages.clear();
         }
+        self.mark_cleared();
+    }
+
+    /// Remembers that every page's tags were just forgotten.
+    fn mark_cleared(&self) {
+        if let Ok(mut cleared) = self.cleared_at.lock() {
+            *cleared = Some(Instant::now());
+        }
     }
 
     /// Whether one of `tags` was dropped at or after `started`.
     pub(crate) async fn dropped_since(&self, tags: &[Tag], started: Instant) -> bool {
+        let cleared = self.cleared_at.lock().ok().and_then(|at| *at);
+        if cleared.is_some_and(|cleared| cleared >= started) {
+            return true;
+        }
         for tag in tags {
             if self
                 .dropped
