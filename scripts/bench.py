@@ -19,6 +19,9 @@ Settings (environment variables, all optional):
   BENCH_SLOW_REQUESTS      requests per gateway against the slow product service (default 240, quick 60)
   BENCH_SCALE_PRODUCTS     cold products in the scale-out request mix, each asked for 3 times (default
                            300, quick 30)
+  BENCH_EVENT_CHANGES      price changes timed from the change to its eviction (default 120, quick 20)
+  BENCH_EVENT_MIX_SECONDS  seconds of the read-mostly mix with a price change each second, per
+                           configuration (default 15, quick 4)
   BENCH_PORT_BASE          first of the ports used (default 19100; twenty consecutive ports; the
                            private redis-server of the scale-out section takes any free port)
   BENCH_OUT                where the report goes (default docs/BENCHMARKS.md)
@@ -189,11 +192,13 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start_service(self, service: str) -> None:
+    def start_service(self, service: str, events_redis_url: str | None = None) -> None:
+        """A reference service; given `events_redis_url`, it publishes its change events there."""
+        events = ["--events-redis-url", events_redis_url] if events_redis_url else []
         self.start(
             service,
             [os.path.join(self.bin_dir, "reference-services"), "--service", service,
-             "--listen", f"{HOST}:{PORTS[service]}", "--latency", LATENCY],
+             "--listen", f"{HOST}:{PORTS[service]}", "--latency", LATENCY, *events],
             {"RUST_LOG": "warn"},
             self.other_cpu,
         )
@@ -820,6 +825,261 @@ def scale_out(stack: Stack, work_dir: str, wrk_cpu: str | None, cart_token: str)
     return out
 
 
+# Events: the reference product service publishes its changes on Redis Streams, bff-mobile
+# consumes them. Changes per eviction-latency run; products of the read-mostly mix; seconds per
+# mix run (a price change every CHANGE_EVERY_S during it).
+EVENT_CHANGES = env_int("BENCH_EVENT_CHANGES", 120, 20)
+EVENT_PATIENCE_S = 5.0  # a change not visible by then counts as never shown
+EVENT_MIX_PRODUCTS = 200
+EVENT_MIX_SECONDS = env_int("BENCH_EVENT_MIX_SECONDS", 15, 4)
+CHANGE_EVERY_S = 1.0
+HOME_PROBE_SPAN_S = 5.0 if QUICK else 12.0  # longer than page_ttl (5 s): pages expire meanwhile
+EVENT_DRIVEN_TTL = {"BFF_DOWNSTREAM__CACHE__EVENT_DRIVEN_MAX_TTL": "10m"}
+
+
+def metric_sums(name: str, wanted: dict[str, tuple[str, dict[str, str]]]) -> dict[str, float]:
+    """For each key of `wanted` (metric, labels): the sum of that replica's matching series."""
+    status, _, body = request("GET", PORTS[name + "-metrics"], "/metrics")
+    if status != 200:
+        raise RuntimeError(f"{name} /metrics: {status}")
+    values = dict.fromkeys(wanted, 0.0)
+    for line in body.decode().splitlines():
+        m = METRIC_LINE.match(line)
+        if not m:
+            continue
+        labels = dict(METRIC_LABEL.findall(m.group(2) or ""))
+        for key, (metric, want) in wanted.items():
+            if m.group(1) == metric and all(labels.get(k) == v for k, v in want.items()):
+                values[key] += float(m.group(3))
+    return values
+
+
+def event_metrics(name: str) -> dict[str, float]:
+    """Cache hits and misses (products, pages) and events applied, from a replica's /metrics."""
+    wanted = {f"{kind}_{cache}": (f"bff_cache_{kind}_total", {"cache": cache})
+              for kind in ("hits", "misses") for cache in ("products", "pages")}
+    wanted["events"] = ("bff_events_total", {})
+    wanted["events_applied"] = ("bff_events_total", {"outcome": "applied"})
+    return metric_sums(name, wanted)
+
+
+def paced_probe(port: int, req: Req, n: int, span_s: float) -> dict:
+    """`n` requests one at a time, spread evenly over `span_s` (so that cached entries with a
+    shorter TTL expire meanwhile); latencies in ms."""
+    latencies: list[float] = []
+    errors = 0
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    started = time.perf_counter()
+    try:
+        for i in range(n):
+            pause = started + i * span_s / n - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            sent = time.perf_counter()
+            status, _, _ = request(req.method, port, req.path, req.body, req.headers, conn=conn)
+            latencies.append((time.perf_counter() - sent) * 1000)
+            errors += not 200 <= status < 400
+    finally:
+        conn.close()
+    return {"requests": n, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
+            "max": max(latencies), "errors": errors}
+
+
+def product_calls() -> int:
+    """Requests the product service counted since its last reset (admin requests are not)."""
+    return admin("product", "GET", "/__admin/stats")["total"]
+
+
+def change_price(pid: str, amount_minor: int, currency: str) -> None:
+    """The back office changes a product's price; answered once the event is appended."""
+    admin("product", "PATCH", f"/__admin/products/{pid}",
+          {"price": {"amount_minor": amount_minor, "currency": currency}})
+
+
+def events(stack: Stack, work_dir: str, wrk_cpu: str | None) -> dict:
+    """The events section: bff-mobile with change events (Redis) and without (see the report)."""
+    out: dict = {}
+    redis_port = free_port()
+    stack.start_redis(redis_port)
+    redis_url = f"redis://{HOST}:{redis_port}/0"
+    # The product service again, now publishing its changes (same seed, same latency).
+    stack.stop("product")
+    stack.start_service("product", redis_url)
+    stack.wait_healthy(["product"])
+    on, off = "mobile-r1", "mobile-r2"
+    stack.start_mobile_replica(on, redis_url, EVENT_DRIVEN_TTL)
+    stack.start_mobile_replica(off, None)
+    stack.wait_healthy([on, off])
+    time.sleep(1.5)  # the consumer's first XREAD (events_block 1s) has started
+    status, _, body = request("GET", PORTS["product"], "/categories")
+    categories = json.loads(body)
+    if isinstance(categories, dict):
+        categories = next(v for v in categories.values() if isinstance(v, list))
+    category = categories[0]["id"]
+    out["category"] = category
+
+    def seeded_price(pid: str) -> tuple[int, str]:
+        status, _, body = request("GET", PORTS["product"], f"/products/{pid}")
+        if status != 200:
+            raise RuntimeError(f"events: product {pid}: {status} {body[:200]!r}")
+        price = json.loads(body)["price"]
+        return price["amount_minor"], price["currency"]
+
+    # -- Time from XADD to eviction: change a price while a poller reads the product screen ---
+    # The poller GETs the product again and again (one keep-alive connection) and notes when
+    # each GET was sent and what price it showed: the eviction happened after the last GET sent
+    # that still showed the old price and before the first that showed the new one.
+    log(f"events: {EVENT_CHANGES} price changes, each polled until visible")
+    pid = product_id(4901)
+    base, currency = seeded_price(pid)
+    path = f"/m/v1/products/{pid}"
+    for _ in range(3):
+        request("GET", PORTS[on], path)
+    seen: list[tuple[float, float, object]] = []  # (sent, answered, price shown)
+    polling = threading.Event()
+    quit_polling = threading.Event()
+
+    def poller() -> None:
+        conn = http.client.HTTPConnection(HOST, PORTS[on], timeout=10)
+        try:
+            while not quit_polling.is_set():
+                if not polling.wait(0.05):
+                    continue
+                sent = time.perf_counter()
+                status, _, body = request("GET", PORTS[on], path, conn=conn)
+                price = json.loads(body).get("price") if status == 200 else None
+                seen.append((sent, time.perf_counter(), price))
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=poller, daemon=True)
+    thread.start()
+    evicted: list[float] = []  # PATCH sent → first GET sent that showed the new price
+    after_answer: list[float] = []  # PATCH answered → the same GET sent (< 0: before the answer)
+    stale_after: list[float] = []  # PATCH answered → last GET sent that showed the old price
+    shown: list[float] = []  # PATCH answered → that first fresh GET answered (with the refetch)
+    never = 0
+    before = event_metrics(on)
+    try:
+        for i in range(EVENT_CHANGES):
+            price = base - 1 - i % 2  # below the seeded price (any list price stays above it)
+            seen.clear()
+            polling.set()
+            time.sleep(0.005)  # a few stale GETs first
+            sent = time.perf_counter()
+            change_price(pid, price, currency)
+            answered = time.perf_counter()
+            while not any(p == price for _, _, p in list(seen)):
+                if time.perf_counter() - answered > EVENT_PATIENCE_S:
+                    break
+                time.sleep(0.001)
+            polling.clear()
+            time.sleep(0.02)  # the poller's GET in flight ends
+            rows = list(seen)
+            fresh = next((r for r in rows if r[2] == price), None)
+            if fresh is None:
+                never += 1
+                continue
+            stale = [r for r in rows if r[0] < fresh[0] and r[2] != price]
+            evicted.append((fresh[0] - sent) * 1000)
+            after_answer.append((fresh[0] - answered) * 1000)
+            if stale:
+                stale_after.append((stale[-1][0] - answered) * 1000)
+            shown.append((fresh[1] - answered) * 1000)
+    finally:
+        quit_polling.set()
+        polling.set()
+        thread.join()
+    grown = {k: v - before[k] for k, v in event_metrics(on).items()}
+    out["latency"] = {
+        "changes": EVENT_CHANGES, "never": never, "product": pid,
+        "evicted_p50": percentile(evicted, 50), "evicted_p99": percentile(evicted, 99),
+        "evicted_max": max(evicted) if evicted else float("nan"),
+        "after_answer_p50": percentile(after_answer, 50),
+        "after_answer_p99": percentile(after_answer, 99),
+        "before_answer": sum(1 for x in after_answer if x <= 0),
+        "stale_after_p50": percentile(stale_after, 50),
+        "stale_after_max": max(stale_after) if stale_after else float("nan"),
+        "shown_p50": percentile(shown, 50), "shown_p99": percentile(shown, 99),
+        "counters": grown,
+    }
+
+    # -- Home screen and a category's list page, events on and off ----------------------------
+    log("events: home screen and list page, events on and off")
+    home = Req("GET", "/m/v1/home")
+    page = Req("GET", f"/m/v1/products?category={urllib.parse.quote(category)}")
+    script = wrk_script(work_dir, "events-page", page)
+    cmp = out["compare"] = {}
+    for key, name in (("off", off), ("on", on)):
+        for _ in range(3):
+            request("GET", PORTS[name], home.path)
+            request("GET", PORTS[name], page.path)
+        before = event_metrics(name)
+        reset_counters()
+        home_result = paced_probe(PORTS[name], home, SCALE_PROBES, HOME_PROBE_SPAN_S)
+        home_result["product_calls"] = product_calls() / SCALE_PROBES
+        runs = []
+        for run in range(RUNS):
+            log(f"run {run + 1}/{RUNS}: events {key}, list page of category {category}")
+            reset_counters()
+            result = run_wrk(PORTS[name], page.path, script, wrk_cpu, DURATION)
+            result["product_calls"] = product_calls() / result["requests"]
+            runs.append(result)
+        cmp[key] = {"home": home_result, "page": runs,
+                    "counters": {k: v - before[k] for k, v in event_metrics(name).items()}}
+
+    # -- Read-mostly mix with a price change every second --------------------------------------
+    ids = [product_id(4001 + i) for i in range(EVENT_MIX_PRODUCTS)]
+    prices = {p: seeded_price(p) for p in ids}
+    paths = []
+    for i, p in enumerate(ids):
+        paths.append(f"/m/v1/products/{p}")
+        if i % 10 == 9:  # a list page every tenth request, categories in turn, and the home screen
+            c = categories[(i // 10) % len(categories)]["id"]
+            paths.append(f"/m/v1/products?category={urllib.parse.quote(c)}")
+            paths.append("/m/v1/home")
+    script = wrk_cycle_script(work_dir, "events-mix", paths)
+    mix = out["mix"] = {}
+    rng = random.Random(21)
+    for key, name in (("off", off), ("on", on)):
+        log(f"events: read-mostly mix, a price change every {CHANGE_EVERY_S:.0f} s, events {key}")
+        warm = run_requests(PORTS[name], [Req("GET", p) for p in paths], MIX_CONCURRENCY)
+        if warm["errors"]:
+            raise RuntimeError(f"events: warming {name}: {warm['statuses']}")
+        stop = threading.Event()
+        changes = [0]
+        failed: list[str] = []
+
+        def changer() -> None:
+            while not stop.wait(CHANGE_EVERY_S):
+                p = rng.choice(ids)
+                amount, cur = prices[p]
+                changes[0] += 1
+                try:
+                    change_price(p, amount - 1 - changes[0] % 2, cur)
+                except (OSError, RuntimeError) as error:
+                    failed.append(str(error))
+
+        before = event_metrics(name)
+        reset_counters()
+        thread = threading.Thread(target=changer, daemon=True)
+        thread.start()
+        try:
+            result = run_wrk(PORTS[name], paths[0], script, wrk_cpu, EVENT_MIX_SECONDS)
+        finally:
+            stop.set()
+            thread.join()
+        result["product_calls"] = product_calls() / result["requests"]
+        result["changes"] = changes[0]
+        result["failed_changes"] = failed
+        result["counters"] = {k: v - before[k] for k, v in event_metrics(name).items()}
+        mix[key] = result
+    out["mix_paths"] = len(paths)
+    for name in (on, off, "redis"):
+        stack.stop(name)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin-dir", required=True)
@@ -1086,6 +1346,9 @@ def main() -> int:
 
         # -- Scale-out: bff-mobile replicas sharing one Redis ---------------------------------
         results["scale_out"] = scale_out(stack, work_dir, other_cpu, tokens[bench_cart_user])
+
+        # -- Events: change events from the product service, bff-mobile with and without -----
+        results["events"] = events(stack, work_dir, other_cpu)
     except KeyboardInterrupt:
         log("interrupted; stopping everything")
         stack.stop_all()
@@ -1354,6 +1617,10 @@ def write_report(path: str, command: str, r: dict) -> None:
     if so:
         write_scale_out(add, so, pin)
 
+    ev = r.get("events")
+    if ev:
+        write_events(add, ev, pin)
+
     notes = kept_section(path, NOTES_BEGIN, NOTES_END)
     add(notes if notes else f"{NOTES_BEGIN}\n## Findings\n\nNone written yet.\n{NOTES_END}")
     add("")
@@ -1547,6 +1814,119 @@ def write_scale_out(add, so: dict, pin: dict) -> None:
     add("")
 
 
+def write_events(add, ev: dict, pin: dict) -> None:
+    """The events section: eviction latency, events on vs off for the home screen and a list
+    page, and the hit ratio of a read-mostly mix under a price change every second."""
+
+    def ratio(c: dict, cache: str) -> str:
+        hits, misses = c[f"hits_{cache}"], c[f"misses_{cache}"]
+        return f"{hits / (hits + misses):.1%}" if hits + misses else "–"
+
+    add("## Events (change events on Redis Streams)")
+    add("")
+    add("The product service publishes each back-office change (`--events-redis-url`, on a private "
+        "`redis-server` as in the scale-out section) and bff-mobile replicas consume them. "
+        "**Events on:** `BFF_REDIS_URL` set (events are on by default with Redis) and "
+        "`BFF_DOWNSTREAM__CACHE__EVENT_DRIVEN_MAX_TTL=10m`. **Events off:** no Redis: ordinary "
+        "TTLs (products min(`max_ttl` 60 s, service `max-age` 30 s), pages "
+        "`page_ttl` 5 s). Changes are `PATCH /__admin/products/{id}` "
+        "`{\"price\":{...}}` on the product service, which answers after appending the event; "
+        f"reference-service latency {LATENCY} per call. Hit ratios are hits/(hits+misses) of the "
+        "replica's `bff_cache_hits_total`/`bff_cache_misses_total` over the run.")
+    add("")
+    lat = ev["latency"]
+    c = lat["counters"]
+    add("### Time from a change to its eviction")
+    add("")
+    add(f"{lat['changes']} price changes of `{lat['product']}`, one after the other, on a replica "
+        "with events on, while a Python thread sends `GET /m/v1/products/{id}` again and again "
+        "(one keep-alive connection) and notes when each was sent and which price it showed. "
+        "The eviction happened between the last GET sent that showed the old price and the "
+        "first that showed the new one. *First fresh GET sent*: from the PATCH sent, and from "
+        "its answer (negative: before the client had the answer); *last stale GET sent*: from "
+        "the PATCH's answer; *shown*: from the PATCH's answer to the end of the first fresh GET "
+        f"(it fetches the product again: one {LATENCY} call).")
+    add("")
+    add("| changes | first fresh GET sent, from PATCH sent: p50 | p99 | max | from PATCH answer: "
+        "p50 | p99 | before the answer | last stale GET sent, from answer: p50 | max | shown "
+        "p50 | shown p99 | never shown (5 s) | events applied |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    add(f"| {lat['changes']} | {ms(lat['evicted_p50'])} | {ms(lat['evicted_p99'])} | "
+        f"{ms(lat['evicted_max'])} | {ms(lat['after_answer_p50'])} | "
+        f"{ms(lat['after_answer_p99'])} | {lat['before_answer']} | "
+        f"{ms(lat['stale_after_p50'])} | {ms(lat['stale_after_max'])} | "
+        f"{ms(lat['shown_p50'])} | {ms(lat['shown_p99'])} | {lat['never']} | "
+        f"{c['events_applied']:.0f} of {c['events']:.0f} |")
+    add("")
+    add("What it shows: at p50 the eviction lies between "
+        f"{ms(lat['stale_after_p50'])} and {ms(lat['after_answer_p50'])} from the moment the "
+        f"client had the PATCH's answer (the XADD is before it); p99 of the upper bound "
+        f"{ms(lat['after_answer_p99'])}; in {lat['before_answer']} of {lat['changes']} changes "
+        "the new price showed before the client even had the answer"
+        + (f"; **{lat['never']} change(s) never showed within 5 s**" if lat["never"] else
+           "; every change showed")
+        + f". A client sees the new price {ms(lat['shown_p50'])} (p50) after the answer, most "
+        "of it the refetch. (From the PATCH sent, the times include the product service's own "
+        "latency.) Without events the old price is served until its TTL (up to 30 s).")
+    add("")
+    cmp = ev["compare"]
+    add("### Home screen and a list page, events on vs off")
+    add("")
+    add(f"Anonymous `GET /m/v1/home`, {cmp['off']['home']['requests']} one at a time (Python "
+        f"probe) spread over {HOME_PROBE_SPAN_S:.0f} s (longer than the 5 s page TTL), then `GET /m/v1/products?category={ev['category']}` under wrk ({RUNS} run(s), "
+        "median), each on a warm replica with no changes meanwhile.")
+    add("")
+    add("| events | home p50 | home p99 | product calls / home | list req/s | list p50 | "
+        "list p99 | product calls / list request | pages hit ratio |")
+    add("|---|---|---|---|---|---|---|---|---|")
+    for key in ("off", "on"):
+        x = cmp[key]
+        h = x["home"]
+        med = lambda f: statistics.median(r[f] for r in x["page"])  # noqa: E731
+        errors = h["errors"] + sum(r["errors"] for r in x["page"])
+        add(f"| {key} | {ms(h['p50'])} | {ms(h['p99'])} | {h['product_calls']:.3f} | "
+            f"{med('rps'):.0f} | {ms(med('p50'))} | {ms(med('p99'))} | "
+            f"{med('product_calls'):.4f} | {ratio(x['counters'], 'pages')} |"
+            + (f" ({errors} errors)" if errors else ""))
+    add("")
+    on_rps = statistics.median(r["rps"] for r in cmp["on"]["page"])
+    off_rps = statistics.median(r["rps"] for r in cmp["off"]["page"])
+    add(f"What it shows: with events the list page is served {on_rps / off_rps:.2f}× as fast "
+        "(events off: each page is fetched again every 5 s; on: kept until an event makes it "
+        f"stale); home p50 {ms(cmp['off']['home']['p50'])} off vs {ms(cmp['on']['home']['p50'])} "
+        "on.")
+    add("")
+    mix = ev["mix"]
+    add("### Hit ratio of a read-mostly mix with a price change every second")
+    add("")
+    add(f"wrk cycling over {ev['mix_paths']} paths: the product screens of "
+        f"{EVENT_MIX_PRODUCTS} products (`p-04001`…), and after every tenth a category's list "
+        "page (categories in turn) and the anonymous home screen; the replica is warmed with one "
+        f"pass first, then {EVENT_MIX_SECONDS} s of wrk while a thread changes the price of one "
+        f"of those products, at random, every {CHANGE_EVERY_S:.0f} s.")
+    add("")
+    add("| events | price changes | req/s | p50 | p99 | products hit ratio | pages hit ratio | "
+        "product calls / request | events applied | errors |")
+    add("|---|---|---|---|---|---|---|---|---|---|")
+    for key in ("off", "on"):
+        x = mix[key]
+        cn = x["counters"]
+        add(f"| {key} | {x['changes']} | {x['rps']:.0f} | {ms(x['p50'])} | {ms(x['p99'])} | "
+            f"{ratio(cn, 'products')} | {ratio(cn, 'pages')} | {x['product_calls']:.4f} | "
+            f"{cn['events_applied']:.0f} | {x['errors']} |")
+    add("")
+    failed = [f"{k}: {len(mix[k]['failed_changes'])}" for k in ("off", "on")
+              if mix[k]["failed_changes"]]
+    add("What it shows: the product-service calls per request and hit ratios with events "
+        f"on ({ratio(mix['on']['counters'], 'products')} products, "
+        f"{ratio(mix['on']['counters'], 'pages')} pages) and off "
+        f"({ratio(mix['off']['counters'], 'products')}, {ratio(mix['off']['counters'], 'pages')}); "
+        "with events on, each change also makes the changed product fresh at once, off it "
+        "stays stale until its TTL."
+        + (" **Failed changes:** " + ", ".join(failed) + "." if failed else ""))
+    add("")
+
+
 METHOD = """\
 - **Processes.** `scripts/bench` builds the release binaries and starts, directly (not through
   `bff-dev`), the three reference services as separate processes (`reference-services --service
@@ -1588,6 +1968,12 @@ METHOD = """\
   replicas get `BFF_REDIS_URL` (or an empty one: no Redis) and a `/metrics` listener each, read
   before and after every measurement. The replicas run on the gateways' CPU, so under wrk one
   replica is loaded at a time while the others idle; Redis shares its CPU with wrk.
+- **Events.** At the end, the product service is restarted with `--events-redis-url` (same
+  seed and latency) on a fresh private `redis-server`; one bff-mobile replica has Redis and
+  `EVENT_DRIVEN_MAX_TTL=10m` (events on), another none (events off). Prices are changed with
+  `PATCH /__admin/products/{id}` (a price just below the seeded one, alternating, so every
+  change is a real one and stays below any list price); cache counters are read from the
+  replica's `/metrics` before and after each measurement.
 - **Python probes** measure from the client, one request at a time unless stated; their overhead
   (≈0.1–0.3 ms per request) is included in their latencies."""
 
