@@ -65,6 +65,9 @@ pub struct Readiness {
 struct ReadinessInner {
     /// Set once shutdown starts, so load balancers stop sending new requests while old ones drain.
     shutting_down: AtomicBool,
+    /// Turns `true` when shutdown starts, for connections that outlive a request (WebSockets,
+    /// event streams) to end themselves.
+    shutdown: tokio::sync::watch::Sender<bool>,
     /// The dependencies to check, when `/ready` should require them.
     probe: Option<Arc<dyn ReadinessProbe>>,
     /// Whether the downstream services are among them (`ready_requires_downstream`).
@@ -84,6 +87,7 @@ impl Readiness {
         Self {
             inner: Arc::new(ReadinessInner {
                 shutting_down: AtomicBool::new(false),
+                shutdown: tokio::sync::watch::Sender::new(false),
                 services: config.ready_requires_downstream,
                 probe: probe.filter(|probe| config.ready_requires_downstream || probe.requires()),
                 timeout: config.ready_timeout,
@@ -96,6 +100,18 @@ impl Readiness {
     /// Marks the process as shutting down: `/ready` answers 503 from now on.
     pub fn mark_shutting_down(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Completes once shutdown has started (at once if it already has): long-lived streams
+    /// (WebSockets, server-sent events) await it to close, so their clients reconnect to another
+    /// replica while this one drains.
+    pub fn shutdown_started(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut started = self.inner.shutdown.subscribe();
+        async move {
+            // An error means the sender is gone, which only happens when the process ends.
+            let _ = started.wait_for(|started| *started).await;
+        }
     }
 
     /// Whether shutdown has started.

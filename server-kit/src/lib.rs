@@ -34,6 +34,7 @@ pub mod connection;
 pub mod extract;
 pub mod health;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod problem;
 pub mod server;

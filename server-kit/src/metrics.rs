@@ -396,6 +396,30 @@ fn describe() {
         "bff_events_total",
         "Change events read, by type and outcome (applied, ignored: not newer, malformed)."
     );
+    describe_gauge!(
+        "bff_live_topics",
+        "Resources followed live (products, carts, orders) with at least one subscriber."
+    );
+    describe_gauge!(
+        "bff_live_subscribers",
+        "Live subscriptions open (GraphQL subscriptions and mobile streams)."
+    );
+    describe_counter!(
+        "bff_live_signals_total",
+        "Changes signalled to followed resources (one per change, whatever the subscribers)."
+    );
+    describe_counter!(
+        "bff_live_stale_events_total",
+        "Change events dropped for a followed resource as older than one already signalled."
+    );
+    describe_counter!(
+        "bff_live_polls_total",
+        "Reads of followed resources by polling (when their change events are not read)."
+    );
+    describe_counter!(
+        "bff_live_poll_errors_total",
+        "Polls of followed resources that failed."
+    );
     describe_counter!(
         "bff_events_gaps_total",
         "Times a stream's consumer found it had missed events (and dropped its cached copies)."
@@ -487,6 +511,13 @@ const CACHE_COUNTERS: &[(&str, &str)] = &[
 
 /// Copies the downstream counters and gauges into the current recorder.
 fn export_downstream(snapshot: &MetricsSnapshot) {
+    let live = &snapshot.live;
+    gauge!("bff_live_topics").set(live.topics as f64);
+    gauge!("bff_live_subscribers").set(live.subscribers as f64);
+    counter!("bff_live_signals_total").absolute(live.signals);
+    counter!("bff_live_stale_events_total").absolute(live.stale_events);
+    counter!("bff_live_polls_total").absolute(live.polls);
+    counter!("bff_live_poll_errors_total").absolute(live.poll_errors);
     if let Some(events) = &snapshot.events {
         gauge!("bff_events_healthy").set(if events.catalog_healthy { 1.0 } else { 0.0 });
         for (kind, outcome, count) in &events.events {

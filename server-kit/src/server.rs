@@ -80,7 +80,12 @@ impl Server {
     pub fn new(listener: TcpListener, config: &ServerConfig, gateway: Gateway) -> Self {
         let readiness = Readiness::new(config, gateway.probe);
         let metrics = Metrics::new(gateway.name, gateway.downstream);
-        let mut routes = gateway.routes.merge(health::routes(readiness.clone()));
+        // Handlers of long-lived streams find the readiness as an extension, to end their
+        // streams when shutdown starts.
+        let mut routes = gateway
+            .routes
+            .layer(axum::Extension(readiness.clone()))
+            .merge(health::routes(readiness.clone()));
         if config.public_metrics {
             routes = routes.merge(metrics::routes(metrics.clone()));
         }

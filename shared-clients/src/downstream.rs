@@ -21,8 +21,10 @@ use crate::carts::Carts;
 use crate::catalog::Catalog;
 use crate::config::DownstreamConfig;
 use crate::context::Owner;
-use crate::error::{BuildError, ClientError, Service};
+use crate::error::{BuildError, ClientError, ErrorKind, Service};
+use crate::context::RequestContext;
 use crate::events::{Change, Consumer, Health, Sink, Stream};
+use crate::live::{Hub, Polled, Source, Topic};
 use crate::metrics::MetricsSnapshot;
 use crate::order::OrderClient;
 use crate::orders::Orders;
@@ -56,10 +58,12 @@ struct Inner {
     shared: SharedState,
     /// The change-event consumer, when Redis and `shared.events` are on (stops when dropped).
     events: std::sync::OnceLock<Consumer>,
+    /// Who follows which resource live, told of changes after the caches dropped them.
+    live: Hub,
 }
 
 impl Sink for Inner {
-    fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, ()> {
+    fn apply<'a>(&'a self, change: &'a Change, version: u64) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             match change {
                 Change::Product {
@@ -70,14 +74,24 @@ impl Sink for Inner {
                     self.catalog
                         .product_changed(id, category.as_ref(), *exists)
                         .await;
+                    self.live
+                        .notify(&Topic::Product(id.clone()), Some(version));
                 }
                 Change::Category(id) => self.catalog.category_changed(id).await,
                 Change::Cart(user) => {
                     self.carts
                         .changed_elsewhere(&Owner::User(user.clone()))
                         .await;
+                    self.live.notify(&Topic::Cart(user.clone()), Some(version));
                 }
-                Change::Order(owner) => self.orders.changed_elsewhere(owner).await,
+                Change::Order { owner, id } => {
+                    self.orders.changed_elsewhere(owner).await;
+                    let topic = Topic::Order {
+                        owner: owner.clone(),
+                        id: id.clone(),
+                    };
+                    self.live.notify(&topic, Some(version));
+                }
             }
         })
     }
@@ -102,7 +116,58 @@ impl Sink for Inner {
                 Stream::Cart => self.carts.forget_all(),
                 Stream::Order => self.orders.forget_all(),
             }
+            self.live.notify_stream(stream);
         })
+    }
+}
+
+impl Source for Inner {
+    fn poll<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, Result<Polled, ClientError>> {
+        Box::pin(async move {
+            let ctx = RequestContext::new().with_timeout_from_now(self.deadline);
+            let read = match topic {
+                Topic::Product(id) => self
+                    .catalog
+                    .client()
+                    .get(&ctx, id)
+                    .await
+                    .map(|fetched| Polled::Value(fetched.value)),
+                Topic::Cart(user) => self
+                    .carts
+                    .client()
+                    .get(&ctx, user)
+                    .await
+                    .map(|cart| Polled::Value(Arc::new(cart))),
+                Topic::Order { owner, id } => self
+                    .orders
+                    .client()
+                    .get(&ctx, owner, id)
+                    .await
+                    .map(|order| Polled::Value(Arc::new(order))),
+            };
+            match read {
+                Err(err) if err.kind() == ErrorKind::NotFound => Ok(Polled::Gone),
+                read => read,
+            }
+        })
+    }
+
+    fn evict<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            match topic {
+                Topic::Product(id) => self.catalog.product_changed(id, None, true).await,
+                Topic::Cart(user) => {
+                    self.carts
+                        .changed_elsewhere(&Owner::User(user.clone()))
+                        .await;
+                }
+                Topic::Order { owner, .. } => self.orders.changed_elsewhere(owner).await,
+            }
+        })
+    }
+
+    fn events_up(&self, stream: Stream) -> bool {
+        self.events.get().is_some_and(|events| events.is_up(stream))
     }
 }
 
@@ -135,12 +200,15 @@ impl Downstream {
             deadline: config.deadline,
             shared,
             events: std::sync::OnceLock::new(),
+            live: Hub::default(),
             ready_timeouts: [
                 (Service::Product, READY_TIMEOUT.min(config.product.timeout)),
                 (Service::Cart, READY_TIMEOUT.min(config.cart.timeout)),
                 (Service::Order, READY_TIMEOUT.min(config.order.timeout)),
             ],
         });
+        let source: std::sync::Weak<dyn Source> = Arc::downgrade(&inner) as _;
+        inner.live.set_source(source);
         if let (Some((client, settings)), Some(health)) = (inner.shared.events(), health) {
             let sink: std::sync::Weak<dyn Sink> = Arc::downgrade(&inner) as _;
             let _ = inner
@@ -163,6 +231,12 @@ impl Downstream {
     /// Users' and partners' orders.
     pub fn orders(&self) -> &Orders {
         &self.inner.orders
+    }
+
+    /// Live updates: subscribe to a product, a cart or an order and be woken when it changes
+    /// (by the change events, or by polling without them). See [`Hub`].
+    pub fn live(&self) -> &Hub {
+        &self.inner.live
     }
 
     /// What every replica shares (disabled when no Redis is configured).
@@ -199,6 +273,7 @@ impl Downstream {
             caches,
             redis: inner.shared.metrics(),
             events: inner.events.get().map(Consumer::metrics),
+            live: inner.live.metrics(),
         }
     }
 

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::context::Owner;
-use crate::id::{CategoryId, PartnerId, ProductId, UserId};
+use crate::id::{CategoryId, OrderId, PartnerId, ProductId, UserId};
 
 /// Entries read per `XREAD`.
 const BATCH: usize = 256;
@@ -99,14 +99,19 @@ pub(crate) enum Change {
     Category(CategoryId),
     /// A user's cart changed.
     Cart(UserId),
-    /// An order of this owner was created or moved.
-    Order(Owner),
+    /// An order was created or moved.
+    Order {
+        /// Whose it is.
+        owner: Owner,
+        /// Which.
+        id: OrderId,
+    },
 }
 
 /// What applies changes: the caches (implemented by the downstream facade).
 pub(crate) trait Sink: Send + Sync + 'static {
-    /// Drops what `change` made stale.
-    fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, ()>;
+    /// Drops what `change` (to `version` of its resource) made stale.
+    fn apply<'a>(&'a self, change: &'a Change, version: u64) -> BoxFuture<'a, ()>;
 
     /// Drops everything this replica holds of `stream`'s resources, and what L2 holds of them
     /// (a gap was detected).
@@ -249,6 +254,11 @@ impl Consumer {
             metrics,
             catalog,
         }
+    }
+
+    /// Whether `stream`'s consumer is connected and reading.
+    pub(crate) fn is_up(&self, stream: Stream) -> bool {
+        self.metrics.up[stream.index()].load(Ordering::Relaxed)
     }
 
     /// The counters, for `/metrics`.
@@ -585,7 +595,7 @@ impl Reader {
             return;
         }
         self.versions.insert(resource, version).await;
-        sink.apply(&change).await;
+        sink.apply(&change, version).await;
         self.metrics.count(&event.kind, "applied");
     }
 }
@@ -759,13 +769,14 @@ impl Event {
             }
             "com.bff.order.created" | "com.bff.order.status_changed" => {
                 let order = data.order_id.as_deref()?;
+                let id = OrderId::parse(order).ok()?;
                 let owner = data.owner.as_ref()?;
                 let owner = match (&owner.user_id, &owner.partner_id) {
                     (Some(user), None) => Owner::User(UserId::parse(user).ok()?),
                     (None, Some(partner)) => Owner::Partner(PartnerId::parse(partner).ok()?),
                     _ => return None,
                 };
-                Some((format!("o:{order}"), Change::Order(owner)))
+                Some((format!("o:{order}"), Change::Order { owner, id }))
             }
             _ => None,
         }
@@ -818,7 +829,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(order.0, "o:o-1");
-        assert!(matches!(order.1, Change::Order(Owner::Partner(_))));
+        assert!(matches!(
+            order.1,
+            Change::Order {
+                owner: Owner::Partner(_),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -55,6 +55,7 @@ mod downstream;
 mod error;
 pub mod events;
 mod id;
+pub mod live;
 mod metrics;
 mod model;
 pub mod money;

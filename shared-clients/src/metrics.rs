@@ -352,6 +352,8 @@ pub struct MetricsSnapshot {
     pub redis: Option<crate::shared_state::RedisMetricsSnapshot>,
     /// The change-event consumer's counters, when it runs.
     pub events: Option<crate::events::EventsMetricsSnapshot>,
+    /// Live subscriptions: topics, subscribers, signals, polls.
+    pub live: crate::live::LiveMetricsSnapshot,
 }
 
 impl MetricsSnapshot {

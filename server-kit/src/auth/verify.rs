@@ -75,6 +75,9 @@ struct TokenClaims {
     /// The user the token was issued to; becomes the downstream `X-User-Id`.
     #[serde(default)]
     sub: Option<serde_json::Value>,
+    /// When it expires (seconds since the epoch); required and checked by `jsonwebtoken`.
+    #[serde(default)]
+    exp: Option<u64>,
 }
 
 impl Authenticator {
@@ -214,7 +217,7 @@ impl Authenticator {
             .and_then(serde_json::Value::as_str)
             .and_then(|sub| UserId::parse(sub).ok())
             .ok_or(AuthError::InvalidSubject)?;
-        Ok(AuthenticatedUser::new(user_id))
+        Ok(AuthenticatedUser::new(user_id, claims.exp.unwrap_or(0)))
     }
 }
 
