@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use server_kit::{ConfigError, GatewayConfig, ServerConfig, auth::AuthConfig};
+use server_kit::{ConfigError, GatewayConfig, ServerConfig, auth::AuthConfig, live::LiveConfig};
 use shared_clients::OrderPlacementConfig;
 
 /// Largest page any list may be asked for, whatever the configuration says (the downstream
@@ -54,6 +54,9 @@ pub struct WebConfig {
     /// microseconds; longer only adds latency to cold requests (cache hits never wait).
     #[serde(with = "humantime_serde")]
     pub batch_delay: Duration,
+    /// Live updates: GraphQL subscriptions over WebSocket (`graphql-transport-ws`) and
+    /// server-sent events, their polling fallback and limits.
+    pub subscriptions: LiveConfig,
 }
 
 impl Default for WebConfig {
@@ -70,6 +73,7 @@ impl Default for WebConfig {
             checkout: OrderPlacementConfig::default(),
             metrics: WebMetricsConfig::default(),
             batch_delay: Duration::from_micros(200),
+            subscriptions: LiveConfig::default(),
         }
     }
 }
@@ -117,6 +121,7 @@ impl GatewayConfig for WebConfig {
             ));
         }
         self.metrics.validate()?;
+        self.subscriptions.validate("gateway.subscriptions")?;
         self.auth.validate("gateway.auth")
     }
 

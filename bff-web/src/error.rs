@@ -65,6 +65,8 @@ pub enum TransportError {
         /// What the client should change.
         message: String,
     },
+    /// A subscription sent as a plain request: it needs a stream.
+    SubscriptionNeedsStream,
     /// A bearer token was sent but refused: the whole request, catalog included, is refused, so
     /// a broken or expired token never silently turns a request anonymous.
     Unauthenticated(AuthError),
@@ -79,7 +81,9 @@ impl TransportError {
             Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Self::MutationViaGet => StatusCode::METHOD_NOT_ALLOWED,
             Self::PersistedQuery(ApqError::NotFound) => StatusCode::OK,
-            Self::PersistedQuery(_) | Self::Refused { .. } => media.request_error_status(),
+            Self::PersistedQuery(_) | Self::Refused { .. } | Self::SubscriptionNeedsStream => {
+                media.request_error_status()
+            }
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         }
     }
@@ -91,8 +95,23 @@ impl TransportError {
             Self::NotAcceptable => Media::Json,
             _ => media,
         };
+        if let Self::Unauthenticated(refused) = self {
+            return unauthenticated(media, refused);
+        }
         let status = self.status(media);
-        let (code, message): (&str, &str) = match &self {
+        let body = serde_json::json!({ "errors": self.errors() });
+        let mut response = json_response(media, status, &body);
+        if self == Self::MutationViaGet {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        response
+    }
+
+    /// The error as a GraphQL `errors` list (of one), e.g. for a WebSocket's `error` message.
+    pub fn errors(&self) -> serde_json::Value {
+        let (code, message): (&str, &str) = match self {
             Self::BadRequest(message) => (codes::BAD_REQUEST, message),
             Self::UnsupportedMediaType => (
                 codes::UNSUPPORTED_MEDIA_TYPE,
@@ -108,18 +127,23 @@ impl TransportError {
             ),
             Self::PersistedQuery(error) => (error.code(), error.message()),
             Self::Refused { code, message } => (code, message),
-            Self::Unauthenticated(refused) => return unauthenticated(media, *refused),
+            Self::SubscriptionNeedsStream => (
+                codes::BAD_REQUEST,
+                "Subscriptions are served over a WebSocket (subprotocol `graphql-transport-ws`) \
+                 or as server-sent events (`Accept: text/event-stream`).",
+            ),
+            Self::Unauthenticated(refused) => {
+                let error = schema::error::unauthenticated(*refused);
+                return serde_json::json!([{
+                    "message": error.message,
+                    "extensions": {
+                        "code": schema::error::Code::Unauthenticated.as_str(),
+                        "reason": refused.public_code(),
+                    },
+                }]);
+            }
         };
-        let body = serde_json::json!({
-            "errors": [{ "message": message, "extensions": { "code": code } }]
-        });
-        let mut response = json_response(media, status, &body);
-        if self == Self::MutationViaGet {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        }
-        response
+        serde_json::json!([{ "message": message, "extensions": { "code": code } }])
     }
 }
 

@@ -36,16 +36,21 @@ use async_graphql::{
     Request, ServerError,
     parser::types::{ExecutableDocument, OperationType},
 };
+use std::net::{IpAddr, SocketAddr};
+
 use axum::{
     body::Bytes,
-    extract::{Query, State},
+    extract::{
+        ConnectInfo, Query, State,
+        ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
+    },
     http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Response},
 };
 
 use crate::{
     error::{TransportError, codes},
-    graphiql,
+    graphiql, live,
     response::{Media, json_response, negotiate},
     schema::{self, Executed, Identity, RequestScope},
     state::AppState,
@@ -59,59 +64,84 @@ fn wants_html(headers: &HeaderMap) -> bool {
         .is_some_and(|accept| accept.contains("text/html"))
 }
 
-/// `GET /graphql`: a query in the query string, or the query page.
+/// The peer's address, when the server recorded it (always, except in router-only tests).
+fn peer(connect: Option<&axum::Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
+    connect.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |info| {
+        info.0.0.ip().to_canonical()
+    })
+}
+
+/// `GET /graphql`: a query in the query string, the query page, a WebSocket (`Upgrade:
+/// websocket`, see [`live::ws`]) or an event stream (`Accept: text/event-stream`, see
+/// [`live::sse`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn get_graphql(
     State(endpoint): State<Arc<AppState>>,
     metrics: Option<axum::Extension<server_kit::metrics::Metrics>>,
+    readiness: Option<axum::Extension<server_kit::Readiness>>,
+    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    websocket: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
+    let metrics = metrics.map(|m| m.0);
+    let readiness = readiness.map(|r| r.0);
+    let peer = peer(connect.as_ref());
+    if let Ok(websocket) = websocket {
+        return live::ws::upgrade(endpoint, metrics, readiness, peer, headers, websocket).await;
+    }
     if endpoint.graphiql && wants_html(&headers) && !params.contains_key("query") {
         return Html(graphiql::page(&endpoint.path)).into_response();
     }
-    let Some(media) = negotiate(&headers) else {
-        return TransportError::NotAcceptable.respond(Media::Json);
+    let streaming = live::sse::wants_event_stream(&headers);
+    let media = match negotiate(&headers) {
+        Some(media) => media,
+        None if streaming => Media::GraphqlResponse,
+        None => return TransportError::NotAcceptable.respond(Media::Json),
     };
     let request = match request_from_params(&params) {
         Ok(request) => request,
         Err(refused) => return refused.respond(media),
     };
-    execute(
-        endpoint,
-        metrics.map(|m| m.0),
-        headers,
-        request,
-        media,
-        true,
-    )
-    .await
-    .unwrap_or_else(|refused| refused.respond(media))
+    if streaming {
+        return live::sse::respond(endpoint, metrics, readiness, peer, headers, request, true)
+            .await;
+    }
+    execute(endpoint, metrics, headers, request, media, true)
+        .await
+        .unwrap_or_else(|refused| refused.respond(media))
 }
 
-/// `POST /graphql`: a JSON request body.
+/// `POST /graphql`: a JSON request body, answered as JSON or, with `Accept:
+/// text/event-stream`, as an event stream (see [`live::sse`]).
 pub async fn post_graphql(
     State(endpoint): State<Arc<AppState>>,
     metrics: Option<axum::Extension<server_kit::metrics::Metrics>>,
+    readiness: Option<axum::Extension<server_kit::Readiness>>,
+    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(media) = negotiate(&headers) else {
-        return TransportError::NotAcceptable.respond(Media::Json);
+    let metrics = metrics.map(|m| m.0);
+    let streaming = live::sse::wants_event_stream(&headers);
+    let media = match negotiate(&headers) {
+        Some(media) => media,
+        None if streaming => Media::GraphqlResponse,
+        None => return TransportError::NotAcceptable.respond(Media::Json),
     };
     let request = match request_from_body(&headers, &body) {
         Ok(request) => request,
         Err(refused) => return refused.respond(media),
     };
-    execute(
-        endpoint,
-        metrics.map(|m| m.0),
-        headers,
-        request,
-        media,
-        false,
-    )
-    .await
-    .unwrap_or_else(|refused| refused.respond(media))
+    if streaming {
+        let readiness = readiness.map(|r| r.0);
+        let peer = peer(connect.as_ref());
+        return live::sse::respond(endpoint, metrics, readiness, peer, headers, request, false)
+            .await;
+    }
+    execute(endpoint, metrics, headers, request, media, false)
+        .await
+        .unwrap_or_else(|refused| refused.respond(media))
 }
 
 /// A request from `GET` parameters.
@@ -144,18 +174,7 @@ fn request_from_body(headers: &HeaderMap, body: &[u8]) -> Result<Request, Transp
         return Err(TransportError::UnsupportedMediaType);
     }
     match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(mut map)) => {
-            // `Int` variables written `47.0` are 47, as in every other gateway's bodies.
-            if let Some(variables) = map.get_mut("variables") {
-                server_kit::extract::integral_numbers_as_integers(variables);
-            }
-            serde_json::from_value::<Request>(serde_json::Value::Object(map)).map_err(|_| {
-                TransportError::BadRequest(
-                    "The body is not a GraphQL request: `query` must be a string, \
-                     `variables` and `extensions` objects.",
-                )
-            })
-        }
+        Ok(serde_json::Value::Object(map)) => request_from_json(map),
         Ok(_) => Err(TransportError::BadRequest(
             "The body must be one JSON object (batches are not supported).",
         )),
@@ -163,16 +182,40 @@ fn request_from_body(headers: &HeaderMap, body: &[u8]) -> Result<Request, Transp
     }
 }
 
-/// Runs one request through APQ, the `GET` rule, authentication and the schema; a request
-/// refused before the schema ran it is a [`TransportError`].
-async fn execute(
-    endpoint: Arc<AppState>,
-    metrics: Option<server_kit::metrics::Metrics>,
-    headers: HeaderMap,
+/// A request from a JSON object (a `POST` body, a WebSocket `subscribe` payload).
+pub(crate) fn request_from_json(
+    mut map: serde_json::Map<String, serde_json::Value>,
+) -> Result<Request, TransportError> {
+    // `Int` variables written `47.0` are 47, as in every other gateway's bodies.
+    if let Some(variables) = map.get_mut("variables") {
+        server_kit::extract::integral_numbers_as_integers(variables);
+    }
+    serde_json::from_value::<Request>(serde_json::Value::Object(map)).map_err(|_| {
+        TransportError::BadRequest(
+            "The body is not a GraphQL request: `query` must be a string, \
+             `variables` and `extensions` objects.",
+        )
+    })
+}
+
+/// A request checked and parsed, ready for the schema.
+pub(crate) struct Prepared {
+    /// The request, its document already parsed (when it parsed).
+    pub request: Request,
+    /// The operation's name, for metrics: the request's, or the document's only one.
+    pub operation: Option<String>,
+    /// The operation's type, when the document parsed and names it.
+    pub kind: Option<OperationType>,
+}
+
+/// Takes one request through APQ, the `GET` rule and the document limits, before any
+/// transport runs it; a request refused there is a [`TransportError`].
+pub(crate) async fn prepare(
+    endpoint: &AppState,
+    metrics: Option<&server_kit::metrics::Metrics>,
     mut request: Request,
-    media: Media,
     via_get: bool,
-) -> Result<Response, TransportError> {
+) -> Result<Prepared, TransportError> {
     endpoint
         .apq
         .apply(&mut request)
@@ -189,10 +232,11 @@ async fn execute(
         });
     }
     let mut named = None;
+    let mut kind = None;
     if let Some(document) = endpoint.documents.parse(&request.query).await {
         named = sole_operation_name(&document);
-        let ty = schema::limits::operation_type(&document, request.operation_name.as_deref());
-        if via_get && ty == Some(OperationType::Mutation) {
+        kind = schema::limits::operation_type(&document, request.operation_name.as_deref());
+        if via_get && kind == Some(OperationType::Mutation) {
             return Err(TransportError::MutationViaGet);
         }
         if let Err(refused) = endpoint.limits.check(&document) {
@@ -200,7 +244,7 @@ async fn execute(
             let code = code_of(&refused)
                 .unwrap_or(schema::limits::codes::VALIDATION_FAILED)
                 .to_owned();
-            if let Some(metrics) = &metrics {
+            if let Some(metrics) = metrics {
                 record_operation(
                     metrics,
                     &endpoint.metric_names,
@@ -227,14 +271,37 @@ async fn execute(
         // The schema takes its own tree; copying the kept one is cheaper than parsing again.
         request.set_parsed_query(ExecutableDocument::clone(&document));
     }
+    Ok(Prepared {
+        operation: request.operation_name.clone().or(named),
+        request,
+        kind,
+    })
+}
 
+/// Runs one request through [`prepare`], authentication and the schema; a request refused
+/// before the schema ran it is a [`TransportError`].
+async fn execute(
+    endpoint: Arc<AppState>,
+    metrics: Option<server_kit::metrics::Metrics>,
+    headers: HeaderMap,
+    request: Request,
+    media: Media,
+    via_get: bool,
+) -> Result<Response, TransportError> {
+    let Prepared {
+        request,
+        operation,
+        kind,
+    } = prepare(&endpoint, metrics.as_ref(), request, via_get).await?;
+    if kind == Some(OperationType::Subscription) {
+        return Err(TransportError::SubscriptionNeedsStream);
+    }
     let identity = match endpoint.auth.authenticate(&headers).await {
         Ok(Some(user)) => Identity::User(user.into_user_id()),
         Ok(None) => Identity::Anonymous,
         Err(refused) => return Err(TransportError::Unauthenticated(refused)),
     };
     let context = server_kit::extract::request_context(&headers, endpoint.deadline);
-    let operation = request.operation_name.clone().or(named);
     let executed = Executed::default();
     let scope = RequestScope::new(&endpoint.services, context, identity);
     let staleness = Arc::clone(&scope.staleness);
@@ -258,27 +325,7 @@ async fn execute(
     } else {
         StatusCode::BAD_REQUEST
     };
-    let fallback = if ran {
-        codes::INTERNAL
-    } else {
-        schema::limits::codes::VALIDATION_FAILED
-    };
-    let errors: Vec<ServerError> = response
-        .errors
-        .into_iter()
-        .map(|mut error| {
-            let ext = error.extensions.get_or_insert_with(Default::default);
-            if ext.get("code").is_none() {
-                if ran {
-                    tracing::error!(message = %error.message, "GraphQL error without a code");
-                    error.message = "Internal error.".to_owned();
-                }
-                let ext = error.extensions.get_or_insert_with(Default::default);
-                ext.set("code", fallback);
-            }
-            error
-        })
-        .collect();
+    let errors = with_codes(response.errors, ran);
     if let Some(metrics) = &metrics {
         record_operation(
             metrics,
@@ -295,18 +342,46 @@ async fn execute(
     Ok(json_response(media, status, &body))
 }
 
+/// `errors` with a code each: an error the schema left without one gets
+/// [`codes::INTERNAL`] (and a generic message: it is a bug) once execution `ran`, and
+/// `VALIDATION_FAILED` before.
+pub(crate) fn with_codes(errors: Vec<ServerError>, ran: bool) -> Vec<ServerError> {
+    let fallback = if ran {
+        codes::INTERNAL
+    } else {
+        schema::limits::codes::VALIDATION_FAILED
+    };
+    errors
+        .into_iter()
+        .map(|mut error| {
+            let ext = error.extensions.get_or_insert_with(Default::default);
+            if ext.get("code").is_none() {
+                if ran {
+                    tracing::error!(message = %error.message, "GraphQL error without a code");
+                    error.message = "Internal error.".to_owned();
+                }
+                let ext = error.extensions.get_or_insert_with(Default::default);
+                ext.set("code", fallback);
+            }
+            error
+        })
+        .collect()
+}
+
 /// A response body, serialized straight from async-graphql's values: `data` keeps the order of
 /// the query's selections, as the GraphQL specification asks (a detour through
 /// `serde_json::Value` would sort every object's keys).
 #[derive(serde::Serialize)]
-struct ResponseBody<'a> {
+pub(crate) struct ResponseBody<'a> {
     /// Absent when execution never started.
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a async_graphql::Value>,
+    pub data: Option<&'a async_graphql::Value>,
+    /// The errors, each with a code.
     #[serde(skip_serializing_if = "<[ServerError]>::is_empty")]
-    errors: &'a [ServerError],
+    pub errors: &'a [ServerError],
+    /// Extensions (e.g. `stale`).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
+    pub extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
 }
 
 /// The name of a document's only operation, when it has exactly one and it is named.
@@ -327,7 +402,7 @@ fn sole_operation_name(
 /// Counts one executed operation by name and each of its errors by code. Only the configured
 /// names are labels (`known`); any other name is `other`, no name `anonymous`: clients choose
 /// names, so no client can add a series or push a real operation out of the label.
-fn record_operation(
+pub(crate) fn record_operation(
     metrics: &server_kit::metrics::Metrics,
     known: &HashSet<Box<str>>,
     operation: Option<&str>,

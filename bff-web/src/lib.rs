@@ -16,6 +16,8 @@
 //!   and CORS.
 //! - [`graphql`]: the endpoint over HTTP — GET/POST, status codes, authentication, the
 //!   downstream context of each request, operation metrics.
+//! - [`live`]: operations over long-lived connections — subscriptions over a WebSocket
+//!   (`graphql-transport-ws`) and as server-sent events, their limits, shutdown and token expiry.
 //! - [`response`]: the response types (negotiated from `Accept`) and the headers every answer
 //!   carries.
 //! - [`schema`]: the GraphQL schema (types, resolvers, the per-request product loader, document
@@ -31,6 +33,7 @@ pub mod documents;
 pub mod error;
 pub mod graphiql;
 pub mod graphql;
+pub mod live;
 pub mod response;
 pub mod routes;
 pub mod schema;

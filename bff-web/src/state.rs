@@ -7,7 +7,7 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use server_kit::auth::Authenticator;
+use server_kit::{auth::Authenticator, live::LiveLimiter};
 use shared_clients::{Downstream, OrderPlacement};
 
 use crate::{
@@ -44,6 +44,10 @@ pub struct AppState {
     pub metric_names: Arc<HashSet<Box<str>>>,
     /// Which browser origins may call the endpoint; the router's CORS layer is built from it.
     pub cors: CorsConfig,
+    /// The limits on live streams (`gateway.subscriptions`).
+    pub live: LiveLimiter,
+    /// Largest WebSocket message accepted (`server.max_body_bytes`, as for a `POST` body).
+    pub max_message_bytes: usize,
 }
 
 impl AppState {
@@ -59,6 +63,7 @@ impl AppState {
                 max: config.limits.max_page_size,
             },
             batch_delay: config.batch_delay,
+            live_poll_interval: config.subscriptions.poll_interval,
         };
         let limits = Limits {
             max_depth: config.limits.max_depth,
@@ -98,6 +103,8 @@ impl AppState {
                     .collect(),
             ),
             cors: config.cors.clone(),
+            live: LiveLimiter::new(&config.subscriptions),
+            max_message_bytes: settings.server.max_body_bytes,
         })
     }
 }

@@ -209,7 +209,10 @@ impl Hub {
         };
         let mut changes = state.changes.subscribe();
         changes.mark_unchanged();
-        self.inner.metrics.subscribers.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .metrics
+            .subscribers
+            .fetch_add(1, Ordering::Relaxed);
         Subscription {
             changes,
             topic,
@@ -315,22 +318,18 @@ impl Drop for Subscription {
         let last = topics
             .get(&self.topic)
             .is_some_and(|state| state.changes.receiver_count() <= 1);
-        if last && let Some(state) = topics.remove(&self.topic) {
-            if let Some(poller) = lock(&state.poller).take() {
-                poller.abort();
-            }
+        if last
+            && let Some(state) = topics.remove(&self.topic)
+            && let Some(poller) = lock(&state.poller).take()
+        {
+            poller.abort();
         }
     }
 }
 
 /// Polls `topic` every `interval` while it has subscribers and its events are not being read;
 /// signals when what its service answers differs from the previous answer.
-async fn poll(
-    hub: Weak<HubInner>,
-    topic: Topic,
-    state: Weak<TopicState>,
-    interval: Duration,
-) {
+async fn poll(hub: Weak<HubInner>, topic: Topic, state: Weak<TopicState>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Option<Polled> = None;

@@ -5,6 +5,7 @@
 //! - `catalog`: products, categories, images and product pages (public).
 //! - `viewer`: the signed-in user, their cart and orders (private).
 //! - `mutation`: cart changes and checkout.
+//! - `subscription`: live products, the viewer's cart and orders (fed by the change events).
 //! - `money`: amounts and their display strings.
 //! - `loader`: [`ProductLoader`](loader::ProductLoader), the per-request DataLoader.
 //! - `scope`: [`RequestScope`] (per request) and [`Services`] (shared).
@@ -21,9 +22,10 @@ pub mod money;
 pub mod mutation;
 pub mod scope;
 pub mod staleness;
+pub mod subscription;
 pub mod viewer;
 
-use async_graphql::{Context, EmptySubscription, ID, Object, Result, Schema};
+use async_graphql::{Context, ID, Object, Result, Schema};
 use shared_clients::{CategoryId, ProductId};
 
 use self::{
@@ -31,6 +33,7 @@ use self::{
     error::Code,
     limits::Limits,
     mutation::MutationRoot,
+    subscription::SubscriptionRoot,
     viewer::Viewer,
 };
 pub use self::{
@@ -39,7 +42,7 @@ pub use self::{
 };
 
 /// The schema type of the web gateway.
-pub type WebSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type WebSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// How the schema is built.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +55,7 @@ pub struct SchemaOptions {
 
 /// Builds the schema over `services`.
 pub fn build(services: Services, options: SchemaOptions) -> WebSchema {
-    let builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    let builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(services)
         .extension(options.limits);
     let builder = if options.introspection {
@@ -65,7 +68,7 @@ pub fn build(services: Services, options: SchemaOptions) -> WebSchema {
 
 /// The schema's SDL, as checked in at `bff-web/schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .finish()
         .sdl()
 }

@@ -79,6 +79,9 @@ pub struct Services {
     pub pages: PageSizes,
     /// How long the product loader collects ids before its batch call (`gateway.batch_delay`).
     pub batch_delay: std::time::Duration,
+    /// How often a followed resource is polled while its change events are not read
+    /// (`gateway.subscriptions.poll_interval`).
+    pub live_poll_interval: std::time::Duration,
 }
 
 impl Services {

@@ -10,6 +10,7 @@ mod errors;
 mod events;
 mod http;
 mod limits;
+mod live;
 mod mutations;
 mod operating;
 mod replicas;

@@ -1,0 +1,112 @@
+//! GraphQL operations over long-lived connections: subscriptions (and queries and mutations)
+//! over a WebSocket ([`ws`], the `graphql-transport-ws` protocol) and as server-sent events
+//! ([`sse`], GraphQL over SSE, distinct connections mode), both on the endpoint's path.
+//!
+//! Both take a request through the same steps as a plain `POST` (APQ, document limits, the
+//! schema), and both are bounded by `gateway.subscriptions` ([`server_kit::live`]): open streams
+//! per replica, per client address and per user, subscriptions per replica and per WebSocket; a
+//! push that the client does not take within `send_timeout` disconnects it. Each ends:
+//! - when shutdown starts (`/ready` turns 503 first): a WebSocket closes with 1001, an event
+//!   stream ends without `complete`, so clients reconnect to another replica;
+//! - when the bearer token that authenticated it expires: a WebSocket closes with 4403, an event
+//!   stream sends an `UNAUTHENTICATED` error (`reason: TOKEN_EXPIRED`) and `complete`.
+
+pub mod sse;
+pub mod ws;
+
+use std::{sync::Arc, time::Duration};
+
+use async_graphql::{Response, ServerError};
+use server_kit::auth::{AuthError, AuthenticatedUser};
+use tokio::time::Instant;
+
+use crate::{
+    graphql::{ResponseBody, with_codes},
+    schema::{self, Executed, Identity, RequestScope},
+    state::AppState,
+};
+
+/// Who opened a stream, and until when that holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Opener {
+    /// Anonymous or a user.
+    pub identity: Identity,
+    /// When the token expires; `None` for anonymous streams.
+    pub expires: Option<Instant>,
+}
+
+impl Opener {
+    /// An anonymous opener.
+    pub fn anonymous() -> Self {
+        Self {
+            identity: Identity::Anonymous,
+            expires: None,
+        }
+    }
+
+    /// The opener a verified token makes.
+    pub fn user(user: AuthenticatedUser) -> Self {
+        let expires = Instant::now() + user.expires_in();
+        Self {
+            identity: Identity::User(user.into_user_id()),
+            expires: Some(expires),
+        }
+    }
+
+    /// Completes when the token expires (never for anonymous streams).
+    pub async fn expired(&self) {
+        match self.expires {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The error pushed when the token of a stream expires.
+pub(crate) fn token_expired() -> ServerError {
+    let error = schema::error::unauthenticated(AuthError::Expired);
+    let mut server = ServerError::new(error.message, None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", schema::error::Code::Unauthenticated.as_str());
+    extensions.set("reason", AuthError::Expired.public_code());
+    server.extensions = Some(extensions);
+    server
+}
+
+/// A request with its per-operation data (scope and execution flag), for `execute_stream`.
+pub(crate) fn scoped(
+    endpoint: &AppState,
+    request: async_graphql::Request,
+    opener: &Opener,
+    context: shared_clients::RequestContext,
+) -> (async_graphql::Request, Executed) {
+    let executed = Executed::default();
+    let scope = RequestScope::new(&endpoint.services, context, opener.identity.clone());
+    (request.data(scope).data(executed.clone()), executed)
+}
+
+/// One response of a stream, serialized as an execution result (`{data, errors, extensions}`),
+/// its errors coded; `ran` says whether execution started (else there is no `data`).
+pub(crate) fn payload(response: Response, ran: bool) -> (String, Vec<ServerError>) {
+    let errors = with_codes(response.errors, ran);
+    let body = ResponseBody {
+        data: ran.then_some(&response.data),
+        errors: &errors,
+        extensions: &response.extensions,
+    };
+    // Values and errors always serialize; an empty object would only hide a bug.
+    let text = serde_json::to_string(&body).unwrap_or_else(|_| "{}".to_owned());
+    (text, errors)
+}
+
+/// The keep-alive interval, never zero.
+pub(crate) fn keep_alive(endpoint: &AppState) -> Duration {
+    endpoint
+        .live
+        .config()
+        .keep_alive
+        .max(Duration::from_millis(100))
+}
+
+/// The endpoint's live settings and state, shared by both transports.
+pub(crate) type Endpoint = Arc<AppState>;

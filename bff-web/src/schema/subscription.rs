@@ -1,0 +1,249 @@
+//! The root of subscriptions: live values of a product, the viewer's cart and one of the
+//! viewer's orders.
+//!
+//! Each subscription follows one topic of the downstream [`Hub`](shared_clients::live::Hub),
+//! which wakes it after a change event (or a poll, without events) has dropped the stale cached
+//! copy; the value is then read through the same cached, coalesced clients as a query, and
+//! resolved with the subscriber's own selection. So a thousand subscribers of one product cost one
+//! downstream call per change, and a private value is only ever read for the subscriber's own
+//! identity.
+//!
+//! - A value is pushed only when it differs from the last one pushed: a product that is equal,
+//!   a cart whose `version` is not above the last one sent, an order whose status did not
+//!   change, are skipped (a signal after missed events, a change of a field the value does not
+//!   carry).
+//! - `productUpdated` completes when the product is deleted; `viewerOrderUpdated` after a
+//!   terminal status (`DELIVERED`, `CANCELLED`; at once when the order already has one).
+//! - The subscription starts following before it reads the current value, so a change between
+//!   the two is not missed. Unknown ids, and another user's orders, are `NOT_FOUND` when
+//!   subscribing.
+//! - Each read has the request deadline `downstream.deadline` of its own (the subscription's
+//!   scope has none: it lives as long as the client follows).
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Result, Subscription};
+use futures::{StreamExt, stream::BoxStream};
+use shared_clients::{
+    ErrorKind, OrderId, OrderStatus, Owner, ProductId, RequestContext, live::Topic,
+};
+
+use super::{
+    catalog::ProductView,
+    error::{self, Code},
+    scope::{RequestScope, Services},
+    viewer::{CartView, OrderView},
+};
+
+/// The root of every subscription.
+pub struct SubscriptionRoot;
+
+/// What the web app can follow live.
+#[Subscription(name = "Subscription")]
+impl SubscriptionRoot {
+    /// The product each time it changes (price, stock, name, category), as `product(id)` shows
+    /// it then; completes when the product is deleted. `NOT_FOUND` when there is no such product.
+    async fn product_updated(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<BoxStream<'static, Result<ProductView>>> {
+        let id = ProductId::parse(&id).map_err(|e| error::invalid_id("id", &e))?;
+        let services = Services::of(ctx)?;
+        let reads = Reads::new(services, RequestScope::of(ctx)?);
+        let mut subscription = services.downstream.live().subscribe(
+            Topic::Product(id.clone()),
+            Some(services.live_poll_interval),
+        );
+        let downstream = services.downstream.clone();
+        let catalog = downstream.catalog();
+        let mut last = catalog
+            .product(&reads.context(), &id)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => error::coded(Code::NotFound, "There is no such product."),
+                _ => error::downstream(&e),
+            })?
+            .into_inner();
+        Ok(async_stream(move |mut tx| async move {
+            let catalog = downstream.catalog();
+            while subscription.changed().await {
+                match catalog.product(&reads.context(), &id).await {
+                    Ok(served) => {
+                        let product = served.into_inner();
+                        if *product == *last {
+                            continue;
+                        }
+                        last = Arc::clone(&product);
+                        if !tx.send(Ok(ProductView(product))).await {
+                            return;
+                        }
+                    }
+                    // Deleted: the subscription is complete.
+                    Err(e) if e.kind() == ErrorKind::NotFound => return,
+                    Err(e) => {
+                        if !tx.send(Err(error::downstream(&e))).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }))
+    }
+
+    /// The viewer's cart each time it changes, whoever changed it (another tab, another device,
+    /// another replica, the cart service directly). `UNAUTHENTICATED` without a signed-in user.
+    async fn viewer_cart_updated(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<BoxStream<'static, Result<CartView>>> {
+        let services = Services::of(ctx)?;
+        let scope = RequestScope::of(ctx)?;
+        let user = scope.user()?.clone();
+        let reads = Reads::new(services, scope);
+        let mut subscription = services
+            .downstream
+            .live()
+            .subscribe(Topic::Cart(user.clone()), Some(services.live_poll_interval));
+        let downstream = services.downstream.clone();
+        let carts = downstream.carts();
+        // The version the client may already show; a failed read leaves none (the first change
+        // is then pushed whatever its version).
+        let mut last = carts
+            .get(&reads.context(), &user)
+            .await
+            .ok()
+            .map(|cart| cart.version);
+        Ok(async_stream(move |mut tx| async move {
+            let carts = downstream.carts();
+            while subscription.changed().await {
+                match carts.get(&reads.context(), &user).await {
+                    Ok(cart) => {
+                        if last.is_some_and(|last| cart.version <= last) {
+                            continue;
+                        }
+                        last = Some(cart.version);
+                        if !tx.send(Ok(CartView::new(cart))).await {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        if !tx.send(Err(error::downstream(&e))).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }))
+    }
+
+    /// One of the viewer's orders at each status change; completes after a terminal status
+    /// (`DELIVERED`, `CANCELLED`). `NOT_FOUND` when the viewer has no such order (another user's
+    /// order included), `UNAUTHENTICATED` without a signed-in user.
+    async fn viewer_order_updated(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<BoxStream<'static, Result<OrderView>>> {
+        let id = OrderId::parse(&id).map_err(|e| error::invalid_id("id", &e))?;
+        let services = Services::of(ctx)?;
+        let scope = RequestScope::of(ctx)?;
+        let owner = Owner::User(scope.user()?.clone());
+        let reads = Reads::new(services, scope);
+        let mut subscription = services.downstream.live().subscribe(
+            Topic::Order {
+                owner: owner.clone(),
+                id: id.clone(),
+            },
+            Some(services.live_poll_interval),
+        );
+        let downstream = services.downstream.clone();
+        let orders = downstream.orders();
+        let current = orders
+            .get(&reads.context(), &owner, &id)
+            .await
+            .map_err(|e| error::downstream(&e))?;
+        let mut last = current.status;
+        Ok(async_stream(move |mut tx| async move {
+            let orders = downstream.orders();
+            if is_terminal(last) {
+                return;
+            }
+            while subscription.changed().await {
+                match orders.get(&reads.context(), &owner, &id).await {
+                    Ok(order) => {
+                        if order.status == last {
+                            continue;
+                        }
+                        last = order.status;
+                        if !tx.send(Ok(OrderView(Arc::new(order)))).await || is_terminal(last) {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        if !tx.send(Err(error::downstream(&e))).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }))
+    }
+}
+
+/// Whether an order can no longer change status.
+fn is_terminal(status: OrderStatus) -> bool {
+    matches!(status, OrderStatus::Delivered | OrderStatus::Cancelled)
+}
+
+/// How a subscription reads: with its request's id and trace, and a fresh deadline per read.
+struct Reads {
+    /// The subscription's context (no deadline of its own).
+    context: RequestContext,
+    /// `downstream.deadline`.
+    budget: std::time::Duration,
+}
+
+impl Reads {
+    /// The reads of the subscription in `scope`.
+    fn new(services: &Services, scope: &RequestScope) -> Self {
+        Self {
+            context: scope.context.clone(),
+            budget: services.downstream.deadline(),
+        }
+    }
+
+    /// The context of one read, with its own deadline from now.
+    fn context(&self) -> RequestContext {
+        self.context.clone().with_timeout_from_now(self.budget)
+    }
+}
+
+/// The sending half of [`async_stream`]: what the producer pushes.
+struct Pushes<T>(futures::channel::mpsc::Sender<T>);
+
+impl<T> Pushes<T> {
+    /// Pushes `item` once the subscriber takes it (one item is buffered at most); `false` when
+    /// the subscriber is gone (the producer should stop).
+    async fn send(&mut self, item: T) -> bool {
+        use futures::SinkExt;
+        self.0.send(item).await.is_ok()
+    }
+}
+
+/// A stream of what `produce` pushes, produced only as fast as it is consumed (a bounded channel
+/// of one: a slow subscriber holds back its own producer, never a queue). The producer runs
+/// inside the stream (no task of its own), so dropping the stream stops it.
+fn async_stream<T, F, Fut>(produce: F) -> BoxStream<'static, T>
+where
+    T: Send + 'static,
+    F: FnOnce(Pushes<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = futures::channel::mpsc::channel(0);
+    let producer = produce(Pushes(tx));
+    // Drive the producer and the receiver together: the producer ends by returning, which
+    // drops its sender and ends the receiver once drained.
+    let producer = futures::stream::once(producer).filter_map(|()| async { None });
+    futures::stream::select(producer, rx).boxed()
+}
