@@ -182,9 +182,10 @@ impl IntoResponse for Refusal {
         .with_extension("code", self.code().into())
         .with_extension("limit", self.reason().into())
         .into_response();
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("5"),
+        );
         response
     }
 }

@@ -21,8 +21,8 @@ use crate::carts::Carts;
 use crate::catalog::Catalog;
 use crate::config::DownstreamConfig;
 use crate::context::Owner;
-use crate::error::{BuildError, ClientError, ErrorKind, Service};
 use crate::context::RequestContext;
+use crate::error::{BuildError, ClientError, ErrorKind, Service};
 use crate::events::{Change, Consumer, Health, Sink, Stream};
 use crate::live::{Hub, Polled, Source, Topic};
 use crate::metrics::MetricsSnapshot;
@@ -74,8 +74,7 @@ impl Sink for Inner {
                     self.catalog
                         .product_changed(id, category.as_ref(), *exists)
                         .await;
-                    self.live
-                        .notify(&Topic::Product(id.clone()), Some(version));
+                    self.live.notify(&Topic::Product(id.clone()), Some(version));
                 }
                 Change::Category(id) => self.catalog.category_changed(id).await,
                 Change::Cart(user) => {
