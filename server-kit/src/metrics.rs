@@ -417,6 +417,10 @@ fn describe() {
         "Reads of followed resources by polling (when their change events are not read)."
     );
     describe_counter!(
+        "bff_live_refusals_total",
+        "Live streams or subscriptions refused by a limit, by reason (gateway.subscriptions)."
+    );
+    describe_counter!(
         "bff_live_poll_errors_total",
         "Polls of followed resources that failed."
     );
