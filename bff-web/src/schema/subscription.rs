@@ -11,7 +11,9 @@
 //! - A value is pushed only when it differs from the last one pushed: a product that is equal,
 //!   a cart whose `version` is not above the last one sent, an order whose status did not
 //!   change, are skipped (a signal after missed events, a change of a field the value does not
-//!   carry).
+//!   carry). The first change after subscribing is always pushed: what the subscriber read
+//!   when it subscribed may already include a change made while it subscribed, which the
+//!   client, holding what it queried before, has not seen.
 //! - `productUpdated` completes when the product is deleted; `viewerOrderUpdated` after a
 //!   terminal status (`DELIVERED`, `CANCELLED`; at once when the order already has one).
 //! - The subscription starts following before it reads the current value, so a change between
@@ -57,24 +59,24 @@ impl SubscriptionRoot {
         );
         let downstream = services.downstream.clone();
         let catalog = downstream.catalog();
-        let mut last = catalog
+        catalog
             .product(&reads.context(), &id)
             .await
             .map_err(|e| match e.kind() {
                 ErrorKind::NotFound => error::coded(Code::NotFound, "There is no such product."),
                 _ => error::downstream(&e),
-            })?
-            .into_inner();
+            })?;
+        let mut last: Option<Arc<shared_clients::Product>> = None;
         Ok(async_stream(move |mut tx| async move {
             let catalog = downstream.catalog();
             while subscription.changed().await {
                 match catalog.product(&reads.context(), &id).await {
                     Ok(served) => {
                         let product = served.into_inner();
-                        if *product == *last {
+                        if last.as_deref() == Some(&*product) {
                             continue;
                         }
-                        last = Arc::clone(&product);
+                        last = Some(Arc::clone(&product));
                         if !tx.send(Ok(ProductView(product))).await {
                             return;
                         }
@@ -106,14 +108,7 @@ impl SubscriptionRoot {
             .live()
             .subscribe(Topic::Cart(user.clone()), Some(services.live_poll_interval));
         let downstream = services.downstream.clone();
-        let carts = downstream.carts();
-        // The version the client may already show; a failed read leaves none (the first change
-        // is then pushed whatever its version).
-        let mut last = carts
-            .get(&reads.context(), &user)
-            .await
-            .ok()
-            .map(|cart| cart.version);
+        let mut last: Option<u64> = None;
         Ok(async_stream(move |mut tx| async move {
             let carts = downstream.carts();
             while subscription.changed().await {
@@ -163,20 +158,22 @@ impl SubscriptionRoot {
             .get(&reads.context(), &owner, &id)
             .await
             .map_err(|e| error::downstream(&e))?;
-        let mut last = current.status;
+        let terminal = is_terminal(current.status);
+        let mut last: Option<OrderStatus> = None;
         Ok(async_stream(move |mut tx| async move {
             let orders = downstream.orders();
-            if is_terminal(last) {
+            if terminal {
                 return;
             }
             while subscription.changed().await {
                 match orders.get(&reads.context(), &owner, &id).await {
                     Ok(order) => {
-                        if order.status == last {
+                        if last == Some(order.status) {
                             continue;
                         }
-                        last = order.status;
-                        if !tx.send(Ok(OrderView(Arc::new(order)))).await || is_terminal(last) {
+                        last = Some(order.status);
+                        let done = is_terminal(order.status);
+                        if !tx.send(Ok(OrderView(Arc::new(order)))).await || done {
                             return;
                         }
                     }
