@@ -5,6 +5,15 @@
 //! MIT licensed) are vendored under `vendor/graphiql/` and compiled into the binary. Asset URLs
 //! carry the GraphiQL version, so they are cached as immutable.
 //!
+//! Subscriptions run in the page too, over a WebSocket (`graphql-transport-ws`) on the endpoint's
+//! own path (`ws:`/`wss:` after the page's scheme). Nothing more is vendored for them: the GraphiQL
+//! bundle carries @graphiql/toolkit's fetcher and the `graphql-ws` client it uses. Given a
+//! `subscriptionUrl`, that fetcher opens one lazy client per subscription run and sends the Headers
+//! tab's JSON as the `connection_init` payload, so `{"Authorization": "Bearer <token>"}` there
+//! authenticates a subscription exactly as it does a query (read at every run, so a token pasted
+//! later counts). Given a `wsClient` instead, it would drop those headers. Queries and mutations
+//! still go over HTTP `POST`.
+//!
 //! Headers typed in the page (a pasted bearer token) are never saved in the browser:
 //! `shouldPersistHeaders` is false, which also hides GraphiQL's "Persist headers" setting and,
 //! on load, clears headers an earlier page left in `localStorage`. Queries and variables are
@@ -112,6 +121,7 @@ const PAGE: &str = r#"<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>bff-web · GraphiQL</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="__ASSETS__/graphiql.min.css">
 <style>body { margin: 0; } #graphiql { height: 100vh; }</style>
 </head>
@@ -122,7 +132,14 @@ const PAGE: &str = r#"<!doctype html>
 <script src="__ASSETS__/graphiql.min.js"></script>
 <script>
 const endpoint = __ENDPOINT__;
-const fetcher = GraphiQL.createFetcher({ url: new URL(endpoint, window.location.href).toString() });
+const url = new URL(endpoint, window.location.href);
+// Subscriptions: graphql-ws on the same path; the Headers tab is the connection_init payload.
+const subscriptionUrl = new URL(url);
+subscriptionUrl.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+const fetcher = GraphiQL.createFetcher({
+  url: url.toString(),
+  subscriptionUrl: subscriptionUrl.toString(),
+});
 const defaultQuery = `# Catalog queries work without a token. For viewer { … } and mutations, add a
 # header in the Headers tab: {"Authorization": "Bearer <token printed by ./scripts/dev>"}
 # (headers are not saved: after a reload, paste it again)
@@ -131,6 +148,15 @@ query Home {
   products(first: 5) {
     nodes { id name brand price { formatted } availability { status } }
     pageInfo { hasNextPage endCursor }
+  }
+}
+
+# Live updates, over a WebSocket: run Price, then change
+# the price (./scripts/dev prints the curl that does it);
+# each new value shows up here
+subscription Price {
+  productUpdated(id: "p-00001") {
+    name price { formatted }
   }
 }
 `;
@@ -161,6 +187,31 @@ mod tests {
             assert!(!asset.bytes.is_empty());
         }
         assert!(asset("nope.js").is_none());
+    }
+
+    #[test]
+    fn subscriptions_go_over_a_websocket_on_the_endpoint_path() {
+        let page = page("/api/graphql");
+        assert!(page.contains("const endpoint = \"/api/graphql\";"));
+        assert!(page.contains(
+            "subscriptionUrl.protocol = url.protocol === \"https:\" ? \"wss:\" : \"ws:\";"
+        ));
+        assert!(page.contains("subscriptionUrl: subscriptionUrl.toString(),"));
+        // `wsClient` would make the toolkit drop the Headers tab (and with it the token).
+        assert!(!page.contains("wsClient"));
+    }
+
+    #[test]
+    fn the_vendored_bundle_sends_the_headers_tab_as_the_websocket_payload() {
+        // What the page relies on instead of vendoring a client of its own: the bundle carries
+        // graphql-ws, and its fetcher hands GraphiQL's headers to `connection_init`. An upgrade
+        // of GraphiQL that changes either fails here.
+        let (_, bundle) = asset("graphiql.min.js").expect("the bundle");
+        let bundle = std::str::from_utf8(bundle).expect("UTF-8");
+        assert!(bundle.contains("GRAPHQL_TRANSPORT_WS_PROTOCOL = 'graphql-transport-ws'"));
+        assert!(bundle.contains(
+            "createWebsocketsFetcherFromUrl(options.subscriptionUrl, (0, _chunkLMOQIXV.__spreadValues)((0, _chunkLMOQIXV.__spreadValues)({}, options.wsConnectionParams), fetcherOpts == null ? void 0 : fetcherOpts.headers))"
+        ));
     }
 
     #[test]

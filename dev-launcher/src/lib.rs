@@ -692,6 +692,19 @@ fn print_banner(components: &[Component], credentials: &DevCredentials, topology
         );
     }
     println!();
+    println!(
+        "Live updates: open {}/graphql in a browser (GraphiQL), run",
+        url_of("bff-web")
+    );
+    println!(
+        "  subscription {{ productUpdated(id: \"p-00001\") {{ name price {{ formatted }} }} }}"
+    );
+    println!("then change its price (a different amount each time) and watch the new one arrive:");
+    println!(
+        "  curl -X PATCH {}/__admin/products/p-00001 -H 'content-type: application/json' \\\n       -d '{{\"price\":{{\"amount_minor\":999,\"currency\":\"EUR\"}}}}'",
+        url_of("product")
+    );
+    println!();
     println!("{READY_LINE}");
 }
 
