@@ -2,10 +2,11 @@
 """The benchmark harness behind `scripts/bench` (run that, not this).
 
 Starts the reference services and the three gateways from release binaries, drives every scenario
-of docs/BENCHMARKS.md with `wrk` (steady load) or a small bounded Python client (cold probes, the
-stampede, the slow service), reads the reference services' request counters around each run, and
-writes docs/BENCHMARKS.md. Only 127.0.0.1 is ever contacted; every loop is bounded in count and
-time; every process started here is stopped here, by PID.
+of docs/BENCHMARKS.md with `wrk` (steady load), a small bounded Python client (cold probes, the
+stampede, the slow service) or `bench-live` (thousands of WebSocket subscriptions), reads the
+reference services' request counters around each run, and writes docs/BENCHMARKS.md. Only
+127.0.0.1 is ever contacted; every loop is bounded in count and time; every process started here
+is stopped here, by PID.
 
 Settings (environment variables, all optional):
   BENCH_QUICK=1            smoke test: short runs, one repetition, few probes (~1 minute)
@@ -22,8 +23,15 @@ Settings (environment variables, all optional):
   BENCH_EVENT_CHANGES      price changes timed from the change to its eviction (default 120, quick 20)
   BENCH_EVENT_MIX_SECONDS  seconds of the read-mostly mix with a price change each second, per
                            configuration (default 15, quick 4)
-  BENCH_PORT_BASE          first of the ports used (default 19100; twenty consecutive ports; the
-                           private redis-server of the scale-out section takes any free port)
+  BENCH_LIVE_SOCKETS       idle WebSocket subscriptions held at once (default 10000, quick 1000)
+  BENCH_LIVE_IDLE_SECONDS  seconds the gateway's CPU is measured while they idle (default 15, one
+                           keep-alive period; quick 3)
+  BENCH_LIVE_FANOUT        subscribers of the one product whose price changes (default 1000, quick 200)
+  BENCH_LIVE_CHANGES       price changes timed to every subscriber, one a second (default 10, quick 3)
+  BENCH_ONLY=live          run only the live-updates section and rewrite only that section of the
+                           report (and its Method line); the other sections stay as they are
+  BENCH_PORT_BASE          first of the ports used (default 19100; twenty-two consecutive ports;
+                           the private redis-servers take any free port)
   BENCH_OUT                where the report goes (default docs/BENCHMARKS.md)
 """
 
@@ -41,6 +49,8 @@ import os
 import platform
 import random
 import re
+import resource
+import select
 import shutil
 import signal
 import socket
@@ -108,6 +118,9 @@ PORTS = {
     "mobile-r2-metrics": PORT_BASE + 17,
     "mobile-r3-metrics": PORT_BASE + 18,
     "mobile-r4-metrics": PORT_BASE + 19,
+    # Live updates: a bff-web with Redis and raised stream limits, started for that section only.
+    "web-live": PORT_BASE + 20,
+    "web-live-metrics": PORT_BASE + 21,
 }
 SERVICES = ("product", "cart", "order")
 GATEWAYS = ("bff-web", "bff-mobile", "bff-partner")
@@ -1083,6 +1096,328 @@ def events(stack: Stack, work_dir: str, wrk_cpu: str | None) -> dict:
     return out
 
 
+# Live updates: GraphQL subscriptions of bff-web over WebSocket, driven by `bench-live` (a Rust
+# client holding the sockets; see bench-live/src/main.rs). Sockets held idle; products they follow
+# (socket i follows the i mod LIVE_PRODUCTS-th); seconds the gateway's CPU is read while they idle;
+# subscribers of the one product changed; changes timed (one every LIVE_CHANGE_EVERY_S).
+ONLY = os.environ.get("BENCH_ONLY", "")
+LIVE_SOCKETS = env_int("BENCH_LIVE_SOCKETS", 10000, 1000)
+LIVE_PRODUCTS = 100
+LIVE_IDLE_SECONDS = env_int("BENCH_LIVE_IDLE_SECONDS", 15, 3)
+LIVE_FANOUT = env_int("BENCH_LIVE_FANOUT", 1000, 200)
+LIVE_CHANGES = env_int("BENCH_LIVE_CHANGES", 10, 3)
+LIVE_CHANGE_EVERY_S = 1.0
+LIVE_PATIENCE_S = 5.0  # after the last change, how long the last pushes may take
+LIVE_CATALOG_STREAM = "bff:events:catalog"  # the reference services' default prefix
+LIVE_TARGET_KIB = 16.0  # memory per idle connection beyond the idle process (issue #25)
+LIVE_TARGET_P99_MS = 100.0  # a change to every subscriber (issue #25)
+LIVE_LIMITS = {
+    # One client address holds every socket; the limits are raised past what the run opens.
+    "BFF_GATEWAY__SUBSCRIPTIONS__MAX_STREAMS_PER_ADDRESS": str(max(20000, LIVE_SOCKETS, LIVE_FANOUT)),
+    "BFF_GATEWAY__SUBSCRIPTIONS__MAX_STREAMS": str(max(20000, LIVE_SOCKETS, LIVE_FANOUT)),
+    "BFF_SERVER__MAX_CONNECTIONS": str(max(10000, max(LIVE_SOCKETS, LIVE_FANOUT) + 256)),
+}
+
+
+class LiveClient:
+    """A running `bench-live`: JSON lines on its stdout, commands on its stdin (registered with
+    the stack, so that it is stopped, by PID, whatever happens)."""
+
+    def __init__(self, stack: Stack, name: str, sockets: int, products: list[str],
+                 subscribe: bool = True):
+        self.stack = stack
+        self.name = name
+        log_path = os.path.join(stack.work_dir, f"{name}.log")
+        err = open(log_path, "ab")
+        argv = [os.path.join(stack.bin_dir, "bench-live"),
+                "--url", f"ws://{HOST}:{PORTS['web-live']}/graphql",
+                "--sockets", str(sockets), "--products", ",".join(products)]
+        if not subscribe:
+            argv.append("--no-subscribe")
+        self.popen = subprocess.Popen(stack.pinned(stack.other_cpu, argv), stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=err)
+        err.close()
+        stack.procs[name] = Proc(name, self.popen, log_path)
+        self.buffer = b""
+
+    def event(self, want: str, timeout: float) -> dict:
+        """The next line whose `event` is `want` (earlier lines of other events are skipped)."""
+        deadline = time.monotonic() + timeout
+        fd = self.popen.stdout.fileno()
+        while True:
+            while b"\n" in self.buffer:
+                line, self.buffer = self.buffer.split(b"\n", 1)
+                value = json.loads(line)
+                if value.get("event") == want:
+                    return value
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RuntimeError(f"{self.name}: no {want!r} line within {timeout:.0f} s")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    raise RuntimeError(f"{self.name} exited; see "
+                                       f"{self.stack.procs[self.name].log_path}")
+                self.buffer += chunk
+
+    def command(self, text: str) -> None:
+        self.popen.stdin.write(text.encode() + b"\n")
+        self.popen.stdin.flush()
+
+    def stats(self) -> dict:
+        self.command("stats")
+        return self.event("stats", 30)
+
+    def close(self) -> dict:
+        """Closes every socket; the client's final report (counters and every `next`)."""
+        self.command("close")
+        closed = self.event("closed", 90)
+        self.popen.stdin.close()
+        self.popen.wait(timeout=30)
+        self.stack.procs.pop(self.name, None)
+        return closed
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_sched_s(pid: int) -> tuple[float, float]:
+    """(time on a CPU, time runnable but waiting for one) of all of a process's threads so far,
+    from /proc/PID/task/*/schedstat (ns); (nan, nan) where the kernel does not keep them. The
+    wait is what other processes on the same CPU (builds, on a shared machine) cost it."""
+    run = wait = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    fields = f.read().split()
+            except FileNotFoundError:
+                continue  # a thread that just ended
+            run += int(fields[0])
+            wait += int(fields[1])
+    except OSError:
+        return NAN, NAN
+    return run / 1e9, wait / 1e9
+
+
+def proc_rss_kb(pid: int, key: str = "VmRSS") -> int:
+    """A line of /proc/PID/status in kB (VmRSS: resident now; VmHWM: the peak)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def live_gauges() -> dict[str, float]:
+    """The live gauges of the section's gateway, from its /metrics."""
+    return metric_sums("web-live", {
+        "subscribers": ("bff_live_subscribers", {}),
+        "topics": ("bff_live_topics", {}),
+        "consumer_up": ("bff_events_consumer_up", {"stream": "catalog"}),
+        "refusals": ("bff_live_refusals_total", {}),
+        "signals": ("bff_live_signals_total", {}),
+        "polls": ("bff_live_polls_total", {}),
+    })
+
+
+def wait_gauge(key: str, want: float, timeout: float) -> dict[str, float]:
+    """Reads the gateway's live gauges until `key` is `want`; the last reading either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        gauges = live_gauges()
+        if gauges[key] == want or time.monotonic() > deadline:
+            return gauges
+        time.sleep(0.1)
+
+
+def xadd_ms_of_last_entry(redis_port: int, pid: str) -> int:
+    """The time (ms on Redis' clock, this machine's) of the last entry of the catalog stream: the
+    millisecond part of its id, which `XADD … *` took from the clock when it appended it."""
+    reply = redis_command(redis_port, "XREVRANGE", LIVE_CATALOG_STREAM, "+", "-", "COUNT", "1")
+    m = re.search(rb"\$\d+\r\n(\d+)-\d+\r\n", reply)
+    if not m or pid.encode() not in reply:
+        raise RuntimeError(f"live: the catalog stream's last entry is not {pid}'s: {reply[:300]!r}")
+    return int(m.group(1))
+
+
+def live(stack: Stack) -> dict:
+    """The live-updates section: idle WebSocket subscriptions (memory, CPU) and the fan-out of one
+    change to many subscribers (time from the XADD to each `next`, product-service calls)."""
+    out: dict = {"limits": LIVE_LIMITS}
+    redis_port = free_port()
+    stack.start_redis(redis_port)
+    redis_url = f"redis://{HOST}:{redis_port}/0"
+    # The product service again, now publishing its changes (same seed, same latency).
+    stack.stop("product")
+    stack.start_service("product", redis_url)
+    stack.wait_healthy(["product"])
+    name = "web-live"
+    idle_ids = [product_id(4801 + i) for i in range(LIVE_PRODUCTS)]
+    fan_id = product_id(4951)
+
+    def fresh_gateway() -> int:
+        """(Re)starts the section's bff-web and warms it up: every product read once through a
+        query (so cached), ten subscriptions opened and closed; its PID."""
+        stack.stop(name)
+        env = stack.gateway_env("bff-web")
+        env["BFF_LISTEN_ADDR"] = f"{HOST}:{PORTS[name]}"
+        env["BFF_SERVER__METRICS_LISTEN_ADDR"] = f"{HOST}:{PORTS[name + '-metrics']}"
+        env["BFF_REDIS_URL"] = redis_url
+        env.update(LIVE_LIMITS)
+        stack.start(name, [os.path.join(stack.bin_dir, "bff-web")], env, stack.gateway_cpu)
+        stack.wait_healthy([name])
+        if wait_gauge("consumer_up", 1, 15)["consumer_up"] != 1:
+            raise RuntimeError("live: bff-web's catalog consumer did not come up")
+        for pid in [*idle_ids, fan_id]:
+            req = web_product(pid)
+            status, _, body = request(req.method, PORTS[name], req.path, req.body, req.headers)
+            if status != 200:
+                raise RuntimeError(f"live: product {pid} through bff-web: {status} {body[:200]!r}")
+        warm = LiveClient(stack, "live-warm", 10, idle_ids[:10])
+        warm.event("subscribed", 60)
+        warm.close()
+        wait_gauge("subscribers", 0, 10)
+        time.sleep(2)
+        return stack.procs[name].pid
+
+    # -- Idle: N sockets subscribed, then nothing but keep-alives --------------------------------
+    log(f"live: {LIVE_SOCKETS} idle WebSocket subscriptions over {LIVE_PRODUCTS} products")
+    idle = out["idle"] = {"requested": LIVE_SOCKETS, "products": LIVE_PRODUCTS,
+                          "seconds": LIVE_IDLE_SECONDS}
+    # First the same sockets without a subscription (what a connection costs by itself); each
+    # round on a fresh gateway, so that neither starts from memory the other left to the allocator.
+    gateway = fresh_gateway()
+    bare = idle["bare"] = {"rss_before_kb": proc_rss_kb(gateway)}
+    client = LiveClient(stack, "live-bare", LIVE_SOCKETS, idle_ids, subscribe=False)
+    opened = client.event("subscribed", 180)
+    bare.update(opened=opened["subscribed"], failed=opened["failed"])
+    time.sleep(2)
+    bare["rss_after_kb"] = proc_rss_kb(gateway)
+    closed = client.close()
+    bare.update(lost=closed["lost"], unexpected=closed["unexpected"])
+    time.sleep(2)
+    bare["rss_closed_kb"] = proc_rss_kb(gateway)
+    # Then with one subscription each.
+    gateway = fresh_gateway()
+    idle["rss_before_kb"] = proc_rss_kb(gateway)
+    client = LiveClient(stack, "live-idle", LIVE_SOCKETS, idle_ids)
+    subscribed = client.event("subscribed", 180)
+    idle.update(subscribed=subscribed["subscribed"], failed=subscribed["failed"],
+                failures=subscribed["failures"], open_s=subscribed["seconds"])
+    gauges = wait_gauge("subscribers", subscribed["subscribed"], 60)
+    idle["gateway_subscribers"] = gauges["subscribers"]
+    idle["gateway_topics"] = gauges["topics"]
+    time.sleep(2)  # whatever the subscriptions' start left to do
+    idle["rss_after_kb"] = proc_rss_kb(gateway)
+    before = client.stats()
+    cpu0, client_cpu0, t0 = proc_cpu_s(gateway), proc_cpu_s(client.popen.pid), time.monotonic()
+    sched0 = proc_sched_s(gateway)
+    time.sleep(LIVE_IDLE_SECONDS)
+    cpu1, client_cpu1, t1 = proc_cpu_s(gateway), proc_cpu_s(client.popen.pid), time.monotonic()
+    sched1 = proc_sched_s(gateway)
+    after = client.stats()
+    idle["run_s"], idle["wait_s"] = sched1[0] - sched0[0], sched1[1] - sched0[1]
+    idle["rss_idle_end_kb"] = proc_rss_kb(gateway)
+    idle["cpu_s"] = cpu1 - cpu0
+    idle["client_cpu_s"] = client_cpu1 - client_cpu0
+    idle["wall_s"] = t1 - t0
+    idle["pings"] = after["pings"] - before["pings"]
+    idle["open_at_end"] = after["open"]
+    closed = client.close()
+    idle.update(lost=closed["lost"], unexpected=closed["unexpected"], samples=closed["samples"],
+                nexts=closed["nexts"], close_s=closed["close_seconds"])
+    idle["gateway_subscribers_after_close"] = wait_gauge("subscribers", 0, 15)["subscribers"]
+    time.sleep(2)
+    idle["rss_closed_kb"] = proc_rss_kb(gateway)
+    idle["rss_peak_kb"] = proc_rss_kb(gateway, "VmHWM")
+
+    # -- Fan-out: M subscribers of one product, its price changed once a second ---------------
+    log(f"live: fan-out of {LIVE_CHANGES} price changes to {LIVE_FANOUT} subscribers")
+    status, _, body = request("GET", PORTS["product"], f"/products/{fan_id}")
+    price = json.loads(body)["price"]
+    base, currency = price["amount_minor"], price["currency"]
+    fan = out["fanout"] = {"subscribers": LIVE_FANOUT, "product": fan_id, "changes": LIVE_CHANGES}
+    client = LiveClient(stack, "live-fanout", LIVE_FANOUT, [fan_id])
+    subscribed = client.event("subscribed", 120)
+    fan.update(subscribed=subscribed["subscribed"], failed=subscribed["failed"],
+               failures=subscribed["failures"])
+    wait_gauge("subscribers", subscribed["subscribed"], 30)
+    # A first change, not timed: once every socket has its `next`, every subscription follows.
+    change_price(fan_id, base - 1, currency)
+    deadline = time.monotonic() + 10
+    while client.stats()["nexts"] < subscribed["subscribed"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fan["primed"] = client.stats()["nexts"]
+    time.sleep(LIVE_CHANGE_EVERY_S)
+    signals0 = live_gauges()
+    reset_counters()
+    changes = []
+    cpu0, sched0 = proc_cpu_s(gateway), proc_sched_s(gateway)
+    started = time.monotonic()
+    for i in range(LIVE_CHANGES):
+        pause = started + i * LIVE_CHANGE_EVERY_S - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        amount = base - 2 - i  # a new price each time, below the seeded one (and any list price)
+        change_price(fan_id, amount, currency)
+        changes.append({"amount": amount, "xadd_ms": xadd_ms_of_last_entry(redis_port, fan_id)})
+    expected = fan["primed"] + subscribed["subscribed"] * LIVE_CHANGES
+    deadline = time.monotonic() + LIVE_PATIENCE_S
+    while client.stats()["nexts"] < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # any duplicate push would show up by now
+    cpu1, sched1 = proc_cpu_s(gateway), proc_sched_s(gateway)
+    fan["window_s"] = time.monotonic() - started
+    fan["cpu_s"] = cpu1 - cpu0
+    fan["run_s"], fan["wait_s"] = sched1[0] - sched0[0], sched1[1] - sched0[1]
+    fan["calls"] = product_calls()
+    signals1 = live_gauges()
+    fan["signals"] = signals1["signals"] - signals0["signals"]
+    fan["polls"] = signals1["polls"] - signals0["polls"]
+    closed = client.close()
+    fan.update(lost=closed["lost"], unexpected=closed["unexpected"], samples=closed["samples"])
+    by_amount = {c["amount"]: c for c in changes}
+    for c in changes:
+        c["latencies"] = []
+        c["sockets"] = set()
+    extra = 0
+    for socket_no, amount, arrived_us in closed["frames"]:
+        c = by_amount.get(amount)
+        if c is None:
+            continue  # the untimed first change
+        if socket_no in c["sockets"]:
+            extra += 1
+            continue
+        c["sockets"].add(socket_no)
+        c["latencies"].append(arrived_us / 1000 - c["xadd_ms"])
+    everything = [x for c in changes for x in c["latencies"]]
+    fan["per_change"] = [{"received": len(c["sockets"]), "first": min(c["latencies"], default=NAN),
+                          "p50": percentile(c["latencies"], 50),
+                          "last": max(c["latencies"], default=NAN)} for c in changes]
+    fan["deliveries"] = len(everything)
+    fan["expected"] = subscribed["subscribed"] * LIVE_CHANGES
+    fan["duplicates"] = extra
+    fan["p50"] = percentile(everything, 50)
+    fan["p99"] = percentile(everything, 99)
+    fan["max"] = max(everything, default=NAN)
+    fan["first_p50"] = percentile([c["first"] for c in fan["per_change"]], 50)
+    fan["last_p50"] = percentile([c["last"] for c in fan["per_change"]], 50)
+    for key in ("live-bare", "live-idle", "live-fanout", "live-warm"):
+        stack.stop(key)
+    for key in (name, "redis"):
+        stack.stop(key)
+    return out
+
+
+NAN = float("nan")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin-dir", required=True)
@@ -1090,7 +1425,10 @@ def main() -> int:
     parser.add_argument("--command", default="./scripts/bench")
     args = parser.parse_args()
 
-    if not shutil.which("wrk"):
+    if ONLY not in ("", "live"):
+        log(f"BENCH_ONLY={ONLY}: the only section that runs alone is `live`")
+        return 2
+    if not ONLY and not shutil.which("wrk"):
         log("wrk is not installed (scripts/bench installs it)")
         return 1
     if not shutil.which("redis-server"):
@@ -1101,9 +1439,19 @@ def main() -> int:
     other_cpu = ",".join(str(c) for c in cpus[1:]) if len(cpus) >= 2 else None
     if other_cpu is not None:
         os.sched_setaffinity(0, {int(c) for c in other_cpu.split(",")})
+    # Every socket is a descriptor, on both sides: the soft limit up to the hard one, inherited
+    # by every process started here (the gateways raise theirs too).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and hard < max(LIVE_SOCKETS, LIVE_FANOUT) + 512:
+        log(f"the open-file limit ({hard}) is too low for {LIVE_SOCKETS} sockets: the live "
+            "section will report failed subscriptions; raise `ulimit -Hn`")
 
     started = time.monotonic()
     work_dir = tempfile.mkdtemp(prefix="bff-bench-")
+    if ONLY == "live":
+        return only_live(args, Stack(args.bin_dir, work_dir, gateway_cpu, other_cpu), started)
     stack = Stack(args.bin_dir, work_dir, gateway_cpu, other_cpu)
     results: dict = {"scenarios": {}, "probes": {}, "stampede": {}, "slow": {}}
 
@@ -1352,6 +1700,9 @@ def main() -> int:
 
         # -- Events: change events from the product service, bff-mobile with and without -----
         results["events"] = events(stack, work_dir, other_cpu)
+
+        # -- Live updates: WebSocket subscriptions of bff-web, idle and fanned out -------------
+        results["live"] = live(stack)
     except KeyboardInterrupt:
         log("interrupted; stopping everything")
         stack.stop_all()
@@ -1366,6 +1717,36 @@ def main() -> int:
         json.dump(results, f, indent=1, default=str)
     write_report(args.out, args.command, results)
     log(f"wrote {args.out} ({results['elapsed_s']:.0f}s of benchmarks; raw data in {work_dir})")
+    return 0
+
+
+def only_live(args: argparse.Namespace, stack: Stack, started: float) -> int:
+    """BENCH_ONLY=live: the reference services and the live-updates section, nothing else; only
+    that section of the report (and its Method line) is rewritten."""
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        log(f"logs in {stack.work_dir}")
+        for service in SERVICES:
+            stack.start_service(service)
+        stack.wait_healthy(list(SERVICES))
+        results = {"live": live(stack)}
+    except KeyboardInterrupt:
+        log("interrupted; stopping everything")
+        stack.stop_all()
+        return 130
+    finally:
+        stack.stop_all()
+    results["elapsed_s"] = time.monotonic() - started
+    results["pinning"] = {"gateway_cpu": stack.gateway_cpu, "other_cpu": stack.other_cpu}
+    with open(os.path.join(stack.work_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    update_live(args.out, args.command, results)
+    log(f"updated the live-updates section of {args.out} ({results['elapsed_s']:.0f}s; raw data "
+        f"in {stack.work_dir})")
     return 0
 
 
@@ -1452,7 +1833,8 @@ def write_report(path: str, command: str, r: dict) -> None:
     add("")
     add("Generated by `scripts/bench` — do not edit by hand, except the Findings section (written")
     add("by hand about a run, kept across runs: re-read it against new numbers) and the")
-    add("micro-benchmark section (rewritten by `scripts/bench micro`). What each number means and")
+    add("micro-benchmark section (rewritten by `scripts/bench micro`). The live-updates section says")
+    add("which run it comes from (`BENCH_ONLY=live` rewrites it alone). What each number means and")
     add("how it is measured is under [Method](#method).")
     add("")
     add(f"- **Command:** `{command}`")
@@ -1624,12 +2006,18 @@ def write_report(path: str, command: str, r: dict) -> None:
     if ev:
         write_events(add, ev, pin)
 
+    lv = r.get("live")
+    if lv:
+        add(live_section(lv, command, pin, None))
+        add("")
+
     notes = kept_section(path, NOTES_BEGIN, NOTES_END)
     add(notes if notes else f"{NOTES_BEGIN}\n## Findings\n\nNone written yet.\n{NOTES_END}")
     add("")
     add("## Method")
     add("")
     add(METHOD)
+    add(LIVE_METHOD)
     add("")
     kept = kept_criterion_section(path)
     add(kept if kept else f"{CRITERION_BEGIN}\n## Micro-benchmarks (criterion)\n\n"
@@ -1985,6 +2373,212 @@ METHOD = """\
   replica's `/metrics` before and after each measurement.
 - **Python probes** measure from the client, one request at a time unless stated; their overhead
   (≈0.1–0.3 ms per request) is included in their latencies."""
+
+
+LIVE_BEGIN = "<!-- live:begin -->"
+LIVE_END = "<!-- live:end -->"
+
+LIVE_METHOD = """\
+- **Live updates.** A bff-web of its own (`BFF_REDIS_URL` set, stream limits raised for one
+  client address, otherwise defaults) over a fresh private `redis-server`, the product service
+  restarted with `--events-redis-url`. The WebSocket client is `bench-live` (a release binary of
+  this workspace: tokio and tokio-tungstenite on one thread, pinned with the services), which
+  opens the sockets, answers keep-alives, records each `next` with its arrival time and reports
+  in JSON lines; the harness reads the gateway's `/proc/PID/status` (VmRSS, VmHWM) and
+  `/proc/PID/stat` (utime + stime, in ticks of 1/`SC_CLK_TCK` s) and its `/metrics`
+  (`bff_live_subscribers`, `bff_live_topics`, `bff_live_signals_total`). RSS leaves out the
+  kernel's memory for the sockets (buffers and socket structures, on both ends). A change's time
+  is its stream entry's id (ms, taken by Redis from this machine's clock at the `XADD`) to the
+  `next`'s arrival at the client (µs, the same clock). `BENCH_ONLY=live ./scripts/bench` builds
+  only bff-web, the reference services and bench-live, runs only this section and rewrites only
+  it and this line."""
+
+
+def live_section(lv: dict, command: str, pin: dict, elapsed_s: float | None) -> str:
+    """The live-updates section, between its markers (a BENCH_ONLY=live run replaces just it)."""
+    lines: list[str] = []
+    add = lines.append
+    idle, fan = lv["idle"], lv["fanout"]
+    limits = lv["limits"]
+    add(LIVE_BEGIN)
+    add("## Live updates (subscriptions)")
+    add("")
+    took = f"; the section took {elapsed_s:.0f} s" if elapsed_s is not None else ""
+    add(f"Measured by `{command}` on commit {commit()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}{took}.")
+    add("")
+    where = (f" `bench-live` runs on CPU {pin['other_cpu']} with the product service, Redis and "
+             f"the harness, the gateway on CPU {pin['gateway_cpu']}."
+             if pin["gateway_cpu"] is not None else "")
+    add("A bff-web started for this section only, with Redis (`BFF_REDIS_URL`, a private "
+        "`redis-server` to which the product service, restarted with `--events-redis-url`, "
+        "publishes its changes), so that subscriptions follow change events rather than polls; "
+        "one client address holds every socket, so `gateway.subscriptions.max_streams_per_address` "
+        f"and `max_streams` are {limits['BFF_GATEWAY__SUBSCRIPTIONS__MAX_STREAMS']} and "
+        f"`server.max_connections` {limits['BFF_SERVER__MAX_CONNECTIONS']}; everything else at its "
+        "default (`keep_alive` 15 s). Each socket: the upgrade offering `graphql-transport-ws`, "
+        "`connection_init`, `connection_ack`, then one `subscribe` to `subscription Live($id: ID!) "
+        "{ productUpdated(id: $id) { id price { amountMinor } } }`, anonymous." + where
+        + f" Reference-service latency {LATENCY} per call.")
+    add("")
+
+    # Idle
+    n = idle["subscribed"]
+    bare = idle["bare"]
+    per_kib = (idle["rss_after_kb"] - idle["rss_before_kb"]) / n if n else NAN
+    bare_kib = ((bare["rss_after_kb"] - bare["rss_before_kb"]) / bare["opened"]
+                if bare["opened"] else NAN)
+    cpu_pct = 100 * idle["cpu_s"] / idle["wall_s"]
+    add("### Idle subscriptions: memory and CPU")
+    add("")
+    add(f"{idle['requested']} sockets, opened 200 handshakes at a time, twice: first only "
+        "initialised (`connection_ack`, no subscription), then each subscribed to the (i mod "
+        f"{idle['products']})-th of {idle['products']} products (`p-04801`…; opened in "
+        f"{idle['open_s']:.1f} s); then nothing but the gateway's keep-alive `ping`s, each "
+        "answered `pong`. Each round on a freshly started gateway (so that neither starts from "
+        "memory the other left with the allocator). Gateway RSS (VmRSS): before the round (after "
+        "a warm-up: each product read once through a query, ten subscriptions opened and "
+        "closed), with every socket open "
+        "(2 s after the last was acknowledged, or after `bff_live_subscribers` counted them all), "
+        f"and 2 s after they all closed. CPU: over {idle['wall_s']:.0f} s of idling, one "
+        "keep-alive period (about one ping per socket); run-queue wait: time the gateway's "
+        "threads were ready to run but another process had its CPU.")
+    add("")
+    add("| sockets | gateway: subscribers / topics | RSS before | RSS with the sockets | "
+        "per connection | RSS after closing |")
+    add("|---|---|---|---|---|---|")
+    add(f"| {bare['opened']} of {idle['requested']}, initialised, no subscription | – | "
+        f"{bare['rss_before_kb'] / 1024:.1f} MiB | {bare['rss_after_kb'] / 1024:.1f} MiB | "
+        f"{bare_kib:.1f} KiB | {bare['rss_closed_kb'] / 1024:.1f} MiB |")
+    add(f"| {n} of {idle['requested']}, one subscription each | "
+        f"{idle['gateway_subscribers']:.0f} / {idle['gateway_topics']:.0f} | "
+        f"{idle['rss_before_kb'] / 1024:.1f} MiB | {idle['rss_after_kb'] / 1024:.1f} MiB | "
+        f"**{per_kib:.1f} KiB** | {idle['rss_closed_kb'] / 1024:.1f} MiB |")
+    add("")
+    per_ping = 1e6 * idle["cpu_s"] / idle["pings"] if idle["pings"] else NAN
+    add("| idle for | gateway CPU | per keep-alive | gateway run-queue wait | pings answered | "
+        "client CPU | lost / unexpected | peak RSS |")
+    add("|---|---|---|---|---|---|---|---|")
+    add(f"| {idle['wall_s']:.1f} s | **{cpu_pct:.2f} %** of a CPU ({idle['cpu_s']:.2f} s) | "
+        + (f"{per_ping:.0f} µs" if idle["pings"] else "– (no ping in the window)")
+        + f" | {idle['wait_s'] * 1000:.0f} ms | {idle['pings']} | "
+        f"{idle['client_cpu_s']:.2f} s | {idle['lost']} / {idle['unexpected'] + idle['nexts']} | "
+        f"{idle['rss_peak_kb'] / 1024:.1f} MiB |")
+    add("")
+    notes = []
+    if idle["failed"] or bare["failed"]:
+        notes.append(f"**{idle['failed'] + bare['failed']} sockets failed to open** (first: "
+                     + "; ".join(idle["failures"][:3]) + ")")
+    if idle["lost"] or idle["unexpected"] or idle["nexts"] or bare["lost"] or bare["unexpected"]:
+        notes.append(f"**while idle: {idle['lost'] + bare['lost']} sockets lost, "
+                     f"{idle['unexpected'] + bare['unexpected']} unexpected messages, "
+                     f"{idle['nexts']} `next`s** (first: " + "; ".join(idle["samples"][:3]) + ")")
+    if idle["gateway_subscribers_after_close"]:
+        notes.append(f"**{idle['gateway_subscribers_after_close']:.0f} subscriptions still counted "
+                     "15 s after every socket closed**")
+    add(f"What it shows: {per_kib:.1f} KiB of gateway memory per idle subscribed WebSocket beyond "
+        f"the idle process (target ≤ {LIVE_TARGET_KIB:.0f} KiB: "
+        f"{verdict(per_kib <= LIVE_TARGET_KIB)}), of which {bare_kib:.1f} KiB the initialised "
+        f"connection alone and {per_kib - bare_kib:.1f} KiB its subscription; idling, the gateway "
+        f"used {cpu_pct:.2f} % of one CPU for {idle['pings']} keep-alives"
+        + (f" ({per_ping:.0f} µs of CPU per ping, timers and wake-ups included)"
+           if idle["pings"] else "") + ". After closing, RSS fell back to "
+        f"{idle['rss_closed_kb'] / 1024:.1f} MiB."
+        + (" " + "; ".join(notes) + "." if notes else ""))
+    add("")
+
+    # Fan-out
+    m = fan["subscribed"]
+    calls_per_change = fan["calls"] / fan["changes"] if fan["changes"] else NAN
+    add("### Fan-out of one change")
+    add("")
+    add(f"{fan['subscribers']} sockets subscribed to `{fan['product']}`. A first price change, not "
+        f"timed, shows that every subscription follows it ({fan['primed']} of {m} got it); then "
+        f"{fan['changes']} changes {LIVE_CHANGE_EVERY_S:.0f} s apart, each a new price through "
+        "`PATCH /__admin/products/{id}` on the product service, which answers once the event is "
+        "appended. A change's time: the ms part of the id of the catalog stream's last entry "
+        f"(`XREVRANGE {LIVE_CATALOG_STREAM} + - COUNT 1` right after the PATCH's answer, checked "
+        "to be that product's event), which Redis took from the machine's clock at the `XADD`; "
+        "each `next` is stamped on arrival at the client with the same clock (µs). The id is "
+        "truncated to the ms, so these times are up to 1 ms long. Every time includes one "
+        f"product-service call ({LATENCY}): the subscribers' read of the changed product. "
+        "Product-service calls: the service's own counters over the timed changes.")
+    add("")
+    cpu_per_change = 1000 * fan["cpu_s"] / fan["changes"]
+    wait_per_change = 1000 * fan["wait_s"] / fan["changes"]
+    add("| subscribers | changes | `next`s received / expected | XADD → `next` p50 | p99 | max | "
+        "first subscriber (p50 over changes) | last subscriber (p50 over changes) | "
+        "product-service calls / change | change signals | lost / unexpected / duplicates |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|")
+    add(f"| {m} | {fan['changes']} | {fan['deliveries']} / {fan['expected']} | "
+        f"{ms(fan['p50'])} | **{ms(fan['p99'])}** | {ms(fan['max'])} | {ms(fan['first_p50'])} | "
+        f"{ms(fan['last_p50'])} | **{calls_per_change:.2f}** ({fan['calls']}) | "
+        f"{fan['signals']:.0f} | {fan['lost']} / {fan['unexpected']} / {fan['duplicates']} |")
+    add("")
+    add(f"Gateway CPU over the {fan['window_s']:.1f} s of the timed changes: {fan['cpu_s']:.2f} s, "
+        f"{cpu_per_change:.0f} ms per change ({1000 * cpu_per_change / m:.0f} µs per push); "
+        f"its threads waited {fan['wait_s'] * 1000:.0f} ms in all ({wait_per_change:.0f} ms per "
+        "change) for a CPU another process held.")
+    add("")
+    add("Per change (first / p50 / last subscriber, received): "
+        + ", ".join(f"{c['first']:.0f}/{c['p50']:.0f}/{c['last']:.0f} ms "
+                    f"({c['received']})" for c in fan["per_change"]) + ".")
+    add("")
+    missing = fan["expected"] - fan["deliveries"]
+    add(f"What it shows: {m} subscribers of one product had each change "
+        f"{ms(fan['p50'])} (p50) and {ms(fan['p99'])} (p99) after its XADD (target p99 ≤ "
+        f"{LIVE_TARGET_P99_MS:.0f} ms: {verdict(fan['p99'] <= LIVE_TARGET_P99_MS)}); the first "
+        f"subscriber {ms(fan['first_p50'])} after it (one {LATENCY} product-service call "
+        f"included), the last {ms(fan['last_p50'])} (p50 over the changes). The gateway spent "
+        f"{cpu_per_change:.0f} ms of CPU per change ({1000 * cpu_per_change / m:.0f} µs per push: "
+        "reading the cached product, resolving the selection, serializing and writing each "
+        f"`next`, one subscriber after the other on its one CPU) and waited {wait_per_change:.0f} "
+        "ms per change for that CPU. Product-service calls per change: "
+        f"{calls_per_change:.2f} (target 1: "
+        f"{verdict(abs(calls_per_change - 1) < 1e-9)})"
+        + ("; every subscriber received every change." if not missing and not fan["lost"] else
+           f"; **{missing} of {fan['expected']} pushes never arrived** "
+           f"({fan['lost']} sockets lost; " + "; ".join(fan["samples"][:3]) + ").")
+        + (f" {fan['failed']} sockets failed to subscribe." if fan["failed"] else ""))
+    add("")
+    add("| target (issue #25) | measured | |")
+    add("|---|---|---|")
+    add(f"| memory per idle WebSocket subscription ≤ {LIVE_TARGET_KIB:.0f} KiB beyond the idle "
+        f"process | {per_kib:.1f} KiB | {verdict(per_kib <= LIVE_TARGET_KIB)} |")
+    add(f"| a change reaches {m} subscribers: p99 ≤ {LIVE_TARGET_P99_MS:.0f} ms | "
+        f"{ms(fan['p99'])} | {verdict(fan['p99'] <= LIVE_TARGET_P99_MS)} |")
+    add(f"| one product-service call per change, whatever the subscribers | "
+        f"{calls_per_change:.2f} | {verdict(abs(calls_per_change - 1) < 1e-9)} |")
+    add(f"| every subscriber receives every change | {fan['deliveries']} of {fan['expected']} | "
+        f"{verdict(not missing)} |")
+    add(LIVE_END)
+    return "\n".join(lines)
+
+
+def update_live(path: str, command: str, r: dict) -> None:
+    """BENCH_ONLY=live: replaces the live section (before the Findings if there is none yet) and
+    the live line of the Method section; the rest of the report stays as it is."""
+    section = live_section(r["live"], command, r["pinning"], r["elapsed_s"])
+    with open(path) as f:
+        text = f.read()
+    old = kept_section(path, LIVE_BEGIN, LIVE_END)
+    if old:
+        text = text.replace(old, section)
+    elif NOTES_BEGIN in text:
+        text = text.replace(NOTES_BEGIN, section + "\n\n" + NOTES_BEGIN, 1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    # The Method line: replaced if there is one, else appended to the Method list.
+    m = re.search(r"^- \*\*Live updates\.\*\*.*?(?=^- \*\*|^\s*$)", text, re.M | re.S)
+    if m:
+        text = text[:m.start()] + LIVE_METHOD + "\n" + text[m.end():]
+    elif "\n## Method\n" in text:
+        start = text.index("\n## Method\n") + len("\n## Method\n")
+        end = text.find("\n\n", text.index("\n- ", start))
+        end = len(text) if end < 0 else end
+        text = text[:end] + "\n" + LIVE_METHOD + text[end:]
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def criterion_section(command: str, log_paths: list[str]) -> str:

@@ -4,7 +4,8 @@
 //! WebSockets to bff-web with the `graphql-transport-ws` subprotocol, at most `--concurrency`
 //! handshakes at a time. Each sends `connection_init`, waits for `connection_ack` and subscribes
 //! (operation id `1`) to `productUpdated` of one product: socket `i` follows product `i` mod the
-//! number of products given. Then it holds them all, idle: it answers the server's `ping`s with
+//! number of products given (with `--no-subscribe`, it stops after `connection_ack`). Then it
+//! holds them all, idle: it answers the server's `ping`s with
 //! `pong` and records every `next` it receives (which socket, the pushed
 //! `price.amountMinor`, and when it arrived, in microseconds since the Unix epoch on this
 //! machine's wall clock, so that the harness can compare it with a Redis stream entry's id).
@@ -80,6 +81,10 @@ struct Args {
     /// accept queue.
     #[arg(long, default_value_t = 200)]
     concurrency: usize,
+    /// Stop after `connection_ack`: sockets without a subscription, to tell what a connection
+    /// costs the gateway from what its subscription adds.
+    #[arg(long)]
+    no_subscribe: bool,
 }
 
 /// One `next` received.
@@ -152,6 +157,7 @@ async fn main() {
     let started = Instant::now();
     let products = Arc::new(args.products);
     let url = Arc::new(args.url);
+    let subscribe = !args.no_subscribe;
     let mut failures: Vec<String> = Vec::new();
     let mut failed = 0usize;
     let mut holders = Vec::with_capacity(args.sockets);
@@ -160,7 +166,8 @@ async fn main() {
             let product = products[i % products.len()].clone();
             let url = Arc::clone(&url);
             async move {
-                let opened = tokio::time::timeout(OPEN_TIMEOUT, open(&url, &product)).await;
+                let opened =
+                    tokio::time::timeout(OPEN_TIMEOUT, open(&url, &product, subscribe)).await;
                 (i, opened.unwrap_or_else(|_| Err("timed out".to_owned())))
             }
         })
@@ -230,8 +237,8 @@ async fn main() {
     print_line(&Value::Object(report));
 }
 
-/// Opens one socket, initialises it and subscribes it to `product`.
-async fn open(url: &str, product: &str) -> Result<Socket, String> {
+/// Opens one socket, initialises it and (if `subscribe`) subscribes it to `product`.
+async fn open(url: &str, product: &str, subscribe: bool) -> Result<Socket, String> {
     let mut request = url.into_client_request().map_err(|e| e.to_string())?;
     request
         .headers_mut()
@@ -285,12 +292,14 @@ async fn open(url: &str, product: &str) -> Result<Socket, String> {
             _ => return Err(format!("expected connection_ack, got {text}")),
         }
     }
-    let subscribe = json!({
-        "id": "1",
-        "type": "subscribe",
-        "payload": {"query": QUERY, "variables": {"id": product}},
-    });
-    send(&mut socket, subscribe).await?;
+    if subscribe {
+        let message = json!({
+            "id": "1",
+            "type": "subscribe",
+            "payload": {"query": QUERY, "variables": {"id": product}},
+        });
+        send(&mut socket, message).await?;
+    }
     Ok(socket)
 }
 
