@@ -127,6 +127,7 @@ impl GatewayConfig for WebConfig {
 
     fn warnings(&self, server: &ServerConfig) -> Vec<String> {
         let mut warnings = Vec::new();
+        warnings.extend(self.subscriptions.warnings("gateway.subscriptions", server));
         if self.introspection && !server.listen_addr.ip().to_canonical().is_loopback() {
             warnings.push(format!(
                 "gateway.introspection is on while server.listen_addr ({}) is not a loopback \

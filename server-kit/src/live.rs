@@ -53,7 +53,8 @@ pub struct LiveConfig {
     /// disconnected (so a client that stops reading costs one buffered message, not more).
     #[serde(with = "humantime_serde")]
     pub send_timeout: Duration,
-    /// Most open streams on this replica.
+    /// Most open streams on this replica. Each holds a client connection, so keep it below
+    /// `server.max_connections` (10,000 by default), leaving room for ordinary requests.
     pub max_streams: usize,
     /// Most open streams per client address.
     pub max_streams_per_address: usize,
@@ -63,6 +64,12 @@ pub struct LiveConfig {
     pub max_subscriptions: usize,
     /// Most subscriptions on one WebSocket at once.
     pub max_subscriptions_per_connection: usize,
+    /// The header a trusted proxy in front writes the client's address to (e.g.
+    /// `x-forwarded-for`): its rightmost address (the one the nearest proxy saw) counts for
+    /// `max_streams_per_address`. Unset, the TCP peer counts, which behind a load balancer is the
+    /// balancer's address for every client. Set it only behind a proxy that always sets or
+    /// appends it, or clients choose their own address.
+    pub client_ip_header: Option<String>,
 }
 
 impl Default for LiveConfig {
@@ -73,16 +80,30 @@ impl Default for LiveConfig {
             keep_alive: Duration::from_secs(15),
             init_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(10),
-            max_streams: 20_000,
+            max_streams: 8_000,
             max_streams_per_address: 256,
             max_streams_per_user: 16,
             max_subscriptions: 100_000,
             max_subscriptions_per_connection: 32,
+            client_ip_header: None,
         }
     }
 }
 
 impl LiveConfig {
+    /// Valid settings that are unwise with `server`: streams that could take every connection.
+    pub fn warnings(&self, prefix: &str, server: &crate::ServerConfig) -> Vec<String> {
+        if self.enabled && self.max_streams >= server.max_connections {
+            vec![format!(
+                "{prefix}.max_streams ({}) is not below server.max_connections ({}): open \
+                 streams could take every connection, leaving none for ordinary requests",
+                self.max_streams, server.max_connections
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Checks beyond the types; `prefix` is where the section sits (`gateway.subscriptions`).
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         for (name, value) in [
@@ -115,7 +136,28 @@ impl LiveConfig {
                 ));
             }
         }
+        if let Some(name) = &self.client_ip_header
+            && http::HeaderName::from_bytes(name.as_bytes()).is_err()
+        {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.client_ip_header"),
+                format!("`{name}` is not a header name"),
+            ));
+        }
         Ok(())
+    }
+
+    /// The address a stream counts for: the rightmost address of `client_ip_header` when it is
+    /// set and holds one, else `peer` (IPv4-mapped IPv6 addresses as IPv4).
+    pub fn client_address(&self, headers: &http::HeaderMap, peer: IpAddr) -> IpAddr {
+        self.client_ip_header
+            .as_deref()
+            .and_then(|name| headers.get_all(name).iter().next_back())
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.rsplit(',').next())
+            .and_then(|address| address.trim().parse::<IpAddr>().ok())
+            .unwrap_or(peer)
+            .to_canonical()
     }
 }
 
@@ -409,6 +451,24 @@ mod tests {
         assert_eq!(limiter.subscribe().err(), Some(Refusal::Subscriptions));
         drop(one);
         assert!(limiter.subscribe().is_ok());
+    }
+
+    #[test]
+    fn the_client_address_is_the_proxys_rightmost_only_when_configured() {
+        let peer: IpAddr = "10.1.1.1".parse().unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.append("x-forwarded-for", "6.6.6.6, 203.0.113.7".parse().unwrap());
+        assert_eq!(LiveConfig::default().client_address(&headers, peer), peer);
+        let behind_proxy = LiveConfig {
+            client_ip_header: Some("x-forwarded-for".to_owned()),
+            ..LiveConfig::default()
+        };
+        assert_eq!(
+            behind_proxy.client_address(&headers, peer),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        headers.insert("x-forwarded-for", "not an address".parse().unwrap());
+        assert_eq!(behind_proxy.client_address(&headers, peer), peer);
     }
 
     #[test]

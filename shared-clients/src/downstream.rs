@@ -118,6 +118,10 @@ impl Sink for Inner {
             self.live.notify_stream(stream);
         })
     }
+
+    fn stream_up(&self, stream: Stream, up: bool) {
+        self.live.set_events_up(stream, up);
+    }
 }
 
 impl Source for Inner {
@@ -163,10 +167,6 @@ impl Source for Inner {
                 Topic::Order { owner, .. } => self.orders.changed_elsewhere(owner).await,
             }
         })
-    }
-
-    fn events_up(&self, stream: Stream) -> bool {
-        self.events.get().is_some_and(|events| events.is_up(stream))
     }
 }
 

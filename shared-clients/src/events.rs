@@ -116,6 +116,9 @@ pub(crate) trait Sink: Send + Sync + 'static {
     /// Drops everything this replica holds of `stream`'s resources, and what L2 holds of them
     /// (a gap was detected).
     fn stale_all(&self, stream: Stream) -> BoxFuture<'_, ()>;
+
+    /// Learns whether `stream`'s consumer is connected and reading.
+    fn stream_up(&self, stream: Stream, up: bool);
 }
 
 /// The consumer's settings.
@@ -254,11 +257,6 @@ impl Consumer {
             metrics,
             catalog,
         }
-    }
-
-    /// Whether `stream`'s consumer is connected and reading.
-    pub(crate) fn is_up(&self, stream: Stream) -> bool {
-        self.metrics.up[stream.index()].load(Ordering::Relaxed)
     }
 
     /// The counters, for `/metrics`.
@@ -405,6 +403,9 @@ impl Reader {
         self.metrics.up[self.stream.index()].store(up, Ordering::Relaxed);
         if let Some(health) = &self.health {
             health.set_up(up);
+        }
+        if let Some(sink) = self.sink.upgrade() {
+            sink.stream_up(self.stream, up);
         }
     }
 

@@ -104,8 +104,6 @@ pub(crate) trait Source: Send + Sync + 'static {
     fn poll<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, Result<Polled, ClientError>>;
     /// Drops the cached copies of `topic`'s resource (it changed).
     fn evict<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, ()>;
-    /// Whether `stream`'s change events are being read (then nothing is polled).
-    fn events_up(&self, stream: Stream) -> bool;
 }
 
 /// The subscribers of one topic.
@@ -133,14 +131,27 @@ pub struct Hub {
 }
 
 /// The parts of [`Hub`].
-#[derive(Default)]
 struct HubInner {
     /// Topics with at least one subscriber.
     topics: Mutex<HashMap<Topic, Arc<TopicState>>>,
     /// Where pollers read (set once the downstream facade exists).
     source: OnceLock<Weak<dyn Source>>,
+    /// Whether each stream's change events are being read (catalog, cart, order), as the
+    /// consumer reports: pollers of a stream whose events flow wait on it, without waking.
+    events_up: watch::Sender<[bool; 3]>,
     /// Counters.
     metrics: LiveCounters,
+}
+
+impl Default for HubInner {
+    fn default() -> Self {
+        Self {
+            topics: Mutex::default(),
+            source: OnceLock::new(),
+            events_up: watch::Sender::new([false; 3]),
+            metrics: LiveCounters::default(),
+        }
+    }
 }
 
 /// The hub's counters.
@@ -179,6 +190,17 @@ impl Hub {
     /// Sets where pollers read; the first call wins.
     pub(crate) fn set_source(&self, source: Weak<dyn Source>) {
         let _ = self.inner.source.set(source);
+    }
+
+    /// Records whether `stream`'s change events are being read (the consumer calls it when that
+    /// changes): while they are, its topics are not polled.
+    pub(crate) fn set_events_up(&self, stream: Stream, up: bool) {
+        self.inner.events_up.send_if_modified(|state| {
+            let slot = &mut state[stream_index(stream)];
+            let changed = *slot != up;
+            *slot = up;
+            changed
+        });
     }
 
     /// Follows `topic`. When its change events are not being read, the topic is polled every
@@ -328,22 +350,48 @@ impl Drop for Subscription {
 }
 
 /// Polls `topic` every `interval` while it has subscribers and its events are not being read;
-/// signals when what its service answers differs from the previous answer.
-async fn poll(hub: Weak<HubInner>, topic: Topic, state: Weak<TopicState>, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// signals when what its service answers differs from the previous answer. While the events
+/// flow it waits for them to stop, without waking; when they stop, the first poll signals
+/// whatever it reads (a change made meanwhile would otherwise become the baseline, unseen).
+async fn poll(
+    hub: Weak<HubInner>,
+    topic: Topic,
+    state: Weak<TopicState>,
+    interval: Duration,
+) {
+    let index = stream_index(topic.stream());
+    let mut events = match hub.upgrade() {
+        Some(hub) => hub.events_up.subscribe(),
+        None => return,
+    };
     let mut last: Option<Polled> = None;
+    let mut resumed = false;
+    let mut next = tokio::time::Instant::now();
     loop {
-        ticks.tick().await;
+        if events.borrow_and_update()[index] {
+            // Events tell; wait (without waking) until they stop.
+            if events.wait_for(|up| !up[index]).await.is_err() {
+                return;
+            }
+            last = None;
+            resumed = true;
+            next = tokio::time::Instant::now();
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            changed = events.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        next = tokio::time::Instant::now() + interval;
         let Some(hub) = hub.upgrade() else { return };
         let Some(source) = hub.source.get().and_then(Weak::upgrade) else {
             return;
         };
-        if source.events_up(topic.stream()) {
-            // The events tell; what was polled before may be outdated when polling resumes.
-            last = None;
-            continue;
-        }
         hub.metrics.polls.fetch_add(1, Ordering::Relaxed);
         let polled = match source.poll(&topic).await {
             Ok(polled) => polled,
@@ -352,7 +400,8 @@ async fn poll(hub: Weak<HubInner>, topic: Topic, state: Weak<TopicState>, interv
                 continue;
             }
         };
-        let changed = last.as_ref().is_some_and(|last| *last != polled);
+        let changed = resumed || last.as_ref().is_some_and(|last| *last != polled);
+        resumed = false;
         last = Some(polled);
         if changed {
             source.evict(&topic).await;
@@ -360,6 +409,15 @@ async fn poll(hub: Weak<HubInner>, topic: Topic, state: Weak<TopicState>, interv
             hub.metrics.signals.fetch_add(1, Ordering::Relaxed);
             state.signal();
         }
+    }
+}
+
+/// A stream's slot in `events_up`.
+fn stream_index(stream: Stream) -> usize {
+    match stream {
+        Stream::Catalog => 0,
+        Stream::Cart => 1,
+        Stream::Order => 2,
     }
 }
 
@@ -374,14 +432,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
 
     /// A source whose answer the test sets.
     struct Fake {
         answer: Mutex<Polled>,
         polls: AtomicU64,
         evictions: AtomicU64,
-        events_up: AtomicBool,
     }
 
     impl Source for Fake {
@@ -394,9 +450,6 @@ mod tests {
             self.evictions.fetch_add(1, Ordering::SeqCst);
             Box::pin(async {})
         }
-        fn events_up(&self, _: Stream) -> bool {
-            self.events_up.load(Ordering::SeqCst)
-        }
     }
 
     fn fake(value: u32) -> Arc<Fake> {
@@ -404,7 +457,6 @@ mod tests {
             answer: Mutex::new(Polled::Value(Arc::new(value))),
             polls: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
-            events_up: AtomicBool::new(false),
         })
     }
 
@@ -479,12 +531,18 @@ mod tests {
         tokio::time::sleep(interval).await;
         assert!(subscribers[0].changed().await);
         // While the events flow, nothing is polled.
-        source.events_up.store(true, Ordering::SeqCst);
+        hub.set_events_up(Stream::Catalog, true);
+        tokio::task::yield_now().await;
         let before = source.polls.load(Ordering::SeqCst);
         tokio::time::sleep(interval * 5).await;
         assert_eq!(source.polls.load(Ordering::SeqCst), before);
+        // When they stop, polling resumes at once, and its first read is signalled (a change
+        // may have been made while neither told).
+        hub.set_events_up(Stream::Catalog, false);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(source.polls.load(Ordering::SeqCst), before + 1);
+        assert!(subscribers[0].changed().await);
         // Without subscribers, the poller stops.
-        source.events_up.store(false, Ordering::SeqCst);
         subscribers.clear();
         tokio::task::yield_now().await;
         let before = source.polls.load(Ordering::SeqCst);

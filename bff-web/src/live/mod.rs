@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::{
     graphql::{ResponseBody, with_codes},
-    schema::{self, Executed, Identity, RequestScope},
+    schema::{self, Executed, Identity, LiveScope, RequestScope},
     state::AppState,
 };
 
@@ -46,10 +46,11 @@ impl Opener {
 
     /// The opener a verified token makes.
     pub fn user(user: AuthenticatedUser) -> Self {
-        let expires = Instant::now() + user.expires_in();
+        // An `exp` too far away to represent never comes.
+        let expires = Instant::now().checked_add(user.expires_in());
         Self {
             identity: Identity::User(user.into_user_id()),
-            expires: Some(expires),
+            expires,
         }
     }
 
@@ -73,7 +74,9 @@ pub(crate) fn token_expired() -> ServerError {
     server
 }
 
-/// A request with its per-operation data (scope and execution flag), for `execute_stream`.
+/// A request with its per-operation data (scope and execution flag), for `execute_stream`. Each
+/// value a subscription pushes is resolved in a scope of its own ([`LiveScope`]): a fresh
+/// deadline and loader per value, however long the subscription lives.
 pub(crate) fn scoped(
     endpoint: &AppState,
     request: async_graphql::Request,
@@ -81,8 +84,16 @@ pub(crate) fn scoped(
     context: shared_clients::RequestContext,
 ) -> (async_graphql::Request, Executed) {
     let executed = Executed::default();
+    let live = LiveScope {
+        context: context.clone(),
+        identity: opener.identity.clone(),
+        budget: endpoint.deadline,
+    };
     let scope = RequestScope::new(&endpoint.services, context, opener.identity.clone());
-    (request.data(scope).data(executed.clone()), executed)
+    (
+        request.data(scope).data(live).data(executed.clone()),
+        executed,
+    )
 }
 
 /// One response of a stream, serialized as an execution result (`{data, errors, extensions}`),

@@ -2,17 +2,19 @@
 //! distinct connections mode): `POST` (or `GET`, for queries and subscriptions) on the endpoint
 //! with `Accept: text/event-stream`.
 //!
-//! - A request refused before execution (not a GraphQL request, APQ, limits, a refused token,
-//!   validation) is answered as a plain `application/graphql-response+json` error with its 4xx
-//!   status, before any stream starts; the limits on open streams and subscriptions with `429`
-//!   problem+json.
+//! - A body that is not a GraphQL request, and a refused token, are answered as a plain
+//!   `application/graphql-response+json` error with their 4xx status; the limits on open streams
+//!   and subscriptions with `429` problem+json. A document refused before execution (APQ, the
+//!   limits, validation) is, as the protocol asks, a stream of one `next` with its `errors`, then
+//!   `complete`.
 //! - Otherwise `200 text/event-stream` (`Cache-Control: no-store`, `X-Accel-Buffering: no`):
 //!   one `event: next` per value (`data:` an execution result), then `event: complete`. A query
 //!   or mutation sends one `next`. A comment (`:`) every `keep_alive` keeps proxies from
 //!   closing an idle stream.
 //! - Values are produced only when the connection can take them (the body is read from the
 //!   operation as the socket drains), and the server closes a connection whose writes stay
-//!   blocked for `server.idle_timeout`: a client that stops reading costs one message.
+//!   blocked for `server.idle_timeout`: a client that stops reading costs what hyper and the
+//!   kernel buffer (a few events), never a queue that grows.
 //! - The token's expiry ends the stream with a `next` carrying an `UNAUTHENTICATED` error
 //!   (`reason: TOKEN_EXPIRED`), then `complete`; shutdown ends it without `complete`, so the
 //!   client reconnects (to another replica).
@@ -21,8 +23,7 @@ use std::{collections::VecDeque, convert::Infallible, net::IpAddr, pin::Pin};
 
 use async_graphql::{Request, parser::types::OperationType};
 use axum::{
-    body::Body,
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, header},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -67,24 +68,36 @@ pub async fn respond(
             "Live updates are turned off on this server (`gateway.subscriptions.enabled`).",
         ));
     }
-    let Prepared {
-        request,
-        operation,
-        kind,
-    } = match prepare(&endpoint, metrics.as_ref(), request, via_get).await {
-        Ok(prepared) => prepared,
-        Err(refused) => return refuse(refused),
-    };
     let opener = match endpoint.auth.authenticate(&headers).await {
         Ok(Some(user)) => Opener::user(user),
         Ok(None) => Opener::anonymous(),
         Err(refused) => return refuse(TransportError::Unauthenticated(refused)),
     };
+    let prepared = prepare(&endpoint, metrics.as_ref(), request, via_get).await;
+    let Prepared {
+        request,
+        operation,
+        kind,
+    } = match prepared {
+        Ok(prepared) => prepared,
+        // A document refused before execution is the stream's only value.
+        Err(refused) => {
+            let text = serde_json::json!({ "errors": refused.errors() }).to_string();
+            let events = futures::stream::iter([
+                Ok::<_, Infallible>(next_event(text)),
+                Ok(complete_event()),
+            ]);
+            return event_stream(events, &endpoint);
+        }
+    };
     let user = match &opener.identity {
         Identity::User(user) => Some(user),
         Identity::Anonymous => None,
     };
-    let stream_permit = match endpoint.live.open(peer, user) {
+    let stream_permit = match endpoint
+        .live
+        .open(endpoint.live.config().client_address(&headers, peer), user)
+    {
         Ok(permit) => permit,
         Err(refusal) => {
             refusal.count(metrics.as_ref());
@@ -114,29 +127,15 @@ pub async fn respond(
         context
     };
     let (request, executed) = scoped(&endpoint, request, &opener, context);
-    let mut responses = endpoint
+    let responses = endpoint
         .schema
         .execute_stream_with_session_data(request, Default::default());
-    // A document the schema refuses (validation) answers at once: say so as a plain error
-    // response, before the stream starts. A subscription that started is Pending here.
-    let mut first = None;
-    if let std::task::Poll::Ready(item) = futures::poll!(responses.next()) {
-        match item {
-            Some(response) if !executed.get() => {
-                let (text, _) = payload(response, false);
-                return plain_error(text);
-            }
-            Some(response) => first = Some(response),
-            None => {}
-        }
-    }
-    let first = futures::stream::iter(first);
     let shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = match readiness {
         Some(readiness) => Box::pin(readiness.shutdown_started()),
         None => Box::pin(std::future::pending()),
     };
     let state = Streaming {
-        responses: first.chain(responses).boxed(),
+        responses: responses.boxed(),
         executed,
         pending: VecDeque::new(),
         shutdown,
@@ -144,31 +143,24 @@ pub async fn respond(
         done: false,
         _permits: (stream_permit, subscription_permit),
     };
-    let events = futures::stream::unfold(state, Streaming::next);
+    event_stream(futures::stream::unfold(state, Streaming::next), &endpoint)
+}
+
+/// `200 text/event-stream` of `events`, with keep-alive comments.
+fn event_stream(
+    events: impl futures::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+    endpoint: &Endpoint,
+) -> Response {
     let mut response = Sse::new(events)
         .keep_alive(
             KeepAlive::new()
-                .interval(keep_alive(&endpoint))
+                .interval(keep_alive(endpoint))
                 .text("keep-alive"),
         )
         .into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
-}
-
-/// A `400` GraphQL response with `text` (an execution result without `data`) as its body.
-fn plain_error(text: String) -> Response {
-    let mut response = Response::new(Body::from(text));
-    *response.status_mut() = StatusCode::BAD_REQUEST;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(Media::GraphqlResponse.content_type()),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

@@ -17,7 +17,10 @@
 //! - Protocol errors close the socket with the protocol's codes: 4400 (a message that is not
 //!   one of the protocol, a binary frame), 4401 (`subscribe` before `connection_ack`), 4409 (an
 //!   id already in use), 4429 (a second `connection_init`).
-//! - `ping` is answered with `pong`; the server sends `ping` every `keep_alive`.
+//! - `ping` is answered with `pong`; the server sends `ping` every `keep_alive`, and drops a
+//!   client it has heard nothing from (not even a `pong`) for two of them.
+//! - A `connection_init` token must name the same user as a token on the upgrade (else 4403);
+//!   an operation id is 1 to 128 bytes (else 4400).
 //! - A push the client does not take within `send_timeout` drops the connection: one message
 //!   at most waits for a client that stopped reading, and the operations' producers wait with it
 //!   (they produce only when the connection can send).
@@ -71,6 +74,9 @@ mod close {
     pub const TOO_MANY: u16 = 4429;
 }
 
+/// Longest operation id accepted (it is repeated in every message of the operation).
+const MAX_ID_BYTES: usize = 128;
+
 /// Largest read buffer of a socket: an idle connection holds this much, not tungstenite's
 /// default 128 KiB.
 const READ_BUFFER: usize = 4 * 1024;
@@ -110,7 +116,10 @@ pub async fn upgrade(
         Identity::User(user) => Some(user),
         Identity::Anonymous => None,
     });
-    let permit = match endpoint.live.open(peer, user) {
+    let permit = match endpoint
+        .live
+        .open(endpoint.live.config().client_address(&headers, peer), user)
+    {
         Ok(permit) => permit,
         Err(refusal) => {
             refusal.count(metrics.as_ref());
@@ -274,23 +283,36 @@ impl Connection {
     /// Authenticates `connection_init`'s token, if it has one, and counts the stream for its
     /// user.
     async fn authenticate(&mut self, payload: Option<serde_json::Value>) -> Result<(), End> {
+        let forbidden = || End::Close(close::FORBIDDEN, "Forbidden".to_owned());
         let token = payload.as_ref().and_then(|payload| {
             payload
                 .get("Authorization")
                 .or_else(|| payload.get("authorization"))
-                .and_then(serde_json::Value::as_str)
         });
         if let Some(token) = token {
+            let token = token.as_str().ok_or_else(forbidden)?;
             let mut headers = HeaderMap::new();
-            let value = HeaderValue::from_str(token)
-                .map_err(|_| End::Close(close::FORBIDDEN, "Forbidden".to_owned()))?;
+            let value = HeaderValue::from_str(token).map_err(|_| forbidden())?;
             headers.insert(header::AUTHORIZATION, value);
-            match self.endpoint.auth.authenticate(&headers).await {
-                Ok(Some(user)) => self.opener = Some(Opener::user(user)),
-                Ok(None) | Err(_) => {
-                    return Err(End::Close(close::FORBIDDEN, "Forbidden".to_owned()));
-                }
+            let user = match self.endpoint.auth.authenticate(&headers).await {
+                Ok(Some(user)) => user,
+                Ok(None) | Err(_) => return Err(forbidden()),
+            };
+            // A socket acts for one user: a payload token for another user than the upgrade's
+            // would act as one user while counted for the other.
+            if let Some(Opener {
+                identity: Identity::User(upgraded),
+                ..
+            }) = &self.opener
+                && upgraded != user.user_id()
+            {
+                return Err(End::Close(
+                    close::FORBIDDEN,
+                    "Forbidden: the tokens of the upgrade and of connection_init name different users"
+                        .to_owned(),
+                ));
             }
+            self.opener = Some(Opener::user(user));
         }
         if let Some(Opener {
             identity: Identity::User(user),
@@ -319,9 +341,12 @@ impl Connection {
         tokio::pin!(shutdown);
         let period = keep_alive(&self.endpoint);
         let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // A conforming client answers every `ping` at once: one that sends nothing for two
+        // keep-alive periods is gone (a vanished peer would otherwise hold its place until TCP
+        // gives up, many minutes later).
+        let mut heard = tokio::time::Instant::now();
         loop {
             let step = tokio::select! {
-                biased;
                 () = &mut shutdown => {
                     return End::Close(close::GOING_AWAY, "The server is restarting".to_owned());
                 }
@@ -330,12 +355,21 @@ impl Connection {
                 }
                 message = socket.next() => match message {
                     None | Some(Err(_)) => return End::Drop,
-                    Some(Ok(message)) => self.on_message(socket, message, &opener).await,
+                    Some(Ok(message)) => {
+                        heard = tokio::time::Instant::now();
+                        self.on_message(socket, message, &opener).await
+                    }
                 },
                 Some((id, output)) = self.outputs.next(), if !self.outputs.is_empty() => {
                     self.on_output(socket, id, output).await
                 }
-                _ = pings.tick() => send(socket, r#"{"type":"ping"}"#.to_owned(), self.send_timeout).await,
+                _ = pings.tick() => {
+                    if heard.elapsed() > period * 2 {
+                        tracing::debug!("dropping a WebSocket whose client stopped answering pings");
+                        return End::Drop;
+                    }
+                    send(socket, r#"{"type":"ping"}"#.to_owned(), self.send_timeout).await
+                }
             };
             if let Err(end) = step {
                 return end;
@@ -366,6 +400,12 @@ impl Connection {
                 Ok(())
             }
             Some(ClientMessage::Subscribe { id, payload }) => {
+                if id.is_empty() || id.len() > MAX_ID_BYTES {
+                    return Err(End::Close(
+                        close::BAD_REQUEST,
+                        format!("Operation ids are 1 to {MAX_ID_BYTES} bytes"),
+                    ));
+                }
                 if self.operations.contains_key(&id) {
                     let reason = format!("Subscriber for {} already exists", truncate(&id, 80));
                     return Err(End::Close(close::DUPLICATE_ID, reason));

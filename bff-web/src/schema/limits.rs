@@ -31,7 +31,7 @@ use async_graphql::{
     },
 };
 
-use super::scope::PageSizes;
+use super::scope::{LiveScope, PageSizes, RequestScope, Services};
 use crate::config::MAX_PAGE_SIZE;
 
 /// Codes of errors raised before execution.
@@ -239,6 +239,17 @@ impl Extension for Limits {
     ) -> async_graphql::Response {
         if let Some(executed) = ctx.data_opt::<Executed>() {
             executed.set();
+        }
+        // A long-lived operation resolves each value in a scope of its own (a fresh deadline and
+        // loader); the request's scope has no deadline.
+        if let (Some(live), Some(services)) =
+            (ctx.data_opt::<LiveScope>(), ctx.data_opt::<Services>())
+        {
+            let context = live.context.clone().with_timeout_from_now(live.budget);
+            let scope = RequestScope::new(services, context, live.identity.clone());
+            let mut data = async_graphql::Data::default();
+            data.insert(scope);
+            return next.run_with_data(ctx, operation_name, data).await;
         }
         next.run(ctx, operation_name).await
     }

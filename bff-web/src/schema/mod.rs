@@ -38,7 +38,7 @@ use self::{
 };
 pub use self::{
     limits::Executed,
-    scope::{Identity, PageSizes, RequestScope, Services},
+    scope::{Identity, LiveScope, PageSizes, RequestScope, Services},
 };
 
 /// The schema type of the web gateway.

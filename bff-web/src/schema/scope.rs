@@ -68,6 +68,19 @@ impl RequestScope {
     }
 }
 
+/// Marks a long-lived operation (a subscription, anything over a WebSocket or an event stream):
+/// each value it resolves gets a [`RequestScope`] of its own, with a deadline `budget` from when
+/// it is resolved (the operation itself has none: it lasts as long as the client follows).
+#[derive(Debug, Clone)]
+pub struct LiveScope {
+    /// The operation's context (request id, trace; no deadline).
+    pub context: RequestContext,
+    /// Who follows.
+    pub identity: Identity,
+    /// The budget of each value's downstream calls (`downstream.deadline`).
+    pub budget: std::time::Duration,
+}
+
 /// What every request shares: the downstream clients and the gateway's settings.
 #[derive(Clone)]
 pub struct Services {

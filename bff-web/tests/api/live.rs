@@ -254,7 +254,11 @@ const PRODUCT_UPDATED: &str =
 
 #[tokio::test]
 async fn a_price_change_reaches_websocket_and_sse_subscribers_with_one_downstream_call() {
-    let replicas = replicas(1, |_| {}).await;
+    // Polling would be frequent, but the events flow: nothing is polled.
+    let replicas = replicas(1, |settings| {
+        settings.gateway.subscriptions.poll_interval = Duration::from_millis(50);
+    })
+    .await;
     let world = &replicas.services.world;
     let product = world.regular_product().to_owned();
     let mut sockets = Vec::new();
@@ -275,6 +279,9 @@ async fn a_price_change_reaches_websocket_and_sse_subscribers_with_one_downstrea
     assert_eq!(sse.response.headers()["content-type"], "text/event-stream");
     // Every subscriber is following (it read the product once when subscribing).
     wait_for_subscribers(&replicas, 21).await;
+    let client = reqwest::Client::new();
+    let polls = |text: &str| server_kit::testing::sample(text, "bff_live_polls_total", &[]);
+    let polls_before = polls(&scrape(&client, &replicas.metrics_urls[0]).await);
     let world_admin = |kind| replicas.services.world.admin(kind);
     world_admin(reference_services::ServiceKind::Product).reset();
 
@@ -300,12 +307,41 @@ async fn a_price_change_reaches_websocket_and_sse_subscribers_with_one_downstrea
         .values()
         .sum();
     assert_eq!(product_calls, 1, "one read for every subscriber");
+    assert_eq!(
+        polls(&scrape(&client, &replicas.metrics_urls[0]).await),
+        polls_before,
+        "no polling while the events flow"
+    );
+
+    // A subscription the client completed gets nothing more; the others go on.
+    sockets[0]
+        .send(json!({ "id": "1", "type": "complete" }))
+        .await;
+    sockets[0]
+        .subscribe("2", PRODUCT_UPDATED, json!({ "id": product }))
+        .await;
+    wait_for_subscribers(&replicas, 21).await;
+    let amount = change_price(world, &product, 7).await;
+    let next = sockets[0].recv().await;
+    assert_eq!(next["id"], "2", "{next}");
+    assert_eq!(
+        next["payload"]["data"]["productUpdated"]["price"]["amountMinor"],
+        amount
+    );
+    for ws in &mut sockets[1..] {
+        assert_eq!(ws.recv().await["id"], "1");
+    }
+    assert_eq!(
+        sse.next_value().await["data"]["productUpdated"]["price"]["amountMinor"],
+        amount
+    );
 
     // Deleting the product completes the subscriptions.
     world.delete_product(&product).await.expect("deleted");
-    for ws in &mut sockets {
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let id = if i == 0 { "2" } else { "1" };
         let complete = ws.recv().await;
-        assert_eq!(complete, json!({ "id": "1", "type": "complete" }));
+        assert_eq!(complete, json!({ "id": id, "type": "complete" }));
     }
     let complete = sse.next().await.expect("complete");
     assert_eq!(complete.event, "complete");
@@ -388,15 +424,31 @@ async fn unknown_products_and_bad_documents_are_refused_when_subscribing() {
     );
     assert_eq!(ws.recv().await, json!({ "id": "q", "type": "complete" }));
 
-    // Over SSE, a refused document is a plain 400 before any stream.
-    let sse = Sse::post(
+    // Over SSE, a refused document is the stream's only value, then `complete`.
+    let mut sse = Sse::post(
         &endpoint(&replicas, 0),
         "subscription { nothing }",
         json!({}),
         None,
     )
     .await;
-    assert_eq!(sse.response.status(), 400);
+    assert_eq!(sse.response.status(), 200);
+    let value = sse.next_value().await;
+    assert_eq!(
+        value["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+        "{value}"
+    );
+    assert!(value.get("data").is_none(), "{value}");
+    assert_eq!(sse.next().await.expect("complete").event, "complete");
+    // A refused token is a plain 401.
+    let sse = Sse::post(
+        &endpoint(&replicas, 0),
+        PRODUCT_UPDATED,
+        json!({ "id": "p-00001" }),
+        Some("nope"),
+    )
+    .await;
+    assert_eq!(sse.response.status(), 401);
     // A subscription over plain JSON is refused with a pointer to the transports.
     let plain = reqwest::Client::new()
         .post(endpoint(&replicas, 0))
@@ -576,25 +628,34 @@ async fn many_users_on_many_connections_only_ever_see_their_own_cart() {
     for (user, ws) in &mut sockets {
         let i = users.iter().position(|u| u == user).expect("a user");
         let own = world.cart(user);
-        let next = ws.recv().await;
-        let lines = &next["payload"]["data"]["viewerCartUpdated"]["lines"];
-        let quantity = lines
-            .as_array()
-            .expect("lines")
-            .iter()
-            .find(|line| line["productId"] == product.as_str())
-            .map(|line| line["quantity"].clone());
         let expected = own
             .items
             .iter()
             .find(|item| item.product_id == product)
             .map(|item| item.quantity)
             .expect("the user's own line");
-        assert_eq!(
-            quantity,
-            Some(json!(expected)),
-            "user {user} (#{i}) got {next}"
-        );
+        // The first value, and anything else that arrives until the socket is quiet, must be
+        // the user's own cart.
+        let mut values = vec![ws.recv().await];
+        while let Ok(Ok(more)) =
+            tokio::time::timeout(Duration::from_millis(300), ws.recv_within(PATIENCE)).await
+        {
+            values.push(more);
+        }
+        for next in values {
+            let lines = &next["payload"]["data"]["viewerCartUpdated"]["lines"];
+            let quantity = lines
+                .as_array()
+                .expect("lines")
+                .iter()
+                .find(|line| line["productId"] == product.as_str())
+                .map(|line| line["quantity"].clone());
+            assert_eq!(
+                quantity,
+                Some(json!(expected)),
+                "user {user} (#{i}) got {next}"
+            );
+        }
     }
 }
 
@@ -738,6 +799,81 @@ async fn each_limit_refuses_clearly() {
 }
 
 #[tokio::test]
+async fn replica_wide_limits_and_one_user_per_socket() {
+    let app = spawn_app_with(|settings| {
+        settings.gateway.subscriptions.max_subscriptions = 2;
+    })
+    .await;
+    let mut a = Ws::connect(&app.endpoint, None).await;
+    let mut b = Ws::connect(&app.endpoint, None).await;
+    a.subscribe("1", PRODUCT_UPDATED, json!({ "id": "p-00001" }))
+        .await;
+    b.subscribe("1", PRODUCT_UPDATED, json!({ "id": "p-00002" }))
+        .await;
+    b.subscribe("2", PRODUCT_UPDATED, json!({ "id": "p-00003" }))
+        .await;
+    let error = b.recv().await;
+    assert_eq!(error["id"], "2", "{error}");
+    assert_eq!(
+        error["payload"][0]["extensions"]["code"],
+        "TOO_MANY_SUBSCRIPTIONS"
+    );
+    // Over SSE too: 429.
+    let sse = Sse::post(
+        &app.endpoint,
+        PRODUCT_UPDATED,
+        json!({ "id": "p-00004" }),
+        None,
+    )
+    .await;
+    assert_eq!(sse.response.status(), 429);
+    // Completing one frees its place.
+    a.send(json!({ "id": "1", "type": "complete" })).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut id = 3;
+    loop {
+        b.subscribe(&id.to_string(), PRODUCT_UPDATED, json!({ "id": "p-00003" }))
+            .await;
+        let answer =
+            tokio::time::timeout(Duration::from_millis(300), b.recv_within(PATIENCE)).await;
+        if answer.is_err() {
+            break; // no error: it is following
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place was not freed"
+        );
+        id += 1;
+    }
+
+    // A socket acts for one user: a connection_init token of another user than the upgrade's
+    // is refused.
+    let world = &app.services.world;
+    let (first, second) = (world.users()[0].clone(), world.users()[1].clone());
+    let mut request = app
+        .endpoint
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .expect("a request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("a header"),
+    );
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", token(&first))
+            .parse()
+            .expect("a header"),
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgraded");
+    let mut ws = Ws { socket };
+    ws.init(Some(&token(&second))).await;
+    assert_eq!(ws.closed().await.0, 4403);
+}
+
+#[tokio::test]
 async fn without_redis_subscriptions_are_fed_by_polling() {
     let app = spawn_app_with(|settings| {
         settings.gateway.subscriptions.poll_interval = Duration::from_millis(100);
@@ -760,13 +896,24 @@ async fn without_redis_subscriptions_are_fed_by_polling() {
             "{next}"
         );
     }
-    // One poll per interval for the product, whatever the number of subscribers.
+    // One poll per interval for the product, whatever the number of subscribers: over a
+    // measured stretch, at most one per interval (plus the one in flight), not one per
+    // subscriber.
     let text = scrape(&app.client, &app.metrics_url).await;
-    let polls = server_kit::testing::sample(&text, "bff_live_polls_total", &[]);
-    assert!(polls >= 1.0, "{polls}");
     assert_eq!(
         server_kit::testing::sample(&text, "bff_live_topics", &[]),
         1.0
+    );
+    let before = server_kit::testing::sample(&text, "bff_live_polls_total", &[]);
+    let started = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let text = scrape(&app.client, &app.metrics_url).await;
+    let polls = server_kit::testing::sample(&text, "bff_live_polls_total", &[]) - before;
+    let intervals = started.elapsed().as_secs_f64() / 0.1;
+    assert!(polls >= 1.0, "{polls} polls");
+    assert!(
+        polls <= intervals + 1.0,
+        "{polls} polls in {intervals:.1} intervals: more than one per interval"
     );
 }
 
