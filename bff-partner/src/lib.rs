@@ -61,6 +61,7 @@ pub mod v1;
 pub mod v2;
 pub mod version;
 pub mod weak_keys;
+pub mod webhooks;
 
 use server_kit::{Settings, server::Gateway};
 use shared_clients::{BuildError, Downstream};
