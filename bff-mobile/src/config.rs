@@ -1,6 +1,10 @@
 //! [`MobileConfig`]: the `[gateway]` section of `bff-mobile`'s settings (`BFF_GATEWAY__…` in the
 //! environment). Every field has a default, so the gateway runs with no configuration at all
 //! (except `auth`, without which every signed-in screen answers 401).
+//!
+//! `gateway.subscriptions` is the live-updates section every gateway shares
+//! ([`server_kit::live::LiveConfig`], `BFF_GATEWAY__SUBSCRIPTIONS__POLL_INTERVAL` and so on); here
+//! it configures the order-tracking stream (`GET /m/v1/orders/{order_id}/live`).
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -8,7 +12,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use server_kit::{ConfigError, GatewayConfig, auth::AuthConfig};
+use server_kit::{ConfigError, GatewayConfig, auth::AuthConfig, live::LiveConfig};
 use shared_clients::OrderPlacementConfig;
 
 /// Largest page a client may ask for, whatever the configuration says (the downstream limit).
@@ -57,6 +61,13 @@ pub struct MobileConfig {
     pub images: ImageWidths,
     /// How checkout remembers attempts, so a retried `Idempotency-Key` gets the same order.
     pub checkout: OrderPlacementConfig,
+    /// The order-tracking stream (`/orders/{order_id}/live`): whether it is served, how changes
+    /// are found without change events (`poll_interval`), how often an idle stream gets a
+    /// keep-alive comment, and how many streams may be open (per replica, client address and
+    /// user). The WebSocket-only settings (`init_timeout`, `max_subscriptions_per_connection`)
+    /// and `send_timeout` do not apply to it: a client that stops reading is disconnected by the
+    /// connection layer after `server.idle_timeout`.
+    pub subscriptions: LiveConfig,
 }
 
 impl Default for MobileConfig {
@@ -75,6 +86,7 @@ impl Default for MobileConfig {
             max_body_bytes: 16 * 1024,
             images: ImageWidths::default(),
             checkout: OrderPlacementConfig::default(),
+            subscriptions: LiveConfig::default(),
         }
     }
 }
@@ -107,6 +119,7 @@ impl GatewayConfig for MobileConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.auth.validate("gateway.auth")?;
+        self.subscriptions.validate("gateway.subscriptions")?;
         let positive = [
             (
                 "request_deadline",
@@ -163,6 +176,11 @@ mod tests {
         assert_eq!(config.catalog_max_age, Duration::from_secs(60));
         assert_eq!(config.max_page_size, MobileConfig::default().max_page_size);
         assert!(serde_json::from_str::<MobileConfig>(r#"{"deadline": "1s"}"#).is_err());
+        let live: MobileConfig =
+            serde_json::from_str(r#"{"subscriptions": {"poll_interval": "100ms"}}"#)
+                .expect("deserializes");
+        assert_eq!(live.subscriptions.poll_interval, Duration::from_millis(100));
+        assert!(live.subscriptions.enabled, "the rest keeps its defaults");
     }
 
     #[test]
@@ -190,6 +208,11 @@ mod tests {
                 "gateway.request_deadline",
             ),
         ];
+        let mut live = MobileConfig::default();
+        live.subscriptions.poll_interval = Duration::ZERO;
+        let cases = cases
+            .into_iter()
+            .chain([(live, "gateway.subscriptions.poll_interval")]);
         for (config, setting) in cases {
             let error = config.validate().expect_err(setting);
             assert!(error.to_string().contains(setting), "{error}");
@@ -197,5 +220,37 @@ mod tests {
         MobileConfig::default()
             .validate()
             .expect("defaults are valid");
+    }
+
+    #[test]
+    fn subscriptions_are_set_from_the_environment_and_validated_by_name() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        let settings: server_kit::Settings<MobileConfig> = server_kit::config::load_from(
+            None,
+            env(&[
+                ("BFF_GATEWAY__SUBSCRIPTIONS__POLL_INTERVAL", "250ms"),
+                ("BFF_GATEWAY__SUBSCRIPTIONS__MAX_STREAMS_PER_USER", "3"),
+            ]),
+        )
+        .expect("loads");
+        let live = &settings.gateway.subscriptions;
+        assert_eq!(live.poll_interval, Duration::from_millis(250));
+        assert_eq!(live.max_streams_per_user, 3);
+        let error = server_kit::config::load_from::<MobileConfig>(
+            None,
+            env(&[("BFF_GATEWAY__SUBSCRIPTIONS__MAX_STREAMS", "0")]),
+        )
+        .expect_err("zero streams");
+        assert!(
+            error
+                .to_string()
+                .contains("gateway.subscriptions.max_streams"),
+            "{error}"
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! and this gateway's own: [`ApiQuery`] (query strings), [`IdParam`] (path ids),
 //! [`CheckoutKey`] (`Idempotency-Key`), [`OptionalBody`] (a JSON body that may be absent),
 //! [`User`] and [`MaybeUser`] (the shared bearer-token extractors, rejecting with our problem
-//! types) and [`ImageHint`] (which image width the client wants).
+//! types), [`SignedIn`] (the same, keeping the token's expiry, for a stream that outlives its
+//! request) and [`ImageHint`] (which image width the client wants).
 
 use std::{str::FromStr, time::Duration};
 
@@ -82,6 +83,24 @@ impl FromRequestParts<AppState> for User {
     ) -> Result<Self, Self::Rejection> {
         let user = AuthenticatedUser::from_request_parts(parts, state).await?;
         Ok(Self(user.into_user_id()))
+    }
+}
+
+/// The signed-in user with what their token allows: a response that outlives its request (the
+/// order-tracking stream) ends when the token expires. Rejects like [`User`].
+#[derive(Debug, Clone)]
+pub struct SignedIn(pub AuthenticatedUser);
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            AuthenticatedUser::from_request_parts(parts, state).await?,
+        ))
     }
 }
 

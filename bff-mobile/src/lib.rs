@@ -6,16 +6,18 @@
 //!
 //! Modules (the skeleton every gateway shares first, then this gateway's own):
 //! - [`config`]: [`MobileConfig`], the `[gateway]` section (auth, deadline, limits, caching,
-//!   compression, image widths, checkout memory), and its `impl GatewayConfig`.
+//!   compression, image widths, checkout memory, live streams), and its `impl GatewayConfig`.
 //! - `state`: the one router state, [`AppState`] (downstream, authenticator, checkout, rendered
-//!   product screens, settings), reached by the shared extractors through `FromRef`.
+//!   product screens, live-stream limits, settings), reached by the shared extractors through
+//!   `FromRef`.
 //! - [`error`]: [`ApiError`], the one error type, answered as `application/problem+json` with a
 //!   stable `type` and `code`; its `//!` says which problem is used when.
 //! - `routes`: [`router`], every route under [`PREFIX`] and the layers around them (body limit,
 //!   compression, `ETag`/304).
 //! - `screens`: one file per screen (`home`, `products`, `product`, `cart`, `checkout`,
 //!   `orders`, `order`), each with a `Query`/body type, the payload type and its handler; `card`
-//!   for the parts several screens share.
+//!   for the parts several screens share; `order_live`, the order screen as a stream of
+//!   server-sent events, pushed at each change of the order (`gateway.subscriptions`).
 //! - `extract`: extractors that reject in the mobile problem format (JSON bodies, query strings,
 //!   path ids, `Idempotency-Key`), the per-request downstream context and the image hint.
 //! - `caching`: `Cache-Control`/`Vary` of a screen ([`Screen`]), the rendered screens kept for

@@ -1,9 +1,11 @@
 //! [`AppState`]: what every handler reaches through `State`, built once by [`crate::build`].
+//! It holds what must be one per gateway: the downstream facade, the token verifier, checkout,
+//! the rendered product screens and the live-stream limiter.
 
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use server_kit::auth::Authenticator;
+use server_kit::{auth::Authenticator, live::LiveLimiter};
 use shared_clients::{Downstream, OrderPlacement};
 
 use crate::{BuildError, MobileSettings, caching::DetailMemo, config::MobileConfig};
@@ -23,6 +25,9 @@ struct Shared {
     placement: OrderPlacement,
     /// Product detail screens already rendered, answered again while their product is the same.
     detail_memo: DetailMemo,
+    /// Counts open order-tracking streams against `gateway.subscriptions`' limits (one per
+    /// gateway, so the limits hold across every stream of this replica).
+    live: LiveLimiter,
     /// This gateway's settings (limits, cache lifetimes, image widths).
     config: MobileConfig,
 }
@@ -38,6 +43,7 @@ impl AppState {
             auth,
             placement,
             detail_memo: DetailMemo::new(config.rendered_details),
+            live: LiveLimiter::new(&config.subscriptions),
             config,
         })))
     }
@@ -55,6 +61,11 @@ impl AppState {
     /// Rendered product detail screens.
     pub fn detail_memo(&self) -> &DetailMemo {
         &self.0.detail_memo
+    }
+
+    /// The limits of the order-tracking streams.
+    pub fn live(&self) -> &LiveLimiter {
+        &self.0.live
     }
 
     /// This gateway's settings.

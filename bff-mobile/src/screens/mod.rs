@@ -11,6 +11,9 @@
 //! copy because the service failed (or while it is refreshed) are named in `stale`. Either makes
 //! a public screen `no-cache`.
 //!
+//! `order_live` streams the order screen as server-sent events, one screen per change of the
+//! order, until it is delivered or cancelled.
+//!
 //! `card` holds the parts several screens share: the product card, stock and rating display,
 //! and product lookups for cart and order lines. The routes naming each screen's handlers are in
 //! `crate::routes`.
@@ -20,6 +23,7 @@ pub mod cart;
 pub mod checkout;
 pub mod home;
 pub mod order;
+pub mod order_live;
 pub mod orders;
 pub mod product;
 pub mod products;

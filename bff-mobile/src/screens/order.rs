@@ -2,10 +2,14 @@
 //! total, status, shipping address. Also the order shaping the checkout confirmation reuses.
 //!
 //! The order is essential; product names and images are not (`degraded: ["products"]`).
+//! [`load`] builds the screen, for this handler and for the live stream of the same screen
+//! (`order_live`).
 
 use axum::{extract::State, response::IntoResponse, response::Response};
 use serde::Serialize;
-use shared_clients::{Address, ClientError, Order, OrderId, OrderStatus, Owner, ProductId};
+use shared_clients::{
+    Address, ClientError, Order, OrderId, OrderStatus, Owner, ProductId, RequestContext,
+};
 
 use super::{
     card::{Lookup, products_by_id},
@@ -83,10 +87,29 @@ pub async fn get(
     IdParam(order_id): IdParam<OrderId>,
     hint: ImageHint,
 ) -> Result<Response, ApiError> {
+    let image_px = hint.target(state.config().images.thumbnail);
+    let screen = load(&state, &ctx, &Owner::User(user), &order_id, image_px).await?;
+    Ok(Screen::private(screen)
+        .vary("DPR")
+        .vary("Width")
+        .into_response())
+}
+
+/// Reads `owner`'s order `order_id` through the cached clients and shapes its screen, with
+/// thumbnails `image_px` wide: the one way the order screen is built, for `GET` and for every
+/// value of its live stream (`super::order_live`). An order that does not exist or is not
+/// `owner`'s is `order_not_found`.
+pub(crate) async fn load(
+    state: &AppState,
+    ctx: &RequestContext,
+    owner: &Owner,
+    order_id: &OrderId,
+    image_px: u32,
+) -> Result<OrderDetail, ApiError> {
     let order = state
         .downstream()
         .orders()
-        .get(&ctx, &Owner::User(user), &order_id)
+        .get(ctx, owner, order_id)
         .await
         .map_err(|error| ApiError::from_read(error, Missing::Order))?;
     let ids: Vec<ProductId> = order
@@ -94,12 +117,8 @@ pub async fn get(
         .iter()
         .map(|line| line.product_id.clone())
         .collect();
-    let products = products_by_id(state.downstream(), &ctx, &ids).await;
-    let image_px = hint.target(state.config().images.thumbnail);
-    Ok(Screen::private(shape(&order, products, image_px))
-        .vary("DPR")
-        .vary("Width")
-        .into_response())
+    let products = products_by_id(state.downstream(), ctx, &ids).await;
+    Ok(shape(&order, products, image_px))
 }
 
 /// Shapes an order; `products` failed means lines without names and images.

@@ -10,6 +10,7 @@ mod errors;
 mod events;
 mod helpers;
 mod home;
+mod live;
 mod operating;
 mod orders;
 mod replicas;
