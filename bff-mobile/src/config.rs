@@ -12,7 +12,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use server_kit::{ConfigError, GatewayConfig, auth::AuthConfig, live::LiveConfig};
+use server_kit::{ConfigError, GatewayConfig, ServerConfig, auth::AuthConfig, live::LiveConfig};
 use shared_clients::OrderPlacementConfig;
 
 /// Largest page a client may ask for, whatever the configuration says (the downstream limit).
@@ -160,6 +160,10 @@ impl GatewayConfig for MobileConfig {
             ));
         }
         Ok(())
+    }
+
+    fn warnings(&self, server: &ServerConfig) -> Vec<String> {
+        self.subscriptions.warnings("gateway.subscriptions", server)
     }
 }
 

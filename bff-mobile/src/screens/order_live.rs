@@ -117,11 +117,14 @@ pub async fn get(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     readiness: Option<Extension<Readiness>>,
     metrics: Option<Extension<Metrics>>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let config = &state.config().subscriptions;
-    let address = peer.map_or(UNKNOWN_PEER, |Extension(ConnectInfo(peer))| {
+    let peer = peer.map_or(UNKNOWN_PEER, |Extension(ConnectInfo(peer))| {
         peer.ip().to_canonical()
     });
+    // Behind a proxy that writes `client_ip_header`, the client's own address counts.
+    let address = config.client_address(&headers, peer);
     let permits = match Permits::take(state.live(), address, user.user_id()) {
         Ok(permits) => permits,
         Err(refusal) => {
