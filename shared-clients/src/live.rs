@@ -353,12 +353,7 @@ impl Drop for Subscription {
 /// signals when what its service answers differs from the previous answer. While the events
 /// flow it waits for them to stop, without waking; when they stop, the first poll signals
 /// whatever it reads (a change made meanwhile would otherwise become the baseline, unseen).
-async fn poll(
-    hub: Weak<HubInner>,
-    topic: Topic,
-    state: Weak<TopicState>,
-    interval: Duration,
-) {
+async fn poll(hub: Weak<HubInner>, topic: Topic, state: Weak<TopicState>, interval: Duration) {
     let index = stream_index(topic.stream());
     let mut events = match hub.upgrade() {
         Some(hub) => hub.events_up.subscribe(),
