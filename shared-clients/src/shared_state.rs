@@ -267,11 +267,14 @@ pub enum Feature {
     Apq,
     /// Readiness checks of Redis itself.
     Ready,
+    /// Partner webhooks: endpoints, deliveries and their due queue (bff-partner). Redis is
+    /// their only store: without it the webhook API answers that it is unavailable.
+    Webhooks,
 }
 
 impl Feature {
     /// Every feature, in the order of the fallback counters.
-    pub const ALL: [Feature; 7] = [
+    pub const ALL: [Feature; 8] = [
         Feature::Generations,
         Feature::CatalogL2,
         Feature::Leases,
@@ -279,6 +282,7 @@ impl Feature {
         Feature::Idempotency,
         Feature::Apq,
         Feature::Ready,
+        Feature::Webhooks,
     ];
 
     /// The label value.
@@ -291,6 +295,7 @@ impl Feature {
             Feature::Idempotency => "idempotency",
             Feature::Apq => "apq",
             Feature::Ready => "ready",
+            Feature::Webhooks => "webhooks",
         }
     }
 
