@@ -16,6 +16,8 @@
 //!   and CORS.
 //! - [`graphql`]: the endpoint over HTTP — GET/POST, status codes, authentication, the
 //!   downstream context of each request, operation metrics.
+//! - [`pipeline`]: what every transport does with a request around the schema (reading it,
+//!   APQ and the document limits, error codes, the response body, operation metrics).
 //! - [`live`]: operations over long-lived connections — subscriptions over a WebSocket
 //!   (`graphql-transport-ws`) and as server-sent events, their limits, shutdown and token expiry.
 //! - [`response`]: the response types (negotiated from `Accept`) and the headers every answer
@@ -34,6 +36,7 @@ pub mod error;
 pub mod graphiql;
 pub mod graphql;
 pub mod live;
+pub mod pipeline;
 pub mod response;
 pub mod routes;
 pub mod schema;

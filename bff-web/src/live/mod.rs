@@ -21,7 +21,7 @@ use server_kit::auth::{AuthError, AuthenticatedUser};
 use tokio::time::Instant;
 
 use crate::{
-    graphql::{ResponseBody, with_codes},
+    pipeline::{ResponseBody, with_codes},
     schema::{self, Executed, Identity, LiveScope, RequestScope},
     state::AppState,
 };

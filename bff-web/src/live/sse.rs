@@ -35,7 +35,7 @@ use server_kit::{Readiness, metrics::Metrics};
 use super::{Endpoint, Opener, keep_alive, payload, scoped, token_expired};
 use crate::{
     error::TransportError,
-    graphql::{Prepared, prepare, record_operation},
+    pipeline::{Prepared, prepare, record_operation},
     response::Media,
     schema::{Executed, Identity},
 };

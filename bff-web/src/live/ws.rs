@@ -48,7 +48,7 @@ use shared_clients::RequestContext;
 use super::{Endpoint, Opener, keep_alive, scoped};
 use crate::{
     error::TransportError,
-    graphql::{Prepared, prepare, record_operation, request_from_json},
+    pipeline::{Prepared, prepare, record_operation, request_from_json},
     response::Media,
     schema::Identity,
 };
