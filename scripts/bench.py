@@ -1223,6 +1223,7 @@ def live_gauges() -> dict[str, float]:
         "refusals": ("bff_live_refusals_total", {}),
         "signals": ("bff_live_signals_total", {}),
         "polls": ("bff_live_polls_total", {}),
+        "connections": ("bff_http_connections_open", {}),
     })
 
 
@@ -1301,6 +1302,7 @@ def live(stack: Stack) -> dict:
     bare["rss_after_kb"] = proc_rss_kb(gateway)
     closed = client.close()
     bare.update(lost=closed["lost"], unexpected=closed["unexpected"])
+    bare["connections_after_close"] = wait_gauge("connections", 0, 15)["connections"]
     time.sleep(2)
     bare["rss_closed_kb"] = proc_rss_kb(gateway)
     # Then with one subscription each.
@@ -1333,6 +1335,7 @@ def live(stack: Stack) -> dict:
     idle.update(lost=closed["lost"], unexpected=closed["unexpected"], samples=closed["samples"],
                 nexts=closed["nexts"], close_s=closed["close_seconds"])
     idle["gateway_subscribers_after_close"] = wait_gauge("subscribers", 0, 15)["subscribers"]
+    idle["connections_after_close"] = wait_gauge("connections", 0, 15)["connections"]
     time.sleep(2)
     idle["rss_closed_kb"] = proc_rss_kb(gateway)
     idle["rss_peak_kb"] = proc_rss_kb(gateway, "VmHWM")
@@ -2445,7 +2448,7 @@ def live_section(lv: dict, command: str, pin: dict, elapsed_s: float | None) -> 
         "threads were ready to run but another process had its CPU.")
     add("")
     add("| sockets | gateway: subscribers / topics | RSS before | RSS with the sockets | "
-        "per connection | RSS after closing |")
+        "per connection | RSS 2 s after closing |")
     add("|---|---|---|---|---|---|")
     add(f"| {bare['opened']} of {idle['requested']}, initialised, no subscription | – | "
         f"{bare['rss_before_kb'] / 1024:.1f} MiB | {bare['rss_after_kb'] / 1024:.1f} MiB | "
@@ -2476,14 +2479,21 @@ def live_section(lv: dict, command: str, pin: dict, elapsed_s: float | None) -> 
     if idle["gateway_subscribers_after_close"]:
         notes.append(f"**{idle['gateway_subscribers_after_close']:.0f} subscriptions still counted "
                      "15 s after every socket closed**")
+    if idle["connections_after_close"] or bare["connections_after_close"]:
+        notes.append(f"**{bare['connections_after_close']:.0f} and "
+                     f"{idle['connections_after_close']:.0f} connections still counted open "
+                     "15 s after every socket closed**")
     add(f"What it shows: {per_kib:.1f} KiB of gateway memory per idle subscribed WebSocket beyond "
         f"the idle process (target ≤ {LIVE_TARGET_KIB:.0f} KiB: "
         f"{verdict(per_kib <= LIVE_TARGET_KIB)}), of which {bare_kib:.1f} KiB the initialised "
         f"connection alone and {per_kib - bare_kib:.1f} KiB its subscription; idling, the gateway "
         f"used {cpu_pct:.2f} % of one CPU for {idle['pings']} keep-alives"
         + (f" ({per_ping:.0f} µs of CPU per ping, timers and wake-ups included)"
-           if idle["pings"] else "") + ". After closing, RSS fell back to "
-        f"{idle['rss_closed_kb'] / 1024:.1f} MiB."
+           if idle["pings"] else "") + ". Once the sockets closed, the gateway counted "
+        f"{bare['connections_after_close'] + idle['connections_after_close']:.0f} connections "
+        f"and {idle['gateway_subscribers_after_close']:.0f} subscriptions left; RSS 2 s later "
+        "is what the allocator has given back to the system by then (it keeps freed memory for "
+        "reuse; how much it returns, and when, varies from run to run)."
         + (" " + "; ".join(notes) + "." if notes else ""))
     add("")
 
