@@ -116,6 +116,13 @@ impl RequiredScope for OrdersWrite {
     const SCOPE: Scope = Scope::OrdersWrite;
 }
 
+/// Requires [`Scope::WebhooksManage`].
+#[derive(Debug)]
+pub struct WebhooksManage;
+impl RequiredScope for WebhooksManage {
+    const SCOPE: Scope = Scope::WebhooksManage;
+}
+
 /// The authenticated partner, proven to hold scope `S`. Put it first among a handler's
 /// extractors, so a caller without the scope gets a 403 before anything else is looked at.
 #[derive(Debug)]

@@ -1,5 +1,5 @@
-//! The `[gateway]` section of `bff-partner`'s configuration: API keys, quotas, paging limits and
-//! the deprecation dates of `/v1`.
+//! The `[gateway]` section of `bff-partner`'s configuration: API keys, quotas, paging limits,
+//! the deprecation dates of `/v1` and webhooks (`[gateway.webhooks]`).
 //!
 //! Set in a TOML file (`--config`) or with `BFF_GATEWAY__…` environment variables. Every field has
 //! a default, so the gateway starts with no configuration at all, but then no key is accepted:
@@ -65,6 +65,8 @@ pub struct PartnerConfig {
     /// for how long, and within how many bytes and entries (the same settings as bff-web's and
     /// bff-mobile's `checkout`).
     pub checkout: OrderPlacementConfig,
+    /// Webhooks (`/v2/webhooks`): partners' endpoints and how deliveries to them are made.
+    pub webhooks: WebhooksConfig,
 }
 
 impl Default for PartnerConfig {
@@ -79,6 +81,7 @@ impl Default for PartnerConfig {
             unavailable_retry_after: Duration::from_secs(5),
             rendered_products: 10_000,
             checkout: OrderPlacementConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -115,6 +118,10 @@ pub enum Scope {
     /// Create orders for the partner.
     #[serde(rename = "orders:write")]
     OrdersWrite,
+    /// Register, change, test and delete the partner's webhook endpoints, see their secrets
+    /// (once) and their deliveries, and redeliver (`/v2/webhooks`).
+    #[serde(rename = "webhooks:manage")]
+    WebhooksManage,
 }
 
 impl Scope {
@@ -124,7 +131,104 @@ impl Scope {
             Self::CatalogRead => "catalog:read",
             Self::OrdersRead => "orders:read",
             Self::OrdersWrite => "orders:write",
+            Self::WebhooksManage => "webhooks:manage",
         }
+    }
+}
+
+/// Webhooks (`[gateway.webhooks]`): the management API's rules and the delivery engine's
+/// settings. Webhooks need Redis (`shared.redis_url`): without it the API answers 501.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Whether the webhook API is served (with Redis); `false` answers 501 as without Redis.
+    pub enabled: bool,
+    /// Accept `http://` and loopback target URLs (never private or link-local ones). For
+    /// development and tests only: in production a partner could make the gateway call
+    /// services on its own host.
+    pub allow_insecure_targets: bool,
+    /// How long a rotated-out secret keeps signing deliveries alongside the new one, so a
+    /// partner can switch its verifier without missing one.
+    #[serde(with = "humantime_serde")]
+    pub secret_overlap: Duration,
+    /// Most endpoints one partner may register (more is a 422).
+    pub max_endpoints_per_partner: u32,
+    /// Deliveries kept per endpoint (the newest), for the delivery log and redelivery.
+    pub deliveries_kept: usize,
+    /// Longest wait for the DNS answer when a target URL's host is checked.
+    #[serde(with = "humantime_serde")]
+    pub resolve_timeout: Duration,
+    /// The delays between delivery attempts (`["5s", "1m", …]`), each jittered by ±20 %;
+    /// after the last, the delivery has failed.
+    pub schedule: crate::webhooks::schedule::Schedule,
+    /// Longest wait for a receiver's answer to one attempt.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// How long a replica holds a delivery it is attempting before another may take it over
+    /// (longer than `delivery_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub delivery_lease: Duration,
+    /// Attempts in flight to one endpoint at most, so one slow partner cannot hold back others.
+    pub max_concurrency_per_endpoint: u32,
+    /// Bytes of a receiver's answer read (and kept, truncated, as the attempt's error).
+    pub response_body_limit: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_insecure_targets: false,
+            secret_overlap: Duration::from_secs(24 * 3600),
+            max_endpoints_per_partner: 20,
+            deliveries_kept: crate::webhooks::store::DEFAULT_DELIVERIES_KEPT,
+            resolve_timeout: Duration::from_secs(2),
+            schedule: crate::webhooks::schedule::Schedule::default(),
+            delivery_timeout: Duration::from_secs(10),
+            delivery_lease: Duration::from_secs(60),
+            max_concurrency_per_endpoint: 4,
+            response_body_limit: 4 * 1024,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// Range checks, naming the setting at fault.
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |setting: &str, message: &str| {
+            Err(ConfigError::invalid(
+                format!("gateway.webhooks.{setting}"),
+                message.to_owned(),
+            ))
+        };
+        if self.secret_overlap > Duration::from_secs(7 * 24 * 3600) {
+            return invalid("secret_overlap", "must be at most 7 days");
+        }
+        if !(1..=1000).contains(&self.max_endpoints_per_partner) {
+            return invalid("max_endpoints_per_partner", "must be from 1 to 1000");
+        }
+        if !(1..=100_000).contains(&self.deliveries_kept) {
+            return invalid("deliveries_kept", "must be from 1 to 100000");
+        }
+        if self.resolve_timeout.is_zero() || self.resolve_timeout > Duration::from_secs(30) {
+            return invalid("resolve_timeout", "must be above 0 and at most 30s");
+        }
+        if self.delivery_timeout.is_zero() || self.delivery_timeout > Duration::from_secs(60) {
+            return invalid("delivery_timeout", "must be above 0 and at most 60s");
+        }
+        if self.delivery_lease <= self.delivery_timeout {
+            return invalid(
+                "delivery_lease",
+                "must be longer than gateway.webhooks.delivery_timeout",
+            );
+        }
+        if !(1..=64).contains(&self.max_concurrency_per_endpoint) {
+            return invalid("max_concurrency_per_endpoint", "must be from 1 to 64");
+        }
+        if !(1..=1024 * 1024).contains(&self.response_body_limit) {
+            return invalid("response_body_limit", "must be from 1 byte to 1 MiB");
+        }
+        Ok(())
     }
 }
 
@@ -308,7 +412,7 @@ impl PartnerConfig {
                 "must be after 1970",
             ));
         }
-        Ok(())
+        self.webhooks.check()
     }
 }
 
@@ -349,12 +453,18 @@ mod tests {
 
     #[test]
     fn scopes_use_their_documented_names() {
-        let scopes: Vec<Scope> =
-            serde_json::from_str(r#"["catalog:read","orders:read","orders:write"]"#)
-                .expect("valid scopes");
+        let scopes: Vec<Scope> = serde_json::from_str(
+            r#"["catalog:read","orders:read","orders:write","webhooks:manage"]"#,
+        )
+        .expect("valid scopes");
         assert_eq!(
             scopes,
-            [Scope::CatalogRead, Scope::OrdersRead, Scope::OrdersWrite]
+            [
+                Scope::CatalogRead,
+                Scope::OrdersRead,
+                Scope::OrdersWrite,
+                Scope::WebhooksManage
+            ]
         );
         assert!(serde_json::from_str::<Scope>(r#""orders:delete""#).is_err());
     }
@@ -371,6 +481,54 @@ mod tests {
         assert_eq!(failures.refill_every, Duration::from_secs(1));
         assert_eq!(failures.max_addresses, 10_000);
         assert_eq!(settings.gateway.client_ip_header, None);
+        let webhooks = &settings.gateway.webhooks;
+        assert!(webhooks.enabled);
+        assert!(!webhooks.allow_insecure_targets);
+        assert_eq!(webhooks.secret_overlap, Duration::from_secs(24 * 3600));
+        assert_eq!(webhooks.max_endpoints_per_partner, 20);
+        assert_eq!(webhooks.delivery_timeout, Duration::from_secs(10));
+        assert_eq!(webhooks.max_concurrency_per_endpoint, 4);
+        assert_eq!(webhooks.response_body_limit, 4096);
+        assert_eq!(webhooks.schedule.max_attempts(), 8);
+    }
+
+    #[test]
+    fn webhook_settings_are_read_and_checked_naming_the_setting() {
+        let settings: PartnerSettings = load_from(
+            None,
+            env(&[
+                ("BFF_GATEWAY__WEBHOOKS__SCHEDULE", r#"["1s","2m"]"#),
+                ("BFF_GATEWAY__WEBHOOKS__SECRET_OVERLAP", "1h"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(settings.gateway.webhooks.schedule.max_attempts(), 3);
+        assert_eq!(
+            settings.gateway.webhooks.secret_overlap,
+            Duration::from_secs(3600)
+        );
+        for (name, value, setting) in [
+            ("BFF_GATEWAY__WEBHOOKS__SCHEDULE", "[]", "schedule"),
+            (
+                "BFF_GATEWAY__WEBHOOKS__MAX_ENDPOINTS_PER_PARTNER",
+                "0",
+                "gateway.webhooks.max_endpoints_per_partner",
+            ),
+            (
+                "BFF_GATEWAY__WEBHOOKS__DELIVERY_LEASE",
+                "5s",
+                "gateway.webhooks.delivery_lease",
+            ),
+            (
+                "BFF_GATEWAY__WEBHOOKS__RESPONSE_BODY_LIMIT",
+                "0",
+                "gateway.webhooks.response_body_limit",
+            ),
+        ] {
+            let error =
+                load_from::<PartnerConfig>(None, env(&[(name, value)])).expect_err("refused");
+            assert!(error.to_string().contains(setting), "{error}");
+        }
     }
 
     #[test]

@@ -76,7 +76,7 @@ problem_types! {
         "Send `Authorization: Bearer <key>` with a key issued to you.");
     /// 403: the key lacks the scope.
     FORBIDDEN = ("forbidden", 403, "Scope required",
-        "The key is valid but lacks the scope the operation needs (`catalog:read`, `orders:read` or `orders:write`); `detail` names it.");
+        "The key is valid but lacks the scope the operation needs (`catalog:read`, `orders:read`, `orders:write` or `webhooks:manage`); `detail` names it.");
     /// 404: no such resource (or route).
     NOT_FOUND = ("not-found", 404, "Not found",
         "There is no such resource, or it belongs to another partner, or the path does not exist in this version.");
@@ -98,6 +98,12 @@ problem_types! {
     /// 422: an idempotency key reused for a different order.
     IDEMPOTENCY_KEY_REUSED = ("idempotency-key-reused", 422, "Idempotency-Key reused",
         "The `Idempotency-Key` was already used for a different order (or the prices changed since). Use a new key for a new order.");
+    /// 422: a webhook endpoint's URL, events or description refused.
+    INVALID_WEBHOOK = ("invalid-webhook", 422, "Webhook endpoint refused",
+        "The webhook endpoint cannot be registered as asked: its URL is not `https://`, carries credentials, or its host is (or resolves to) an address that is not public (loopback, private, link-local, …) or does not resolve; or an event type is unknown; or the description is too long. `detail` says which.");
+    /// 422: too many webhook endpoints.
+    TOO_MANY_WEBHOOKS = ("too-many-webhooks", 422, "Too many webhook endpoints",
+        "You have as many webhook endpoints as allowed (`detail` says how many). Delete one, or subscribe an existing one to more events.");
     /// 429: over the quota.
     RATE_LIMITED = ("rate-limited", 429, "Too many requests",
         "The key's quota is used up (`RateLimit-Policy` and `RateLimit` describe it), or too many requests with an unknown key came from your address, so its requests are refused for a while, whatever their key. Wait the number of seconds in `Retry-After`.");
@@ -107,6 +113,9 @@ problem_types! {
     /// 502: a downstream answer the gateway could not use.
     BAD_GATEWAY = ("bad-gateway", 502, "Bad gateway",
         "A service behind the gateway answered something unusable. Retrying later may help.");
+    /// 501: webhooks are not available in this deployment.
+    WEBHOOKS_UNAVAILABLE = ("webhooks-unavailable", 501, "Webhooks not available",
+        "This deployment of the gateway does not offer webhooks: they need a shared store (`shared.redis_url`) that is not configured. Poll the orders instead, or ask the operator.");
     /// 503: a downstream service is down or too slow.
     SERVICE_UNAVAILABLE = ("service-unavailable", 503, "Service unavailable",
         "A service behind the gateway is unavailable or did not answer in time, so no (complete) answer can be given. Retry after the number of seconds in `Retry-After`; order creation is safe to retry with the same `Idempotency-Key`.");
@@ -175,6 +184,19 @@ pub enum ApiError {
     },
     /// A downstream service answered something unusable.
     BadGateway(ClientError),
+    /// A webhook endpoint's URL, events or description refused (the detail says why).
+    InvalidWebhook(String),
+    /// The partner has as many webhook endpoints as allowed.
+    TooManyWebhooks(u32),
+    /// Webhooks need Redis, which is not configured (or webhooks are off).
+    WebhooksUnavailable,
+    /// The webhook store (Redis) failed during the request.
+    WebhookStoreUnavailable {
+        /// The `Retry-After` to send.
+        retry_after: Duration,
+        /// The failure, for the log.
+        cause: String,
+    },
     /// A bug: something that should not happen did. The text is for the log only.
     Internal(String),
 }
@@ -237,7 +259,10 @@ impl ApiError {
             Self::MixedCurrency => MIXED_CURRENCY,
             Self::IdempotencyKeyReused => IDEMPOTENCY_KEY_REUSED,
             Self::RateLimited { .. } | Self::AuthThrottled { .. } => RATE_LIMITED,
-            Self::Unavailable { .. } => SERVICE_UNAVAILABLE,
+            Self::InvalidWebhook(_) => INVALID_WEBHOOK,
+            Self::TooManyWebhooks(_) => TOO_MANY_WEBHOOKS,
+            Self::WebhooksUnavailable => WEBHOOKS_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::WebhookStoreUnavailable { .. } => SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => BAD_GATEWAY,
             Self::Internal(_) => INTERNAL_ERROR,
         }
@@ -262,9 +287,9 @@ impl ApiError {
             Self::NotFound(what) => problem.with_detail(format!("no such {what}")),
             Self::RouteNotFound => problem.with_detail("no such path in this version of the API"),
             Self::MethodNotAllowed => problem.with_detail("see the Allow header"),
-            Self::InvalidRequest(detail) | Self::InvalidBody(detail) => {
-                problem.with_detail(detail.clone())
-            }
+            Self::InvalidRequest(detail)
+            | Self::InvalidBody(detail)
+            | Self::InvalidWebhook(detail) => problem.with_detail(detail.clone()),
             Self::IdempotencyKeyRequired(detail) => problem.with_detail(*detail),
             Self::UnorderableProducts(products) => problem
                 .with_detail(format!("{} product(s) cannot be ordered", products.len()))
@@ -272,6 +297,15 @@ impl ApiError {
                     "products",
                     serde_json::to_value(products).unwrap_or_default(),
                 ),
+            Self::TooManyWebhooks(max) => {
+                problem.with_detail(format!("at most {max} webhook endpoints per partner"))
+            }
+            Self::WebhooksUnavailable => {
+                problem.with_detail("webhooks need shared.redis_url, which is not configured")
+            }
+            Self::WebhookStoreUnavailable { .. } => problem
+                .with_detail("the webhook store is unavailable; retry later")
+                .with_extension("service", "webhooks".into()),
             Self::MixedCurrency => {
                 problem.with_detail("all lines of an order must share one currency")
             }
@@ -299,6 +333,9 @@ impl ApiError {
             }
             Self::BadGateway(cause) => {
                 tracing::error!(error = %cause, kind = %cause.kind(), "unusable downstream answer");
+            }
+            Self::WebhookStoreUnavailable { cause, .. } => {
+                tracing::warn!(error = %cause, "webhook store unavailable");
             }
             Self::Internal(cause) => tracing::error!(error = %cause, "internal error"),
             other => tracing::debug!(problem = other.problem_type().name, "request refused"),
@@ -361,7 +398,8 @@ pub fn render(version: Version, response: Response) -> Response {
         }
         ApiError::RateLimited { retry_after }
         | ApiError::AuthThrottled { retry_after }
-        | ApiError::Unavailable { retry_after, .. } => {
+        | ApiError::Unavailable { retry_after, .. }
+        | ApiError::WebhookStoreUnavailable { retry_after, .. } => {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(ceil_secs(*retry_after).max(1)),

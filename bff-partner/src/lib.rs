@@ -41,6 +41,11 @@
 //!   trait and the `RateLimit-Policy` / `RateLimit` headers.
 //! - [`weak_keys`]: refusing configured key hashes of well-known or very short keys.
 //!
+//! Webhooks (`/v2` only, issue #22):
+//! - [`webhooks`]: signatures, the SSRF guard, the retry schedule and payloads; the endpoints,
+//!   deliveries and due queue in Redis ([`webhooks::store`]); the `/v2/webhooks` API
+//!   ([`webhooks::api`]).
+//!
 //! No module imports one that imports it back (`scripts/module-cycles.py bff-partner/src`).
 
 pub mod access;

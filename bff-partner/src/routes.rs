@@ -5,8 +5,8 @@
 //! 1. (`/v1` only) the deprecation headers ([`crate::version::announce_deprecation`]);
 //! 2. the problem renderer ([`crate::error::render`]): every error of the version, including
 //!    unknown paths (its fallback) and axum's bare 405, becomes the version's problem document;
-//! 3. on the order routes only: `Cache-Control: private, no-store` on every answer, errors
-//!    included ([`response::private_no_store`]);
+//! 3. on the order and webhook routes only: `Cache-Control: private, no-store` on every answer,
+//!    errors included ([`response::private_no_store`]);
 //! 4. on the API routes' handlers only (so a method a route does not have is 405 with `Allow`,
 //!    key or no key): [`access::authenticate`]: 429 for a client address that sent too many
 //!    unknown keys, 401 without a known key, and the key's quota (429), adding
@@ -21,7 +21,7 @@ use axum::{
     http::{HeaderValue, header},
     middleware,
     response::{IntoResponse, Response},
-    routing::{MethodRouter, get},
+    routing::{MethodRouter, get, post},
 };
 use utoipa::OpenApi as _;
 
@@ -33,6 +33,7 @@ use crate::{
     state::AppState,
     v1, v2,
     version::{self, Version},
+    webhooks::api as webhooks,
 };
 
 /// Every route of the partner API: `/v1/…` and `/v2/…`.
@@ -96,6 +97,43 @@ fn version_router(state: &AppState, version: Version) -> Router {
     // A partner's orders are private to it: no cache may keep any answer of an order route,
     // refusals included. Outside the authentication, so its 401 and 429 are marked too; `render`
     // keeps the header when it turns an error into a problem document.
+    // Webhooks (v2 only) show secrets and partners' deliveries: as private as orders.
+    let orders = match version {
+        Version::V1 => orders,
+        Version::V2 => orders
+            .route(
+                "/webhooks",
+                authenticated(get(webhooks::list_webhooks).post(webhooks::create_webhook)),
+            )
+            .route(
+                "/webhooks/{webhook_id}",
+                authenticated(
+                    get(webhooks::get_webhook)
+                        .patch(webhooks::update_webhook)
+                        .delete(webhooks::delete_webhook),
+                ),
+            )
+            .route(
+                "/webhooks/{webhook_id}/rotate-secret",
+                authenticated(post(webhooks::rotate_webhook_secret)),
+            )
+            .route(
+                "/webhooks/{webhook_id}/test",
+                authenticated(post(webhooks::test_webhook)),
+            )
+            .route(
+                "/webhooks/{webhook_id}/deliveries",
+                authenticated(get(webhooks::list_webhook_deliveries)),
+            )
+            .route(
+                "/webhooks/{webhook_id}/deliveries/{delivery_id}",
+                authenticated(get(webhooks::get_webhook_delivery)),
+            )
+            .route(
+                "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+                authenticated(post(webhooks::redeliver_webhook_delivery)),
+            ),
+    };
     let orders = orders.route_layer(middleware::map_response(response::private_no_store));
     let api = catalog.merge(orders);
     let document = Bytes::from(document(version).to_string());

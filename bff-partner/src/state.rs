@@ -13,6 +13,7 @@ use crate::{
     config::PartnerConfig,
     rate_limit::{self, RateLimiter},
     version::{Deprecation, Version},
+    webhooks::store::{StoreSettings, WebhookStore},
 };
 
 /// Everything a request handler needs, shared by all requests: one [`Services`] behind an
@@ -55,6 +56,8 @@ pub struct Services {
     /// at most), answered again while the catalog cache serves the very same product value. A
     /// product body is public catalog data, the same for every partner.
     pub product_bodies: Derived<(Version, ProductId), Product, Bytes>,
+    /// Partners' webhook endpoints and deliveries, in Redis (disabled without it).
+    pub webhooks: WebhookStore,
 }
 
 impl Services {
@@ -65,6 +68,13 @@ impl Services {
         Self {
             placement: OrderPlacement::new(downstream.clone(), &config.checkout),
             limiter: rate_limit::limiter(downstream.shared()),
+            webhooks: WebhookStore::new(
+                downstream.shared().clone(),
+                StoreSettings {
+                    max_endpoints: config.webhooks.max_endpoints_per_partner,
+                    deliveries_kept: config.webhooks.deliveries_kept,
+                },
+            ),
             downstream,
             keys: Arc::new(ApiKeys::new(config)),
             auth_throttle: AuthThrottle::new(config),

@@ -23,6 +23,7 @@ use crate::{
     service::{NewOrderLine, OrderRequest},
     state::AppState,
     version::Version,
+    webhooks::api as webhooks,
 };
 
 /// An amount of money: integer minor units (cents for EUR) and an ISO 4217 currency, never a
@@ -506,12 +507,19 @@ pub async fn get_order(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Partner API", version = "2.0.0"),
-    paths(list_products, get_product, list_categories, create_order, list_orders, get_order),
+    paths(
+        list_products, get_product, list_categories, create_order, list_orders, get_order,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
+        webhooks::update_webhook, webhooks::delete_webhook, webhooks::rotate_webhook_secret,
+        webhooks::list_webhook_deliveries, webhooks::get_webhook_delivery,
+        webhooks::redeliver_webhook_delivery, webhooks::test_webhook,
+    ),
     components(schemas(ProblemDoc), responses(ProblemResponse)),
     tags(
         (name = "products", description = "The catalog"),
         (name = "categories", description = "Catalog categories"),
         (name = "orders", description = "Your orders"),
+        (name = "webhooks", description = "Endpoints your order events are sent to (Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`), and their deliveries. Needs the `webhooks:manage` scope."),
     )
 )]
 pub struct ApiDoc;

@@ -51,7 +51,12 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut PartnerSettings)) -> Tes
         ..reference_services::Config::default()
     };
     let configure = |settings: &mut PartnerSettings| {
-        let all = vec![Scope::CatalogRead, Scope::OrdersRead, Scope::OrdersWrite];
+        let all = vec![
+            Scope::CatalogRead,
+            Scope::OrdersRead,
+            Scope::OrdersWrite,
+            Scope::WebhooksManage,
+        ];
         let key = |key: &str, partner: &str, scopes: Vec<Scope>, rate_limit| KeyConfig {
             sha256: hash_key(key),
             partner_id: PartnerId::parse(partner).expect("partner id"),

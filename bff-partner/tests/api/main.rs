@@ -13,3 +13,4 @@ mod quota;
 mod replicas;
 mod throttle;
 mod versions;
+mod webhooks;

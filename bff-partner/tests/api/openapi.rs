@@ -38,7 +38,7 @@ async fn each_document_is_openapi_3_1_and_lists_every_problem_type_and_operation
             }
         }
         operations.sort();
-        let expected: Vec<String> = [
+        let mut expected: Vec<String> = [
             "get /{v}/categories",
             "get /{v}/orders",
             "get /{v}/orders/{order_id}",
@@ -49,6 +49,41 @@ async fn each_document_is_openapi_3_1_and_lists_every_problem_type_and_operation
         .iter()
         .map(|op| op.replace("{v}", version))
         .collect();
+        // Webhooks are a /v2 API.
+        if version == "v2" {
+            expected.extend(
+                [
+                    "delete /v2/webhooks/{webhook_id}",
+                    "get /v2/webhooks",
+                    "get /v2/webhooks/{webhook_id}",
+                    "get /v2/webhooks/{webhook_id}/deliveries",
+                    "get /v2/webhooks/{webhook_id}/deliveries/{delivery_id}",
+                    "patch /v2/webhooks/{webhook_id}",
+                    "post /v2/webhooks",
+                    "post /v2/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+                    "post /v2/webhooks/{webhook_id}/rotate-secret",
+                    "post /v2/webhooks/{webhook_id}/test",
+                ]
+                .map(str::to_owned),
+            );
+            expected.sort();
+            // Every webhook operation needs the scope, and has the problem default.
+            for (path, item) in doc["paths"].as_object().expect("paths") {
+                if !path.starts_with("/v2/webhooks") {
+                    continue;
+                }
+                for (method, operation) in item.as_object().expect("item") {
+                    assert_eq!(
+                        operation["security"][0]["api_key"][0], "webhooks:manage",
+                        "{method} {path}"
+                    );
+                    assert!(
+                        operation["responses"]["default"].is_object(),
+                        "{method} {path}"
+                    );
+                }
+            }
+        }
         assert_eq!(operations, expected);
         let deprecated = doc["paths"][format!("/{version}/products")]["get"]["deprecated"] == true;
         assert_eq!(deprecated, version == "v1");
