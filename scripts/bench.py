@@ -1111,11 +1111,14 @@ LIVE_PATIENCE_S = 5.0  # after the last change, how long the last pushes may tak
 LIVE_CATALOG_STREAM = "bff:events:catalog"  # the reference services' default prefix
 LIVE_TARGET_KIB = 16.0  # memory per idle connection beyond the idle process (issue #25)
 LIVE_TARGET_P99_MS = 100.0  # a change to every subscriber (issue #25)
+LIVE_MAX_SOCKETS = max(LIVE_SOCKETS, LIVE_FANOUT)
 LIVE_LIMITS = {
-    # One client address holds every socket; the limits are raised past what the run opens.
-    "BFF_GATEWAY__SUBSCRIPTIONS__MAX_STREAMS_PER_ADDRESS": str(max(20000, LIVE_SOCKETS, LIVE_FANOUT)),
-    "BFF_GATEWAY__SUBSCRIPTIONS__MAX_STREAMS": str(max(20000, LIVE_SOCKETS, LIVE_FANOUT)),
-    "BFF_SERVER__MAX_CONNECTIONS": str(max(10000, max(LIVE_SOCKETS, LIVE_FANOUT) + 256)),
+    # One client address holds every socket: the stream limits are raised past what the run
+    # opens, and the connection limit past them (streams stay below connections, as the gateway
+    # wants, so that ordinary requests always find one).
+    "BFF_GATEWAY__SUBSCRIPTIONS__MAX_STREAMS_PER_ADDRESS": str(LIVE_MAX_SOCKETS + 256),
+    "BFF_GATEWAY__SUBSCRIPTIONS__MAX_STREAMS": str(LIVE_MAX_SOCKETS + 256),
+    "BFF_SERVER__MAX_CONNECTIONS": str(max(10000, LIVE_MAX_SOCKETS + 512)),
 }
 
 
@@ -1447,7 +1450,7 @@ def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if hard != resource.RLIM_INFINITY and hard < max(LIVE_SOCKETS, LIVE_FANOUT) + 512:
+    if hard != resource.RLIM_INFINITY and hard < LIVE_MAX_SOCKETS + 1024:
         log(f"the open-file limit ({hard}) is too low for {LIVE_SOCKETS} sockets: the live "
             "section will report failed subscriptions; raise `ulimit -Hn`")
 
