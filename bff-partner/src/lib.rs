@@ -44,7 +44,7 @@
 //! Webhooks (`/v2` only, issue #22):
 //! - [`webhooks`]: signatures, the SSRF guard, the retry schedule and payloads; the endpoints,
 //!   deliveries and due queue in Redis ([`webhooks::store`]); the `/v2/webhooks` API
-//!   ([`webhooks::api`]).
+//!   ([`webhook_api`]).
 //!
 //! No module imports one that imports it back (`scripts/module-cycles.py bff-partner/src`).
 
@@ -66,6 +66,7 @@ pub mod v1;
 pub mod v2;
 pub mod version;
 pub mod weak_keys;
+pub mod webhook_api;
 pub mod webhooks;
 
 use server_kit::{Settings, server::Gateway};

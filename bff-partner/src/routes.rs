@@ -33,7 +33,7 @@ use crate::{
     state::AppState,
     v1, v2,
     version::{self, Version},
-    webhooks::api as webhooks,
+    webhook_api as webhooks,
 };
 
 /// Every route of the partner API: `/v1/…` and `/v2/…`.

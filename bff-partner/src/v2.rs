@@ -23,7 +23,7 @@ use crate::{
     service::{NewOrderLine, OrderRequest},
     state::AppState,
     version::Version,
-    webhooks::api as webhooks,
+    webhook_api as webhooks,
 };
 
 /// An amount of money: integer minor units (cents for EUR) and an ISO 4217 currency, never a

@@ -29,7 +29,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{
+use crate::webhooks::{
     payload::EventSet,
     ssrf::{self, UrlRefusal},
     store::{

@@ -16,7 +16,7 @@
 //! - [`store`]: the [`WebhookStore`](store::WebhookStore) in Redis: endpoints (with their
 //!   secrets), deliveries, each endpoint's delivery log and the queue of due deliveries; its
 //!   `//!` has the key layout and why the queue is safe on a Redis Cluster.
-//! - [`api`]: the `/v2/webhooks` management API (scope `webhooks:manage`).
+//! - [`crate::webhook_api`]: the `/v2/webhooks` management API (scope `webhooks:manage`).
 //!
 //! # How the delivery engine uses the store
 //!
@@ -49,7 +49,6 @@
 //! 5. **Repair.** Now and then, [`resync_due_hint`](store::WebhookStore::resync_due_hint) for
 //!    each configured partner.
 
-pub mod api;
 pub mod payload;
 pub mod schedule;
 pub mod signature;
