@@ -228,7 +228,9 @@ enum End {
 impl Connection {
     /// Serves the socket until it closes.
     async fn run(mut self, mut socket: WebSocket) {
-        let end = match self.init(&mut socket).await {
+        // Boxed: an idle socket then holds only the serving loop's state, not that of the
+        // handshake (token verification) it went through.
+        let end = match Box::pin(self.init(&mut socket)).await {
             Ok(()) => self.serve(&mut socket).await,
             Err(end) => end,
         };
@@ -357,11 +359,13 @@ impl Connection {
                     None | Some(Err(_)) => return End::Drop,
                     Some(Ok(message)) => {
                         heard = tokio::time::Instant::now();
-                        self.on_message(socket, message, &opener).await
+                        // Boxed: handling a message (APQ, parsing, limits) needs far more
+                        // state than waiting does; an idle socket should not carry it.
+                        Box::pin(self.on_message(socket, message, &opener)).await
                     }
                 },
                 Some((id, output)) = self.outputs.next(), if !self.outputs.is_empty() => {
-                    self.on_output(socket, id, output).await
+                    Box::pin(self.on_output(socket, id, output)).await
                 }
                 _ = pings.tick() => {
                     if heard.elapsed() > period * 2 {

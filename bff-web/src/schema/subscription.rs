@@ -70,7 +70,9 @@ impl SubscriptionRoot {
         Ok(async_stream(move |mut tx| async move {
             let catalog = downstream.catalog();
             while subscription.changed().await {
-                match catalog.product(&reads.context(), &id).await {
+                // Boxed: the read's state (several KiB) is held only while it runs, not while the
+                // subscription waits for the next change.
+                match Box::pin(catalog.product(&reads.context(), &id)).await {
                     Ok(served) => {
                         let product = served.into_inner();
                         if last.as_deref() == Some(&*product) {
@@ -112,7 +114,7 @@ impl SubscriptionRoot {
         Ok(async_stream(move |mut tx| async move {
             let carts = downstream.carts();
             while subscription.changed().await {
-                match carts.get(&reads.context(), &user).await {
+                match Box::pin(carts.get(&reads.context(), &user)).await {
                     Ok(cart) => {
                         if last.is_some_and(|last| cart.version <= last) {
                             continue;
@@ -166,7 +168,7 @@ impl SubscriptionRoot {
                 return;
             }
             while subscription.changed().await {
-                match orders.get(&reads.context(), &owner, &id).await {
+                match Box::pin(orders.get(&reads.context(), &owner, &id)).await {
                     Ok(order) => {
                         if last == Some(order.status) {
                             continue;
