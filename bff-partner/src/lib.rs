@@ -43,8 +43,9 @@
 //!
 //! Webhooks (`/v2` only, issue #22):
 //! - [`webhooks`]: signatures, the SSRF guard, the retry schedule and payloads; the endpoints,
-//!   deliveries and due queue in Redis ([`webhooks::store`]); the `/v2/webhooks` API
-//!   ([`webhook_api`]).
+//!   deliveries and due queue in Redis ([`webhooks::store`]); the delivery engine
+//!   ([`webhooks::engine`], started by [`build_over`] with Redis, held by the router so dropping
+//!   the gateway stops it); the `/v2/webhooks` API ([`webhook_api`]).
 //!
 //! No module imports one that imports it back (`scripts/module-cycles.py bff-partner/src`).
 
@@ -96,9 +97,67 @@ pub fn build_over(
     downstream: Downstream,
 ) -> Result<Gateway, BuildError> {
     let state = AppState::new(Services::new(&settings.gateway, downstream.clone()));
-    Ok(Gateway::over(
-        "bff-partner",
-        routes::routes(state),
+    let mut router = routes::routes(state.clone());
+    if state.webhooks.is_enabled() && settings.gateway.webhooks.enabled {
+        router = with_engine(router, settings, &state, downstream.clone());
+    }
+    Ok(Gateway::over("bff-partner", router, downstream))
+}
+
+/// Starts the webhook delivery engine and ties it to `router`: the router holds it (dropping
+/// the gateway stops it), and hands it the server's metrics recorder from the first request
+/// (the recorder is made when the gateway is served, after it is built).
+fn with_engine(
+    router: axum::Router,
+    settings: &PartnerSettings,
+    state: &AppState,
+    downstream: Downstream,
+) -> axum::Router {
+    let config = &settings.gateway.webhooks;
+    let mut partners: Vec<shared_clients::PartnerId> = settings
+        .gateway
+        .keys
+        .iter()
+        .map(|key| key.partner_id.clone())
+        .collect();
+    partners.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    partners.dedup();
+    let engine_settings = webhooks::engine::EngineSettings {
+        stream_key: format!("{}order", settings.shared.events_stream_prefix),
+        allow_insecure_targets: config.allow_insecure_targets,
+        resolve_timeout: config.resolve_timeout,
+        schedule: config.schedule.clone(),
+        delivery_timeout: config.delivery_timeout,
+        delivery_lease: config.delivery_lease,
+        max_concurrency_per_endpoint: usize::try_from(config.max_concurrency_per_endpoint)
+            .unwrap_or(1),
+        response_body_limit: config.response_body_limit,
+        partners,
+    };
+    let shape: webhooks::engine::ShapeOrder =
+        std::sync::Arc::new(|order| match serde_json::to_value(v2::Order::from(order)) {
+            Ok(serde_json::Value::Object(map)) => Some(map),
+            _ => None,
+        });
+    let metrics = std::sync::Arc::new(std::sync::OnceLock::new());
+    let engine = std::sync::Arc::new(webhooks::engine::Engine::start(
+        state.webhooks.clone(),
         downstream,
-    ))
+        engine_settings,
+        shape,
+        std::sync::Arc::clone(&metrics),
+    ));
+    router
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                if metrics.get().is_none()
+                    && let Some(recorder) =
+                        request.extensions().get::<server_kit::metrics::Metrics>()
+                {
+                    let _ = metrics.set(recorder.clone());
+                }
+                next.run(request)
+            },
+        ))
+        .layer(axum::Extension(engine))
 }

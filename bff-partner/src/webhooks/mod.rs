@@ -20,7 +20,7 @@
 //!
 //! # How the delivery engine uses the store
 //!
-//! The engine (not built yet) runs in every replica:
+//! The engine ([`engine`], whose `//!` says how it runs) does this in every replica:
 //! 1. **Events to deliveries.** Replicas share one consumer group on the order stream. For each
 //!    order event, for each enabled endpoint of the order's partner
 //!    ([`endpoints`](store::WebhookStore::endpoints)) subscribed to its type, it builds the body
@@ -45,10 +45,14 @@
 //!    `first_attempt_at` and [`last_success_at`](store::WebhookStore::last_success_at)).
 //! 4. **Order per order.** Before sending a delivery about an order, the engine holds back while
 //!    an older version of the same order to the same endpoint is still pending (the log and the
-//!    records carry `order_id` and `order_version`).
+//!    records carry `order_id` and `order_version`; the engine reads the endpoint's newest
+//!    [`engine::ORDER_WINDOW`] log entries, and puts a held-back delivery back with
+//!    [`schedule_redelivery`](store::WebhookStore::schedule_redelivery), which leaves a pending
+//!    delivery's attempts and schedule alone).
 //! 5. **Repair.** Now and then, [`resync_due_hint`](store::WebhookStore::resync_due_hint) for
 //!    each configured partner.
 
+pub mod engine;
 pub mod payload;
 pub mod schedule;
 pub mod signature;

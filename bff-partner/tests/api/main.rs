@@ -13,4 +13,5 @@ mod quota;
 mod replicas;
 mod throttle;
 mod versions;
+mod webhook_delivery;
 mod webhooks;

@@ -1,0 +1,416 @@
+//! The webhook delivery engine end to end: real Redis, the reference order service publishing
+//! its events to it, the gateway's engine turning them into deliveries, and a local receiver
+//! (an axum server on port 0) that records what it gets and answers a programmable sequence of
+//! statuses. Signatures are checked with a Standard Webhooks verifier written here, not the
+//! gateway's signer.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use bff_partner::{
+    PartnerConfig, PartnerSettings, auth::Scope, config::KeyConfig, hash_key,
+    webhooks::schedule::Schedule,
+};
+use hmac::{Hmac, Mac};
+use reference_services::order::OrderStatus;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use server_kit::testing::{Replicas, spawn_replicas};
+use sha2::Sha256;
+use shared_clients::PartnerId;
+
+use crate::helpers::{ACME_KEY, GLOBEX_KEY};
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    /// Its headers.
+    headers: HeaderMap,
+    /// Its body.
+    body: Bytes,
+}
+
+/// What the receiver shares with the test.
+#[derive(Default)]
+struct ReceiverState {
+    /// Every request, in arrival order.
+    received: Mutex<Vec<Received>>,
+    /// The statuses to answer next (then 200).
+    statuses: Mutex<VecDeque<u16>>,
+}
+
+/// A local webhook receiver.
+struct Receiver {
+    /// `http://127.0.0.1:<port>/hook`.
+    url: String,
+    /// What it got and will answer.
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    /// Starts one answering `statuses` first, then 200.
+    async fn start(statuses: &[u16]) -> Self {
+        let state = Arc::new(ReceiverState::default());
+        state
+            .statuses
+            .lock()
+            .expect("lock")
+            .extend(statuses.iter().copied());
+        let app =
+            Router::new()
+                .route(
+                    "/hook",
+                    post(
+                        |State(state): State<Arc<ReceiverState>>,
+                         headers: HeaderMap,
+                         body: Bytes| async move {
+                            state
+                                .received
+                                .lock()
+                                .expect("lock")
+                                .push(Received { headers, body });
+                            let status = state
+                                .statuses
+                                .lock()
+                                .expect("lock")
+                                .pop_front()
+                                .unwrap_or(200);
+                            axum::http::StatusCode::from_u16(status).expect("status")
+                        },
+                    ),
+                )
+                .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url: format!("http://{addr}/hook"),
+            state,
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.state.received.lock().expect("lock").clone()
+    }
+
+    /// Waits (up to 20 s, polling) until it got at least `count` requests; returns them.
+    async fn wait_for(&self, count: usize) -> Vec<Received> {
+        for _ in 0..200 {
+            let received = self.received();
+            if received.len() >= count {
+                return received;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the receiver got {} requests, expected {count}",
+            self.received().len()
+        );
+    }
+}
+
+/// A Standard Webhooks verifier, written from the spec: the secret is base64 after `whsec_`;
+/// the signature is base64(HMAC-SHA256(secret, "id.timestamp.body")); the header holds
+/// space-separated `v1,<signature>` entries, one of which must match.
+fn verifies(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").expect("whsec_ prefix"))
+        .expect("base64 secret");
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (id, timestamp, signatures) = (
+        get("webhook-id"),
+        get("webhook-timestamp"),
+        get("webhook-signature"),
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("hmac key");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = STANDARD.encode(mac.finalize().into_bytes());
+    signatures
+        .split(' ')
+        .filter_map(|entry| entry.strip_prefix("v1,"))
+        .any(|signature| signature == expected)
+}
+
+/// `count` gateways over one private Redis, with acme's and globex's keys, insecure targets
+/// allowed and a short retry schedule (200 ms, 400 ms: three attempts).
+async fn spawn(count: usize) -> Replicas<PartnerConfig> {
+    let services = reference_services::Config {
+        products: 20,
+        users: 5,
+        ..reference_services::Config::default()
+    };
+    let replicas = spawn_replicas(
+        services,
+        count,
+        |settings: &mut PartnerSettings| {
+            let all = vec![
+                Scope::CatalogRead,
+                Scope::OrdersRead,
+                Scope::OrdersWrite,
+                Scope::WebhooksManage,
+            ];
+            let key = |key: &str, partner: &str| KeyConfig {
+                sha256: hash_key(key),
+                partner_id: PartnerId::parse(partner).expect("partner id"),
+                scopes: all.clone(),
+                rate_limit: None,
+            };
+            settings.gateway.keys = vec![
+                key(ACME_KEY, "partner-acme"),
+                key(GLOBEX_KEY, "partner-globex"),
+            ];
+            settings.gateway.default_rate_limit.per_second = 1000;
+            settings.gateway.default_rate_limit.burst = 1000;
+            settings.gateway.webhooks.allow_insecure_targets = true;
+            settings.gateway.webhooks.schedule =
+                Schedule::new(vec![Duration::from_millis(200), Duration::from_millis(400)])
+                    .expect("schedule");
+            settings.gateway.webhooks.delivery_timeout = Duration::from_secs(2);
+            settings.gateway.webhooks.delivery_lease = Duration::from_secs(5);
+        },
+        bff_partner::build,
+    )
+    .await;
+    wait_for_group(&replicas).await;
+    replicas
+}
+
+/// Waits until the engines created their consumer group (events before it are not news).
+async fn wait_for_group(replicas: &Replicas<PartnerConfig>) {
+    let client = redis::Client::open(replicas.redis.url()).expect("redis client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let key = format!("{}order", replicas.settings.shared.events_stream_prefix);
+    for _ in 0..100 {
+        let groups: Result<redis::Value, _> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await;
+        if let Ok(redis::Value::Array(groups)) = groups
+            && !groups.is_empty()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the webhook consumer group was never created");
+}
+
+/// Registers an endpoint for both order events as `key`; returns (id, secret).
+async fn register(base: &str, key: &str, url: &str) -> (String, String) {
+    let response = Client::new()
+        .post(format!("{base}/v2/webhooks"))
+        .bearer_auth(key)
+        .json(&json!({ "url": url, "events": ["order.created", "order.status_changed"] }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.expect("json");
+    (
+        body["id"].as_str().expect("id").to_owned(),
+        body["secret"].as_str().expect("secret").to_owned(),
+    )
+}
+
+/// `GET` a path as `key`, as JSON.
+async fn get(base: &str, key: &str, path: &str) -> Value {
+    let response = Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+    response.json().await.expect("json")
+}
+
+/// Moves one of `partner`'s orders that can be confirmed or shipped one step; returns its id and
+/// new status.
+async fn advance_one(replicas: &Replicas<PartnerConfig>, partner: &str) -> (String, &'static str) {
+    let world = &replicas.services.world;
+    let (order, to, name) = world
+        .partner_orders(partner)
+        .into_iter()
+        .find_map(|order| match order.status {
+            OrderStatus::Pending => Some((order.id, OrderStatus::Confirmed, "confirmed")),
+            OrderStatus::Confirmed => Some((order.id, OrderStatus::Shipped, "shipped")),
+            _ => None,
+        })
+        .expect("an order that can move");
+    world.set_order_status(&order, to).await.expect("moved");
+    (order, name)
+}
+
+/// Polls `check` on the endpoint's delivery log until it holds (up to 20 s).
+async fn wait_for_log(base: &str, key: &str, endpoint: &str, check: impl Fn(&Value) -> bool) {
+    let path = format!("/v2/webhooks/{endpoint}/deliveries");
+    for _ in 0..200 {
+        let log = get(base, key, &path).await;
+        if check(&log) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the delivery log never got there: {}",
+        get(base, key, &path).await
+    );
+}
+
+#[tokio::test]
+async fn an_order_moving_makes_one_signed_delivery_with_the_v2_order_and_its_version() {
+    let replicas = spawn(1).await;
+    let base = &replicas.bases[0];
+    let receiver = Receiver::start(&[]).await;
+    let (_, secret) = register(base, ACME_KEY, &receiver.url).await;
+
+    let (order, status) = advance_one(&replicas, "partner-acme").await;
+
+    let received = receiver.wait_for(1).await;
+    // Nothing more comes: one event, one delivery.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let received_now = receiver.received();
+    assert_eq!(received_now.len(), 1, "exactly one delivery");
+    let delivery = &received[0];
+    assert!(
+        verifies(&secret, &delivery.headers, &delivery.body),
+        "the signature verifies"
+    );
+    assert!(
+        delivery.headers["webhook-id"]
+            .to_str()
+            .expect("id")
+            .starts_with("msg_")
+    );
+    assert_eq!(delivery.headers["content-type"], "application/json");
+    let body: Value = serde_json::from_slice(&delivery.body).expect("json body");
+    assert_eq!(body["type"], "order.status_changed");
+    assert!(body["timestamp"].is_string());
+    assert_eq!(body["data"]["id"], order.as_str());
+    assert_eq!(body["data"]["status"], status);
+    assert!(body["data"]["version"].as_u64().is_some_and(|v| v > 0));
+    assert!(
+        body["data"]["customer_reference"].is_string(),
+        "the v2 shape"
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_failing_twice_then_succeeding_gets_three_attempts() {
+    let replicas = spawn(1).await;
+    let base = &replicas.bases[0];
+    let receiver = Receiver::start(&[500, 500]).await;
+    let (endpoint, secret) = register(base, ACME_KEY, &receiver.url).await;
+
+    advance_one(&replicas, "partner-acme").await;
+
+    let received = receiver.wait_for(3).await;
+    let ids: Vec<_> = received
+        .iter()
+        .map(|request| request.headers["webhook-id"].clone())
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "the same webhook-id");
+    assert!(
+        received
+            .iter()
+            .all(|request| verifies(&secret, &request.headers, &request.body))
+    );
+    wait_for_log(base, ACME_KEY, &endpoint, |log| {
+        log["items"][0]["outcome"] == "delivered"
+    })
+    .await;
+    let log = get(
+        base,
+        ACME_KEY,
+        &format!("/v2/webhooks/{endpoint}/deliveries"),
+    )
+    .await;
+    assert_eq!(log["items"].as_array().expect("items").len(), 1);
+    assert_eq!(log["items"][0]["attempts"], 3);
+    assert_eq!(log["items"][0]["last_status"], 200);
+    assert_eq!(receiver.received().len(), 3);
+}
+
+#[tokio::test]
+async fn a_410_disables_the_endpoint() {
+    let replicas = spawn(1).await;
+    let base = &replicas.bases[0];
+    let receiver = Receiver::start(&[410]).await;
+    let (endpoint, _) = register(base, ACME_KEY, &receiver.url).await;
+
+    advance_one(&replicas, "partner-acme").await;
+
+    receiver.wait_for(1).await;
+    wait_for_log(base, ACME_KEY, &endpoint, |log| {
+        log["items"][0]["outcome"] == "failed"
+    })
+    .await;
+    let got = get(base, ACME_KEY, &format!("/v2/webhooks/{endpoint}")).await;
+    assert_eq!(got["enabled"], false);
+    assert_eq!(got["disabled_reason"], "gone");
+    assert_eq!(receiver.received().len(), 1, "no retry after 410");
+}
+
+#[tokio::test]
+async fn two_replicas_deliver_each_event_once() {
+    let replicas = spawn(2).await;
+    let receiver = Receiver::start(&[]).await;
+    let (endpoint, _) = register(&replicas.bases[0], ACME_KEY, &receiver.url).await;
+
+    advance_one(&replicas, "partner-acme").await;
+    advance_one(&replicas, "partner-acme").await;
+    advance_one(&replicas, "partner-acme").await;
+
+    receiver.wait_for(3).await;
+    wait_for_log(&replicas.bases[1], ACME_KEY, &endpoint, |log| {
+        log["items"].as_array().is_some_and(|items| {
+            items.len() == 3 && items.iter().all(|d| d["outcome"] == "delivered")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let received = receiver.received();
+    assert_eq!(received.len(), 3, "each of three events once");
+    let mut ids: Vec<_> = received
+        .iter()
+        .map(|request| request.headers["webhook-id"].clone())
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
+}
+
+#[tokio::test]
+async fn partner_b_never_receives_partner_a_order_events() {
+    let replicas = spawn(1).await;
+    let base = &replicas.bases[0];
+    let acme = Receiver::start(&[]).await;
+    let globex = Receiver::start(&[]).await;
+    register(base, ACME_KEY, &acme.url).await;
+    register(base, GLOBEX_KEY, &globex.url).await;
+
+    let (order, _) = advance_one(&replicas, "partner-acme").await;
+
+    let received = acme.wait_for(1).await;
+    let body: Value = serde_json::from_slice(&received[0].body).expect("json");
+    assert_eq!(body["data"]["id"], order.as_str());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(globex.received().is_empty(), "globex got acme's event");
+}
