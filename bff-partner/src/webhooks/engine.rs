@@ -9,7 +9,8 @@
 //! consumer named `<hostname>-<pid>-<random>`. For each entry about an order owned by a partner,
 //! for each of that partner's enabled endpoints subscribed to the event's type, it fetches the
 //! order as `GET /v2/orders/{id}` shows it, builds the envelope (`type`, the event's `time` as
-//! `timestamp`, `data` = the v2 order plus the event's `version`) and creates a delivery whose id
+//! `timestamp`, `data` = the v2 order with the event's `status` and `version`: the order is read
+//! when the event is handled, maybe after later changes) and creates a delivery whose id
 //! is derived from (stream entry id, endpoint id): handling an entry again creates nothing new.
 //! Only then is the entry acknowledged (`XACK`). An entry whose handling failed (Redis or the
 //! order service unavailable) stays pending in the group; every [`AUTOCLAIM_EVERY`], each
@@ -46,7 +47,7 @@
 //!
 //! # What survives a crash
 //!
-//! Everything but attempts in flight: events not yet acknowledged are claimed by another
+//! Everything but attempts in flight (dropping the engine ends them too, as a crash would): events not yet acknowledged are claimed by another
 //! replica after [`AUTOCLAIM_IDLE`]; a delivery being sent stays in its partner's due set,
 //! leased, and is claimed again when the lease ends (so a receiver may get it twice: at least
 //! once, with the same `webhook-id`). Every [`RESYNC_EVERY`], the due hints of the configured
@@ -135,7 +136,8 @@ pub struct EngineSettings {
     pub partners: Vec<PartnerId>,
 }
 
-/// The running engine of one replica; dropping it stops its tasks (attempts in flight finish).
+/// The running engine of one replica; dropping it stops its tasks, attempts in flight included
+/// (as a crash would: their deliveries are claimed again when their leases end).
 pub struct Engine {
     /// Dropped with the engine: the tasks see their receivers closed and end.
     _stop: watch::Sender<()>,
@@ -163,6 +165,8 @@ struct Inner {
     in_flight: Arc<Semaphore>,
     /// Attempts in flight per endpoint id.
     per_endpoint: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Closed when the [`Engine`] is dropped: attempts in flight end.
+    stopped: watch::Receiver<()>,
 }
 
 impl Engine {
@@ -185,6 +189,7 @@ impl Engine {
             metrics,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             per_endpoint: Mutex::new(HashMap::new()),
+            stopped: stopped.clone(),
         });
         tokio::spawn(intake(Arc::clone(&inner), stopped.clone()));
         tokio::spawn(send_loop(inner, stopped));
@@ -355,6 +360,9 @@ struct OrderEventData {
     owner: OrderEventOwner,
     /// The order's version after the change.
     version: u64,
+    /// The order's status after the change (both event types carry it).
+    #[serde(default)]
+    status: Option<String>,
 }
 
 /// An order's owner.
@@ -364,6 +372,9 @@ struct OrderEventOwner {
     #[serde(default)]
     partner_id: Option<String>,
 }
+
+/// The order statuses of the event contract (and of `/v2`).
+const STATUSES: [&str; 5] = ["pending", "confirmed", "shipped", "delivered", "cancelled"];
 
 /// Why an entry is left pending (handled again later, by this or another replica).
 struct Retry;
@@ -441,7 +452,16 @@ impl Inner {
         let Some(mut data) = (self.shape)(order) else {
             return Ok(());
         };
+        // The order is read when the event is handled, possibly after later changes: its status
+        // and version are the event's, so each delivery says what its event said.
         data.insert("version".to_owned(), Value::from(event.data.version));
+        if let Some(status) = event
+            .data
+            .status
+            .filter(|status| STATUSES.contains(&status.as_str()))
+        {
+            data.insert("status".to_owned(), Value::from(status));
+        }
         let timestamp = event
             .time
             .as_deref()
@@ -584,8 +604,12 @@ impl Inner {
                 continue;
             };
             let inner = Arc::clone(self);
+            let mut stopped = self.stopped.clone();
             tokio::spawn(async move {
-                inner.attempt(claimed).await;
+                tokio::select! {
+                    () = inner.attempt(claimed) => {}
+                    _ = stopped.changed() => {}
+                }
                 drop((permit, endpoint_permit));
             });
         }

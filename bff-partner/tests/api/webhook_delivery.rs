@@ -6,15 +6,25 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
 use axum::{Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bff_partner::{
-    PartnerConfig, PartnerSettings, auth::Scope, config::KeyConfig, hash_key,
-    webhooks::schedule::Schedule,
+    PartnerConfig, PartnerSettings,
+    auth::Scope,
+    config::KeyConfig,
+    hash_key,
+    webhooks::{
+        payload::EventSet,
+        schedule::Schedule,
+        store::{DeliveryOutcome, NewEndpoint, StoreSettings, WebhookStore},
+    },
 };
 use hmac::{Hmac, Mac};
 use reference_services::order::OrderStatus;
@@ -22,7 +32,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use server_kit::testing::{Replicas, spawn_replicas};
 use sha2::Sha256;
-use shared_clients::PartnerId;
+use shared_clients::{PartnerId, shared_state::SharedState};
 
 use crate::helpers::{ACME_KEY, GLOBEX_KEY};
 
@@ -42,6 +52,36 @@ struct ReceiverState {
     received: Mutex<Vec<Received>>,
     /// The statuses to answer next (then 200).
     statuses: Mutex<VecDeque<u16>>,
+    /// How many of the next requests get no answer (held for a minute).
+    hang: AtomicUsize,
+}
+
+/// The receiver's handler: records the request, then holds it if asked, then answers the next
+/// programmed status (200 when none is left).
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::http::StatusCode {
+    state
+        .received
+        .lock()
+        .expect("lock")
+        .push(Received { headers, body });
+    let hang = state
+        .hang
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if hang {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    let status = state
+        .statuses
+        .lock()
+        .expect("lock")
+        .pop_front()
+        .unwrap_or(200);
+    axum::http::StatusCode::from_u16(status).expect("status")
 }
 
 /// A local webhook receiver.
@@ -61,30 +101,9 @@ impl Receiver {
             .lock()
             .expect("lock")
             .extend(statuses.iter().copied());
-        let app =
-            Router::new()
-                .route(
-                    "/hook",
-                    post(
-                        |State(state): State<Arc<ReceiverState>>,
-                         headers: HeaderMap,
-                         body: Bytes| async move {
-                            state
-                                .received
-                                .lock()
-                                .expect("lock")
-                                .push(Received { headers, body });
-                            let status = state
-                                .statuses
-                                .lock()
-                                .expect("lock")
-                                .pop_front()
-                                .unwrap_or(200);
-                            axum::http::StatusCode::from_u16(status).expect("status")
-                        },
-                    ),
-                )
-                .with_state(Arc::clone(&state));
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -180,12 +199,14 @@ async fn spawn(count: usize) -> Replicas<PartnerConfig> {
                 Schedule::new(vec![Duration::from_millis(200), Duration::from_millis(400)])
                     .expect("schedule");
             settings.gateway.webhooks.delivery_timeout = Duration::from_secs(2);
-            settings.gateway.webhooks.delivery_lease = Duration::from_secs(5);
+            settings.gateway.webhooks.delivery_lease = Duration::from_secs(3);
         },
         bff_partner::build,
     )
     .await;
-    wait_for_group(&replicas).await;
+    if count > 0 {
+        wait_for_group(&replicas).await;
+    }
     replicas
 }
 
@@ -413,4 +434,102 @@ async fn partner_b_never_receives_partner_a_order_events() {
     assert_eq!(body["data"]["id"], order.as_str());
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(globex.received().is_empty(), "globex got acme's event");
+}
+
+#[tokio::test]
+async fn a_replica_dropped_mid_delivery_leaves_the_delivery_to_another() {
+    // No served replica: the two engines below are the only ones.
+    let replicas = spawn(0).await;
+    let settings = replicas.settings.clone();
+    let receiver = Receiver::start(&[]).await;
+    receiver.state.hang.store(1, Ordering::SeqCst);
+    let store = WebhookStore::new(
+        SharedState::connect(&settings.shared).expect("redis"),
+        StoreSettings::default(),
+    );
+    let acme = PartnerId::parse("partner-acme").expect("partner");
+    let (endpoint, secret) = store
+        .create_endpoint(
+            &acme,
+            NewEndpoint {
+                url: receiver.url.clone(),
+                events: EventSet::parse(["order.status_changed"]).expect("events"),
+                description: None,
+            },
+            1,
+        )
+        .await
+        .expect("endpoint");
+
+    // Replica A takes the event and starts the delivery; the receiver holds it unanswered.
+    let first = bff_partner::build(&settings).expect("replica A");
+    wait_for_group(&replicas).await;
+    advance_one(&replicas, "partner-acme").await;
+    let received = receiver.wait_for(1).await;
+    // A goes away mid-delivery; B starts and claims the delivery once A's lease ended.
+    drop(first);
+    let _second = bff_partner::build(&settings).expect("replica B");
+    let received_again = receiver.wait_for(2).await;
+    assert_eq!(
+        received[0].headers["webhook-id"], received_again[1].headers["webhook-id"],
+        "the same delivery"
+    );
+    assert!(verifies(
+        &secret.expose(),
+        &received_again[1].headers,
+        &received_again[1].body
+    ));
+    for _ in 0..100 {
+        let page = store
+            .deliveries(&acme, &endpoint.id, None, 10)
+            .await
+            .expect("log");
+        if page.items.len() == 1 && page.items[0].outcome == DeliveryOutcome::Delivered {
+            // A's attempt never ended, so it was never recorded.
+            assert_eq!(page.items[0].attempts, 1);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the delivery was not finished by replica B");
+}
+
+#[tokio::test]
+async fn an_order_s_later_event_waits_while_its_earlier_one_is_retried() {
+    let replicas = spawn(1).await;
+    let base = &replicas.bases[0];
+    let receiver = Receiver::start(&[500]).await;
+    register(base, ACME_KEY, &receiver.url).await;
+    let world = &replicas.services.world;
+    let order = world
+        .partner_orders("partner-acme")
+        .into_iter()
+        .find(|order| order.status == OrderStatus::Pending)
+        .expect("a pending order")
+        .id;
+
+    world
+        .set_order_status(&order, OrderStatus::Confirmed)
+        .await
+        .expect("confirmed");
+    world
+        .set_order_status(&order, OrderStatus::Shipped)
+        .await
+        .expect("shipped");
+
+    let received = receiver.wait_for(3).await;
+    let bodies: Vec<Value> = received
+        .iter()
+        .map(|request| serde_json::from_slice(&request.body).expect("json"))
+        .collect();
+    let statuses: Vec<&str> = bodies
+        .iter()
+        .map(|body| body["data"]["status"].as_str().expect("status"))
+        .collect();
+    assert_eq!(
+        statuses,
+        ["confirmed", "confirmed", "shipped"],
+        "shipped waits until confirmed is delivered"
+    );
+    assert!(bodies[2]["data"]["version"].as_u64() > bodies[0]["data"]["version"].as_u64());
 }
