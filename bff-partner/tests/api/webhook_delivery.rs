@@ -533,3 +533,78 @@ async fn an_order_s_later_event_waits_while_its_earlier_one_is_retried() {
     );
     assert!(bodies[2]["data"]["version"].as_u64() > bodies[0]["data"]["version"].as_u64());
 }
+
+#[tokio::test]
+async fn a_ping_and_a_redelivery_are_sent_and_counted() {
+    let replicas = spawn(1).await;
+    let base = &replicas.bases[0];
+    // The ping fails for its whole schedule (three attempts), then is redelivered by hand.
+    let receiver = Receiver::start(&[500, 500, 500]).await;
+    let (endpoint, secret) = register(base, ACME_KEY, &receiver.url).await;
+    let client = Client::new();
+
+    let response = client
+        .post(format!("{base}/v2/webhooks/{endpoint}/test"))
+        .bearer_auth(ACME_KEY)
+        .send()
+        .await
+        .expect("test");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let ping: Value = response.json().await.expect("json");
+    let delivery = ping["id"].as_str().expect("delivery id").to_owned();
+    let received = receiver.wait_for(3).await;
+    let body: Value = serde_json::from_slice(&received[0].body).expect("json");
+    assert_eq!(body["type"], "ping");
+    assert!(verifies(&secret, &received[0].headers, &received[0].body));
+    wait_for_log(base, ACME_KEY, &endpoint, |log| {
+        log["items"][0]["outcome"] == "failed"
+    })
+    .await;
+    // Failing for a whole schedule with no success ever disables the endpoint.
+    let got = get(base, ACME_KEY, &format!("/v2/webhooks/{endpoint}")).await;
+    assert_eq!(got["enabled"], false);
+    assert_eq!(got["disabled_reason"], "failing");
+    let response = client
+        .patch(format!("{base}/v2/webhooks/{endpoint}"))
+        .bearer_auth(ACME_KEY)
+        .json(&json!({ "enabled": true }))
+        .send()
+        .await
+        .expect("enable");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let response = client
+        .post(format!(
+            "{base}/v2/webhooks/{endpoint}/deliveries/{delivery}/redeliver"
+        ))
+        .bearer_auth(ACME_KEY)
+        .send()
+        .await
+        .expect("redeliver");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let received = receiver.wait_for(4).await;
+    assert_eq!(received[3].headers["webhook-id"], delivery.as_str());
+    wait_for_log(base, ACME_KEY, &endpoint, |log| {
+        log["items"][0]["outcome"] == "delivered" && log["items"][0]["attempts"] == 4
+    })
+    .await;
+
+    // Counted right after being recorded: poll.
+    let mut counts = (0.0, 0.0, 0.0);
+    for _ in 0..50 {
+        let metrics = server_kit::testing::scrape(&client, &replicas.metrics_urls[0]).await;
+        let count = |outcome: &str| {
+            server_kit::testing::sample(
+                &metrics,
+                "bff_webhook_deliveries_total",
+                &[("outcome", outcome)],
+            )
+        };
+        counts = (count("retry"), count("failed"), count("delivered"));
+        if counts.2 >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counts, (2.0, 1.0, 1.0), "(retry, failed, delivered)");
+}

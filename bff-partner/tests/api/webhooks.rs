@@ -389,7 +389,12 @@ async fn a_test_ping_is_queued_listed_and_redeliverable() {
         );
         assert_eq!(ping["event_type"], "ping");
         assert_eq!(ping["outcome"], "pending");
-        assert_eq!(ping["attempts"], 0);
+        // The delivery engine may already have made its first (refused) attempt, retried in 5 s.
+        assert!(
+            ping["attempts"]
+                .as_u64()
+                .is_some_and(|attempts| attempts <= 1)
+        );
         let ping_id = ping["id"].as_str().expect("id").to_owned();
         assert!(ping_id.starts_with("msg_"));
         assert_eq!(location, format!("/v2/webhooks/{id}/deliveries/{ping_id}"));
