@@ -16,6 +16,8 @@
 //! - [`store`]: the [`WebhookStore`](store::WebhookStore) in Redis: endpoints (with their
 //!   secrets), deliveries, each endpoint's delivery log and the queue of due deliveries; its
 //!   `//!` has the key layout and why the queue is safe on a Redis Cluster.
+//! - [`engine`]: the delivery engine every replica runs (order events to deliveries through a
+//!   consumer group, sending them with bounded concurrency, order per order, crash recovery).
 //! - [`crate::webhook_api`]: the `/v2/webhooks` management API (scope `webhooks:manage`).
 //!
 //! # How the delivery engine uses the store
