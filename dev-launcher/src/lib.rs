@@ -89,7 +89,7 @@ impl DevCredentials {
     /// The `BFF_GATEWAY__KEYS` value that configures the development partner key.
     pub fn partner_keys_setting(&self) -> String {
         format!(
-            "[{{sha256=\"{}\",partner_id=\"{DEV_PARTNER}\",scopes=[\"catalog:read\",\"orders:read\",\"orders:write\"]}}]",
+            "[{{sha256=\"{}\",partner_id=\"{DEV_PARTNER}\",scopes=[\"catalog:read\",\"orders:read\",\"orders:write\",\"webhooks:manage\"]}}]",
             server_kit::auth::hash_api_key(&self.partner_key)
         )
     }
@@ -325,10 +325,17 @@ pub fn plan(args: &Args, credentials: &DevCredentials, topology: &Topology) -> V
                 "versioned REST gateway for partners",
                 replica,
                 ports.partner,
-                vec![(
-                    "BFF_GATEWAY__KEYS".to_owned(),
-                    credentials.partner_keys_setting(),
-                )],
+                vec![
+                    (
+                        "BFF_GATEWAY__KEYS".to_owned(),
+                        credentials.partner_keys_setting(),
+                    ),
+                    // Webhooks (with Redis) may target the developer's own loopback receiver.
+                    (
+                        "BFF_GATEWAY__WEBHOOKS__ALLOW_INSECURE_TARGETS".to_owned(),
+                        "true".to_owned(),
+                    ),
+                ],
             ),
         ];
         if args.one_process {
@@ -704,6 +711,27 @@ fn print_banner(components: &[Component], credentials: &DevCredentials, topology
         "  curl -X PATCH {}/__admin/products/p-00001 -H 'content-type: application/json' \\\n       -d '{{\"price\":{{\"amount_minor\":999,\"currency\":\"EUR\"}}}}'",
         url_of("product")
     );
+    println!();
+    if topology.redis_url.is_some() {
+        println!(
+            "Webhooks: start a receiver that prints each delivery (port 9999), register it, move an order:"
+        );
+        println!(
+            "  python3 -c $'import http.server as h\\nclass R(h.BaseHTTPRequestHandler):\\n def do_POST(s):\\n  b=s.rfile.read(int(s.headers[\"content-length\"]));print(s.headers[\"webhook-id\"],s.headers[\"webhook-signature\"],b.decode(),flush=True);s.send_response(204);s.end_headers()\\nh.HTTPServer((\"127.0.0.1\",9999),R).serve_forever()' &"
+        );
+        println!(
+            "  curl -H \"Authorization: Bearer $PARTNER_KEY\" -H 'content-type: application/json' \\\n       -d '{{\"url\":\"http://127.0.0.1:9999/hook\",\"events\":[\"order.created\",\"order.status_changed\"]}}' {}/v2/webhooks",
+            url_of("bff-partner")
+        );
+        println!(
+            "  curl -X POST {}/__admin/orders/advance   # {DEV_PARTNER}'s orders move: one signed POST each",
+            url_of("order")
+        );
+    } else {
+        println!(
+            "Webhooks (bff-partner /v2/webhooks) need Redis: run with --replicas 2 to try them."
+        );
+    }
     println!();
     println!("{READY_LINE}");
 }
