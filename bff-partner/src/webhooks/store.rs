@@ -6,7 +6,11 @@
 //! # Keys
 //!
 //! Every key of one partner carries the hash tag `{w:<partner_id>}`, so every script below
-//! touches keys of one Redis Cluster slot (`<prefix>` is `shared.key_prefix`):
+//! touches keys of one Redis Cluster slot, and every key a script touches is passed to it in
+//! `KEYS` (a cluster routes and checks a script by its declared keys; none is built inside a
+//! script). Where a script's keys depend on data (the records of the deliveries in a log or due
+//! set), the caller reads that data first and the script re-checks it (`<prefix>` is
+//! `shared.key_prefix`):
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -18,9 +22,13 @@
 //! | `<prefix>{w:<p>}:due` | sorted set | the partner's pending delivery ids, scored by when they are due (ms); while one is being attempted, by when its lease ends |
 //! | `<prefix>{webhooks}:due-partners` | sorted set | the partners with due work, scored by (at most) when their earliest delivery is due: a hint, see below |
 //!
-//! A delivery record lives as long as it is in its endpoint's log: trimming the log (on each new
-//! delivery) and deleting the endpoint delete the records and their due entries in the same
-//! script.
+//! A delivery record lives as long as it is in its endpoint's log: trimming the log (after each
+//! new delivery, of the oldest entries beyond `deliveries_kept`, read first) and deleting the
+//! endpoint delete the records and their due entries in the same script. Deleting an endpoint
+//! deletes its record first, in the script that deletes the deliveries its log listed when read:
+//! no delivery can be created for it after that, and the few created between the read and the
+//! script are deleted by a second call. (A replica dying between the two leaves those records
+//! and the log behind, unreachable: their due entries are dropped when claimed.)
 //!
 //! **Redis holds secrets.** An endpoint's record carries its signing secret (and the previous one
 //! during a rotation's overlap) in clear, because the delivery worker must sign with it. Treat
@@ -80,6 +88,9 @@ pub const MAX_DESCRIPTION_CHARS: usize = 500;
 pub const MAX_ERROR_CHARS: usize = 300;
 /// How many deliveries are kept per endpoint by default (the newest).
 pub const DEFAULT_DELIVERIES_KEPT: usize = 1000;
+/// Calls of the delete script at most per endpoint deleted: the first deletes the endpoint (no
+/// delivery can be created for it after), a second the deliveries created while it read the log.
+const DELETE_ROUNDS: usize = 3;
 
 /// The label of every Redis operation of this module, in `bff_redis_errors_total{op}`.
 const OP: &str = "webhooks";
@@ -413,37 +424,54 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1
 ";
 
-/// Deletes an endpoint, its deliveries and their due entries: 1, 0 (none).
+/// Deletes an endpoint with the deliveries declared (`KEYS[6..]`, their ids `ARGV[3..]`) and
+/// their due entries. The endpoint record goes first (when `ARGV[2]` is `1` it must exist), so no
+/// delivery can be created for it afterwards: 1 (done), 2 (the log holds deliveries created
+/// since the caller read it: call again with those, `ARGV[2]` = `0`), 0 (no such endpoint).
 const DELETE_ENDPOINT: &str = r"
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
-for _, id in ipairs(ids) do
-  redis.call('UNLINK', ARGV[2] .. id)
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('UNLINK', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+for i = 6, #KEYS do
+  local id = ARGV[i - 3]
+  redis.call('UNLINK', KEYS[i])
+  redis.call('ZREM', KEYS[3], id)
   redis.call('ZREM', KEYS[4], id)
 end
-redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[5])
-redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('ZCARD', KEYS[3]) > 0 then return 2 end
+redis.call('UNLINK', KEYS[3], KEYS[5])
 return 1
 ";
 
-/// Creates a delivery (unless it exists), logs it, queues it and trims the log: 1, 0 (it
-/// existed), -1 (no such endpoint).
+/// Creates a delivery (unless it exists), logs it and queues it. Answers {1 (created), 0 (it
+/// existed) or -1 (no such endpoint), the log's length}: the caller trims the log
+/// ([`TRIM_LOG`]).
 const CREATE_DELIVERY: &str = r"
-if redis.call('EXISTS', KEYS[4]) == 0 then return -1 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if redis.call('EXISTS', KEYS[4]) == 0 then return {-1, 0} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, redis.call('ZCARD', KEYS[2])} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
-if extra > 0 then
-  local old = redis.call('ZRANGE', KEYS[2], 0, extra - 1)
-  for _, id in ipairs(old) do
-    redis.call('UNLINK', ARGV[4] .. id)
-    redis.call('ZREM', KEYS[3], id)
+return {1, redis.call('ZCARD', KEYS[2])}
+";
+
+/// Trims an endpoint's log (`KEYS[1]`) to its newest `ARGV[1]` entries: of the deliveries
+/// declared (`KEYS[3..]`, their ids `ARGV[2..]`), deletes those still beyond the newest
+/// `ARGV[1]`, with their log and due (`KEYS[2]`) entries. Answers how many it deleted.
+const TRIM_LOG: &str = r"
+local kept = tonumber(ARGV[1])
+local deleted = 0
+for i = 3, #KEYS do
+  local id = ARGV[i - 1]
+  local rank = redis.call('ZRANK', KEYS[1], id)
+  if rank and rank < redis.call('ZCARD', KEYS[1]) - kept then
+    redis.call('UNLINK', KEYS[i])
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    deleted = deleted + 1
   end
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
 end
-return 1
+return deleted
 ";
 
 /// Records an attempt if the delivery still has `ARGV[2]` attempts: 1, 0 (stale), -1 (gone).
@@ -500,26 +528,36 @@ end
 return partners
 ";
 
-/// Claims a partner's due deliveries (at most `ARGV[2]`), leasing them until `ARGV[3]`; drops
-/// due entries that are not pending or whose record or endpoint is gone. Answers the earliest
-/// remaining due time (or '') then, per claimed delivery, its fields and its endpoint's JSON.
+/// Claims the deliveries declared (`ARGV[3]` = n of them: ids `ARGV[4..]`, then for each the
+/// index in KEYS of its endpoint's key or 0, then its endpoint id), read from the partner's due
+/// set (`KEYS[1]`) by the caller, with their records (`KEYS[2..n+1]`) and their endpoints'
+/// records (after those). Each still due at `ARGV[1]` is leased until `ARGV[2]`; a due entry
+/// whose record is gone or not pending, or whose endpoint is gone, is dropped. Answers the
+/// earliest remaining due time (or '') then, per claimed delivery, its fields and its endpoint's
+/// JSON.
 const CLAIM: &str = r"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local now, n = tonumber(ARGV[1]), tonumber(ARGV[3])
 local out = {''}
-for _, id in ipairs(ids) do
-  local fields = redis.call('HGETALL', ARGV[4] .. id)
-  local delivery = {}
-  for i = 1, #fields, 2 do delivery[fields[i]] = fields[i + 1] end
-  local endpoint = false
-  if delivery['outcome'] == 'pending' then
-    endpoint = redis.call('GET', ARGV[5] .. delivery['endpoint_id'])
-  end
-  if endpoint then
-    redis.call('ZADD', KEYS[1], ARGV[3], id)
-    table.insert(out, fields)
-    table.insert(out, endpoint)
-  else
-    redis.call('ZREM', KEYS[1], id)
+for i = 1, n do
+  local id = ARGV[3 + i]
+  local at = redis.call('ZSCORE', KEYS[1], id)
+  if at and tonumber(at) <= now then
+    local fields = redis.call('HGETALL', KEYS[1 + i])
+    local delivery = {}
+    for j = 1, #fields, 2 do delivery[fields[j]] = fields[j + 1] end
+    local slot = tonumber(ARGV[3 + n + i])
+    if delivery['outcome'] ~= 'pending' then
+      redis.call('ZREM', KEYS[1], id)
+    elseif slot > 0 and delivery['endpoint_id'] == ARGV[3 + 2 * n + i] then
+      local endpoint = redis.call('GET', KEYS[slot])
+      if endpoint then
+        redis.call('ZADD', KEYS[1], ARGV[2], id)
+        table.insert(out, fields)
+        table.insert(out, endpoint)
+      else
+        redis.call('ZREM', KEYS[1], id)
+      end
+    end
   end
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -570,6 +608,7 @@ struct Scripts {
     replace_endpoint: redis::Script,
     delete_endpoint: redis::Script,
     create_delivery: redis::Script,
+    trim_log: redis::Script,
     record_attempt: redis::Script,
     abandon: redis::Script,
     redeliver: redis::Script,
@@ -599,6 +638,7 @@ impl WebhookStore {
                 replace_endpoint: redis::Script::new(REPLACE_ENDPOINT),
                 delete_endpoint: redis::Script::new(DELETE_ENDPOINT),
                 create_delivery: redis::Script::new(CREATE_DELIVERY),
+                trim_log: redis::Script::new(TRIM_LOG),
                 record_attempt: redis::Script::new(RECORD_ATTEMPT),
                 abandon: redis::Script::new(ABANDON),
                 redeliver: redis::Script::new(REDELIVER),
@@ -856,24 +896,46 @@ impl WebhookStore {
         if !is_endpoint_id(id) {
             return Err(StoreError::NotFound);
         }
-        let mut invocation = self.scripts.delete_endpoint.prepare_invoke();
-        invocation
-            .key(self.key(partner, "endpoints"))
-            .key(self.key(partner, &format!("endpoint:{id}")))
-            .key(self.key(partner, &format!("log:{id}")))
-            .key(self.key(partner, "due"))
-            .key(self.key(partner, &format!("ok:{id}")))
-            .arg(id)
-            .arg(self.key(partner, "delivery:"));
-        let deleted: i64 = self
-            .shared
-            .script(OP, Feature::Webhooks, &invocation)
-            .await?;
-        if deleted == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
+        let log = self.key(partner, &format!("log:{id}"));
+        // The log lists every delivery record of the endpoint: read it, then delete the
+        // endpoint with them (every key a script touches is declared). Deliveries created in
+        // between are left in the log, and deleted by a second call; none can be created after
+        // the first, which deletes the endpoint.
+        for round in 0..DELETE_ROUNDS {
+            let ids: Vec<String> = self
+                .shared
+                .query(
+                    OP,
+                    Feature::Webhooks,
+                    redis::cmd("ZRANGE").arg(&log).arg(0).arg(-1),
+                )
+                .await?;
+            let mut invocation = self.scripts.delete_endpoint.prepare_invoke();
+            invocation
+                .key(self.key(partner, "endpoints"))
+                .key(self.key(partner, &format!("endpoint:{id}")))
+                .key(&log)
+                .key(self.key(partner, "due"))
+                .key(self.key(partner, &format!("ok:{id}")))
+                .arg(id)
+                .arg(if round == 0 { "1" } else { "0" });
+            for delivery in &ids {
+                invocation
+                    .key(self.key(partner, &format!("delivery:{delivery}")))
+                    .arg(delivery);
+            }
+            let deleted: i64 = self
+                .shared
+                .script(OP, Feature::Webhooks, &invocation)
+                .await?;
+            match deleted {
+                1 => return Ok(()),
+                2 => continue,
+                _ => return Err(StoreError::NotFound),
+            }
         }
+        // Deleted, but deliveries kept being logged (they cannot be: see above).
+        Ok(())
     }
 
     /// When a delivery to `partner`'s endpoint `id` last succeeded (Unix ms), for
@@ -912,9 +974,7 @@ impl WebhookStore {
             .key(self.key(partner, "due"))
             .key(self.key(partner, &format!("endpoint:{}", new.endpoint_id)))
             .arg(&new.id)
-            .arg(due_ms)
-            .arg(self.settings.deliveries_kept)
-            .arg(self.key(partner, "delivery:"));
+            .arg(due_ms);
         invocation
             .arg("id")
             .arg(&new.id)
@@ -940,7 +1000,7 @@ impl WebhookStore {
         if let Some(version) = new.order_version {
             invocation.arg("order_version").arg(version);
         }
-        let created: i64 = self
+        let (created, logged): (i64, usize) = self
             .shared
             .script(OP, Feature::Webhooks, &invocation)
             .await?;
@@ -948,7 +1008,48 @@ impl WebhookStore {
             return Err(StoreError::NotFound);
         }
         self.lower_hint(partner, due_ms).await?;
+        if logged > self.settings.deliveries_kept {
+            self.trim_log(partner, &new.endpoint_id, logged).await?;
+        }
         Ok(created == 1)
+    }
+
+    /// Trims `partner`'s endpoint `endpoint`'s log, `logged` long, to the newest
+    /// `deliveries_kept`, deleting the records of the deliveries trimmed and their due entries.
+    async fn trim_log(
+        &self,
+        partner: &PartnerId,
+        endpoint: &str,
+        logged: usize,
+    ) -> Result<(), StoreError> {
+        let log = self.key(partner, &format!("log:{endpoint}"));
+        let extra = logged.saturating_sub(self.settings.deliveries_kept);
+        let oldest: Vec<String> = self
+            .shared
+            .query(
+                OP,
+                Feature::Webhooks,
+                redis::cmd("ZRANGE").arg(&log).arg(0).arg(extra - 1),
+            )
+            .await?;
+        if oldest.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.scripts.trim_log.prepare_invoke();
+        invocation
+            .key(&log)
+            .key(self.key(partner, "due"))
+            .arg(self.settings.deliveries_kept);
+        for id in &oldest {
+            invocation
+                .key(self.key(partner, &format!("delivery:{id}")))
+                .arg(id);
+        }
+        let _: i64 = self
+            .shared
+            .script(OP, Feature::Webhooks, &invocation)
+            .await?;
+        Ok(())
     }
 
     /// A `ping` delivery to `partner`'s endpoint `endpoint`, due now: its body is the ping
@@ -1197,6 +1298,25 @@ impl WebhookStore {
         Ok(())
     }
 
+    /// How many of `partner`'s pending deliveries are due at `now_ms` and how many later (a
+    /// retry's wait, or an attempt in flight under its lease): for the queue depth gauge.
+    pub async fn queue_depth(
+        &self,
+        partner: &PartnerId,
+        now_ms: u64,
+    ) -> Result<(u64, u64), StoreError> {
+        let due = self.key(partner, "due");
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZCOUNT")
+            .arg(&due)
+            .arg("-inf")
+            .arg(now_ms)
+            .cmd("ZCARD")
+            .arg(&due);
+        let (now, all): (u64, u64) = self.shared.pipeline(OP, Feature::Webhooks, &pipe).await?;
+        Ok((now, all.saturating_sub(now)))
+    }
+
     /// Sets `partner`'s hint from its due set (lowering it only), closing the window a writer
     /// dying between its script and its hint leaves. The engine calls it now and then for each
     /// configured partner.
@@ -1293,14 +1413,67 @@ impl WebhookStore {
         limit: usize,
         lease_until_ms: u64,
     ) -> Result<(Option<u64>, Vec<(Delivery, Endpoint)>), StoreError> {
+        let due = self.key(partner, "due");
+        let ids: Vec<String> = self
+            .shared
+            .query(
+                OP,
+                Feature::Webhooks,
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&due)
+                    .arg("-inf")
+                    .arg(now_ms)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        // The script touches each delivery's record and its endpoint's: read which endpoints
+        // first, so every key is declared.
+        let endpoints: Vec<Option<String>> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HGET")
+                    .arg(self.key(partner, &format!("delivery:{id}")))
+                    .arg("endpoint_id");
+            }
+            self.shared.pipeline(OP, Feature::Webhooks, &pipe).await?
+        };
         let mut invocation = self.scripts.claim.prepare_invoke();
         invocation
-            .key(self.key(partner, "due"))
+            .key(&due)
             .arg(now_ms)
-            .arg(limit)
             .arg(lease_until_ms)
-            .arg(self.key(partner, "delivery:"))
-            .arg(self.key(partner, "endpoint:"));
+            .arg(ids.len());
+        for id in &ids {
+            invocation
+                .key(self.key(partner, &format!("delivery:{id}")))
+                .arg(id);
+        }
+        // Each distinct endpoint's key once, after the records' (KEYS is 1-based).
+        let mut slots: HashMap<&str, usize> = HashMap::new();
+        let mut endpoint_slots = Vec::with_capacity(ids.len());
+        for endpoint in &endpoints {
+            let slot = match endpoint.as_deref().filter(|id| is_endpoint_id(id)) {
+                Some(endpoint) => {
+                    let next = 2 + ids.len() + slots.len();
+                    *slots.entry(endpoint).or_insert_with(|| {
+                        invocation.key(self.key(partner, &format!("endpoint:{endpoint}")));
+                        next
+                    })
+                }
+                None => 0,
+            };
+            endpoint_slots.push(slot);
+        }
+        for slot in &endpoint_slots {
+            invocation.arg(*slot);
+        }
+        for endpoint in &endpoints {
+            invocation.arg(endpoint.as_deref().unwrap_or(""));
+        }
         let reply: Vec<Value> = self
             .shared
             .script(OP, Feature::Webhooks, &invocation)
@@ -1457,6 +1630,72 @@ mod tests {
             body: format!(r#"{{"type":"order.status_changed","data":{{"id":"{order}"}}}}"#)
                 .into_bytes(),
         }
+    }
+
+    /// The arguments of each `redis.call(…)` in `script`, split at their top-level commas.
+    fn calls(script: &str) -> Vec<Vec<String>> {
+        script
+            .split("redis.call(")
+            .skip(1)
+            .map(|call| {
+                let (mut depth, mut args, mut current) = (0, Vec::new(), String::new());
+                for c in call.chars() {
+                    match c {
+                        '(' | '{' => depth += 1,
+                        ')' | '}' if depth == 0 => break,
+                        ')' | '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            args.push(current.trim().to_owned());
+                            current.clear();
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    current.push(c);
+                }
+                args.push(current.trim().to_owned());
+                args
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_key_a_script_touches_is_declared_in_keys() {
+        let scripts = [
+            ("CREATE_ENDPOINT", CREATE_ENDPOINT),
+            ("REPLACE_ENDPOINT", REPLACE_ENDPOINT),
+            ("DELETE_ENDPOINT", DELETE_ENDPOINT),
+            ("CREATE_DELIVERY", CREATE_DELIVERY),
+            ("TRIM_LOG", TRIM_LOG),
+            ("RECORD_ATTEMPT", RECORD_ATTEMPT),
+            ("ABANDON", ABANDON),
+            ("REDELIVER", REDELIVER),
+            ("POLL_PARTNERS", POLL_PARTNERS),
+            ("CLAIM", CLAIM),
+            ("DROP_HINT", DROP_HINT),
+        ];
+        let mut checked = 0;
+        for (name, script) in scripts {
+            for args in calls(script) {
+                // Every command used takes its key first; UNLINK and EXISTS take only keys.
+                let keys = if ["'UNLINK'", "'EXISTS'"].contains(&args[0].as_str()) {
+                    &args[1..]
+                } else {
+                    &args[1..2]
+                };
+                for key in keys {
+                    assert!(
+                        key.starts_with("KEYS["),
+                        "{name}: {args:?} touches a key not declared in KEYS"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 40, "the scripts' calls were found ({checked})");
+        // The check sees a key built inside a script.
+        let built = calls("redis.call('UNLINK', ARGV[2] .. id)");
+        assert!(!built[0][1].starts_with("KEYS["));
     }
 
     #[tokio::test]
