@@ -172,6 +172,13 @@ pub struct WebhooksConfig {
     pub max_concurrency_per_endpoint: u32,
     /// Bytes of a receiver's answer read (and kept, truncated, as the attempt's error).
     pub response_body_limit: usize,
+    /// How long an order event may stay read but not acknowledged by a replica (one that
+    /// crashed, or could not handle it yet) before another replica takes it over (`XAUTOCLAIM`);
+    /// replicas look for such events every half of it, at most every 30 s. Shorter recovers
+    /// sooner; longer than handling an event takes (an order read), so a live replica keeps its
+    /// own (taking one over is harmless: it makes no second delivery).
+    #[serde(with = "humantime_serde")]
+    pub event_claim_idle: Duration,
 }
 
 impl Default for WebhooksConfig {
@@ -188,6 +195,7 @@ impl Default for WebhooksConfig {
             delivery_lease: Duration::from_secs(60),
             max_concurrency_per_endpoint: 4,
             response_body_limit: 4 * 1024,
+            event_claim_idle: Duration::from_secs(60),
         }
     }
 }
@@ -227,6 +235,11 @@ impl WebhooksConfig {
         }
         if !(1..=1024 * 1024).contains(&self.response_body_limit) {
             return invalid("response_body_limit", "must be from 1 byte to 1 MiB");
+        }
+        if self.event_claim_idle < Duration::from_secs(1)
+            || self.event_claim_idle > Duration::from_secs(3600)
+        {
+            return invalid("event_claim_idle", "must be from 1s to 1h");
         }
         Ok(())
     }
@@ -490,6 +503,7 @@ mod tests {
         assert_eq!(webhooks.max_concurrency_per_endpoint, 4);
         assert_eq!(webhooks.response_body_limit, 4096);
         assert_eq!(webhooks.schedule.max_attempts(), 8);
+        assert_eq!(webhooks.event_claim_idle, Duration::from_secs(60));
     }
 
     #[test]
@@ -523,6 +537,11 @@ mod tests {
                 "BFF_GATEWAY__WEBHOOKS__RESPONSE_BODY_LIMIT",
                 "0",
                 "gateway.webhooks.response_body_limit",
+            ),
+            (
+                "BFF_GATEWAY__WEBHOOKS__EVENT_CLAIM_IDLE",
+                "500ms",
+                "gateway.webhooks.event_claim_idle",
             ),
         ] {
             let error =

@@ -96,7 +96,22 @@ pub fn build_over(
     settings: &PartnerSettings,
     downstream: Downstream,
 ) -> Result<Gateway, BuildError> {
-    let state = AppState::new(Services::new(&settings.gateway, downstream.clone()));
+    build_with_resolver(
+        settings,
+        downstream,
+        std::sync::Arc::new(webhooks::ssrf::SystemResolver),
+    )
+}
+
+/// [`build_over`], looking webhook targets' hosts up with `resolver` for the SSRF checks (at
+/// registration and before each delivery): tests make a name resolve as they need.
+pub fn build_with_resolver(
+    settings: &PartnerSettings,
+    downstream: Downstream,
+    resolver: std::sync::Arc<dyn webhooks::ssrf::Resolver>,
+) -> Result<Gateway, BuildError> {
+    let state =
+        AppState::new(Services::new(&settings.gateway, downstream.clone()).with_resolver(resolver));
     let mut router = routes::routes(state.clone());
     if state.webhooks.is_enabled() && settings.gateway.webhooks.enabled {
         router = with_engine(router, settings, &state, downstream.clone());
@@ -105,8 +120,9 @@ pub fn build_over(
 }
 
 /// Starts the webhook delivery engine and ties it to `router`: the router holds it (dropping
-/// the gateway stops it), and hands it the server's metrics recorder from the first request
-/// (the recorder is made when the gateway is served, after it is built).
+/// the gateway stops it), and attaches its metrics to the server's recorder at the first
+/// request (the recorder is made when the gateway is served, after it is built; see
+/// [`webhooks::metrics`]).
 fn with_engine(
     router: axum::Router,
     settings: &PartnerSettings,
@@ -126,6 +142,8 @@ fn with_engine(
         stream_key: format!("{}order", settings.shared.events_stream_prefix),
         allow_insecure_targets: config.allow_insecure_targets,
         resolve_timeout: config.resolve_timeout,
+        resolver: std::sync::Arc::clone(&state.resolver),
+        event_claim_idle: config.event_claim_idle,
         schedule: config.schedule.clone(),
         delivery_timeout: config.delivery_timeout,
         delivery_lease: config.delivery_lease,
@@ -139,7 +157,7 @@ fn with_engine(
             Ok(serde_json::Value::Object(map)) => Some(map),
             _ => None,
         });
-    let metrics = std::sync::Arc::new(std::sync::OnceLock::new());
+    let metrics = std::sync::Arc::new(webhooks::metrics::WebhookMetrics::default());
     let engine = std::sync::Arc::new(webhooks::engine::Engine::start(
         state.webhooks.clone(),
         downstream,
@@ -150,11 +168,11 @@ fn with_engine(
     router
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
-                if metrics.get().is_none()
+                if !metrics.is_attached()
                     && let Some(recorder) =
                         request.extensions().get::<server_kit::metrics::Metrics>()
                 {
-                    let _ = metrics.set(recorder.clone());
+                    metrics.attach(recorder);
                 }
                 next.run(request)
             },

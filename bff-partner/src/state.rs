@@ -13,7 +13,10 @@ use crate::{
     config::PartnerConfig,
     rate_limit::{self, RateLimiter},
     version::{Deprecation, Version},
-    webhooks::store::{StoreSettings, WebhookStore},
+    webhooks::{
+        ssrf::{Resolver, SystemResolver},
+        store::{StoreSettings, WebhookStore},
+    },
 };
 
 /// Everything a request handler needs, shared by all requests: one [`Services`] behind an
@@ -58,6 +61,9 @@ pub struct Services {
     pub product_bodies: Derived<(Version, ProductId), Product, Bytes>,
     /// Partners' webhook endpoints and deliveries, in Redis (disabled without it).
     pub webhooks: WebhookStore,
+    /// Looks webhook targets' hosts up for the SSRF check: the system's resolver but in tests
+    /// ([`Services::with_resolver`]).
+    pub resolver: Arc<dyn Resolver>,
 }
 
 impl Services {
@@ -81,6 +87,12 @@ impl Services {
             deprecation: Deprecation::new(&config.deprecation),
             product_bodies: Derived::new(config.rendered_products),
             config: Arc::new(config.clone()),
+            resolver: Arc::new(SystemResolver),
         }
+    }
+
+    /// These services, looking webhook targets' hosts up with `resolver`.
+    pub fn with_resolver(self, resolver: Arc<dyn Resolver>) -> Self {
+        Self { resolver, ..self }
     }
 }

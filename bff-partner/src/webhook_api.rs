@@ -333,9 +333,14 @@ async fn checked_url(state: &AppState, url: &str) -> Result<String, ApiError> {
         ApiError::InvalidWebhook(detail)
     };
     let target = ssrf::check_url(url, allow).map_err(refused)?;
-    ssrf::resolve_and_check(&target, allow, settings.resolve_timeout)
-        .await
-        .map_err(refused)?;
+    ssrf::resolve_and_check_with(
+        state.resolver.as_ref(),
+        &target,
+        allow,
+        settings.resolve_timeout,
+    )
+    .await
+    .map_err(refused)?;
     Ok(target.as_str().to_owned())
 }
 

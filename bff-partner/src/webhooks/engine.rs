@@ -13,9 +13,10 @@
 //! when the event is handled, maybe after later changes) and creates a delivery whose id
 //! is derived from (stream entry id, endpoint id): handling an entry again creates nothing new.
 //! Only then is the entry acknowledged (`XACK`). An entry whose handling failed (Redis or the
-//! order service unavailable) stays pending in the group; every [`AUTOCLAIM_EVERY`], each
-//! replica takes over entries idle for [`AUTOCLAIM_IDLE`] (`XAUTOCLAIM`: a consumer that crashed
-//! or failed) and handles them the same way.
+//! order service unavailable) stays pending in the group; every half of
+//! `gateway.webhooks.event_claim_idle` (at most every [`AUTOCLAIM_EVERY_MAX`]), each replica
+//! takes over entries pending for longer than `event_claim_idle` (`XAUTOCLAIM`: a consumer that
+//! crashed or failed) and handles them the same way.
 //!
 //! The group is read with a non-blocking `XREADGROUP` every [`INTAKE_POLL`] on the store's
 //! shared connection: a blocking read needs a connection of its own, and the Redis URL of the
@@ -34,8 +35,9 @@
 //! bytes of the answer. [`Schedule::outcome`] judges it; [`WebhookStore::record_attempt`]
 //! records it (an attempt another replica recorded first is dropped). `410` disables the
 //! endpoint (`gone`); a delivery failing for its whole schedule while no delivery to its
-//! endpoint succeeded disables it (`failing`). Each attempt is counted in
-//! `bff_webhook_deliveries_total{outcome}` (`delivered`, `retry`, `failed`, `gone`).
+//! endpoint succeeded disables it (`failing`). Each attempt is counted and timed, each endpoint
+//! disabled counted, and every [`SAMPLE_EVERY`] the queue and the disabled endpoints of the
+//! configured partners are sampled: the series are in [`super::metrics`].
 //!
 //! # Order per order
 //!
@@ -47,15 +49,15 @@
 //!
 //! # What survives a crash
 //!
-//! Everything but attempts in flight (dropping the engine ends them too, as a crash would): events not yet acknowledged are claimed by another
-//! replica after [`AUTOCLAIM_IDLE`]; a delivery being sent stays in its partner's due set,
+//! Everything but attempts in flight (dropping the engine ends them too, as a crash would):
+//! events not yet acknowledged are claimed by another replica after `event_claim_idle`; a delivery being sent stays in its partner's due set,
 //! leased, and is claimed again when the lease ends (so a receiver may get it twice: at least
 //! once, with the same `webhook-id`). Every [`RESYNC_EVERY`], the due hints of the configured
 //! partners are repaired ([`WebhookStore::resync_due_hint`]).
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -63,7 +65,6 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use server_kit::metrics::Metrics;
 use sha2::{Digest, Sha256};
 use shared_clients::{
     Downstream, ErrorKind, Order, OrderId, Owner, PartnerId, RequestContext,
@@ -73,10 +74,11 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::sync::{Semaphore, watch};
 
 use super::{
+    metrics::{AttemptOutcome, SAMPLE_EVERY, Sample, WebhookMetrics},
     payload::{Envelope, EventType},
     schedule::{self, AttemptResult, Outcome, Schedule},
     signature::{self, Secret},
-    ssrf::{self, TargetHost},
+    ssrf::{self, Resolver, TargetHost},
     store::{
         AttemptRecord, Claimed, Delivery, DeliveryOutcome, DisabledReason, NewDelivery, Recorded,
         StoreError, WebhookStore,
@@ -89,10 +91,9 @@ pub const GROUP: &str = "bff-partner-webhooks";
 const BATCH: usize = 64;
 /// The pause between two reads of the group when the last one found nothing.
 pub const INTAKE_POLL: Duration = Duration::from_millis(200);
-/// How often a replica takes over entries other consumers left pending.
-pub const AUTOCLAIM_EVERY: Duration = Duration::from_secs(30);
-/// How long an entry stays pending with its consumer before another may take it over.
-pub const AUTOCLAIM_IDLE: Duration = Duration::from_secs(60);
+/// How often a replica looks for entries other consumers left pending, at most: half of
+/// `event_claim_idle`, and no more than this.
+pub const AUTOCLAIM_EVERY_MAX: Duration = Duration::from_secs(30);
 /// Deliveries claimed at most per call to [`WebhookStore::due`].
 const CLAIM_BATCH: usize = 32;
 /// Attempts in flight at most in one replica, all endpoints together.
@@ -122,6 +123,11 @@ pub struct EngineSettings {
     pub allow_insecure_targets: bool,
     /// Longest DNS lookup of a target's host.
     pub resolve_timeout: Duration,
+    /// Looks targets' hosts up (the system's resolver but in tests).
+    pub resolver: Arc<dyn Resolver>,
+    /// How long an order event stays pending with the consumer that read it before another
+    /// replica takes it over (`gateway.webhooks.event_claim_idle`).
+    pub event_claim_idle: Duration,
     /// When failed attempts are retried.
     pub schedule: Schedule,
     /// Longest wait for one attempt's answer.
@@ -159,8 +165,8 @@ struct Inner {
     settings: EngineSettings,
     /// The `/v2` order shape.
     shape: ShapeOrder,
-    /// The server's metrics, once a request has shown them (see [`Engine::start`]).
-    metrics: Arc<OnceLock<Metrics>>,
+    /// The engine's series (see [`Engine::start`]).
+    metrics: Arc<WebhookMetrics>,
     /// Attempts in flight, all endpoints together.
     in_flight: Arc<Semaphore>,
     /// Attempts in flight per endpoint id.
@@ -171,14 +177,14 @@ struct Inner {
 
 impl Engine {
     /// Starts the engine's tasks on the current tokio runtime: intake and sending. `metrics` is
-    /// filled by the gateway (from the first request's extensions: the server's recorder is made
-    /// after the gateway is built); attempts made before are not counted.
+    /// attached to the server's recorder by the gateway ([`WebhookMetrics::attach`]: the
+    /// recorder is made after the gateway is built).
     pub fn start(
         store: WebhookStore,
         downstream: Downstream,
         settings: EngineSettings,
         shape: ShapeOrder,
-        metrics: Arc<OnceLock<Metrics>>,
+        metrics: Arc<WebhookMetrics>,
     ) -> Self {
         let (stop, stopped) = watch::channel(());
         let inner = Arc::new(Inner {
@@ -241,6 +247,7 @@ async fn intake(inner: Arc<Inner>, mut stopped: watch::Receiver<()>) {
     let key = inner.settings.stream_key.clone();
     let mut group_ready = false;
     let mut last_autoclaim: Option<tokio::time::Instant> = None;
+    let autoclaim_every = (inner.settings.event_claim_idle / 2).min(AUTOCLAIM_EVERY_MAX);
     loop {
         if stopped.has_changed().is_err() {
             return;
@@ -258,7 +265,7 @@ async fn intake(inner: Arc<Inner>, mut stopped: watch::Receiver<()>) {
                 continue;
             }
         }
-        if last_autoclaim.is_none_or(|at| at.elapsed() >= AUTOCLAIM_EVERY) {
+        if last_autoclaim.is_none_or(|at| at.elapsed() >= autoclaim_every) {
             last_autoclaim = Some(tokio::time::Instant::now());
             let claimed: Result<Vec<redis::Value>, SharedError> = shared
                 .query(
@@ -268,7 +275,7 @@ async fn intake(inner: Arc<Inner>, mut stopped: watch::Receiver<()>) {
                         .arg(&key)
                         .arg(GROUP)
                         .arg(&consumer)
-                        .arg(ms(AUTOCLAIM_IDLE))
+                        .arg(ms(inner.settings.event_claim_idle))
                         .arg("0-0")
                         .arg("COUNT")
                         .arg(BATCH),
@@ -511,6 +518,7 @@ fn delivery_id(entry_id: &str, entry_ms: u64, endpoint: &str) -> String {
 /// The sending task: claims due deliveries while there is room, and attempts them.
 async fn send_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<()>) {
     let mut last_resync: Option<tokio::time::Instant> = None;
+    let mut last_sample: Option<tokio::time::Instant> = None;
     loop {
         if stopped.has_changed().is_err() {
             return;
@@ -520,6 +528,10 @@ async fn send_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<()>) {
             for partner in &inner.settings.partners {
                 let _ = inner.store.resync_due_hint(partner).await;
             }
+        }
+        if last_sample.is_none_or(|at| at.elapsed() >= SAMPLE_EVERY) {
+            last_sample = Some(tokio::time::Instant::now());
+            inner.sample().await;
         }
         let room = inner.in_flight.available_permits().min(CLAIM_BATCH);
         if room == 0 {
@@ -547,6 +559,27 @@ async fn send_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<()>) {
 }
 
 impl Inner {
+    /// Samples the configured partners' queues and disabled endpoints into the gauges (kept as
+    /// they were when Redis fails).
+    async fn sample(&self) {
+        let mut sample = Sample::default();
+        let now = now_ms();
+        for partner in &self.settings.partners {
+            let Ok((due, scheduled)) = self.store.queue_depth(partner, now).await else {
+                return;
+            };
+            sample.due += due;
+            sample.scheduled += scheduled;
+            let Ok(endpoints) = self.store.endpoints(partner).await else {
+                return;
+            };
+            for reason in endpoints.iter().filter_map(|e| e.disabled_reason) {
+                sample.count_disabled(reason);
+            }
+        }
+        self.metrics.sampled(sample);
+    }
+
     /// Starts an attempt at each claimed delivery that may go now; puts the others back.
     async fn dispatch(self: &Arc<Self>, mut claimed: Vec<Claimed>) {
         // Oldest first per order, so the first of each (endpoint, order) is the one to send.
@@ -654,7 +687,9 @@ impl Inner {
         } = claimed;
         let started = now_ms();
         let secrets = endpoint.signing_secrets(started);
+        let timer = std::time::Instant::now();
         let answer = self.send(&endpoint.url, &delivery, &secrets).await;
+        let took = timer.elapsed();
         let at = now_ms();
         let attempt_number = delivery
             .attempts
@@ -685,13 +720,13 @@ impl Inner {
             Answer::Timeout(error) | Answer::Failed(error) => (None, Some(error)),
         };
         let (stored, next_attempt_at, label) = match outcome {
-            Outcome::Delivered => (DeliveryOutcome::Delivered, None, "delivered"),
-            Outcome::Gone => (DeliveryOutcome::Failed, None, "gone"),
-            Outcome::Failed => (DeliveryOutcome::Failed, None, "failed"),
+            Outcome::Delivered => (DeliveryOutcome::Delivered, None, AttemptOutcome::Delivered),
+            Outcome::Gone => (DeliveryOutcome::Failed, None, AttemptOutcome::Gone),
+            Outcome::Failed => (DeliveryOutcome::Failed, None, AttemptOutcome::Failed),
             Outcome::Retry(delay) => (
                 DeliveryOutcome::Pending,
                 Some(at.saturating_add(ms(delay))),
-                "retry",
+                AttemptOutcome::Retry,
             ),
         };
         let record = AttemptRecord {
@@ -711,11 +746,7 @@ impl Inner {
                 &record,
             )
             .await;
-        if let Some(metrics) = self.metrics.get() {
-            metrics.record(|| {
-                metrics::counter!("bff_webhook_deliveries_total", "outcome" => label).increment(1);
-            });
-        }
+        self.metrics.attempt(label, took);
         if recorded != Ok(Recorded::Yes) {
             return;
         }
@@ -741,6 +772,7 @@ impl Inner {
                 .await
                 .is_ok()
         {
+            self.metrics.endpoint_disabled(reason);
             tracing::warn!(
                 partner = partner.as_str(),
                 endpoint = endpoint.id.as_str(),
@@ -759,7 +791,13 @@ impl Inner {
             Ok(target) => target,
             Err(refusal) => return Answer::Failed(refusal.to_string()),
         };
-        let addrs = match ssrf::resolve_and_check(&target, insecure, settings.resolve_timeout).await
+        let addrs = match ssrf::resolve_and_check_with(
+            settings.resolver.as_ref(),
+            &target,
+            insecure,
+            settings.resolve_timeout,
+        )
+        .await
         {
             Ok(addrs) => addrs,
             Err(refusal) => return Answer::Failed(refusal.to_string()),

@@ -18,6 +18,9 @@
 //!   `//!` has the key layout and why the queue is safe on a Redis Cluster.
 //! - [`engine`]: the delivery engine every replica runs (order events to deliveries through a
 //!   consumer group, sending them with bounded concurrency, order per order, crash recovery).
+//! - [`metrics`]: the engine's series (attempts by outcome and their durations, the queue, the
+//!   endpoints disabled), counted from the start and shown once attached to the server's
+//!   recorder.
 //! - [`crate::webhook_api`]: the `/v2/webhooks` management API (scope `webhooks:manage`).
 //!
 //! # How the delivery engine uses the store
@@ -55,6 +58,7 @@
 //!    each configured partner.
 
 pub mod engine;
+pub mod metrics;
 pub mod payload;
 pub mod schedule;
 pub mod signature;

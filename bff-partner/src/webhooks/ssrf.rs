@@ -55,6 +55,7 @@ use std::{
     future::Future,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    pin::Pin,
     time::Duration,
 };
 
@@ -310,12 +311,45 @@ pub async fn resolve_and_check(
     allow_insecure: bool,
     timeout: Duration,
 ) -> Result<Vec<SocketAddr>, UrlRefusal> {
+    resolve_and_check_with(&SystemResolver, target, allow_insecure, timeout).await
+}
+
+/// [`resolve_and_check`], looking the host up with `resolver`.
+pub async fn resolve_and_check_with(
+    resolver: &dyn Resolver,
+    target: &Target,
+    allow_insecure: bool,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, UrlRefusal> {
     resolve_with(target, allow_insecure, timeout, |host, port| async move {
-        tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map(Iterator::collect)
+        resolver.lookup(&host, port).await
     })
     .await
+}
+
+/// What a [`Resolver`] answers: the addresses a host stands for.
+pub type Lookup<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>>;
+
+/// Looks host names up for the checks: [`SystemResolver`] in the gateway; tests give their own,
+/// to make a name resolve to what they need (a public address at registration, a loopback one
+/// at delivery: DNS rebinding) without a DNS server.
+pub trait Resolver: fmt::Debug + Send + Sync + 'static {
+    /// The addresses `host` stands for, each with `port`.
+    fn lookup<'a>(&'a self, host: &'a str, port: u16) -> Lookup<'a>;
+}
+
+/// The system's resolver (`getaddrinfo`, through tokio).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn lookup<'a>(&'a self, host: &'a str, port: u16) -> Lookup<'a> {
+        Box::pin(async move {
+            tokio::net::lookup_host((host, port))
+                .await
+                .map(Iterator::collect)
+        })
+    }
 }
 
 /// [`resolve_and_check`] with its resolver given (tests resolve without DNS).

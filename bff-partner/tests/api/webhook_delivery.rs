@@ -13,7 +13,9 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
+use axum::{
+    Router, body::Bytes, extract::State, http::HeaderMap, response::IntoResponse, routing::post,
+};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bff_partner::{
     PartnerConfig, PartnerSettings,
@@ -43,6 +45,8 @@ struct Received {
     headers: HeaderMap,
     /// Its body.
     body: Bytes,
+    /// When it arrived.
+    at: std::time::Instant,
 }
 
 /// What the receiver shares with the test.
@@ -54,6 +58,8 @@ struct ReceiverState {
     statuses: Mutex<VecDeque<u16>>,
     /// How many of the next requests get no answer (held for a minute).
     hang: AtomicUsize,
+    /// The `Retry-After` header of every answer that is not a `2xx`, if any.
+    retry_after: Mutex<Option<String>>,
 }
 
 /// The receiver's handler: records the request, then holds it if asked, then answers the next
@@ -62,12 +68,12 @@ async fn receive(
     State(state): State<Arc<ReceiverState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> axum::http::StatusCode {
-    state
-        .received
-        .lock()
-        .expect("lock")
-        .push(Received { headers, body });
+) -> axum::response::Response {
+    state.received.lock().expect("lock").push(Received {
+        headers,
+        body,
+        at: std::time::Instant::now(),
+    });
     let hang = state
         .hang
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -81,7 +87,14 @@ async fn receive(
         .expect("lock")
         .pop_front()
         .unwrap_or(200);
-    axum::http::StatusCode::from_u16(status).expect("status")
+    let status = axum::http::StatusCode::from_u16(status).expect("status");
+    let mut answer = HeaderMap::new();
+    if !status.is_success()
+        && let Some(retry_after) = state.retry_after.lock().expect("lock").clone()
+    {
+        answer.insert("retry-after", retry_after.parse().expect("header value"));
+    }
+    (status, answer).into_response()
 }
 
 /// A local webhook receiver.
@@ -167,6 +180,15 @@ fn verifies(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
 /// `count` gateways over one private Redis, with acme's and globex's keys, insecure targets
 /// allowed and a short retry schedule (200 ms, 400 ms: three attempts).
 async fn spawn(count: usize) -> Replicas<PartnerConfig> {
+    spawn_with(count, |_| {}, bff_partner::build).await
+}
+
+/// [`spawn`], with `configure` changing the settings after the tests' defaults, built by `build`.
+async fn spawn_with<E: std::fmt::Debug>(
+    count: usize,
+    configure: impl FnOnce(&mut PartnerSettings),
+    build: impl Fn(&PartnerSettings) -> Result<server_kit::server::Gateway, E>,
+) -> Replicas<PartnerConfig> {
     let services = reference_services::Config {
         products: 20,
         users: 5,
@@ -200,8 +222,9 @@ async fn spawn(count: usize) -> Replicas<PartnerConfig> {
                     .expect("schedule");
             settings.gateway.webhooks.delivery_timeout = Duration::from_secs(2);
             settings.gateway.webhooks.delivery_lease = Duration::from_secs(3);
+            configure(settings);
         },
-        bff_partner::build,
+        build,
     )
     .await;
     if count > 0 {
@@ -280,6 +303,36 @@ async fn advance_one(replicas: &Replicas<PartnerConfig>, partner: &str) -> (Stri
     (order, name)
 }
 
+/// Moves one of `partner`'s orders like [`advance_one`], through the order service's admin API
+/// (`POST /__admin/orders/{id}/status`).
+async fn advance_one_through_admin(
+    replicas: &Replicas<PartnerConfig>,
+    partner: &str,
+) -> (String, &'static str) {
+    let (order, to) = replicas
+        .services
+        .world
+        .partner_orders(partner)
+        .into_iter()
+        .find_map(|order| match order.status {
+            OrderStatus::Pending => Some((order.id, "confirmed")),
+            OrderStatus::Confirmed => Some((order.id, "shipped")),
+            _ => None,
+        })
+        .expect("an order that can move");
+    let response = Client::new()
+        .post(format!(
+            "{}/__admin/orders/{order}/status",
+            replicas.services.order_url
+        ))
+        .json(&json!({ "status": to }))
+        .send()
+        .await
+        .expect("admin request");
+    assert_eq!(response.status(), StatusCode::OK);
+    (order, to)
+}
+
 /// Polls `check` on the endpoint's delivery log until it holds (up to 20 s).
 async fn wait_for_log(base: &str, key: &str, endpoint: &str, check: impl Fn(&Value) -> bool) {
     let path = format!("/v2/webhooks/{endpoint}/deliveries");
@@ -303,7 +356,7 @@ async fn an_order_moving_makes_one_signed_delivery_with_the_v2_order_and_its_ver
     let receiver = Receiver::start(&[]).await;
     let (_, secret) = register(base, ACME_KEY, &receiver.url).await;
 
-    let (order, status) = advance_one(&replicas, "partner-acme").await;
+    let (order, status) = advance_one_through_admin(&replicas, "partner-acme").await;
 
     let received = receiver.wait_for(1).await;
     // Nothing more comes: one event, one delivery.
@@ -354,6 +407,15 @@ async fn a_receiver_failing_twice_then_succeeding_gets_three_attempts() {
             .iter()
             .all(|request| verifies(&secret, &request.headers, &request.body))
     );
+    // On the schedule (200 ms, then 400 ms, each ±20 %): never sooner.
+    let gaps: Vec<Duration> = received
+        .windows(2)
+        .map(|pair| pair[1].at.duration_since(pair[0].at))
+        .collect();
+    assert!(
+        gaps[0] >= Duration::from_millis(160) && gaps[1] >= Duration::from_millis(320),
+        "{gaps:?}"
+    );
     wait_for_log(base, ACME_KEY, &endpoint, |log| {
         log["items"][0]["outcome"] == "delivered"
     })
@@ -376,6 +438,20 @@ async fn a_410_disables_the_endpoint() {
     let base = &replicas.bases[0];
     let receiver = Receiver::start(&[410]).await;
     let (endpoint, _) = register(base, ACME_KEY, &receiver.url).await;
+    let client = Client::new();
+    // Every webhook series is shown, zeros included, once the gateway has served a request.
+    let metrics = server_kit::testing::scrape(&client, &replicas.metrics_urls[0]).await;
+    for series in [
+        "bff_webhook_deliveries_total{gateway=\"bff-partner\",outcome=\"gone\"} 0",
+        "bff_webhook_endpoints_disabled_total{gateway=\"bff-partner\",reason=\"gone\"} 0",
+        "bff_webhook_endpoints_disabled_total{gateway=\"bff-partner\",reason=\"failing\"} 0",
+        "bff_webhook_queue_depth{gateway=\"bff-partner\",state=\"due\"} 0",
+        "bff_webhook_queue_depth{gateway=\"bff-partner\",state=\"scheduled\"} 0",
+        "bff_webhook_endpoints_disabled{gateway=\"bff-partner\",reason=\"gone\"} 0",
+        "# TYPE bff_webhook_delivery_duration_seconds histogram",
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
 
     advance_one(&replicas, "partner-acme").await;
 
@@ -388,6 +464,31 @@ async fn a_410_disables_the_endpoint() {
     assert_eq!(got["enabled"], false);
     assert_eq!(got["disabled_reason"], "gone");
     assert_eq!(receiver.received().len(), 1, "no retry after 410");
+
+    // Counted right after being recorded: poll.
+    let mut counts = (0.0, 0.0, 0.0);
+    for _ in 0..50 {
+        let metrics = server_kit::testing::scrape(&client, &replicas.metrics_urls[0]).await;
+        let sample = |name: &str, labels: &[(&str, &str)]| {
+            server_kit::testing::sample(&metrics, name, labels)
+        };
+        counts = (
+            sample("bff_webhook_deliveries_total", &[("outcome", "gone")]),
+            sample(
+                "bff_webhook_endpoints_disabled_total",
+                &[("reason", "gone")],
+            ),
+            sample(
+                "bff_webhook_delivery_duration_seconds_count",
+                &[("outcome", "gone")],
+            ),
+        );
+        if counts.1 >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counts, (1.0, 1.0, 1.0), "(attempts, disabled, timed)");
 }
 
 #[tokio::test]
@@ -607,4 +708,248 @@ async fn a_ping_and_a_redelivery_are_sent_and_counted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(counts, (2.0, 1.0, 1.0), "(retry, failed, delivered)");
+}
+
+/// A replica's consumer dies right after reading an event (`XREADGROUP`, never acknowledged):
+/// a live replica takes it over once it has been pending for `event_claim_idle`
+/// (`XAUTOCLAIM`) and delivers it. The live replica's own reads never see the entry (it was
+/// delivered to the dead consumer), so the delivery can only come from the takeover.
+#[tokio::test]
+async fn an_event_read_by_a_consumer_that_died_is_claimed_and_delivered_by_a_live_replica() {
+    let replicas = spawn_with(
+        0,
+        |settings| settings.gateway.webhooks.event_claim_idle = Duration::from_secs(1),
+        bff_partner::build,
+    )
+    .await;
+    let settings = replicas.settings.clone();
+    let receiver = Receiver::start(&[]).await;
+    let store = WebhookStore::new(
+        SharedState::connect(&settings.shared).expect("redis"),
+        StoreSettings::default(),
+    );
+    let acme = PartnerId::parse("partner-acme").expect("partner");
+    let (endpoint, secret) = store
+        .create_endpoint(
+            &acme,
+            NewEndpoint {
+                url: receiver.url.clone(),
+                events: EventSet::parse(["order.status_changed"]).expect("events"),
+                description: None,
+            },
+            1,
+        )
+        .await
+        .expect("endpoint");
+    let client = redis::Client::open(replicas.redis.url()).expect("redis client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let stream = format!("{}order", settings.shared.events_stream_prefix);
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg(bff_partner::webhooks::engine::GROUP)
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .expect("group");
+
+    // The doomed consumer reads the event and is never heard of again.
+    let (order, _) = advance_one(&replicas, "partner-acme").await;
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(bff_partner::webhooks::engine::GROUP)
+        .arg("replica-that-died")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .expect("read");
+    let entries: Vec<_> = read.keys.iter().flat_map(|key| &key.ids).collect();
+    assert_eq!(entries.len(), 1, "the dead consumer holds the event");
+    assert_eq!(pending(&mut conn, &stream).await, 1);
+
+    // A live replica starts.
+    let _live = bff_partner::build(&settings).expect("live replica");
+    let received = receiver.wait_for(1).await;
+    let body: Value = serde_json::from_slice(&received[0].body).expect("json");
+    assert_eq!(body["data"]["id"], order.as_str());
+    assert!(verifies(
+        &secret.expose(),
+        &received[0].headers,
+        &received[0].body
+    ));
+    // The taken-over entry is acknowledged once its delivery exists.
+    for _ in 0..100 {
+        if pending(&mut conn, &stream).await == 0 {
+            let page = store
+                .deliveries(&acme, &endpoint.id, None, 10)
+                .await
+                .expect("log");
+            assert_eq!(page.items.len(), 1, "one delivery for the event");
+            assert_eq!(receiver.received().len(), 1);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the claimed entry was never acknowledged");
+}
+
+/// How many entries of `stream` are pending (read, not acknowledged) in the engines' group.
+async fn pending(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> u64 {
+    let (count, ..): (u64, Option<String>, Option<String>, redis::Value) = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(bff_partner::webhooks::engine::GROUP)
+        .query_async(conn)
+        .await
+        .expect("xpending");
+    count
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time in the API.
+fn unix_ms(value: &Value) -> i128 {
+    let text = value.as_str().expect("an RFC 3339 time");
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339")
+        .unix_timestamp_nanos()
+        / 1_000_000
+}
+
+#[tokio::test]
+async fn retry_after_on_429_and_503_puts_the_next_attempt_that_far_out() {
+    let replicas = spawn(1).await;
+    let base = &replicas.bases[0];
+    // The schedule says 200 ms; the receivers ask for 30 s and 2 min.
+    let busy = Receiver::start(&[429]).await;
+    *busy.state.retry_after.lock().expect("lock") = Some("30".to_owned());
+    let down = Receiver::start(&[503]).await;
+    *down.state.retry_after.lock().expect("lock") = Some("120".to_owned());
+    let (to_busy, _) = register(base, ACME_KEY, &busy.url).await;
+    let (to_down, _) = register(base, ACME_KEY, &down.url).await;
+
+    advance_one(&replicas, "partner-acme").await;
+
+    for (endpoint, status, seconds) in [(&to_busy, 429, 30), (&to_down, 503, 120)] {
+        wait_for_log(base, ACME_KEY, endpoint, |log| {
+            log["items"][0]["attempts"] == 1
+        })
+        .await;
+        let log = get(
+            base,
+            ACME_KEY,
+            &format!("/v2/webhooks/{endpoint}/deliveries"),
+        )
+        .await;
+        let delivery = &log["items"][0];
+        assert_eq!(delivery["outcome"], "pending");
+        assert_eq!(delivery["last_status"], status);
+        let wait = unix_ms(&delivery["next_attempt_at"]) - unix_ms(&delivery["last_attempt_at"]);
+        assert!(
+            (seconds * 1000..=seconds * 1000 + 1000).contains(&wait),
+            "{status} with Retry-After: {seconds} waits {wait} ms"
+        );
+    }
+    assert_eq!(busy.received().len(), 1);
+    assert_eq!(down.received().len(), 1);
+}
+
+/// Resolves one name to an address the test sets (and changes), no other.
+#[derive(Debug)]
+struct RebindingResolver {
+    /// The name.
+    name: &'static str,
+    /// What it resolves to now.
+    ip: Mutex<std::net::IpAddr>,
+}
+
+impl bff_partner::webhooks::ssrf::Resolver for RebindingResolver {
+    fn lookup<'a>(&'a self, host: &'a str, port: u16) -> bff_partner::webhooks::ssrf::Lookup<'a> {
+        if host == self.name {
+            let ip = *self.ip.lock().expect("lock");
+            Box::pin(async move { Ok(vec![std::net::SocketAddr::new(ip, port)]) })
+        } else {
+            Box::pin(async { Err(std::io::ErrorKind::NotFound.into()) })
+        }
+    }
+}
+
+/// DNS rebinding: a name that resolved to a public address when the endpoint was registered
+/// resolves to a loopback one when a delivery is made. The delivery is refused before any
+/// connection (a listener on that loopback port counts connections: none), and its log says
+/// why.
+#[tokio::test]
+async fn a_target_rebound_to_loopback_after_registration_is_refused_at_delivery() {
+    let resolver = Arc::new(RebindingResolver {
+        name: "hooks.acme.example",
+        ip: Mutex::new("93.184.216.34".parse().expect("ip")),
+    });
+    let build_resolver = Arc::clone(&resolver);
+    let replicas = spawn_with(
+        1,
+        // Production rules: https only, no loopback.
+        |settings| settings.gateway.webhooks.allow_insecure_targets = false,
+        move |settings: &PartnerSettings| {
+            let downstream =
+                shared_clients::Downstream::new_shared(&settings.downstream, &settings.shared)?;
+            bff_partner::build_with_resolver(settings, downstream, build_resolver.clone())
+        },
+    )
+    .await;
+    let base = &replicas.bases[0];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let (endpoint, _) = register(
+        base,
+        ACME_KEY,
+        &format!("https://hooks.acme.example:{port}/hook"),
+    )
+    .await;
+
+    *resolver.ip.lock().expect("lock") = "127.0.0.1".parse().expect("ip");
+    let response = Client::new()
+        .post(format!("{base}/v2/webhooks/{endpoint}/test"))
+        .bearer_auth(ACME_KEY)
+        .send()
+        .await
+        .expect("test");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+
+    wait_for_log(base, ACME_KEY, &endpoint, |log| {
+        log["items"][0]["attempts"].as_u64() >= Some(1)
+    })
+    .await;
+    let log = get(
+        base,
+        ACME_KEY,
+        &format!("/v2/webhooks/{endpoint}/deliveries"),
+    )
+    .await;
+    let delivery = &log["items"][0];
+    let error = delivery["last_error"].as_str().expect("why it failed");
+    assert!(
+        error.contains("loopback address (127.0.0.1)"),
+        "the refusal is recorded: {error}"
+    );
+    assert!(delivery["last_status"].is_null());
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "nothing connected to the rebound address"
+    );
 }
