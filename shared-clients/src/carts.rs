@@ -46,6 +46,11 @@ impl Carts {
         self.cache.invalidate(owner).await;
     }
 
+    /// The cart of `user` this process holds, fresh or not (nothing is fetched).
+    pub(crate) async fn cached(&self, user: &UserId) -> Option<std::sync::Arc<Cart>> {
+        self.cache.peek(&Owner::User(user.clone()), &TheCart).await
+    }
+
     /// Drops every owner's entries from this replica's memory (change events were missed).
     pub(crate) fn forget_all(&self) {
         self.cache.invalidate_all();

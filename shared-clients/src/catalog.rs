@@ -162,6 +162,11 @@ impl Catalog {
         &self.client
     }
 
+    /// The product `id` this process holds, fresh or not (nothing is fetched).
+    pub(crate) async fn cached(&self, id: &ProductId) -> Option<Arc<Product>> {
+        self.products.peek(id).await
+    }
+
     /// One product: fresh from the cache, stale from the cache (while it is refreshed in the
     /// background, or when the service fails), or from the service. [`NotFound`](ErrorKind::NotFound)
     /// if it does not exist (remembered for the configured `negative_ttl`).

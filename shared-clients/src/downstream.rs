@@ -24,7 +24,7 @@ use crate::context::Owner;
 use crate::context::RequestContext;
 use crate::error::{BuildError, ClientError, ErrorKind, Service};
 use crate::events::{Change, Consumer, Health, Sink, Stream};
-use crate::live::{Hub, Polled, Source, Topic};
+use crate::live::{Hub, Polled, PolledValue, Source, Topic};
 use crate::metrics::MetricsSnapshot;
 use crate::order::OrderClient;
 use crate::orders::Orders;
@@ -166,6 +166,17 @@ impl Source for Inner {
                 }
                 Topic::Order { owner, .. } => self.orders.changed_elsewhere(owner).await,
             }
+        })
+    }
+
+    fn cached<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, Option<Polled>> {
+        Box::pin(async move {
+            let value: Arc<dyn PolledValue> = match topic {
+                Topic::Product(id) => self.catalog.cached(id).await?,
+                Topic::Cart(user) => self.carts.cached(user).await?,
+                Topic::Order { owner, id } => Arc::new(self.orders.cached(owner, id).await?),
+            };
+            Some(Polled::Value(value))
         })
     }
 }

@@ -104,6 +104,9 @@ pub(crate) trait Source: Send + Sync + 'static {
     fn poll<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, Result<Polled, ClientError>>;
     /// Drops the cached copies of `topic`'s resource (it changed).
     fn evict<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, ()>;
+    /// The copy of `topic`'s resource this process holds in its cache, fresh or not (`None`:
+    /// none), without reading anything from a service.
+    fn cached<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, Option<Polled>>;
 }
 
 /// The subscribers of one topic.
@@ -353,6 +356,11 @@ impl Drop for Subscription {
 /// signals when what its service answers differs from the previous answer. While the events
 /// flow it waits for them to stop, without waking; when they stop, the first poll signals
 /// whatever it reads (a change made meanwhile would otherwise become the baseline, unseen).
+///
+/// The very first poll has no previous answer, but the subscribers have one: what they read
+/// when subscribing, through the cache, which without events may be older than the service's
+/// state by up to its TTL. So the first answer is compared with the cached copy, and a
+/// difference is signalled (and the copy dropped) rather than silently becoming the baseline.
 async fn poll(hub: Weak<HubInner>, topic: Topic, state: Weak<TopicState>, interval: Duration) {
     let index = stream_index(topic.stream());
     let mut events = match hub.upgrade() {
@@ -360,6 +368,7 @@ async fn poll(hub: Weak<HubInner>, topic: Topic, state: Weak<TopicState>, interv
         None => return,
     };
     let mut last: Option<Polled> = None;
+    let mut first = true;
     let mut resumed = false;
     let mut next = tokio::time::Instant::now();
     loop {
@@ -395,7 +404,15 @@ async fn poll(hub: Weak<HubInner>, topic: Topic, state: Weak<TopicState>, interv
                 continue;
             }
         };
-        let changed = resumed || last.as_ref().is_some_and(|last| *last != polled);
+        let changed = if first {
+            source
+                .cached(&topic)
+                .await
+                .is_some_and(|cached| cached != polled)
+        } else {
+            resumed || last.as_ref().is_some_and(|last| *last != polled)
+        };
+        first = false;
         resumed = false;
         last = Some(polled);
         if changed {
@@ -431,6 +448,7 @@ mod tests {
     /// A source whose answer the test sets.
     struct Fake {
         answer: Mutex<Polled>,
+        cached: Mutex<Option<Polled>>,
         polls: AtomicU64,
         evictions: AtomicU64,
     }
@@ -445,11 +463,16 @@ mod tests {
             self.evictions.fetch_add(1, Ordering::SeqCst);
             Box::pin(async {})
         }
+        fn cached<'a>(&'a self, _: &'a Topic) -> BoxFuture<'a, Option<Polled>> {
+            let cached = lock(&self.cached).clone();
+            Box::pin(async move { cached })
+        }
     }
 
     fn fake(value: u32) -> Arc<Fake> {
         Arc::new(Fake {
             answer: Mutex::new(Polled::Value(Arc::new(value))),
+            cached: Mutex::new(Some(Polled::Value(Arc::new(value)))),
             polls: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
         })
@@ -543,5 +566,31 @@ mod tests {
         let before = source.polls.load(Ordering::SeqCst);
         tokio::time::sleep(interval * 5).await;
         assert_eq!(source.polls.load(Ordering::SeqCst), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_poll_signals_a_change_the_cached_copy_missed() {
+        // The subscriber read 1 from the cache; the service already holds 2.
+        let source = fake(2);
+        *lock(&source.cached) = Some(Polled::Value(Arc::new(1_u32)));
+        let hub = Hub::default();
+        let weak: Weak<dyn Source> = Arc::downgrade(&source) as _;
+        hub.set_source(weak);
+        let mut subscriber = hub.subscribe(product("p-00001"), Some(Duration::from_secs(2)));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(source.polls.load(Ordering::SeqCst), 1);
+        assert_eq!(source.evictions.load(Ordering::SeqCst), 1);
+        assert!(subscriber.changed().await);
+
+        // Nothing cached (the subscriber's read went to the service too): nothing to signal.
+        let source = fake(2);
+        *lock(&source.cached) = None;
+        let hub = Hub::default();
+        let weak: Weak<dyn Source> = Arc::downgrade(&source) as _;
+        hub.set_source(weak);
+        let subscriber = hub.subscribe(product("p-00001"), Some(Duration::from_secs(2)));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(source.polls.load(Ordering::SeqCst), 1);
+        assert!(!subscriber.changes.has_changed().unwrap());
     }
 }

@@ -75,6 +75,19 @@ impl Orders {
         self.cache.invalidate(owner).await;
     }
 
+    /// The order `id` of `owner` this process holds, fresh or not (nothing is fetched).
+    pub(crate) async fn cached(&self, owner: &Owner, id: &OrderId) -> Option<Order> {
+        match self
+            .cache
+            .peek(owner, &OrderResource::Order(id.clone()))
+            .await
+            .as_deref()
+        {
+            Some(OrderPageOrOrder::Order(order)) => Some(Order::clone(order)),
+            _ => None,
+        }
+    }
+
     /// Drops every owner's entries from this replica's memory (change events were missed).
     pub(crate) fn forget_all(&self) {
         self.cache.invalidate_all();

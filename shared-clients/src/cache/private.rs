@@ -407,6 +407,16 @@ where
             .await;
     }
 
+    /// The value this process holds for `owner`'s `resource`, fresh or not, without touching
+    /// Redis or counting a hit.
+    pub(crate) async fn peek(&self, owner: &Owner, resource: &R) -> Option<Arc<V>> {
+        let record = self.records.get(owner).await?;
+        record
+            .entries
+            .get(resource)
+            .map(|entry| Arc::clone(&entry.value))
+    }
+
     /// Drops every entry of `owner` and starts a new generation for them, here and (with Redis)
     /// on every replica, so reads in flight cannot bring back what they fetched before.
     pub(crate) async fn invalidate(&self, owner: &Owner) {

@@ -462,6 +462,11 @@ where
         }
     }
 
+    /// The value this process holds for `key`, fresh or not, without touching Redis.
+    pub(crate) async fn peek(&self, key: &K) -> Option<Arc<V>> {
+        self.inner.entries.get(key).await.map(|entry| entry.value)
+    }
+
     /// The cached value of `key` if it is still fresh.
     #[cfg(test)]
     pub(crate) async fn get_fresh(&self, key: &K) -> Option<Arc<V>> {
