@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::{
     pipeline::{ResponseBody, with_codes},
-    schema::{self, Executed, Identity, LiveScope, RequestScope},
+    schema::{self, Executed, Identity, LiveScope},
     state::AppState,
 };
 
@@ -84,16 +84,15 @@ pub(crate) fn scoped(
     context: shared_clients::RequestContext,
 ) -> (async_graphql::Request, Executed) {
     let executed = Executed::default();
+    // No request-wide `RequestScope` (its loader would be held for the operation's life):
+    // every value gets its own when it is resolved, and a subscription's resolver starts from
+    // the `LiveScope`.
     let live = LiveScope {
-        context: context.clone(),
+        context,
         identity: opener.identity.clone(),
         budget: endpoint.deadline,
     };
-    let scope = RequestScope::new(&endpoint.services, context, opener.identity.clone());
-    (
-        request.data(scope).data(live).data(executed.clone()),
-        executed,
-    )
+    (request.data(live).data(executed.clone()), executed)
 }
 
 /// One response of a stream, serialized as an execution result (`{data, errors, extensions}`),

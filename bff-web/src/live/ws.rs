@@ -77,9 +77,10 @@ mod close {
 /// Longest operation id accepted (it is repeated in every message of the operation).
 const MAX_ID_BYTES: usize = 128;
 
-/// Largest read buffer of a socket: an idle connection holds this much, not tungstenite's
-/// default 128 KiB.
-const READ_BUFFER: usize = 4 * 1024;
+/// Read buffer of a socket: an idle connection holds this much, not tungstenite's default
+/// 128 KiB. Client messages are small (`subscribe` with a document, `pong`); a larger one
+/// grows the buffer while it is read.
+const READ_BUFFER: usize = 1024;
 
 /// `GET` with `Upgrade: websocket` on the endpoint.
 pub async fn upgrade(

@@ -81,6 +81,21 @@ pub struct LiveScope {
     pub budget: std::time::Duration,
 }
 
+impl LiveScope {
+    /// The long-lived operation's scope, from a resolver's context.
+    pub fn of<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a LiveScope> {
+        ctx.data::<LiveScope>()
+    }
+
+    /// The signed-in user, or `UNAUTHENTICATED`.
+    pub fn user(&self) -> async_graphql::Result<&UserId> {
+        match &self.identity {
+            Identity::User(user) => Ok(user),
+            Identity::Anonymous => Err(error::unauthenticated(AuthError::Missing)),
+        }
+    }
+}
+
 /// What every request shares: the downstream clients and the gateway's settings.
 #[derive(Clone)]
 pub struct Services {

@@ -33,7 +33,7 @@ use shared_clients::{
 use super::{
     catalog::ProductView,
     error::{self, Code},
-    scope::{RequestScope, Services},
+    scope::{LiveScope, Services},
     viewer::{CartView, OrderView},
 };
 
@@ -50,9 +50,42 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         id: ID,
     ) -> Result<BoxStream<'static, Result<ProductView>>> {
+        // Boxed (as every resolver here): async-graphql keeps the future that starts a
+        // subscription inside the subscription's stream for its whole life, so the start's
+        // state (a product read alone is several KiB) would be held by every idle subscriber.
+        Box::pin(Self::start_product(ctx, id)).await
+    }
+
+    /// The viewer's cart each time it changes, whoever changed it (another tab, another device,
+    /// another replica, the cart service directly). `UNAUTHENTICATED` without a signed-in user.
+    async fn viewer_cart_updated(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<BoxStream<'static, Result<CartView>>> {
+        Box::pin(Self::start_cart(ctx)).await
+    }
+
+    /// One of the viewer's orders at each status change; completes after a terminal status
+    /// (`DELIVERED`, `CANCELLED`). `NOT_FOUND` when the viewer has no such order (another user's
+    /// order included), `UNAUTHENTICATED` without a signed-in user.
+    async fn viewer_order_updated(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<BoxStream<'static, Result<OrderView>>> {
+        Box::pin(Self::start_order(ctx, id)).await
+    }
+}
+
+impl SubscriptionRoot {
+    /// Starts `productUpdated(id)`.
+    async fn start_product(
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<BoxStream<'static, Result<ProductView>>> {
         let id = ProductId::parse(&id).map_err(|e| error::invalid_id("id", &e))?;
         let services = Services::of(ctx)?;
-        let reads = Reads::new(services, RequestScope::of(ctx)?);
+        let reads = Reads::new(services, LiveScope::of(ctx)?);
         let mut subscription = services.downstream.live().subscribe(
             Topic::Product(id.clone()),
             Some(services.live_poll_interval),
@@ -95,14 +128,10 @@ impl SubscriptionRoot {
         }))
     }
 
-    /// The viewer's cart each time it changes, whoever changed it (another tab, another device,
-    /// another replica, the cart service directly). `UNAUTHENTICATED` without a signed-in user.
-    async fn viewer_cart_updated(
-        &self,
-        ctx: &Context<'_>,
-    ) -> Result<BoxStream<'static, Result<CartView>>> {
+    /// Starts `viewerCartUpdated`.
+    async fn start_cart(ctx: &Context<'_>) -> Result<BoxStream<'static, Result<CartView>>> {
         let services = Services::of(ctx)?;
-        let scope = RequestScope::of(ctx)?;
+        let scope = LiveScope::of(ctx)?;
         let user = scope.user()?.clone();
         let reads = Reads::new(services, scope);
         let mut subscription = services
@@ -134,17 +163,14 @@ impl SubscriptionRoot {
         }))
     }
 
-    /// One of the viewer's orders at each status change; completes after a terminal status
-    /// (`DELIVERED`, `CANCELLED`). `NOT_FOUND` when the viewer has no such order (another user's
-    /// order included), `UNAUTHENTICATED` without a signed-in user.
-    async fn viewer_order_updated(
-        &self,
+    /// Starts `viewerOrderUpdated(id)`.
+    async fn start_order(
         ctx: &Context<'_>,
         id: ID,
     ) -> Result<BoxStream<'static, Result<OrderView>>> {
         let id = OrderId::parse(&id).map_err(|e| error::invalid_id("id", &e))?;
         let services = Services::of(ctx)?;
-        let scope = RequestScope::of(ctx)?;
+        let scope = LiveScope::of(ctx)?;
         let owner = Owner::User(scope.user()?.clone());
         let reads = Reads::new(services, scope);
         let mut subscription = services.downstream.live().subscribe(
@@ -205,7 +231,7 @@ struct Reads {
 
 impl Reads {
     /// The reads of the subscription in `scope`.
-    fn new(services: &Services, scope: &RequestScope) -> Self {
+    fn new(services: &Services, scope: &LiveScope) -> Self {
         Self {
             context: scope.context.clone(),
             budget: services.downstream.deadline(),

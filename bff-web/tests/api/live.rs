@@ -924,8 +924,11 @@ async fn a_client_that_stops_reading_is_disconnected() {
         limits.send_timeout = Duration::from_millis(300);
         limits.max_streams_per_address = 1;
         limits.max_subscriptions_per_connection = 1000;
+        limits.poll_interval = Duration::from_millis(100);
     })
     .await;
+    let world = &app.services.world;
+    let product = world.regular_product().to_owned();
     // A socket with a small receive buffer that never reads after the ack.
     let url = app.endpoint.replacen("http://", "ws://", 1);
     let addr: std::net::SocketAddr = url
@@ -955,11 +958,30 @@ async fn a_client_that_stops_reading_is_disconnected() {
         .await,
     };
     ws.init(None).await;
+    assert_eq!(ws.recv().await["type"], "connection_ack");
+    // A subscription, whose pushes will find the socket full.
+    ws.subscribe("live", PRODUCT_UPDATED, json!({ "id": product }))
+        .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let text = scrape(&app.client, &app.metrics_url).await;
+        if server_kit::testing::sample(&text, "bff_live_subscribers", &[]) == 1.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Ask for far more than the kernel buffers hold: large pages, many times.
     let page = "{ products(first: 100) { nodes { id name description brand images { url } } } }";
     for i in 0..400 {
         ws.send(json!({ "id": i.to_string(), "type": "subscribe", "payload": { "query": page } }))
             .await;
+    }
+    // Changes to push meanwhile: each subscription holds at most one value for a socket that
+    // does not take it, never a queue.
+    for by in 1..=5 {
+        change_price(world, &product, by).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
     // The server gives up on the socket; its place is freed (one stream per address), so a
     // new one is accepted.
@@ -976,6 +998,17 @@ async fn a_client_that_stops_reading_is_disconnected() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Its subscription went with it: nothing is kept for the product any more.
+    let text = scrape(&app.client, &app.metrics_url).await;
+    assert_eq!(
+        server_kit::testing::sample(&text, "bff_live_subscribers", &[]),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        server_kit::testing::sample(&text, "bff_live_topics", &[]),
+        0.0
+    );
 }
 
 #[tokio::test]
