@@ -44,7 +44,164 @@ use server_kit::{Problem, auth::AuthError};
 use shared_clients::{ClientError, ErrorKind, PlaceOrderError, UnavailableProduct};
 
 /// Prefix of every problem `type` this gateway defines.
-const TYPE_PREFIX: &str = "urn:bff-mobile:problem:";
+pub const TYPE_PREFIX: &str = "urn:bff-mobile:problem:";
+
+/// One `code` a mobile endpoint answers with: the table above as data, which
+/// `/m/v1/openapi.json` lists (in its description and in each error response's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemCode {
+    /// The `code` member (and, except for the live streams' shared refusal, the last part of
+    /// the `type`).
+    pub code: &'static str,
+    /// The HTTP status it comes with.
+    pub status: u16,
+    /// When it is answered.
+    pub when: &'static str,
+}
+
+/// Every `code` of the mobile endpoints (a test checks each [`ApiError`] is here).
+pub const PROBLEM_CODES: &[ProblemCode] = &[
+    ProblemCode {
+        code: "invalid_query",
+        status: 400,
+        when: "a query parameter has a bad value (`limit`, `w`, `cursor`, `q`, …); `detail` names it",
+    },
+    ProblemCode {
+        code: "invalid_json",
+        status: 400,
+        when: "a body is not JSON, or not the expected shape; `detail` names the field",
+    },
+    ProblemCode {
+        code: "invalid_id",
+        status: 400,
+        when: "a path id that is not `^[A-Za-z0-9_-]{1,64}$`",
+    },
+    ProblemCode {
+        code: "invalid_quantity",
+        status: 400,
+        when: "a quantity outside 1–99 (0–99 when setting a line)",
+    },
+    ProblemCode {
+        code: "missing_idempotency_key",
+        status: 400,
+        when: "checkout without an `Idempotency-Key`",
+    },
+    ProblemCode {
+        code: "invalid_idempotency_key",
+        status: 400,
+        when: "checkout with an `Idempotency-Key` that is not 1 to 255 visible ASCII characters",
+    },
+    ProblemCode {
+        code: "missing_token",
+        status: 401,
+        when: "no `Authorization: Bearer` token on a signed-in endpoint",
+    },
+    ProblemCode {
+        code: "invalid_token",
+        status: 401,
+        when: "a token that is malformed, badly signed, not yet valid or not for this API",
+    },
+    ProblemCode {
+        code: "token_expired",
+        status: 401,
+        when: "an expired token: get a fresh one",
+    },
+    ProblemCode {
+        code: "keys_unavailable",
+        status: 401,
+        when: "the token cannot be verified right now (the signing keys cannot be fetched); retry shortly",
+    },
+    ProblemCode {
+        code: "route_not_found",
+        status: 404,
+        when: "no such endpoint under `/m/v1`",
+    },
+    ProblemCode {
+        code: "product_not_found",
+        status: 404,
+        when: "the product does not exist",
+    },
+    ProblemCode {
+        code: "order_not_found",
+        status: 404,
+        when: "the order does not exist or is not yours",
+    },
+    ProblemCode {
+        code: "cart_line_not_found",
+        status: 404,
+        when: "the product is not in the cart",
+    },
+    ProblemCode {
+        code: "method_not_allowed",
+        status: 405,
+        when: "an endpoint called with a method it does not have (see `Allow`)",
+    },
+    ProblemCode {
+        code: "quantity_limit",
+        status: 409,
+        when: "a cart line would exceed 99",
+    },
+    ProblemCode {
+        code: "cart_changed",
+        status: 409,
+        when: "the cart changed concurrently; reload it and retry",
+    },
+    ProblemCode {
+        code: "cart_empty",
+        status: 409,
+        when: "checkout of an empty cart",
+    },
+    ProblemCode {
+        code: "items_unavailable",
+        status: 409,
+        when: "checkout with products out of stock or gone, listed in `items`",
+    },
+    ProblemCode {
+        code: "mixed_currencies",
+        status: 409,
+        when: "checkout of products priced in more than one currency",
+    },
+    ProblemCode {
+        code: "body_too_large",
+        status: 413,
+        when: "a body above `gateway.max_body_bytes`",
+    },
+    ProblemCode {
+        code: "unsupported_media_type",
+        status: 415,
+        when: "a body without `Content-Type: application/json`",
+    },
+    ProblemCode {
+        code: "idempotency_key_reused",
+        status: 422,
+        when: "checkout with an `Idempotency-Key` already used for a different checkout",
+    },
+    ProblemCode {
+        code: "TOO_MANY_SUBSCRIPTIONS",
+        status: 429,
+        when: "a live stream over a limit of `gateway.subscriptions`; `limit` names it, `Retry-After` says when to retry (the refusal every live transport shares)",
+    },
+    ProblemCode {
+        code: "internal",
+        status: 500,
+        when: "a bug",
+    },
+    ProblemCode {
+        code: "downstream_error",
+        status: 502,
+        when: "a service answered something unusable",
+    },
+    ProblemCode {
+        code: "downstream_unavailable",
+        status: 503,
+        when: "a service the screen needs is down; `Retry-After` says when to retry",
+    },
+    ProblemCode {
+        code: "downstream_timeout",
+        status: 504,
+        when: "the request's deadline passed waiting for a service",
+    },
+];
 
 /// `Retry-After` sent with 503s, in seconds, when the service did not say.
 const DEFAULT_RETRY_AFTER_SECS: u64 = 5;
@@ -343,6 +500,59 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_is_listed_with_its_status() {
+        let samples = [
+            ApiError::InvalidQuery(String::new()),
+            ApiError::InvalidJson(String::new()),
+            ApiError::UnsupportedMediaType,
+            ApiError::BodyTooLarge,
+            ApiError::InvalidId,
+            ApiError::InvalidQuantity { min: 1, max: 99 },
+            ApiError::MissingIdempotencyKey,
+            ApiError::InvalidIdempotencyKey,
+            ApiError::Unauthenticated(AuthError::Missing),
+            ApiError::Unauthenticated(AuthError::Expired),
+            ApiError::Unauthenticated(AuthError::BadSignature),
+            ApiError::Unauthenticated(AuthError::KeysUnavailable),
+            ApiError::RouteNotFound,
+            ApiError::MethodNotAllowed,
+            ApiError::NotFound(Missing::Product),
+            ApiError::NotFound(Missing::Order),
+            ApiError::NotFound(Missing::CartLine),
+            ApiError::QuantityLimit,
+            ApiError::CartChanged,
+            ApiError::CartEmpty,
+            ApiError::ItemsUnavailable(Vec::new()),
+            ApiError::MixedCurrencies,
+            ApiError::IdempotencyKeyReused,
+            ApiError::Internal(String::new()),
+        ];
+        let mut answered: Vec<&str> = Vec::new();
+        for error in samples {
+            let listed = PROBLEM_CODES
+                .iter()
+                .find(|listed| listed.code == error.code())
+                .unwrap_or_else(|| panic!("{} is not in PROBLEM_CODES", error.code()));
+            assert_eq!(listed.status, error.status().as_u16(), "{}", error.code());
+            answered.push(error.code());
+        }
+        let refusal = server_kit::live::Refusal::Streams;
+        answered.extend([
+            refusal.code(),
+            "downstream_error",
+            "downstream_unavailable",
+            "downstream_timeout",
+        ]);
+        for listed in PROBLEM_CODES {
+            assert!(
+                answered.contains(&listed.code),
+                "{} is never answered",
+                listed.code
+            );
+        }
+    }
 
     #[test]
     fn every_problem_has_a_stable_type_and_code() {

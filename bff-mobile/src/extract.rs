@@ -20,6 +20,14 @@ use server_kit::{
     extract::{ApiState, BodyRejection},
 };
 use shared_clients::{IdempotencyKey, UserId};
+use utoipa::{
+    IntoParams,
+    openapi::{
+        Required,
+        path::{Parameter, ParameterBuilder, ParameterIn},
+        schema::{ObjectBuilder, Type},
+    },
+};
 
 use crate::{error::ApiError, state::AppState};
 
@@ -181,6 +189,29 @@ impl<S: Send + Sync> FromRequestParts<S> for CheckoutKey {
     }
 }
 
+/// The `Idempotency-Key` header, in the OpenAPI document.
+impl IntoParams for CheckoutKey {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("Idempotency-Key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::True)
+                .description(Some(
+                    "1 to 255 visible ASCII characters, e.g. a UUID; send the same key again to \
+                     retry the same checkout (missing: `missing_idempotency_key`, unusable: \
+                     `invalid_idempotency_key`).",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^[!-~]{1,255}$")),
+                ))
+                .build(),
+        ]
+    }
+}
+
 /// Which image width the client wants, from `?w=` (CSS pixels of the slot), the `DPR` header
 /// (device pixels per CSS pixel) and the `Width` header (device pixels of the slot). Responses
 /// that use it say `Vary: DPR, Width`.
@@ -214,6 +245,49 @@ impl ImageHint {
             (None, Some(device)) => device,
             (None, None) => scale(default_css_width),
         }
+    }
+}
+
+/// `?w=`, `DPR` and `Width`, in the OpenAPI document.
+impl IntoParams for ImageHint {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let param = |name: &str, at: ParameterIn, description: &str, schema: ObjectBuilder| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(at)
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(schema))
+                .build()
+        };
+        let width = || {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .maximum(Some(MAX_IMAGE_WIDTH))
+        };
+        vec![
+            param(
+                "w",
+                ParameterIn::Query,
+                "The image slot's width in CSS pixels (scaled by `DPR`); else the `Width` header, \
+                 else the screen's default slot.",
+                width(),
+            ),
+            param(
+                "DPR",
+                ParameterIn::Header,
+                "Client hint: device pixels per CSS pixel (1 to 4; an unreadable value is \
+                 ignored).",
+                ObjectBuilder::new().schema_type(Type::Number),
+            ),
+            param(
+                "Width",
+                ParameterIn::Header,
+                "Client hint: the image slot's width in device pixels, used when `w` is absent.",
+                width(),
+            ),
+        ]
     }
 }
 

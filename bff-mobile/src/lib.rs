@@ -13,7 +13,10 @@
 //! - [`error`]: [`ApiError`], the one error type, answered as `application/problem+json` with a
 //!   stable `type` and `code`; its `//!` says which problem is used when.
 //! - `routes`: [`router`], every route under [`PREFIX`] and the layers around them (body limit,
-//!   compression, `ETag`/304).
+//!   compression, `ETag`/304), built from one list of routes that [`endpoints`] reads.
+//! - `openapi`: `GET /m/v1/openapi.json`, the OpenAPI 3.1 document derived from the handlers'
+//!   `#[utoipa::path]` attributes and the types they serialize, completed with what every
+//!   operation shares (bearer auth, `X-Request-Id`, caching headers, problem codes).
 //! - `screens`: one file per screen (`home`, `products`, `product`, `cart`, `checkout`,
 //!   `orders`, `order`), each with a `Query`/body type, the payload type and its handler; `card`
 //!   for the parts several screens share; `order_live`, the order screen as a stream of
@@ -33,6 +36,7 @@ mod caching;
 mod extract;
 mod image;
 mod money;
+mod openapi;
 mod routes;
 mod screens;
 mod state;
@@ -43,7 +47,7 @@ use shared_clients::Downstream;
 pub use caching::Screen;
 pub use config::MobileConfig;
 pub use error::ApiError;
-pub use routes::router;
+pub use routes::{endpoints, router};
 pub use state::AppState;
 
 /// Every setting of `bff-mobile`.

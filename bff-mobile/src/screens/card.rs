@@ -7,13 +7,15 @@ use serde::Serialize;
 use shared_clients::{
     ClientError, Downstream, Inventory, InventoryStatus, Product, ProductId, RequestContext,
 };
+use utoipa::ToSchema;
 
 use crate::{image, money};
 
 /// A product as a list or the home screen draws it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Card {
     /// To open the product detail screen.
+    #[schema(value_type = String)]
     pub id: ProductId,
     /// The title under the image.
     pub name: String,
@@ -35,6 +37,7 @@ pub struct Card {
     pub image: Option<String>,
     /// `low` or `out`; absent when in stock.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(low|out)$")]
     pub stock: Option<&'static str>,
     /// The stock badge, ready to show; absent when in stock.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -9,10 +9,12 @@
 use axum::{extract::State, response::IntoResponse, response::Response};
 use serde::{Deserialize, Serialize};
 use shared_clients::{Cart, ClientError, ErrorKind, ProductId, RequestContext};
+use utoipa::ToSchema;
 
 use super::{
+    LinesPart,
     card::{Lookup, products_by_id, stock},
-    is_zero, part,
+    is_zero,
 };
 use crate::{
     Screen,
@@ -20,14 +22,15 @@ use crate::{
     extract::{Ctx, IdParam, ImageHint, Json, User},
     image,
     money::Currency,
+    openapi::ProblemResponse,
     state::AppState,
 };
 
 /// Largest quantity of one cart line (the cart service's limit).
 const MAX_QUANTITY: i64 = 99;
 
-/// The cart screen.
-#[derive(Debug, Serialize)]
+/// The cart screen (`{}` when the cart is empty).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CartScreen {
     /// The currency of every price on the screen, stated once.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -44,18 +47,21 @@ pub struct CartScreen {
     /// The subtotal, ready to show.
     #[serde(skip_serializing_if = "Option::is_none")]
     subtotal_text: Option<String>,
-    /// Parts that could not be loaded (`products`).
+    /// Parts that could not be loaded (`products`); absent when nothing is missing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    degraded: Vec<&'static str>,
-    /// Parts shown from an older copy because the service failed (`products`).
+    degraded: Vec<LinesPart>,
+    /// Parts shown from an older copy because the service failed (`products`); absent when
+    /// nothing is old.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    stale: Vec<&'static str>,
+    stale: Vec<LinesPart>,
 }
 
 /// One cart line.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CartLine)]
 struct Line {
     /// The product, to open it or change the line.
+    #[schema(value_type = String)]
     id: ProductId,
     /// How many.
     qty: u32,
@@ -82,6 +88,7 @@ struct Line {
     currency: Option<String>,
     /// `low`, `out` or `gone` (the product no longer exists); absent when in stock.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(low|out|gone)$")]
     stock: Option<&'static str>,
     /// The stock badge, ready to show.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,22 +96,41 @@ struct Line {
 }
 
 /// The body of `POST /m/v1/cart/items`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct AddItem {
     /// The product to add.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     product_id: String,
     /// How many to add, 1 to 99 (a line holds at most 99).
+    #[schema(minimum = 1, maximum = 99)]
     quantity: i64,
 }
 
 /// The body of `PUT /m/v1/cart/items/{product_id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct SetQuantity {
     /// The line's new quantity, 0 (removes the line) to 99.
+    #[schema(minimum = 0, maximum = 99)]
     quantity: i64,
 }
 
-/// `GET /m/v1/cart`.
+/// The signed-in user's cart.
+///
+/// The cart is essential (its failure is an error); product names, images and prices are not:
+/// without them the lines still show product ids and quantities, and `degraded` says `products`.
+#[utoipa::path(
+    get, path = "/m/v1/cart", tag = "cart", operation_id = "getCart",
+    params(ImageHint),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The cart screen", body = CartScreen),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 502, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+        (status = 504, response = ProblemResponse),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
@@ -120,7 +146,25 @@ pub async fn get(
     Ok(render(&state, &ctx, &cart, hint).await)
 }
 
-/// `POST /m/v1/cart/items`.
+/// Adds a product to the cart (or more of it to its line), answering the updated cart.
+#[utoipa::path(
+    post, path = "/m/v1/cart/items", tag = "cart", operation_id = "addCartItem",
+    params(ImageHint),
+    request_body = AddItem,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated cart screen", body = CartScreen),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 409, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 502, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+        (status = 504, response = ProblemResponse),
+    )
+)]
 pub async fn add(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
@@ -147,7 +191,28 @@ pub async fn add(
     Ok(render(&state, &ctx, &cart, hint).await)
 }
 
-/// `PUT /m/v1/cart/items/{product_id}`.
+/// Sets the quantity of a cart line (0 removes it), answering the updated cart.
+#[utoipa::path(
+    put, path = "/m/v1/cart/items/{product_id}", tag = "cart", operation_id = "setCartItemQuantity",
+    params(
+        ("product_id" = String, Path, description = "The product of the line", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ImageHint,
+    ),
+    request_body = SetQuantity,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated cart screen", body = CartScreen),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 409, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 502, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+        (status = 504, response = ProblemResponse),
+    )
+)]
 pub async fn set_quantity(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
@@ -166,7 +231,25 @@ pub async fn set_quantity(
     Ok(render(&state, &ctx, &cart, hint).await)
 }
 
-/// `DELETE /m/v1/cart/items/{product_id}`.
+/// Removes a line from the cart, answering the updated cart.
+#[utoipa::path(
+    delete, path = "/m/v1/cart/items/{product_id}", tag = "cart", operation_id = "removeCartItem",
+    params(
+        ("product_id" = String, Path, description = "The product of the line", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ImageHint,
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated cart screen", body = CartScreen),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 409, response = ProblemResponse),
+        (status = 502, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+        (status = 504, response = ProblemResponse),
+    )
+)]
 pub async fn remove(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
@@ -225,11 +308,11 @@ fn shape(cart: &Cart, products: Result<Lookup, ClientError>, image_px: u32) -> C
     let mut degraded = Vec::new();
     let Lookup { products, stale } = products.unwrap_or_else(|error| {
         tracing::warn!(%error, "cart shown without product details");
-        degraded.push(part::PRODUCTS);
+        degraded.push(LinesPart::Products);
         Lookup::default()
     });
     let stale = if stale {
-        vec![part::PRODUCTS]
+        vec![LinesPart::Products]
     } else {
         Vec::new()
     };

@@ -12,6 +12,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use shared_clients::{Address, Channel, ProductId};
+use utoipa::ToSchema;
 
 use super::{
     card::products_by_id,
@@ -22,6 +23,7 @@ use crate::{
     Screen,
     error::ApiError,
     extract::{CheckoutKey, Ctx, ImageHint, OptionalBody, User},
+    openapi::{AddressDoc, ProblemResponse},
     state::AppState,
 };
 
@@ -29,15 +31,16 @@ use crate::{
 const MAX_ADDRESS_FIELD_CHARS: usize = 200;
 
 /// The optional body of a checkout.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CheckoutBody {
     /// Where to ship.
+    #[schema(value_type = Option<AddressDoc>)]
     address: Option<Address>,
 }
 
 /// The confirmation screen: the order as the detail screen shows it, and whether the cart was
 /// emptied.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Confirmation {
     /// The order placed.
     #[serde(flatten)]
@@ -48,7 +51,31 @@ pub struct Confirmation {
     cart_cleared: bool,
 }
 
-/// `POST /m/v1/checkout`.
+/// Orders the signed-in user's cart and answers the confirmation screen.
+///
+/// `Idempotency-Key` is required: the same key again returns the same order (200 instead of
+/// 201), never a second one, even when the first attempt's answer was lost. Prices and stock are
+/// checked at the moment of ordering; unavailable products are refused with `items_unavailable`,
+/// listing them in `items`. The body may be left out.
+#[utoipa::path(
+    post, path = "/m/v1/checkout", tag = "orders", operation_id = "checkout",
+    params(CheckoutKey, ImageHint),
+    request_body(content = Option<CheckoutBody>, description = "Optional: where to ship"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The order was placed", body = Confirmation),
+        (status = 200, description = "A retry with the same `Idempotency-Key`: the order placed then", body = Confirmation),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 409, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 422, response = ProblemResponse),
+        (status = 502, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+        (status = 504, response = ProblemResponse),
+    )
+)]
 pub async fn post(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,

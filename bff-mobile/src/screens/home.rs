@@ -8,18 +8,20 @@ use serde::Serialize;
 use shared_clients::{
     CategoryId, ClientError, OrderQuery, OrderStatus, Owner, ProductQuery, UserId,
 };
+use utoipa::ToSchema;
 
-use super::{card::Card, is_zero, order::status_text, part};
+use super::{card::Card, is_zero, order::status_text};
 use crate::{
     Screen,
     error::ApiError,
     extract::{Ctx, ImageHint, MaybeUser},
     money::Currency,
+    openapi::{OrderStatusDoc, ProblemResponse},
     state::AppState,
 };
 
 /// The home screen.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Home {
     /// The currency of every price on the screen, stated once.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -36,35 +38,83 @@ pub struct Home {
     /// The signed-in user's most recent order, for a status banner.
     #[serde(skip_serializing_if = "Option::is_none")]
     latest_order: Option<OrderBanner>,
-    /// Parts that could not be loaded (`featured`, `categories`, `cart`, `latest_order`).
+    /// Parts that could not be loaded (`featured`, `categories`, `cart`, `latest_order`);
+    /// absent when nothing is missing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    degraded: Vec<&'static str>,
-    /// Parts shown from an older copy because the service failed (`categories`).
+    degraded: Vec<HomePart>,
+    /// Parts shown from an older copy because the service failed (`categories`); absent when
+    /// nothing is old.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    stale: Vec<&'static str>,
+    stale: Vec<HomePart>,
+}
+
+/// An optional part of the home screen, as named in its `degraded` and `stale` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HomePart {
+    /// The featured products.
+    Featured,
+    /// The top categories.
+    Categories,
+    /// The cart badge (signed in).
+    Cart,
+    /// The latest order's banner (signed in).
+    LatestOrder,
+}
+
+impl HomePart {
+    /// The name, as in the payload (for the log).
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Featured => "featured",
+            Self::Categories => "categories",
+            Self::Cart => "cart",
+            Self::LatestOrder => "latest_order",
+        }
+    }
 }
 
 /// A category the home screen links to.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Chip {
     /// To open the product list of the category.
+    #[schema(value_type = String)]
     id: CategoryId,
     /// The label.
     name: String,
 }
 
 /// The latest order's status banner.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct OrderBanner {
     /// To open the order detail screen.
     id: String,
     /// Machine-readable status, for the app's icon.
+    #[schema(value_type = OrderStatusDoc)]
     status: OrderStatus,
     /// The status, ready to show.
     status_text: &'static str,
 }
 
-/// `GET /m/v1/home`.
+/// The home screen.
+///
+/// For everyone: featured products and top categories (`public`, cacheable). With a bearer token
+/// also the cart badge and the latest order (`private, no-store`). Each part is fetched
+/// concurrently and is optional: a part that fails is left out and named in `degraded`; only
+/// when every part fails is the screen an error.
+#[utoipa::path(
+    get, path = "/m/v1/home", tag = "catalog", operation_id = "getHome",
+    params(ImageHint),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The home screen", body = Home),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 502, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+        (status = 504, response = ProblemResponse),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
@@ -93,9 +143,9 @@ pub async fn get(
     let mut degraded = Vec::new();
     let mut failure: Option<ClientError> = None;
     let mut attempted = 2;
-    let mut note = |name: &'static str, error: ClientError| {
+    let mut note = |name: HomePart, error: ClientError| {
         tracing::warn!(
-            part = name,
+            part = name.as_str(),
             service = error.service().as_str(),
             kind = error.kind().code(),
             %error,
@@ -113,7 +163,7 @@ pub async fn get(
             .map(|product| Card::of(product, &mut currency, image_px))
             .collect(),
         Err(error) => {
-            note(part::FEATURED, error);
+            note(HomePart::Featured, error);
             Vec::new()
         }
     };
@@ -121,7 +171,7 @@ pub async fn get(
     let categories = match categories {
         Ok(categories) => {
             if categories.is_stale() {
-                stale.push(part::CATEGORIES);
+                stale.push(HomePart::Categories);
             }
             categories
                 .iter()
@@ -134,7 +184,7 @@ pub async fn get(
                 .collect()
         }
         Err(error) => {
-            note(part::CATEGORIES, error);
+            note(HomePart::Categories, error);
             Vec::new()
         }
     };
@@ -143,11 +193,11 @@ pub async fn get(
         attempted += 2;
         match count {
             Ok(count) => cart_count = count,
-            Err(error) => note(part::CART, error),
+            Err(error) => note(HomePart::Cart, error),
         }
         match latest {
             Ok(latest) => latest_order = latest,
-            Err(error) => note(part::LATEST_ORDER, error),
+            Err(error) => note(HomePart::LatestOrder, error),
         }
     }
     if degraded.len() == attempted

@@ -9,7 +9,12 @@
 //!
 //! Parts that could not be loaded are named in `degraded`; parts served from an older cached
 //! copy because the service failed (or while it is refreshed) are named in `stale`. Either makes
-//! a public screen `no-cache`.
+//! a public screen `no-cache`. The names are enums ([`home::HomePart`], [`LinesPart`],
+//! [`ProductPart`]), so `/m/v1/openapi.json` lists the values each screen may name.
+//!
+//! Every payload, body and query type derives its schema (`utoipa::ToSchema`/`IntoParams`) and
+//! every handler carries its operation (`#[utoipa::path]`): their `///` comments are the
+//! descriptions in the document (`crate::openapi`).
 //!
 //! `order_live` streams the order screen as server-sent events, one screen per change of the
 //! order, until it is delivered or cancelled.
@@ -28,22 +33,26 @@ pub mod orders;
 pub mod product;
 pub mod products;
 
+use serde::Serialize;
+use utoipa::ToSchema;
+
 use crate::error::ApiError;
 
-/// Names of the optional parts of screens, as listed in `degraded`.
-mod part {
-    /// Featured products (home).
-    pub const FEATURED: &str = "featured";
-    /// Top categories (home).
-    pub const CATEGORIES: &str = "categories";
-    /// The cart badge (home).
-    pub const CART: &str = "cart";
-    /// The latest order's status (home).
-    pub const LATEST_ORDER: &str = "latest_order";
-    /// Product names, images and prices of cart and order lines.
-    pub const PRODUCTS: &str = "products";
-    /// The product of the detail screen.
-    pub const PRODUCT: &str = "product";
+/// The optional part of the product detail screen, as named in its `stale` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductPart {
+    /// The product itself, shown from an older copy because the catalog service failed.
+    Product,
+}
+
+/// The optional part of the cart and order screens, as named in their `degraded` and `stale`
+/// lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LinesPart {
+    /// Product names, images and prices of the lines.
+    Products,
 }
 
 /// `serde` helper (which passes a reference): whether a count is at its default, 0.

@@ -10,10 +10,11 @@ use serde::Serialize;
 use shared_clients::{
     Address, ClientError, Order, OrderId, OrderStatus, Owner, ProductId, RequestContext,
 };
+use utoipa::ToSchema;
 
 use super::{
+    LinesPart,
     card::{Lookup, products_by_id},
-    part,
 };
 use crate::{
     Screen,
@@ -21,17 +22,20 @@ use crate::{
     extract::{Ctx, IdParam, ImageHint, User},
     image,
     money::Currency,
+    openapi::{OrderStatusDoc, ProblemResponse},
     state::AppState,
 };
 
 /// The order detail screen (and, flattened, the body of the checkout confirmation).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderDetail {
     /// The currency of every price on the screen, stated once.
     pub currency: String,
     /// The order's id, shown as the order number.
+    #[schema(value_type = String)]
     pub id: OrderId,
     /// Machine-readable status, for the app's icon.
+    #[schema(value_type = OrderStatusDoc)]
     pub status: OrderStatus,
     /// The status, ready to show.
     pub status_text: &'static str,
@@ -48,18 +52,20 @@ pub struct OrderDetail {
     /// The shipping address on one line, when the order has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ship_to: Option<String>,
-    /// Parts that could not be loaded (`products`).
+    /// Parts that could not be loaded (`products`); absent when nothing is missing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub degraded: Vec<&'static str>,
-    /// Parts shown from an older copy because the service failed (`products`).
+    pub degraded: Vec<LinesPart>,
+    /// Parts shown from an older copy because the service failed (`products`); absent when
+    /// nothing is old.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub stale: Vec<&'static str>,
+    pub stale: Vec<LinesPart>,
 }
 
 /// One order line, at the price it was ordered at.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderLine {
     /// The product, to open it.
+    #[schema(value_type = String)]
     id: ProductId,
     /// How many.
     qty: u32,
@@ -79,7 +85,25 @@ pub struct OrderLine {
     total_text: String,
 }
 
-/// `GET /m/v1/orders/{order_id}`.
+/// One of the signed-in user's orders: lines with names and thumbnails, total, status,
+/// shipping address. Another user's order is a 404, like one that does not exist.
+#[utoipa::path(
+    get, path = "/m/v1/orders/{order_id}", tag = "orders", operation_id = "getOrder",
+    params(
+        ("order_id" = String, Path, description = "The order's id", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ImageHint,
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The order screen", body = OrderDetail),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 502, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+        (status = 504, response = ProblemResponse),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
@@ -126,11 +150,11 @@ pub fn shape(order: &Order, products: Result<Lookup, ClientError>, image_px: u32
     let mut degraded = Vec::new();
     let Lookup { products, stale } = products.unwrap_or_else(|error| {
         tracing::warn!(%error, "order shown without product details");
-        degraded.push(part::PRODUCTS);
+        degraded.push(LinesPart::Products);
         Lookup::default()
     });
     let stale = if stale {
-        vec![part::PRODUCTS]
+        vec![LinesPart::Products]
     } else {
         Vec::new()
     };

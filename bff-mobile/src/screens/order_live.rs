@@ -82,11 +82,13 @@ use shared_clients::{
 };
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument as _;
+use utoipa::ToSchema;
 
 use super::order::{self, OrderDetail};
 use crate::{
     error::ApiError,
     extract::{Ctx, IdParam, ImageHint, SignedIn},
+    openapi::{OrderStatusDoc, ProblemResponse},
     state::AppState,
 };
 
@@ -103,7 +105,38 @@ const KEEP_ALIVE_TEXT: &str = "keep-alive";
 /// `X-Accel-Buffering`: tells buffering proxies (nginx and its kin) to pass events on at once.
 const ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
-/// `GET /m/v1/orders/{order_id}/live`.
+/// The order screen as server-sent events: the screen now, then again each time the order
+/// changes, until it is delivered or cancelled.
+///
+/// Each event's `data` is one line of JSON: `event: order` (with `id` 1, 2, …) carries the
+/// screen as `GET /m/v1/orders/{order_id}` answers it; `event: end` follows a screen whose
+/// `status` is final, and the stream closes; `event: error` closes the stream for a reason the
+/// app acts on (`TOKEN_EXPIRED`: reconnect with a fresh token, `SHUTTING_DOWN`: reconnect at
+/// once, `ORDER_NOT_FOUND`). A `: keep-alive` comment is sent while nothing else is.
+/// `Last-Event-ID` is not used: a stream opened again starts with the current screen.
+/// Never compressed and never given an `ETag`: each event reaches the app when it is sent.
+/// Not served (404 `route_not_found`) when `gateway.subscriptions.enabled` is off.
+#[utoipa::path(
+    get, path = "/m/v1/orders/{order_id}/live", tag = "orders", operation_id = "followOrder",
+    params(
+        ("order_id" = String, Path, description = "The order's id", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ImageHint,
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The stream; each event's fields as `LiveEvent` describes them",
+            content_type = "text/event-stream", body = LiveEvent, headers(
+                ("Cache-Control" = String, description = "`no-store`"),
+                ("X-Accel-Buffering" = String, description = "`no`: proxies that buffer responses pass each event on at once"))),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 429, response = ProblemResponse),
+        (status = 502, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+        (status = 504, response = ProblemResponse),
+    )
+)]
 #[expect(
     clippy::too_many_arguments,
     reason = "an axum handler takes each extractor as an argument"
@@ -228,9 +261,10 @@ enum Closing {
 }
 
 /// The body of an `event: error`: a problem's parts a client acts on.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct StreamProblem {
-    /// What to branch on.
+    /// What to branch on: `TOKEN_EXPIRED`, `SHUTTING_DOWN` or `ORDER_NOT_FOUND`.
+    #[schema(pattern = "^(TOKEN_EXPIRED|SHUTTING_DOWN|ORDER_NOT_FOUND)$")]
     code: &'static str,
     /// The HTTP status a request would have got for the same reason.
     status: u16,
@@ -278,12 +312,45 @@ impl Closing {
 }
 
 /// The body of `event: end`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct EndOfStream<'a> {
     /// The order tracked.
+    #[schema(value_type = String)]
     id: &'a OrderId,
-    /// Its final status.
+    /// Its final status (`delivered` or `cancelled`).
+    #[schema(value_type = OrderStatusDoc)]
     status: OrderStatus,
+}
+
+/// One server-sent event of the stream, as its fields: `event` (the event's name), `id` (on
+/// `order` events) and `data`, a JSON document on one line. The wire format is
+/// `text/event-stream`; this is what each event holds once parsed.
+#[derive(Debug, ToSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[expect(
+    dead_code,
+    reason = "documentation only: the events are written by `Tracker`"
+)]
+enum LiveEvent {
+    /// The order screen: the first at once, then one each time the order changes (a screen
+    /// identical to the last one sent is not sent again).
+    Order {
+        /// `1`, `2`, …: the number of screens this stream has sent.
+        #[schema(pattern = "^[1-9][0-9]*$")]
+        id: String,
+        /// The screen, as `GET /m/v1/orders/{order_id}` answers it.
+        data: OrderDetail,
+    },
+    /// The last screen sent had a final status; the stream closes after it.
+    End {
+        /// The order and its final status.
+        data: EndOfStream<'static>,
+    },
+    /// The stream closes for a reason the app acts on.
+    Error {
+        /// What happened.
+        data: StreamProblem,
+    },
 }
 
 /// Where a stream is.

@@ -4,6 +4,7 @@
 use axum::{extract::State, response::IntoResponse, response::Response};
 use serde::{Deserialize, Serialize};
 use shared_clients::{ErrorKind, OrderId, OrderQuery, OrderStatus, Owner};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     cursor, invalid_cursor,
@@ -15,20 +16,24 @@ use crate::{
     error::ApiError,
     extract::{ApiQuery, Ctx, User},
     money::Currency,
+    openapi::{OrderStatusDoc, ProblemResponse},
     state::AppState,
 };
 
 /// The query string of the orders list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Query {
     /// The `next` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,200}$")]
     cursor: Option<String>,
-    /// Page size, 1 to `gateway.max_page_size` (default `gateway.default_page_size`).
+    /// Page size, 1 to `gateway.max_page_size` (50; default `gateway.default_page_size`, 20).
+    #[param(minimum = 1)]
     limit: Option<u32>,
 }
 
 /// One page of the orders list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Orders {
     /// The currency of every total on the page, stated once.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,11 +47,13 @@ pub struct Orders {
 }
 
 /// One order in the list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct OrderRow {
     /// To open the order detail screen.
+    #[schema(value_type = String)]
     id: OrderId,
     /// Machine-readable status, for the app's icon.
+    #[schema(value_type = OrderStatusDoc)]
     status: OrderStatus,
     /// The status, ready to show.
     status_text: &'static str,
@@ -63,7 +70,20 @@ struct OrderRow {
     currency: Option<String>,
 }
 
-/// `GET /m/v1/orders`.
+/// The signed-in user's orders, newest first, one page at a time.
+#[utoipa::path(
+    get, path = "/m/v1/orders", tag = "orders", operation_id = "listOrders",
+    params(Query),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of orders", body = Orders),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 502, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+        (status = 504, response = ProblemResponse),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,

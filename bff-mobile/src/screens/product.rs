@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use axum::{extract::State, response::IntoResponse, response::Response};
 use serde::Serialize;
 use shared_clients::{Product, ProductId, money::group_thousands};
+use utoipa::ToSchema;
 
 use super::{
+    ProductPart,
     card::{rating, sale_price, stock},
-    part,
 };
 use crate::{
     Screen,
@@ -20,15 +21,17 @@ use crate::{
     error::{ApiError, Missing},
     extract::{Ctx, IdParam, ImageHint},
     image,
+    openapi::ProblemResponse,
     state::AppState,
 };
 
 /// The product detail screen.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ProductDetail {
     /// The currency of the prices, stated once.
     currency: String,
     /// To add the product to the cart.
+    #[schema(value_type = String)]
     id: ProductId,
     /// The title.
     name: String,
@@ -53,6 +56,7 @@ pub struct ProductDetail {
     image: Option<String>,
     /// `low` or `out`; absent when in stock.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(low|out)$")]
     stock: Option<&'static str>,
     /// The stock badge, ready to show; absent when in stock.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,12 +70,28 @@ pub struct ProductDetail {
     /// The specification table, labels ready to show; absent when empty.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     specs: BTreeMap<String, String>,
-    /// `["product"]` when the product is shown from an older copy because the service failed.
+    /// `["product"]` when the product is shown from an older copy because the service failed;
+    /// absent otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    stale: Vec<&'static str>,
+    stale: Vec<ProductPart>,
 }
 
-/// `GET /m/v1/products/{product_id}`.
+/// The product detail screen.
+#[utoipa::path(
+    get, path = "/m/v1/products/{product_id}", tag = "catalog", operation_id = "getProduct",
+    params(
+        ("product_id" = String, Path, description = "The product's id", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ImageHint,
+    ),
+    responses(
+        (status = 200, description = "The product", body = ProductDetail),
+        (status = 400, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 502, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+        (status = 504, response = ProblemResponse),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
@@ -134,7 +154,7 @@ fn render(
             .map(|(key, value)| (label(key), value.clone()))
             .collect(),
         stale: if stale {
-            vec![part::PRODUCT]
+            vec![ProductPart::Product]
         } else {
             Vec::new()
         },

@@ -5,6 +5,7 @@
 use axum::{extract::State, response::IntoResponse, response::Response};
 use serde::{Deserialize, Serialize};
 use shared_clients::{CategoryId, ErrorKind, ProductQuery};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{card::Card, cursor, invalid_cursor, page_size};
 use crate::{
@@ -12,6 +13,7 @@ use crate::{
     error::ApiError,
     extract::{ApiQuery, Ctx, ImageHint},
     money::Currency,
+    openapi::ProblemResponse,
     state::AppState,
 };
 
@@ -19,20 +21,24 @@ use crate::{
 const MAX_QUERY_CHARS: usize = 200;
 
 /// The query string of the product list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Query {
     /// Only products of this category.
     category: Option<String>,
-    /// Only products whose name or brand contains this text (case-insensitive).
+    /// Only products whose name or brand contains this text (case-insensitive), at most 200
+    /// characters.
     q: Option<String>,
     /// The `next` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,200}$")]
     cursor: Option<String>,
-    /// Page size, 1 to `gateway.max_page_size` (default `gateway.default_page_size`).
+    /// Page size, 1 to `gateway.max_page_size` (50; default `gateway.default_page_size`, 20).
+    #[param(minimum = 1)]
     limit: Option<u32>,
 }
 
 /// One page of the product list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Products {
     /// The currency of every price on the page, stated once.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,7 +51,18 @@ pub struct Products {
     next: Option<String>,
 }
 
-/// `GET /m/v1/products`.
+/// The product list, by category and/or search text, newest first, one page at a time.
+#[utoipa::path(
+    get, path = "/m/v1/products", tag = "catalog", operation_id = "listProducts",
+    params(Query, ImageHint),
+    responses(
+        (status = 200, description = "One page of products", body = Products),
+        (status = 400, response = ProblemResponse),
+        (status = 502, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+        (status = 504, response = ProblemResponse),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,

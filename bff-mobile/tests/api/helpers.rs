@@ -211,6 +211,14 @@ impl TestApp {
         self.get(&format!("/orders/{id}"), Some(user)).await
     }
 
+    /// The served OpenAPI document.
+    pub async fn openapi(&self) -> Value {
+        let answer = self.get("/openapi.json", None).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.header("content-type"), "application/json");
+        answer.json()
+    }
+
     /// How many orders the order service holds for `user`.
     pub fn orders_at_the_order_service(&self, user: &str) -> usize {
         self.world().user_orders(user).len()
@@ -257,4 +265,52 @@ pub async fn decode(encoding: &str, bytes: Bytes) -> Bytes {
     axum::body::to_bytes(Body::new(response.into_body()), usize::MAX)
         .await
         .expect("decodable body")
+}
+
+/// Checks `body` against the schema `doc` declares for the `media` content of `method path`'s
+/// `status` response (the `default` response when the status is not listed, as OpenAPI means
+/// it), and returns that response's description.
+pub fn assert_matches_document(
+    doc: &Value,
+    method: &str,
+    path: &str,
+    status: StatusCode,
+    media: &str,
+    body: &Value,
+) -> String {
+    let operation = &doc["paths"][path][method];
+    assert!(operation.is_object(), "{method} {path} is not documented");
+    let mut response = operation["responses"][status.as_str()].clone();
+    if response.is_null() {
+        response = operation["responses"]["default"].clone();
+    }
+    assert!(
+        response.is_object(),
+        "{method} {path} does not document {status}"
+    );
+    if let Some(reference) = response["$ref"].as_str() {
+        let name = reference.rsplit('/').next().expect("ref name");
+        response = doc["components"]["responses"][name].clone();
+    }
+    let schema = response["content"][media]["schema"].clone();
+    assert!(
+        schema.is_object(),
+        "{method} {path} {status} has no {media} content: {response:#}"
+    );
+    let mut schema_doc = doc.clone();
+    schema_doc["__response"] = schema;
+    schema_doc["$ref"] = serde_json::json!("#/__response");
+    let validator = jsonschema::draft202012::new(&schema_doc).expect("the document compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .map(|error| format!("{error} at {}", error.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status} does not match the document: {errors:#?}\nbody: {body:#}"
+    );
+    response["description"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -26,20 +26,20 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// One block of a server-sent event stream.
 #[derive(Debug, Default)]
-struct Frame {
+pub(crate) struct Frame {
     /// `event:`.
-    event: Option<String>,
+    pub(crate) event: Option<String>,
     /// `id:`.
-    id: Option<String>,
+    pub(crate) id: Option<String>,
     /// `data:` (lines joined with `\n`).
-    data: String,
+    pub(crate) data: String,
     /// A comment line's text (`: keep-alive`), when the block is one.
     comment: Option<String>,
 }
 
 impl Frame {
     /// The data as JSON.
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.data)
             .unwrap_or_else(|error| panic!("not JSON ({error}): {self:?}"))
     }
@@ -71,7 +71,7 @@ impl Frame {
 }
 
 /// A response body read as server-sent events, block by block, as they arrive.
-struct Events {
+pub(crate) struct Events {
     /// The streaming response.
     response: reqwest::Response,
     /// Bytes received and not yet parsed.
@@ -82,7 +82,7 @@ struct Events {
 
 impl Events {
     /// The stream of `response`, which must be a `200` event stream.
-    fn of(response: reqwest::Response) -> Self {
+    pub(crate) fn of(response: reqwest::Response) -> Self {
         assert_eq!(response.status(), StatusCode::OK);
         let header = |name: &str| {
             response
@@ -145,7 +145,7 @@ impl Events {
     }
 
     /// The next event, which must be `event` (`order`, `end`, `error`).
-    async fn expect(&mut self, event: &str) -> Frame {
+    pub(crate) async fn expect(&mut self, event: &str) -> Frame {
         let frame = self
             .next()
             .await
@@ -155,7 +155,7 @@ impl Events {
     }
 
     /// Asserts that the server closes the stream next.
-    async fn expect_closed(&mut self) {
+    pub(crate) async fn expect_closed(&mut self) {
         if let Some(frame) = self.next().await {
             panic!("an event after the last one: {frame:?}");
         }
@@ -163,7 +163,7 @@ impl Events {
 }
 
 /// `GET {base}/m/v1/orders/{order_id}/live` with `token` (none when `None`).
-async fn open(
+pub(crate) async fn open(
     client: &reqwest::Client,
     base: &str,
     order_id: &str,
@@ -183,7 +183,12 @@ async fn open(
 
 /// Places a pending order for `user` through the gateway at `base` (one of `product` in the cart,
 /// then checkout); returns its id.
-async fn place_order(client: &reqwest::Client, base: &str, user: &str, product: &str) -> String {
+pub(crate) async fn place_order(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    product: &str,
+) -> String {
     let added = client
         .post(format!("{base}/m/v1/cart/items"))
         .bearer_auth(token(user))

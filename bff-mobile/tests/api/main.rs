@@ -11,6 +11,7 @@ mod events;
 mod helpers;
 mod home;
 mod live;
+mod openapi;
 mod operating;
 mod orders;
 mod replicas;
