@@ -112,23 +112,28 @@ pub fn build_with_resolver(
 ) -> Result<Gateway, BuildError> {
     let state =
         AppState::new(Services::new(&settings.gateway, downstream.clone()).with_resolver(resolver));
-    let mut router = routes::routes(state.clone());
+    let router = routes::routes(state.clone());
     if state.webhooks.is_enabled() && settings.gateway.webhooks.enabled {
-        router = with_engine(router, settings, &state, downstream.clone());
+        let (router, metrics) = with_engine(router, settings, &state, downstream.clone());
+        return Ok(Gateway::over("bff-partner", router, downstream)
+            .on_metrics(move |recorder| metrics.attach(recorder)));
     }
     Ok(Gateway::over("bff-partner", router, downstream))
 }
 
 /// Starts the webhook delivery engine and ties it to `router`: the router holds it (dropping
-/// the gateway stops it), and attaches its metrics to the server's recorder at the first
-/// request (the recorder is made when the gateway is served, after it is built; see
+/// the gateway stops it). Its metrics are attached to the server's recorder when the gateway
+/// is served (the recorder is made then, after the gateway is built; see
 /// [`webhooks::metrics`]).
 fn with_engine(
     router: axum::Router,
     settings: &PartnerSettings,
     state: &AppState,
     downstream: Downstream,
-) -> axum::Router {
+) -> (
+    axum::Router,
+    std::sync::Arc<webhooks::metrics::WebhookMetrics>,
+) {
     let config = &settings.gateway.webhooks;
     let mut partners: Vec<shared_clients::PartnerId> = settings
         .gateway
@@ -165,17 +170,5 @@ fn with_engine(
         shape,
         std::sync::Arc::clone(&metrics),
     ));
-    router
-        .layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                if !metrics.is_attached()
-                    && let Some(recorder) =
-                        request.extensions().get::<server_kit::metrics::Metrics>()
-                {
-                    metrics.attach(recorder);
-                }
-                next.run(request)
-            },
-        ))
-        .layer(axum::Extension(engine))
+    (router.layer(axum::Extension(engine)), metrics)
 }

@@ -34,7 +34,13 @@ pub struct Gateway {
     pub probe: Option<Arc<dyn ReadinessProbe>>,
     /// The downstream clients whose counters `/metrics` exports, if any.
     pub downstream: Option<Downstream>,
+    /// Called with the server's metrics when it is assembled (see [`Gateway::on_metrics`]).
+    pub metrics_hooks: Vec<MetricsHook>,
 }
+
+/// Something of a gateway's that records into the server's metrics, given them once the server
+/// exists (a gateway is built before it is served, and its server makes the recorder).
+pub type MetricsHook = Box<dyn FnOnce(&Metrics) + Send>;
 
 impl Gateway {
     /// A gateway serving `routes`, whose readiness may depend on `probe`.
@@ -44,7 +50,17 @@ impl Gateway {
             routes,
             probe: Some(Arc::new(probe)),
             downstream: None,
+            metrics_hooks: Vec::new(),
         }
+    }
+
+    /// Gives `hook` the server's metrics as soon as the gateway is served, before any request:
+    /// what the gateway started at build time (a background engine) can then describe and
+    /// show its series from the start.
+    #[must_use]
+    pub fn on_metrics(mut self, hook: impl FnOnce(&Metrics) + Send + 'static) -> Self {
+        self.metrics_hooks.push(Box::new(hook));
+        self
     }
 
     /// A gateway serving `routes` over `downstream`: readiness may depend on its services, and
@@ -80,6 +96,9 @@ impl Server {
     pub fn new(listener: TcpListener, config: &ServerConfig, gateway: Gateway) -> Self {
         let readiness = Readiness::new(config, gateway.probe);
         let metrics = Metrics::new(gateway.name, gateway.downstream);
+        for hook in gateway.metrics_hooks {
+            hook(&metrics);
+        }
         // Handlers of long-lived streams find the readiness as an extension, to end their
         // streams when shutdown starts.
         let mut routes = gateway

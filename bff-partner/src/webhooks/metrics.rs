@@ -15,10 +15,10 @@
 //!
 //! The engine starts with the gateway, before its server's recorder exists (the recorder is
 //! made when the built gateway is served), so [`WebhookMetrics`] counts in atomics of its own
-//! and is [attached](WebhookMetrics::attach) to the recorder later (by the gateway, when a
-//! request shows it): attaching describes every series and sets it, so all of them are shown
-//! from then on (zeros included), with the counts made before. Only attempt durations measured
-//! before attaching are not kept.
+//! and is [attached](WebhookMetrics::attach) to the recorder when the gateway is served (a
+//! [`server_kit::server::Gateway::on_metrics`] hook), before its first request: attaching describes
+//! every series and sets it, so all of them are shown from the start (zeros included), with
+//! any counts made before. Only attempt durations measured before attaching are not kept.
 
 use std::{
     sync::{

@@ -436,10 +436,8 @@ async fn a_receiver_failing_twice_then_succeeding_gets_three_attempts() {
 async fn a_410_disables_the_endpoint() {
     let replicas = spawn(1).await;
     let base = &replicas.bases[0];
-    let receiver = Receiver::start(&[410]).await;
-    let (endpoint, _) = register(base, ACME_KEY, &receiver.url).await;
     let client = Client::new();
-    // Every webhook series is shown, zeros included, once the gateway has served a request.
+    // Every webhook series is shown, zeros included, from the start: before any request.
     let metrics = server_kit::testing::scrape(&client, &replicas.metrics_urls[0]).await;
     for series in [
         "bff_webhook_deliveries_total{gateway=\"bff-partner\",outcome=\"gone\"} 0",
@@ -452,6 +450,8 @@ async fn a_410_disables_the_endpoint() {
     ] {
         assert!(metrics.contains(series), "{series} in\n{metrics}");
     }
+    let receiver = Receiver::start(&[410]).await;
+    let (endpoint, _) = register(base, ACME_KEY, &receiver.url).await;
 
     advance_one(&replicas, "partner-acme").await;
 

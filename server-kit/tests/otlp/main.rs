@@ -138,6 +138,7 @@ async fn spawn_gateway(
         routes,
         probe: None,
         downstream: None,
+        metrics_hooks: Vec::new(),
     };
     let server = Server::new(listener, &config, gateway);
     let base = format!("http://{}", server.local_addr().expect("addr"));

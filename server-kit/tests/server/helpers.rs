@@ -161,6 +161,7 @@ pub async fn spawn_with(
         routes: routes(),
         probe: probe.map(|p| Arc::new(p) as Arc<dyn ReadinessProbe>),
         downstream: None,
+        metrics_hooks: Vec::new(),
     };
     let mut server = Server::new(listener, &config, gateway);
     if let Some(metrics_listener) = metrics_listener {
