@@ -7,11 +7,16 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
     time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
-use server_kit::{ConfigError, GatewayConfig, ServerConfig, auth::AuthConfig, live::LiveConfig};
+use server_kit::{
+    ConfigError, GatewayConfig, ServerConfig,
+    auth::{AuthConfig, Secret},
+    live::LiveConfig,
+};
 use shared_clients::OrderPlacementConfig;
 
 /// Largest page any list may be asked for, whatever the configuration says (the downstream
@@ -57,6 +62,13 @@ pub struct WebConfig {
     /// Live updates: GraphQL subscriptions over WebSocket (`graphql-transport-ws`) and
     /// server-sent events, their polling fallback and limits.
     pub subscriptions: LiveConfig,
+    /// Trusted documents: the operations the web app was built with, loaded from manifests, run
+    /// by id and (in `enforce` mode) the only ones accepted.
+    pub trusted_documents: TrustedDocumentsConfig,
+    /// Whether `GET <path>/schema.graphql` serves the schema's SDL even while `introspection` is
+    /// off (it is served whenever introspection is on), so a web app's code generator can point
+    /// at a running gateway.
+    pub schema_endpoint: bool,
 }
 
 impl Default for WebConfig {
@@ -74,6 +86,8 @@ impl Default for WebConfig {
             metrics: WebMetricsConfig::default(),
             batch_delay: Duration::from_micros(200),
             subscriptions: LiveConfig::default(),
+            trusted_documents: TrustedDocumentsConfig::default(),
+            schema_endpoint: false,
         }
     }
 }
@@ -121,6 +135,7 @@ impl GatewayConfig for WebConfig {
             ));
         }
         self.metrics.validate()?;
+        self.trusted_documents.validate()?;
         self.subscriptions.validate("gateway.subscriptions")?;
         self.auth.validate("gateway.auth")
     }
@@ -128,6 +143,15 @@ impl GatewayConfig for WebConfig {
     fn warnings(&self, server: &ServerConfig) -> Vec<String> {
         let mut warnings = Vec::new();
         warnings.extend(self.subscriptions.warnings("gateway.subscriptions", server));
+        if self.trusted_documents.mode == TrustedMode::Off
+            && !self.trusted_documents.manifests.is_empty()
+        {
+            warnings.push(
+                "gateway.trusted_documents.manifests is set while gateway.trusted_documents.mode \
+                 is off: the manifests are not read (set mode to allow or enforce)"
+                    .to_owned(),
+            );
+        }
         if self.introspection && !server.listen_addr.ip().to_canonical().is_loopback() {
             warnings.push(format!(
                 "gateway.introspection is on while server.listen_addr ({}) is not a loopback \
@@ -138,6 +162,96 @@ impl GatewayConfig for WebConfig {
             ));
         }
         warnings
+    }
+}
+
+/// Which documents the gateway runs (`gateway.trusted_documents.mode`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustedMode {
+    /// Manifests are not read; `documentId` is unknown; any document runs.
+    #[default]
+    Off,
+    /// Documents of the manifests run by id (skipping parse and validation), and any other
+    /// document runs too: the dev launcher's mode.
+    Allow,
+    /// Only documents of the manifests run (`PERSISTED_DOCUMENT_REQUIRED` for any other, and APQ
+    /// cannot register new hashes), unless the request carries the bypass header with the
+    /// secret.
+    Enforce,
+}
+
+/// Shortest `gateway.trusted_documents.bypass_secret` accepted.
+pub const MIN_BYPASS_SECRET_BYTES: usize = 32;
+
+/// Trusted documents (`[gateway.trusted_documents]`): see `crate::trusted`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustedDocumentsConfig {
+    /// `off`, `allow` or `enforce`: whether manifests are read, and whether documents that are
+    /// not in them still run.
+    pub mode: TrustedMode,
+    /// The manifest files, each either Apollo's persisted query manifest
+    /// (`{"format": "apollo-persisted-query-manifest", "version": 1, "operations": [...]}`) or
+    /// the flat `{"<id>": "<document>"}` of GraphQL Code Generator's client preset. Every
+    /// document is parsed and validated at load: a bad one stops start-up naming the file and
+    /// the id. Read again on SIGHUP and when a file changes.
+    pub manifests: Vec<PathBuf>,
+    /// How often the manifests' modification times are checked for a change (a changed file is
+    /// loaded again; a failed load keeps the previous set).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// The request header that, carrying `bypass_secret`, lets a request send an arbitrary
+    /// document in `enforce` mode (operators, GraphiQL). Not on WebSocket operations.
+    pub bypass_header: String,
+    /// The value `bypass_header` must carry (at least 32 bytes; compared in constant time). Set
+    /// it from the environment (`BFF_GATEWAY__TRUSTED_DOCUMENTS__BYPASS_SECRET`, a Kubernetes
+    /// Secret), never in a file. Unset: no bypass.
+    pub bypass_secret: Option<Secret>,
+}
+
+impl Default for TrustedDocumentsConfig {
+    fn default() -> Self {
+        Self {
+            mode: TrustedMode::Off,
+            manifests: Vec::new(),
+            poll_interval: Duration::from_secs(5),
+            bypass_header: "x-bff-bypass-trusted-documents".to_owned(),
+            bypass_secret: None,
+        }
+    }
+}
+
+impl TrustedDocumentsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.mode == TrustedMode::Enforce && self.manifests.is_empty() {
+            return Err(ConfigError::invalid(
+                "gateway.trusted_documents.manifests",
+                "must name at least one manifest file in `enforce` mode (every document would \
+                 be refused)",
+            ));
+        }
+        if self.poll_interval < Duration::from_millis(10) {
+            return Err(ConfigError::invalid(
+                "gateway.trusted_documents.poll_interval",
+                "must be at least 10ms",
+            ));
+        }
+        if http::HeaderName::from_bytes(self.bypass_header.as_bytes()).is_err() {
+            return Err(ConfigError::invalid(
+                "gateway.trusted_documents.bypass_header",
+                format!("`{}` is not a header name", self.bypass_header),
+            ));
+        }
+        if let Some(secret) = &self.bypass_secret
+            && secret.expose_secret().len() < MIN_BYPASS_SECRET_BYTES
+        {
+            return Err(ConfigError::invalid(
+                "gateway.trusted_documents.bypass_secret",
+                format!("must be at least {MIN_BYPASS_SECRET_BYTES} bytes"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -364,8 +478,27 @@ mod tests {
             ("BFF_GATEWAY__CORS__MAX_AGE", "1m"),
             ("BFF_GATEWAY__DOCUMENT_CACHE_MAX_BYTES", "0"),
             ("BFF_GATEWAY__APQ__SHARED_TTL", "6h"),
+            ("BFF_GATEWAY__TRUSTED_DOCUMENTS__MODE", "enforce"),
+            (
+                "BFF_GATEWAY__TRUSTED_DOCUMENTS__MANIFESTS",
+                r#"["a.json", "b.json"]"#,
+            ),
+            (
+                "BFF_GATEWAY__TRUSTED_DOCUMENTS__BYPASS_SECRET",
+                "an-operator-secret-of-32-bytes!!",
+            ),
+            ("BFF_GATEWAY__SCHEMA_ENDPOINT", "true"),
         ])
         .expect("loads");
+        let trusted = &settings.gateway.trusted_documents;
+        assert_eq!(trusted.mode, TrustedMode::Enforce);
+        assert_eq!(
+            trusted.manifests,
+            [PathBuf::from("a.json"), PathBuf::from("b.json")]
+        );
+        assert!(trusted.bypass_secret.is_some());
+        assert_eq!(trusted.bypass_header, "x-bff-bypass-trusted-documents");
+        assert!(settings.gateway.schema_endpoint);
         assert_eq!(
             settings.gateway.apq.shared_ttl,
             Duration::from_secs(6 * 3600)
@@ -388,6 +521,17 @@ mod tests {
                 "500ms",
                 "gateway.apq.shared_ttl",
             ),
+            (
+                "BFF_GATEWAY__TRUSTED_DOCUMENTS__MODE",
+                "enforce",
+                "gateway.trusted_documents.manifests",
+            ),
+            (
+                "BFF_GATEWAY__TRUSTED_DOCUMENTS__BYPASS_SECRET",
+                "short",
+                "gateway.trusted_documents.bypass_secret",
+            ),
+            ("BFF_GATEWAY__TRUSTED_DOCUMENTS__MODE", "strict", "mode"),
         ] {
             let error = load(&[(key, value)]).expect_err(key).to_string();
             assert!(error.contains(setting), "{key}: {error}");

@@ -11,7 +11,10 @@
 //!   nested to parse, a limit exceeded, a required variable left out) and a refused persisted
 //!   query are 400 with `application/graphql-response+json` and 200 with `application/json` —
 //!   except `PERSISTED_QUERY_NOT_FOUND`, 200 either way (Apollo clients expect that to resend
-//!   the text); 415, 406 and 405 (with `Allow: POST`) as their names say; a bearer token that is
+//!   the text); a document refused because it is in no manifest (`enforce` mode,
+//!   `PERSISTED_DOCUMENT_REQUIRED`) is 400 either way, an unknown `documentId`
+//!   (`PERSISTED_DOCUMENT_NOT_FOUND`) is a request error like a refused document;
+//!   415, 406 and 405 (with `Allow: POST`) as their names say; a bearer token that is
 //!   present but refused is 401 `UNAUTHENTICATED` with its public `reason` and a
 //!   `WWW-Authenticate` challenge.
 //!
@@ -28,6 +31,7 @@ use crate::{
     apq::ApqError,
     response::{Media, json_response},
     schema,
+    trusted::TrustedError,
 };
 
 /// Transport error codes (the request never reached the schema).
@@ -57,6 +61,9 @@ pub enum TransportError {
     MutationViaGet,
     /// Automatic persisted queries could not supply the document.
     PersistedQuery(ApqError),
+    /// Trusted documents refused the request: an unknown `documentId`, or (`enforce` mode) a
+    /// document in no manifest.
+    PersistedDocument(TrustedError),
     /// The document was refused before execution: its code says why (a parse failure, a limit
     /// of `schema::limits`, `BAD_USER_INPUT` for a required variable left out).
     Refused {
@@ -81,6 +88,10 @@ impl TransportError {
             Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Self::MutationViaGet => StatusCode::METHOD_NOT_ALLOWED,
             Self::PersistedQuery(ApqError::NotFound) => StatusCode::OK,
+            Self::PersistedDocument(TrustedError::Required | TrustedError::Both) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::PersistedDocument(TrustedError::NotFound) => media.request_error_status(),
             Self::PersistedQuery(_) | Self::Refused { .. } | Self::SubscriptionNeedsStream => {
                 media.request_error_status()
             }
@@ -126,6 +137,7 @@ impl TransportError {
                 "Mutations must be sent with POST.",
             ),
             Self::PersistedQuery(error) => (error.code(), error.message()),
+            Self::PersistedDocument(error) => (error.code(), error.message()),
             Self::Refused { code, message } => (code, message),
             Self::SubscriptionNeedsStream => (
                 codes::BAD_REQUEST,

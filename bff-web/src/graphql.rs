@@ -2,8 +2,12 @@
 //!
 //! - `POST` with an `application/json` body (`{query, operationName, variables, extensions}`);
 //!   any other body type is 415. Bodies above `server.max_body_bytes` are 413.
-//! - `GET` with `query`, `operationName`, `variables` and `extensions` in the query string, for
-//!   queries only: a mutation over `GET` is 405 with `Allow: POST`.
+//! - `GET` with `query` (or `documentId`), `operationName`, `variables` and `extensions` in the
+//!   query string, for queries only: a mutation over `GET` is 405 with `Allow: POST`.
+//! - A trusted document (see [`crate::trusted`]) is named by `documentId` in the body or the
+//!   query string, or by `extensions.persistedQuery.sha256Hash`; in `enforce` mode the bypass
+//!   header is read here.
+//! - `GET <path>/schema.graphql`: the SDL, while introspection or `gateway.schema_endpoint` is on.
 //! - `GET` from a browser (`Accept: text/html`, no `query`) shows GraphiQL, when
 //!   `gateway.graphiql` is on.
 //! - Content negotiation: `application/graphql-response+json` when the client accepts it,
@@ -34,6 +38,7 @@ use std::{
 };
 
 use async_graphql::{Request, parser::types::OperationType};
+use tracing::Instrument;
 
 use axum::{
     body::Bytes,
@@ -48,7 +53,10 @@ use axum::{
 use crate::{
     error::TransportError,
     graphiql, live,
-    pipeline::{Prepared, ResponseBody, prepare, record_operation, request_from_json, with_codes},
+    pipeline::{
+        Prepared, ResponseBody, prepare_trusted, record_operation, request_from_json, with_codes,
+        with_document_id,
+    },
     response::{Media, json_response, negotiate},
     schema::{Executed, Identity, RequestScope},
     state::AppState,
@@ -88,7 +96,11 @@ pub async fn get_graphql(
     if let Ok(websocket) = websocket {
         return live::ws::upgrade(endpoint, metrics, readiness, peer, headers, websocket).await;
     }
-    if endpoint.graphiql && wants_html(&headers) && !params.contains_key("query") {
+    if endpoint.graphiql
+        && wants_html(&headers)
+        && !params.contains_key("query")
+        && !params.contains_key("documentId")
+    {
         return Html(graphiql::page(&endpoint.path)).into_response();
     }
     let streaming = live::sse::wants_event_stream(&headers);
@@ -98,7 +110,7 @@ pub async fn get_graphql(
         None => return TransportError::NotAcceptable.respond(Media::Json),
     };
     let request = match request_from_params(&params) {
-        Ok(request) => request,
+        Ok(request) => endpoint.trusted.mark_bypass(request, &headers),
         Err(refused) => return refused.respond(media),
     };
     if streaming {
@@ -128,7 +140,7 @@ pub async fn post_graphql(
         None => return TransportError::NotAcceptable.respond(Media::Json),
     };
     let request = match request_from_body(&headers, &body) {
-        Ok(request) => request,
+        Ok(request) => endpoint.trusted.mark_bypass(request, &headers),
         Err(refused) => return refused.respond(media),
     };
     if streaming {
@@ -158,7 +170,24 @@ fn request_from_params(params: &HashMap<String, String>) -> Result<Request, Tran
         request.extensions = serde_json::from_str(extensions)
             .map_err(|_| TransportError::BadRequest("`extensions` must be a JSON object."))?;
     }
-    Ok(request)
+    let id = params
+        .get("documentId")
+        .filter(|id| !id.is_empty())
+        .cloned();
+    Ok(with_document_id(request, id))
+}
+
+/// `GET <path>/schema.graphql`: the schema's SDL, while introspection or
+/// `gateway.schema_endpoint` is on (the router has no such route otherwise).
+pub async fn get_sdl(State(endpoint): State<Arc<AppState>>) -> Response {
+    match &endpoint.sdl {
+        Some(sdl) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            sdl.to_string(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// A request from a `POST` body, which must be one JSON object sent as `application/json`.
@@ -190,11 +219,14 @@ async fn execute(
     media: Media,
     via_get: bool,
 ) -> Result<Response, TransportError> {
-    let Prepared {
-        request,
-        operation,
-        kind,
-    } = prepare(&endpoint, metrics.as_ref(), request, via_get).await?;
+    let (
+        Prepared {
+            request,
+            operation,
+            kind,
+        },
+        trusted,
+    ) = prepare_trusted(&endpoint, metrics.as_ref(), request, via_get).await?;
     if kind == Some(OperationType::Subscription) {
         return Err(TransportError::SubscriptionNeedsStream);
     }
@@ -208,7 +240,19 @@ async fn execute(
     let scope = RequestScope::new(&endpoint.services, context, identity);
     let staleness = Arc::clone(&scope.staleness);
     let request = request.data(scope).data(executed.clone());
-    let mut response = endpoint.schema.execute(request).await;
+    // A trusted document was validated in full when loaded: only what depends on the request's
+    // variables (complexity) is checked again.
+    let schema = if trusted.is_some() {
+        &endpoint.trusted_schema
+    } else {
+        &endpoint.schema
+    };
+    let span = tracing::info_span!(
+        "graphql",
+        "graphql.operation.name" = operation.as_deref().unwrap_or("anonymous"),
+        "graphql.document.id" = trusted.as_ref().map(|t| &*t.id),
+    );
+    let mut response = schema.execute(request).instrument(span).await;
     if let Some(stale) = staleness.report() {
         // Said once per answer: which sources were served from the cache past their freshness.
         response.extensions.insert(

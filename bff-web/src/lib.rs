@@ -28,8 +28,12 @@
 //!   `shared.redis_url` is set.
 //! - [`documents`]: parsed documents kept by their text, so a repeated query is parsed once.
 //! - [`graphiql`]: GraphiQL for browsers, served from vendored assets.
+//! - [`trusted`]: trusted documents — the manifests' operations, loaded, validated and
+//!   reloaded, run by id; in `enforce` mode the only documents that run.
+//! - [`cli`]: the binary's command line: serving (the shared flags) or `manifest DIR`.
 
 pub mod apq;
+pub mod cli;
 pub mod config;
 pub mod documents;
 pub mod error;
@@ -41,6 +45,7 @@ pub mod response;
 pub mod routes;
 pub mod schema;
 pub mod state;
+pub mod trusted;
 
 use server_kit::{ConfigError, Settings, server::Gateway};
 use shared_clients::Downstream;
@@ -61,6 +66,9 @@ pub enum BuildError {
     /// The authentication settings are not usable.
     #[error(transparent)]
     Auth(#[from] ConfigError),
+    /// A trusted-document manifest cannot be loaded (names the file, the id and why).
+    #[error(transparent)]
+    TrustedDocuments(#[from] trusted::LoadError),
 }
 
 /// Builds the gateway: its downstream clients (built once, shared by every request) and routes.

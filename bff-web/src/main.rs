@@ -1,4 +1,5 @@
-//! The `bff-web` binary: settings → build → serve (see [`server_kit::run`]).
+//! The `bff-web` binary: the command line of [`bff_web::cli`] (settings → build → serve, see
+//! [`server_kit::run`], or `bff-web manifest DIR`).
 
 /// mimalloc: a gateway makes many small, short-lived allocations per request; it serves them
 /// faster than the system allocator (measured in docs/BENCHMARKS.md).
@@ -6,5 +7,5 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    server_kit::run("bff-web", bff_web::build)
+    bff_web::cli::main()
 }

@@ -1,10 +1,10 @@
 //! What every transport does with a GraphQL request before and after the schema, whatever
 //! carries it (`POST`/`GET` in [`crate::graphql`], a WebSocket or an event stream in
-//! [`crate::live`]): reading it from JSON, [`prepare`] (APQ, the `GET` rule, the document
-//! limits, missing variables), giving every error a code ([`with_codes`]), serializing a
-//! response ([`ResponseBody`]) and counting operations ([`record_operation`]).
+//! [`crate::live`]): reading it from JSON, [`prepare`] (trusted documents, APQ, the `GET`
+//! rule, the document limits, missing variables), giving every error a code ([`with_codes`]),
+//! serializing a response ([`ResponseBody`]) and counting operations ([`record_operation`]).
 
-use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_graphql::{
     Request, ServerError,
@@ -15,9 +15,11 @@ use crate::{
     error::{TransportError, codes},
     schema,
     state::AppState,
+    trusted::{DocumentId, OperationLabels, TrustedDocument},
 };
 
-/// A request from a JSON object (a `POST` body, a WebSocket `subscribe` payload).
+/// A request from a JSON object (a `POST` body, a WebSocket `subscribe` payload), with its
+/// `documentId` if it names a trusted document.
 pub(crate) fn request_from_json(
     mut map: serde_json::Map<String, serde_json::Value>,
 ) -> Result<Request, TransportError> {
@@ -25,27 +27,94 @@ pub(crate) fn request_from_json(
     if let Some(variables) = map.get_mut("variables") {
         server_kit::extract::integral_numbers_as_integers(variables);
     }
-    serde_json::from_value::<Request>(serde_json::Value::Object(map)).map_err(|_| {
-        TransportError::BadRequest(
-            "The body is not a GraphQL request: `query` must be a string, \
-             `variables` and `extensions` objects.",
-        )
-    })
+    let id = match map.remove("documentId") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(id)) => Some(id),
+        Some(_) => {
+            return Err(TransportError::BadRequest("`documentId` must be a string."));
+        }
+    };
+    let request =
+        serde_json::from_value::<Request>(serde_json::Value::Object(map)).map_err(|_| {
+            TransportError::BadRequest(
+                "The body is not a GraphQL request: `query` must be a string, \
+                 `variables` and `extensions` objects.",
+            )
+        })?;
+    Ok(with_document_id(request, id))
+}
+
+/// `request` naming the trusted document `id`, if any.
+pub(crate) fn with_document_id(mut request: Request, id: Option<String>) -> Request {
+    if let Some(id) = id {
+        request.data.insert(DocumentId(id));
+    }
+    request
 }
 
 /// A request checked and parsed, ready for the schema.
 pub(crate) struct Prepared {
     /// The request, its document already parsed (when it parsed).
     pub request: Request,
-    /// The operation's name, for metrics: the request's, or the document's only one.
+    /// The operation's name for metrics and traces: a trusted document's manifest name; for any
+    /// other document its name (the request's, or the document's only one) when
+    /// `gateway.metrics.operation_names` lists it, else `other`.
     pub operation: Option<String>,
     /// The operation's type, when the document parsed and names it.
     pub kind: Option<OperationType>,
 }
 
-/// Takes one request through APQ, the `GET` rule and the document limits, before any
-/// transport runs it; a request refused there is a [`TransportError`].
+/// Takes one request through trusted documents, APQ, the `GET` rule and the document limits,
+/// before any transport runs it; a request refused there is a [`TransportError`].
 pub(crate) async fn prepare(
+    endpoint: &AppState,
+    metrics: Option<&server_kit::metrics::Metrics>,
+    request: Request,
+    via_get: bool,
+) -> Result<Prepared, TransportError> {
+    prepare_trusted(endpoint, metrics, request, via_get)
+        .await
+        .map(|(prepared, _)| prepared)
+}
+
+/// [`prepare`], also handing back the trusted document the request runs, if it runs one: its
+/// tree was parsed, limited and validated when loaded, so none of that is done again (the
+/// transport runs it on [`AppState::trusted_schema`]).
+pub(crate) async fn prepare_trusted(
+    endpoint: &AppState,
+    metrics: Option<&server_kit::metrics::Metrics>,
+    mut request: Request,
+    via_get: bool,
+) -> Result<(Prepared, Option<Arc<TrustedDocument>>), TransportError> {
+    if let Some(metrics) = metrics {
+        endpoint.trusted.attach_metrics(metrics);
+    }
+    let trusted = endpoint
+        .trusted
+        .resolve(&mut request)
+        .map_err(TransportError::PersistedDocument)?;
+    if let Some(trusted) = trusted {
+        let document = &trusted.document;
+        let kind = schema::limits::operation_type(document, request.operation_name.as_deref());
+        if via_get && kind == Some(OperationType::Mutation) {
+            return Err(TransportError::MutationViaGet);
+        }
+        refuse_missing_variable(document, &request)?;
+        request.set_parsed_query(ExecutableDocument::clone(document));
+        let prepared = Prepared {
+            operation: trusted.name.as_deref().map(str::to_owned),
+            request,
+            kind,
+        };
+        return Ok((prepared, Some(trusted)));
+    }
+    prepare_text(endpoint, metrics, request, via_get)
+        .await
+        .map(|prepared| (prepared, None))
+}
+
+/// [`prepare`] for a document that is not trusted.
+async fn prepare_text(
     endpoint: &AppState,
     metrics: Option<&server_kit::metrics::Metrics>,
     mut request: Request,
@@ -66,10 +135,16 @@ pub(crate) async fn prepare(
             message: "The document nests brackets too deeply.".to_owned(),
         });
     }
-    let mut named = None;
+    let labels: &OperationLabels = &endpoint.metric_names;
+    let named;
     let mut kind = None;
     if let Some(document) = endpoint.documents.parse(&request.query).await {
-        named = sole_operation_name(&document);
+        named = labels.untrusted(
+            request
+                .operation_name
+                .clone()
+                .or_else(|| sole_operation_name(&document)),
+        );
         kind = schema::limits::operation_type(&document, request.operation_name.as_deref());
         if via_get && kind == Some(OperationType::Mutation) {
             return Err(TransportError::MutationViaGet);
@@ -82,8 +157,8 @@ pub(crate) async fn prepare(
             if let Some(metrics) = metrics {
                 record_operation(
                     metrics,
-                    &endpoint.metric_names,
-                    request.operation_name.as_deref().or(named.as_deref()),
+                    labels,
+                    named.as_deref(),
                     std::slice::from_ref(&refused),
                 );
             }
@@ -92,25 +167,35 @@ pub(crate) async fn prepare(
                 message: refused.message,
             });
         }
-        if let Some((name, ty)) =
-            schema::limits::selected_operation(&document, request.operation_name.as_deref())
-                .and_then(|operation| {
-                    schema::limits::missing_variable(operation, &request.variables)
-                })
-        {
-            return Err(TransportError::Refused {
-                code: schema::error::Code::BadUserInput.as_str().to_owned(),
-                message: format!("Variable `${name}` of required type `{ty}` was not provided."),
-            });
-        }
+        refuse_missing_variable(&document, &request)?;
         // The schema takes its own tree; copying the kept one is cheaper than parsing again.
         request.set_parsed_query(ExecutableDocument::clone(&document));
+    } else {
+        named = labels.untrusted(request.operation_name.clone());
     }
     Ok(Prepared {
-        operation: request.operation_name.clone().or(named),
+        operation: named,
         request,
         kind,
     })
+}
+
+/// `BAD_USER_INPUT` when the operation `request` selects in `document` declares a required
+/// variable the request leaves out.
+fn refuse_missing_variable(
+    document: &ExecutableDocument,
+    request: &Request,
+) -> Result<(), TransportError> {
+    if let Some((name, ty)) =
+        schema::limits::selected_operation(document, request.operation_name.as_deref())
+            .and_then(|operation| schema::limits::missing_variable(operation, &request.variables))
+    {
+        return Err(TransportError::Refused {
+            code: schema::error::Code::BadUserInput.as_str().to_owned(),
+            message: format!("Variable `${name}` of required type `{ty}` was not provided."),
+        });
+    }
+    Ok(())
 }
 
 /// `errors` with a code each: an error the schema left without one gets
@@ -171,19 +256,16 @@ fn sole_operation_name(
 }
 
 /// Counts one executed operation by name and each of its errors by code. Only the configured
-/// names are labels (`known`); any other name is `other`, no name `anonymous`: clients choose
-/// names, so no client can add a series or push a real operation out of the label.
+/// names and the manifests' names are labels (`known`); any other name is `other`, no name
+/// `anonymous`: clients choose names, so no client can add a series or push a real operation
+/// out of the label.
 pub(crate) fn record_operation(
     metrics: &server_kit::metrics::Metrics,
-    known: &HashSet<Box<str>>,
+    known: &OperationLabels,
     operation: Option<&str>,
     errors: &[ServerError],
 ) {
-    let name = match operation {
-        None => "anonymous".to_owned(),
-        Some(name) if known.contains(name) => name.to_owned(),
-        Some(_) => "other".to_owned(),
-    };
+    let name = known.label(operation);
     metrics.record(|| {
         metrics::counter!("bff_graphql_operations_total", "operation" => name.clone()).increment(1);
         for error in errors {

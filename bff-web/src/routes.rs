@@ -1,5 +1,7 @@
-//! The router: the GraphQL endpoint at `gateway.path` (`GET` and `POST`), GraphiQL's vendored
-//! assets under it when `gateway.graphiql` is on, and CORS for `gateway.cors.allowed_origins`.
+//! The router: the GraphQL endpoint at `gateway.path` (`GET` and `POST`), the SDL at
+//! `<path>/schema.graphql` (404 unless introspection or `gateway.schema_endpoint` is on),
+//! GraphiQL's vendored assets under it when `gateway.graphiql` is on, and CORS for
+//! `gateway.cors.allowed_origins`.
 
 use std::sync::Arc;
 
@@ -12,7 +14,9 @@ use crate::{config::CorsConfig, graphiql, graphql, state::AppState};
 /// The gateway's own routes (what [`crate::build`] serves).
 pub fn router(state: AppState) -> Router {
     let path = state.path.to_string();
-    let router = Router::new().route(&path, get(graphql::get_graphql).post(graphql::post_graphql));
+    let router = Router::new()
+        .route(&path, get(graphql::get_graphql).post(graphql::post_graphql))
+        .route(&format!("{path}/schema.graphql"), get(graphql::get_sdl));
     let router = if state.graphiql {
         router.route(
             &format!("{}/{{name}}", graphiql::assets_path(&path)),

@@ -13,9 +13,10 @@ use shared_clients::{Downstream, OrderPlacement};
 use crate::{
     BuildError, WebSettings,
     apq::PersistedQueries,
-    config::CorsConfig,
+    config::{CorsConfig, TrustedMode},
     documents::ParsedDocuments,
     schema::{self, PageSizes, SchemaOptions, Services, WebSchema, limits::Limits},
+    trusted::{OperationLabels, TrustedDocuments},
 };
 
 /// What the endpoint's handlers share (the router keeps it behind one `Arc`: axum copies the
@@ -24,6 +25,14 @@ use crate::{
 pub struct AppState {
     /// The executable schema.
     pub schema: WebSchema,
+    /// The same schema, validating only what depends on a request's variables: what trusted
+    /// documents (validated in full when loaded) run on. The same as `schema` while
+    /// `gateway.trusted_documents.mode` is `off`.
+    pub trusted_schema: WebSchema,
+    /// The documents of the manifests (`gateway.trusted_documents`), reloaded while serving.
+    pub trusted: TrustedDocuments,
+    /// The SDL served at `<path>/schema.graphql`, when introspection or `schema_endpoint` is on.
+    pub sdl: Option<Arc<str>>,
     /// The limits checked on each parsed document before the schema sees it.
     pub limits: Limits,
     /// What every request's scope is built from.
@@ -40,8 +49,9 @@ pub struct AppState {
     pub path: Arc<str>,
     /// The time budget of one request's downstream calls.
     pub deadline: Duration,
-    /// The operation names the metrics label by name (`gateway.metrics.operation_names`).
-    pub metric_names: Arc<HashSet<Box<str>>>,
+    /// The operation names the metrics label by name (`gateway.metrics.operation_names` and the
+    /// manifests' names).
+    pub metric_names: Arc<OperationLabels>,
     /// Which browser origins may call the endpoint; the router's CORS layer is built from it.
     pub cors: CorsConfig,
     /// The limits on live streams (`gateway.subscriptions`).
@@ -73,15 +83,30 @@ impl AppState {
             max_expanded_selections: config.limits.max_expanded_selections,
             pages: services.pages,
         };
-        let schema = schema::build(
-            services.clone(),
-            SchemaOptions {
-                limits,
-                introspection: config.introspection,
-            },
-        );
+        let options = SchemaOptions {
+            limits,
+            introspection: config.introspection,
+            full_validation: true,
+        };
+        let schema = schema::build(services.clone(), options);
+        let trusted = TrustedDocuments::load(&config.trusted_documents, schema.clone(), limits)?;
+        trusted.watch();
+        let trusted_schema = if config.trusted_documents.mode == TrustedMode::Off {
+            schema.clone()
+        } else {
+            schema::build(
+                services.clone(),
+                SchemaOptions {
+                    full_validation: false,
+                    ..options
+                },
+            )
+        };
         Ok(Self {
+            sdl: (config.introspection || config.schema_endpoint)
+                .then(|| Arc::from(schema::sdl().as_str())),
             schema,
+            trusted_schema,
             limits,
             services,
             auth: Authenticator::new(&config.auth)?,
@@ -94,14 +119,16 @@ impl AppState {
             graphiql: config.graphiql,
             path: Arc::from(config.path.as_str()),
             deadline: settings.downstream.deadline,
-            metric_names: Arc::new(
-                config
+            metric_names: Arc::new(OperationLabels {
+                configured: config
                     .metrics
                     .operation_names
                     .iter()
                     .map(|name| Box::from(name.as_str()))
-                    .collect(),
-            ),
+                    .collect::<HashSet<_>>(),
+                trusted: trusted.clone(),
+            }),
+            trusted,
             cors: config.cors.clone(),
             live: LiveLimiter::new(&config.subscriptions),
             max_message_bytes: settings.server.max_body_bytes,

@@ -107,6 +107,11 @@ impl Executed {
     }
 }
 
+/// In a request's data: validate the document and stop before executing it (trusted documents
+/// are validated this way when loaded, whatever their operation type).
+#[derive(Debug, Clone, Copy)]
+pub struct ValidateOnly;
+
 /// A pre-execution error with a code.
 pub fn error(code: &'static str, message: impl Into<String>) -> ServerError {
     let mut error = ServerError::new(message, None);
@@ -237,6 +242,9 @@ impl Extension for Limits {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> async_graphql::Response {
+        if ctx.data_opt::<ValidateOnly>().is_some() {
+            return async_graphql::Response::default();
+        }
         if let Some(executed) = ctx.data_opt::<Executed>() {
             executed.set();
         }

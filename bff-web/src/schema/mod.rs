@@ -51,6 +51,10 @@ pub struct SchemaOptions {
     pub limits: Limits,
     /// Whether `__schema` / `__type` may be queried.
     pub introspection: bool,
+    /// Whether every validation rule runs on each request (`false`: only those that depend on
+    /// the request's variables — complexity, depth — for documents validated in full before,
+    /// the trusted documents).
+    pub full_validation: bool,
 }
 
 /// Builds the schema over `services`.
@@ -62,6 +66,11 @@ pub fn build(services: Services, options: SchemaOptions) -> WebSchema {
         builder
     } else {
         builder.disable_introspection()
+    };
+    let builder = if options.full_validation {
+        builder
+    } else {
+        builder.validation_mode(async_graphql::ValidationMode::Fast)
     };
     builder.finish()
 }

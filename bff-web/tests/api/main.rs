@@ -16,4 +16,5 @@ mod operating;
 mod replicas;
 mod schema;
 mod shared_reads;
+mod trusted_documents;
 mod viewer;
