@@ -705,6 +705,22 @@ async fn the_committed_manifest_is_the_one_generated_from_the_operations() {
         "bff-web/operations/manifest.json is stale: run \
          `cargo run -p bff-web -- manifest bff-web/operations --out bff-web/operations/manifest.json`"
     );
+    // deploy/k8s mounts a copy of it (a ConfigMap's block scalar, indented by four spaces).
+    let config_map = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s/bff-web-trusted-documents.yaml"),
+    )
+    .expect("the ConfigMap");
+    let (_, block) = config_map
+        .split_once("  manifest.json: |\n")
+        .expect("a manifest.json key");
+    let copy: String = block
+        .lines()
+        .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
+        .collect();
+    assert!(
+        copy == committed,
+        "deploy/k8s/bff-web-trusted-documents.yaml does not hold bff-web/operations/manifest.json"
+    );
     // Every operation the README shows is one of them, as written there.
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README");
