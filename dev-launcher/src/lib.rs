@@ -311,7 +311,10 @@ pub fn plan(args: &Args, credentials: &DevCredentials, topology: &Topology) -> V
                 "GraphQL gateway for the web app",
                 replica,
                 ports.web,
-                user_auth(),
+                user_auth()
+                    .into_iter()
+                    .chain(web_trusted_documents())
+                    .collect(),
             ),
             gateway(
                 "bff-mobile",
@@ -355,6 +358,27 @@ pub fn plan(args: &Args, credentials: &DevCredentials, topology: &Topology) -> V
     }
     components.extend(one_processes);
     components
+}
+
+/// The web app's operations (`bff-web/operations`), trusted in `allow` mode: they run by id as
+/// in production, and GraphiQL's arbitrary documents still run.
+pub const WEB_MANIFEST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../bff-web/operations/manifest.json"
+);
+
+/// bff-web's `BFF_GATEWAY__TRUSTED_DOCUMENTS__…` settings under the launcher.
+fn web_trusted_documents() -> [(String, String); 2] {
+    [
+        (
+            "BFF_GATEWAY__TRUSTED_DOCUMENTS__MODE".to_owned(),
+            "allow".to_owned(),
+        ),
+        (
+            "BFF_GATEWAY__TRUSTED_DOCUMENTS__MANIFESTS".to_owned(),
+            format!("[{WEB_MANIFEST:?}]"),
+        ),
+    ]
 }
 
 /// The `bff-all` process that serves `gateways` (as planned for their own binaries): each
@@ -793,6 +817,31 @@ mod tests {
             assert_eq!(env_of(component, "BFF_SHARED__REPLICAS"), None);
             assert_eq!(env_of(component, "REF_EVENTS_REDIS_URL"), None);
             assert!(component.unset.is_empty());
+        }
+    }
+
+    #[test]
+    fn bff_web_trusts_the_web_apps_operations_in_allow_mode() {
+        let args = args(&[]);
+        let plan = plan(
+            &args,
+            &credentials(),
+            &Topology::single(args.gateway_ports()),
+        );
+        let web = &plan[3];
+        assert_eq!(web.name, "bff-web");
+        assert_eq!(
+            env_of(web, "BFF_GATEWAY__TRUSTED_DOCUMENTS__MODE"),
+            Some("allow")
+        );
+        let manifests = env_of(web, "BFF_GATEWAY__TRUSTED_DOCUMENTS__MANIFESTS").expect("set");
+        assert_eq!(manifests, format!("[\"{WEB_MANIFEST}\"]"));
+        assert!(
+            std::path::Path::new(WEB_MANIFEST).is_file(),
+            "{WEB_MANIFEST} is missing"
+        );
+        for other in &plan[4..] {
+            assert_eq!(env_of(other, "BFF_GATEWAY__TRUSTED_DOCUMENTS__MODE"), None);
         }
     }
 
