@@ -23,6 +23,25 @@ use server_kit::metrics::Metrics;
 
 use crate::{error::ApiError, rate_limit, state::AppState};
 
+/// Shows the series of this module in `metrics` from the start, at zero: the requests and 429s
+/// of each configured partner (`partners`) and the unlabelled auth failures, so that the
+/// dashboard's panels and any rule on them read series that exist before the first request.
+pub fn show_from_start<'a>(metrics: &Metrics, partners: impl IntoIterator<Item = &'a str>) {
+    let partners: Vec<String> = partners
+        .into_iter()
+        .map(|partner| metrics.bounded("partner", partner))
+        .collect();
+    metrics.record(|| {
+        for partner in partners {
+            metrics::counter!("bff_partner_requests_total", "partner" => partner.clone())
+                .increment(0);
+            metrics::counter!("bff_partner_rate_limited_total", "partner" => partner).increment(0);
+        }
+        metrics::counter!("bff_partner_auth_throttled_total").increment(0);
+        metrics::counter!("bff_partner_auth_failures_total").increment(0);
+    });
+}
+
 /// Counts an authenticated request of `partner` (never per key: partner ids are configured, so
 /// the label is bounded), and whether its quota refused it with 429.
 fn record(metrics: &Metrics, partner: &str, allowed: bool) {

@@ -113,12 +113,22 @@ pub fn build_with_resolver(
     let state =
         AppState::new(Services::new(&settings.gateway, downstream.clone()).with_resolver(resolver));
     let router = routes::routes(state.clone());
+    let partners: Vec<String> = settings
+        .gateway
+        .keys
+        .iter()
+        .map(|key| key.partner_id.as_str().to_owned())
+        .collect();
+    let show_partners = move |recorder: &server_kit::metrics::Metrics| {
+        access::show_from_start(recorder, partners.iter().map(String::as_str));
+    };
     if state.webhooks.is_enabled() && settings.gateway.webhooks.enabled {
         let (router, metrics) = with_engine(router, settings, &state, downstream.clone());
         return Ok(Gateway::over("bff-partner", router, downstream)
+            .on_metrics(show_partners)
             .on_metrics(move |recorder| metrics.attach(recorder)));
     }
-    Ok(Gateway::over("bff-partner", router, downstream))
+    Ok(Gateway::over("bff-partner", router, downstream).on_metrics(show_partners))
 }
 
 /// Starts the webhook delivery engine and ties it to `router`: the router holds it (dropping

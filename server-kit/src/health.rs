@@ -142,11 +142,14 @@ impl Readiness {
     }
 }
 
+/// The probes' paths: liveness, readiness.
+pub const PATHS: [&str; 2] = ["/health", "/ready"];
+
 /// `/health` and `/ready`.
 pub fn routes(readiness: Readiness) -> Router {
     Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
+        .route(PATHS[0], get(health))
+        .route(PATHS[1], get(ready))
         .with_state(readiness)
 }
 

@@ -185,6 +185,26 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal, in the order of the variants.
+    pub const ALL: [Self; 5] = [
+        Self::Streams,
+        Self::PerAddress,
+        Self::PerUser,
+        Self::Subscriptions,
+        Self::PerConnection,
+    ];
+
+    /// Shows `bff_live_refusals_total` of every reason in `metrics` from the start, at zero, so
+    /// that the alert on refusals (`deploy/prometheus`) watches a series that exists.
+    pub fn show_from_start(metrics: &Metrics) {
+        metrics.record(|| {
+            for refusal in Self::ALL {
+                metrics::counter!("bff_live_refusals_total", "reason" => refusal.reason())
+                    .increment(0);
+            }
+        });
+    }
+
     /// The label of `bff_live_refusals_total`.
     pub fn reason(self) -> &'static str {
         match self {

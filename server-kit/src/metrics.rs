@@ -208,29 +208,11 @@ impl RequestMetrics {
     /// Counts the request as answered with `status` and records how long it took.
     pub(crate) fn finish(self, status: u16) {
         let class = status_class_index(status);
-        let (metrics, series) = (&self.metrics, &self.series);
-        series.requests[self.method][class]
-            .get_or_init(|| {
-                metrics.record(|| {
-                    counter!(
-                        "bff_http_requests_total",
-                        "method" => METHOD_LABELS[self.method],
-                        "route" => series.route.to_string(),
-                        "status_class" => STATUS_CLASSES[class],
-                    )
-                })
-            })
+        self.metrics
+            .requests_counter(&self.series, self.method, class)
             .increment(1);
-        series.durations[self.method]
-            .get_or_init(|| {
-                metrics.record(|| {
-                    histogram!(
-                        "bff_http_request_duration_seconds",
-                        "method" => METHOD_LABELS[self.method],
-                        "route" => series.route.to_string(),
-                    )
-                })
-            })
+        self.metrics
+            .duration_histogram(&self.series, self.method)
             .record(self.started.elapsed().as_secs_f64());
     }
 }
@@ -269,6 +251,50 @@ impl Metrics {
             started: Instant::now(),
             in_flight,
         }
+    }
+
+    /// Shows the request series of `GET route` from the start, at zero (answered `2xx`, `5xx`,
+    /// and the duration histogram), for a route every server has (the probes): the series the
+    /// SLO rules read (`deploy/prometheus`) then exist before a gateway's first request.
+    pub(crate) fn show_route_from_start(&self, route: &str) {
+        let series = self.route_series(route);
+        let get = method_index(&Method::GET);
+        for status in [200, 500] {
+            self.requests_counter(&series, get, status_class_index(status));
+        }
+        self.duration_histogram(&series, get);
+    }
+
+    /// `bff_http_requests_total` of `series`, by method and status class (registered on first use).
+    fn requests_counter<'a>(
+        &self,
+        series: &'a RouteSeries,
+        method: usize,
+        class: usize,
+    ) -> &'a Counter {
+        series.requests[method][class].get_or_init(|| {
+            self.record(|| {
+                counter!(
+                    "bff_http_requests_total",
+                    "method" => METHOD_LABELS[method],
+                    "route" => series.route.to_string(),
+                    "status_class" => STATUS_CLASSES[class],
+                )
+            })
+        })
+    }
+
+    /// `bff_http_request_duration_seconds` of `series`, by method (registered on first use).
+    fn duration_histogram<'a>(&self, series: &'a RouteSeries, method: usize) -> &'a Histogram {
+        series.durations[method].get_or_init(|| {
+            self.record(|| {
+                histogram!(
+                    "bff_http_request_duration_seconds",
+                    "method" => METHOD_LABELS[method],
+                    "route" => series.route.to_string(),
+                )
+            })
+        })
     }
 
     /// The series handles of `route` (a template: the router's routes bound their number).
@@ -721,6 +747,20 @@ mod tests {
         let brew = Method::from_bytes(b"BREW").unwrap();
         assert_eq!(METHOD_LABELS[method_index(&brew)], "other");
         assert_eq!(METHOD_LABELS[method_index(&Method::DELETE)], "DELETE");
+    }
+
+    #[test]
+    fn a_route_shown_from_start_has_its_request_series_at_zero_before_any_request() {
+        let metrics = Metrics::new("a", None);
+        metrics.show_route_from_start("/health");
+        let text = metrics.render();
+        for line in [
+            "bff_http_requests_total{gateway=\"a\",method=\"GET\",route=\"/health\",status_class=\"2xx\"} 0",
+            "bff_http_requests_total{gateway=\"a\",method=\"GET\",route=\"/health\",status_class=\"5xx\"} 0",
+            "bff_http_request_duration_seconds_count{gateway=\"a\",method=\"GET\",route=\"/health\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 
     #[test]

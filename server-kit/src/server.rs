@@ -96,6 +96,12 @@ impl Server {
     pub fn new(listener: TcpListener, config: &ServerConfig, gateway: Gateway) -> Self {
         let readiness = Readiness::new(config, gateway.probe);
         let metrics = Metrics::new(gateway.name, gateway.downstream);
+        // The series the alert rules read exist from the start, at zero: the requests (through
+        // the probes every server serves) and the live refusals (0 where nothing is live).
+        for probe in health::PATHS {
+            metrics.show_route_from_start(probe);
+        }
+        crate::live::Refusal::show_from_start(&metrics);
         for hook in gateway.metrics_hooks {
             hook(&metrics);
         }
