@@ -76,7 +76,7 @@ use tokio::{
 pub use admin::{FaultMode, Faults};
 pub use config::Config;
 pub use events::{EventStats, EventsConfig, RedisUrl};
-pub use local_redis::LocalRedis;
+pub use local_redis::{LocalRedis, LocalRedisCluster, LocalRedisSentinel};
 pub use problem::ApiError;
 pub use world::World;
 

@@ -22,14 +22,24 @@ pub struct LocalRedis {
     port: u16,
     /// The process, while it runs.
     child: Option<Child>,
+    /// Arguments beyond the defaults (cluster mode, replication, sentinel).
+    extra: Vec<String>,
 }
 
 impl LocalRedis {
     /// Starts `redis-server` on a free loopback port, with persistence off, and waits until it
     /// answers. Fails with a message that says how to install it when it is not on `PATH`.
     pub async fn start() -> io::Result<Self> {
-        let port = free_port()?;
-        let mut redis = Self { port, child: None };
+        Self::start_with(free_port()?, Vec::new()).await
+    }
+
+    /// As [`LocalRedis::start`], on `port`, with `extra` arguments after the defaults.
+    async fn start_with(port: u16, extra: Vec<String>) -> io::Result<Self> {
+        let mut redis = Self {
+            port,
+            child: None,
+            extra,
+        };
         redis.spawn().await?;
         Ok(redis)
     }
@@ -81,6 +91,20 @@ impl LocalRedis {
         Ok(String::from_utf8_lossy(&reply).into_owned())
     }
 
+    /// Spawns a sentinel with `config` on `self.port` and waits for `PING`.
+    async fn spawn_sentinel(&mut self, config: &std::path::Path) -> io::Result<()> {
+        let child = Command::new(PROGRAM)
+            .arg(config)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        self.child = Some(child);
+        self.wait_for_ping().await
+    }
+
     /// Spawns the process on `self.port` and waits for `PING`.
     async fn spawn(&mut self) -> io::Result<()> {
         let dir = std::env::temp_dir();
@@ -92,6 +116,7 @@ impl LocalRedis {
             .args(["--protected-mode", "no"])
             .arg("--dir")
             .arg(&dir)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -107,6 +132,11 @@ impl LocalRedis {
                 )
             })?;
         self.child = Some(child);
+        self.wait_for_ping().await
+    }
+
+    /// Waits until the process answers `PING`, or fails when it exits or takes too long.
+    async fn wait_for_ping(&mut self) -> io::Result<()> {
         let started = tokio::time::Instant::now();
         loop {
             if let Ok(reply) = self.command("PING").await
@@ -133,6 +163,308 @@ impl LocalRedis {
     }
 }
 
+/// How long a local cluster or sentinel set-up gets to settle.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A Redis Cluster of our own on loopback: three masters, each with one replica (six
+/// `redis-server --cluster-enabled yes`, joined with `redis-cli --cluster create`), nothing
+/// persisted but each node's cluster state file. Every node is killed on drop.
+///
+/// A node's failure is noticed after 2 s (`cluster-node-timeout`), so a replica takes over a
+/// killed master within a few seconds.
+#[derive(Debug)]
+pub struct LocalRedisCluster {
+    /// The six nodes, the first three created as masters.
+    nodes: Vec<LocalRedis>,
+}
+
+impl LocalRedisCluster {
+    /// Starts six nodes on free ports, creates the cluster and waits until every node reports
+    /// `cluster_state:ok`. Needs `redis-server` and `redis-cli` (Debian's `redis-server`
+    /// package brings both).
+    pub async fn start() -> io::Result<Self> {
+        let mut nodes = Vec::with_capacity(6);
+        for _ in 0..6 {
+            let port = free_port()?;
+            let state = std::env::temp_dir().join(format!("bff-cluster-nodes-{port}.conf"));
+            // A state file left by an earlier node on this port would name another cluster.
+            let _ = std::fs::remove_file(&state);
+            let extra = vec![
+                "--cluster-enabled".to_owned(),
+                "yes".to_owned(),
+                "--cluster-config-file".to_owned(),
+                state.to_string_lossy().into_owned(),
+                "--cluster-node-timeout".to_owned(),
+                "2000".to_owned(),
+                // The bus port is the client port + 10000 unless set: a free port's may not
+                // exist (above 65535) or be taken.
+                "--cluster-port".to_owned(),
+                free_port()?.to_string(),
+            ];
+            nodes.push(LocalRedis::start_with(port, extra).await?);
+        }
+        let mut create = tokio::process::Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let output = create
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|err| {
+                io::Error::new(
+                    err.kind(),
+                    format!("could not run redis-cli ({err}); install Redis's tools"),
+                )
+            })?;
+        if !output.status.success() {
+            return Err(io::Error::other(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&output.stdout)
+            )));
+        }
+        let cluster = Self { nodes };
+        cluster.wait_until_ok().await?;
+        cluster.wait_until_replicated().await?;
+        Ok(cluster)
+    }
+
+    /// Waits until every replica has synchronised with its master (a replica that never has is
+    /// not eligible to replace it).
+    async fn wait_until_replicated(&self) -> io::Result<()> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let mut synced = 0;
+            for node in &self.nodes {
+                let info = node.command("INFO replication").await.unwrap_or_default();
+                if info.contains("role:slave") && info.contains("master_link_status:up") {
+                    synced += 1;
+                }
+            }
+            if synced == self.nodes.len() / 2 {
+                return Ok(());
+            }
+            if started.elapsed() > SETTLE_TIMEOUT {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the local Redis Cluster's replicas did not synchronise",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The seed URLs of every node (`redis://127.0.0.1:<port>`), as
+    /// `shared.redis_cluster_nodes` takes them.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("redis://127.0.0.1:{}", node.port))
+            .collect()
+    }
+
+    /// The nodes (index 0 to 5), to send commands to one or kill it.
+    pub fn node(&self, index: usize) -> Option<&LocalRedis> {
+        self.nodes.get(index)
+    }
+
+    /// The node serving as master for `slot` now, by index.
+    pub async fn master_of_slot(&self, slot: u16) -> io::Result<usize> {
+        for (index, node) in self.nodes.iter().enumerate() {
+            if node.child.is_none() {
+                continue;
+            }
+            let nodes = node.command("CLUSTER NODES").await.unwrap_or_default();
+            // `<id> <addr> <flags> <master> <ping> <pong> <epoch> <link> <slot ranges…>`
+            let Some(line) = nodes.lines().find(|line| line.contains("myself")) else {
+                continue;
+            };
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if !fields.get(2).is_some_and(|flags| flags.contains("master")) {
+                continue;
+            }
+            let owns = fields.iter().skip(8).any(|range| {
+                let mut bounds = range.split('-');
+                let low = bounds.next().and_then(|b| b.parse::<u16>().ok());
+                let high = bounds.next().and_then(|b| b.parse::<u16>().ok()).or(low);
+                matches!((low, high), (Some(low), Some(high)) if low <= slot && slot <= high)
+            });
+            if owns {
+                return Ok(index);
+            }
+        }
+        Err(io::Error::other(format!("no master serves slot {slot}")))
+    }
+
+    /// Kills node `index` (as a crash would).
+    pub async fn kill(&mut self, index: usize) -> io::Result<()> {
+        match self.nodes.get_mut(index) {
+            Some(node) => node.stop().await,
+            None => Err(io::Error::other(format!("no node {index}"))),
+        }
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` (all slots served).
+    pub async fn wait_until_ok(&self) -> io::Result<()> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let mut ok = true;
+            for node in self.nodes.iter().filter(|node| node.child.is_some()) {
+                let info = node.command("CLUSTER INFO").await.unwrap_or_default();
+                ok &= info.contains("cluster_state:ok");
+            }
+            if ok {
+                return Ok(());
+            }
+            if started.elapsed() > SETTLE_TIMEOUT {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the local Redis Cluster did not reach cluster_state:ok",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A Redis behind Sentinel on loopback: one master, one replica and three sentinels watching
+/// them under the name [`LocalRedisSentinel::MASTER_NAME`]; a master is judged down after 1 s,
+/// so a killed one is replaced within a few seconds. Every process is killed on drop.
+#[derive(Debug)]
+pub struct LocalRedisSentinel {
+    /// Master first, then its replica.
+    servers: Vec<LocalRedis>,
+    /// The three sentinels.
+    sentinels: Vec<LocalRedis>,
+}
+
+impl LocalRedisSentinel {
+    /// The master name the sentinels watch.
+    pub const MASTER_NAME: &'static str = "bffmaster";
+
+    /// Starts the master, its replica and three sentinels, and waits until the sentinels
+    /// agree on the master and know its replica.
+    pub async fn start() -> io::Result<Self> {
+        let master = LocalRedis::start().await?;
+        let replica = LocalRedis::start_with(
+            free_port()?,
+            vec![
+                "--replicaof".to_owned(),
+                "127.0.0.1".to_owned(),
+                master.port.to_string(),
+            ],
+        )
+        .await?;
+        let mut sentinels = Vec::with_capacity(3);
+        for _ in 0..3 {
+            let port = free_port()?;
+            let config = std::env::temp_dir().join(format!("bff-sentinel-{port}.conf"));
+            let text = format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\n\
+                 sentinel monitor {name} 127.0.0.1 {master} 2\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 3000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                name = Self::MASTER_NAME,
+                master = master.port,
+            );
+            std::fs::write(&config, text)?;
+            // `redis-server <file> --sentinel`: the file first, as Redis requires.
+            let mut sentinel = LocalRedis {
+                port,
+                child: None,
+                extra: Vec::new(),
+            };
+            sentinel.spawn_sentinel(&config).await?;
+            sentinels.push(sentinel);
+        }
+        let setup = Self {
+            servers: vec![master, replica],
+            sentinels,
+        };
+        setup.wait_until_watched().await?;
+        Ok(setup)
+    }
+
+    /// The sentinels' URLs (`redis://127.0.0.1:<port>`), as `shared.redis_sentinel` takes
+    /// them.
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|sentinel| format!("redis://127.0.0.1:{}", sentinel.port))
+            .collect()
+    }
+
+    /// The master (0) and the replica (1) as started (roles change after a failover).
+    pub fn server(&self, index: usize) -> Option<&LocalRedis> {
+        self.servers.get(index)
+    }
+
+    /// Kills server `index` (as a crash would).
+    pub async fn kill(&mut self, index: usize) -> io::Result<()> {
+        match self.servers.get_mut(index) {
+            Some(server) => server.stop().await,
+            None => Err(io::Error::other(format!("no server {index}"))),
+        }
+    }
+
+    /// The port of the master the sentinels name now.
+    pub async fn master_port(&self) -> io::Result<u16> {
+        for sentinel in &self.sentinels {
+            let reply = sentinel
+                .command(&format!(
+                    "SENTINEL get-master-addr-by-name {}",
+                    Self::MASTER_NAME
+                ))
+                .await
+                .unwrap_or_default();
+            if let Some(port) = reply
+                .lines()
+                .filter(|line| !line.starts_with(['*', '$']))
+                .nth(1)
+                .and_then(|port| port.trim().parse().ok())
+            {
+                return Ok(port);
+            }
+        }
+        Err(io::Error::other("no sentinel names a master"))
+    }
+
+    /// Waits until every sentinel names the master and knows its replica, and the replica has
+    /// synchronised.
+    async fn wait_until_watched(&self) -> io::Result<()> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let mut ready = true;
+            for sentinel in &self.sentinels {
+                let reply = sentinel
+                    .command(&format!("SENTINEL replicas {}", Self::MASTER_NAME))
+                    .await
+                    .unwrap_or_default();
+                ready &= reply.starts_with("*1");
+            }
+            // A replica that never synchronised is not eligible to replace the master.
+            let replication = self.servers[1]
+                .command("INFO replication")
+                .await
+                .unwrap_or_default();
+            ready &= replication.contains("master_link_status:up");
+            if ready {
+                return Ok(());
+            }
+            if started.elapsed() > SETTLE_TIMEOUT {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the local sentinels did not come to watch the master and its replica",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// A loopback port nothing listens on right now.
 fn free_port() -> io::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -154,5 +486,42 @@ mod tests {
         redis.restart().await.unwrap();
         // Nothing was kept.
         assert!(redis.command("GET k").await.unwrap().starts_with("$-1"));
+    }
+
+    #[tokio::test]
+    async fn a_local_cluster_forms_and_a_replica_takes_over_a_killed_master() {
+        let mut cluster = LocalRedisCluster::start().await.expect("a local cluster");
+        assert_eq!(cluster.urls().len(), 6);
+        let first = cluster.master_of_slot(0).await.expect("slot 0 is served");
+        cluster.kill(first).await.expect("killed");
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            if let Ok(now) = cluster.master_of_slot(0).await
+                && now != first
+            {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no failover");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        cluster
+            .wait_until_ok()
+            .await
+            .expect("the cluster is whole again");
+    }
+
+    #[tokio::test]
+    async fn sentinels_watch_the_master_and_promote_its_replica_when_it_dies() {
+        let mut setup = LocalRedisSentinel::start().await.expect("sentinels");
+        let master = setup.server(0).expect("master").port();
+        let replica = setup.server(1).expect("replica").port();
+        assert_eq!(setup.master_port().await.expect("named"), master);
+        assert_eq!(setup.sentinel_urls().len(), 3);
+        setup.kill(0).await.expect("killed");
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        while setup.master_port().await.ok() != Some(replica) {
+            assert!(tokio::time::Instant::now() < deadline, "no failover");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
