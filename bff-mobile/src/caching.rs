@@ -6,11 +6,13 @@
 //!   revalidated, so the complete screen replaces it as soon as it is back). `Vary` always names
 //!   `Accept-Encoding`, plus whatever request headers the screen read (`Authorization`, `DPR`,
 //!   `Width`).
-//! - [`revalidate`] (middleware) gives every successful GET a strong `ETag`, a hash of the bytes
-//!   actually sent (so a gzip and a br answer have different tags, as strong tags must), and
-//!   answers `If-None-Match` with a matching tag (weak comparison, RFC 9110 §13.1.2) with 304
-//!   and no body, keeping `ETag`, `Cache-Control` and `Vary`. A [`Screen`] carries the tag of
-//!   its own bytes already, so only a body the compression layer re-encoded is hashed again.
+//! - [`revalidate`] (middleware) gives every successful GET a strong `ETag`, a hash of its JSON
+//!   bytes, and answers `If-None-Match` with a matching tag (weak comparison, RFC 9110 §13.1.2)
+//!   with 304 and no body, keeping `ETag`, `Cache-Control` and `Vary`. A [`Screen`] carries the
+//!   tag of its own bytes already, so only another body (the OpenAPI document) is hashed here.
+//!   The shared compression (`server_kit::compression`), outside this layer, sends a compressed
+//!   answer with the tag made weak (`W/"…"`): another representation may not share a strong
+//!   tag, and weak comparison still matches it.
 //! - [`Rendered`] is a screen already serialized, with its headers and tag: a handler may keep
 //!   it and answer it again while its inputs are the same. [`DetailMemo`] keeps the product
 //!   detail screens so (the app state holds it; the product screen fills and reads it).
@@ -190,8 +192,8 @@ pub async fn revalidate(request: Request, next: Next) -> Response {
     if response.status() != StatusCode::OK {
         return response;
     }
-    // A screen's tag is over its JSON bytes; once re-encoded (gzip, br) the bytes sent differ,
-    // so they get a tag of their own.
+    // A screen's tag is over its JSON bytes (an encoded body, which compression outside this
+    // layer never makes, would get a tag of its own).
     let tagged = response.headers().contains_key(header::ETAG)
         && !response.headers().contains_key(header::CONTENT_ENCODING);
     let (mut parts, mut body) = response.into_parts();

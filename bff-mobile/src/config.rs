@@ -47,8 +47,9 @@ pub struct MobileConfig {
     pub home_featured: u32,
     /// How many top-level categories the home screen shows.
     pub home_categories: usize,
-    /// Responses smaller than this many bytes are sent uncompressed: on tiny bodies gzip's and
-    /// brotli's framing costs more than it saves.
+    /// No longer used: compression is the same for every gateway, `server.compression.min_size`
+    /// (`BFF_SERVER__COMPRESSION__MIN_SIZE`). Still accepted, so that configurations written for
+    /// it load; a value other than the old default is warned about at start-up.
     pub compression_min_bytes: u64,
     /// How many rendered product detail screens (one per product and image width) are kept to be
     /// answered again while the catalog cache serves the same product; `0` keeps none.
@@ -163,7 +164,15 @@ impl GatewayConfig for MobileConfig {
     }
 
     fn warnings(&self, server: &ServerConfig) -> Vec<String> {
-        self.subscriptions.warnings("gateway.subscriptions", server)
+        let mut warnings = self.subscriptions.warnings("gateway.subscriptions", server);
+        if self.compression_min_bytes != MobileConfig::default().compression_min_bytes {
+            warnings.push(format!(
+                "gateway.compression_min_bytes ({}) is no longer used: every gateway compresses \
+                 answers of at least server.compression.min_size ({}) bytes",
+                self.compression_min_bytes, server.compression.min_size
+            ));
+        }
+        warnings
     }
 }
 
@@ -185,6 +194,24 @@ mod tests {
                 .expect("deserializes");
         assert_eq!(live.subscriptions.poll_interval, Duration::from_millis(100));
         assert!(live.subscriptions.enabled, "the rest keeps its defaults");
+    }
+
+    #[test]
+    fn the_old_compression_setting_loads_and_is_warned_about() {
+        let old: MobileConfig =
+            serde_json::from_str(r#"{"compression_min_bytes": 2048}"#).expect("deserializes");
+        let warnings = old.warnings(&ServerConfig::default());
+        assert!(
+            warnings
+                .iter()
+                .any(|warning| warning.contains("server.compression.min_size")),
+            "{warnings:?}"
+        );
+        assert!(
+            MobileConfig::default()
+                .warnings(&ServerConfig::default())
+                .is_empty()
+        );
     }
 
     #[test]

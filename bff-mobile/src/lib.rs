@@ -6,14 +6,14 @@
 //!
 //! Modules (the skeleton every gateway shares first, then this gateway's own):
 //! - [`config`]: [`MobileConfig`], the `[gateway]` section (auth, deadline, limits, caching,
-//!   compression, image widths, checkout memory, live streams), and its `impl GatewayConfig`.
+//!   image widths, checkout memory, live streams), and its `impl GatewayConfig`.
 //! - `state`: the one router state, [`AppState`] (downstream, authenticator, checkout, rendered
 //!   product screens, live-stream limits, settings), reached by the shared extractors through
 //!   `FromRef`.
 //! - [`error`]: [`ApiError`], the one error type, answered as `application/problem+json` with a
 //!   stable `type` and `code`; its `//!` says which problem is used when.
 //! - `routes`: [`router`], every route under [`PREFIX`] and the layers around them (body limit,
-//!   compression, `ETag`/304), built from one list of routes that [`endpoints`] reads.
+//!   `ETag`/304; compression is the shared server stack's), built from one list of routes that [`endpoints`] reads.
 //! - `openapi`: `GET /m/v1/openapi.json`, the OpenAPI 3.1 document derived from the handlers'
 //!   `#[utoipa::path]` attributes and the types they serialize, completed with what every
 //!   operation shares (bearer auth, `X-Request-Id`, caching headers, problem codes).

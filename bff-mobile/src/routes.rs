@@ -1,8 +1,10 @@
 //! The router: every mobile route under [`PREFIX`], each naming its screen's handler, and the
 //! layers around them.
 //!
-//! From the outside in: `ETag`/304 (over the bytes actually sent, so each content coding has its
-//! own strong tag), compression of responses above `compression_min_bytes`, the body limit.
+//! From the outside in: `ETag`/304, the body limit. Answers are compressed by the shared server
+//! stack around every gateway (`server_kit::compression`, `server.compression`), outside
+//! these layers: a compressed answer carries the screen's tag made weak (`W/"…"`), which
+//! `If-None-Match` still matches.
 //! Anything else under the prefix is a `route_not_found` problem, a wrong method on a route a
 //! `method_not_allowed` one.
 //!
@@ -12,8 +14,8 @@
 //! the document `GET /m/v1/openapi.json` serves (completed by `crate::openapi`).
 //!
 //! The live stream (`/orders/{order_id}/live`, served unless `gateway.subscriptions.enabled` is
-//! off) is outside the `ETag` and compression layers: the first reads a whole body before
-//! answering and the second buffers, and an event stream must reach the client event by event.
+//! off) is outside the `ETag` layer, which reads a whole body before answering: an event stream
+//! must reach the client event by event (the shared compression never encodes one).
 
 use axum::{
     Router,
@@ -23,7 +25,6 @@ use axum::{
     http::{HeaderValue, Method, header},
     routing::{MethodFilter, MethodRouter, on},
 };
-use tower_http::compression::{CompressionLayer, predicate::SizeAbove};
 
 use utoipa::OpenApi;
 
@@ -35,20 +36,15 @@ use crate::{
     state::AppState,
 };
 
-/// The mobile routes under [`PREFIX`], with compression, revalidation and the body limit.
+/// The mobile routes under [`PREFIX`], with revalidation and the body limit.
 pub fn router(state: AppState) -> Router {
     let config = state.config();
-    let compression = CompressionLayer::new()
-        .gzip(true)
-        .br(true)
-        .compress_when(SizeAbove::new(config.compression_min_bytes));
     let body_limit = DefaultBodyLimit::max(config.max_body_bytes);
     let live = config.subscriptions.enabled;
     let screens = Route::router(screens())
         .fallback(|| async { ApiError::RouteNotFound })
         .with_state(state.clone())
         .layer(body_limit)
-        .layer(compression)
         .layer(axum::middleware::from_fn(caching::revalidate));
     let routes = if live {
         Route::router(streams()).with_state(state).merge(screens)

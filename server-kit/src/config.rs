@@ -33,6 +33,8 @@ use figment::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use shared_clients::{DownstreamConfig, SharedConfig};
 
+pub use crate::compression::CompressionConfig;
+
 /// Prefix of the environment variables read as configuration.
 pub const ENV_PREFIX: &str = "BFF_";
 
@@ -234,6 +236,9 @@ pub struct ServerConfig {
     /// queue until one closes. Each takes a file descriptor: the gateway raises its own
     /// descriptor limit to the hard limit at start-up and warns when that is too low for this.
     pub max_connections: usize,
+    /// Response compression (`br`, `gzip`) above a size, the same for every gateway
+    /// ([`crate::compression`]).
+    pub compression: CompressionConfig,
 }
 
 impl ServerConfig {
@@ -321,6 +326,7 @@ impl Default for ServerConfig {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             max_connections: 10_000,
+            compression: CompressionConfig::default(),
         }
     }
 }

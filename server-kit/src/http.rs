@@ -30,6 +30,9 @@
 //! 9. on a gateway's server, the request's Prometheus series ([`crate::metrics`]): counted by
 //!    route template, method and status class, timed, and the in-flight gauge.
 //!
+//! Around all of them, outermost, answers are compressed ([`crate::compression`],
+//! `server.compression`): after step 7, so a problem is made of the plain body.
+//!
 //! Steps 1–7 and 9 are one service ([`Edge`]) with one future per request: as a chain of
 //! separate layers (tower-http's and axum's `map_request`/`from_fn`), each layer cloned the
 //! stack below it and boxed a future of its own on every request, which cost more CPU than the
@@ -62,6 +65,7 @@ use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
+    compression::CompressLayer,
     config::ServerConfig,
     connection::{BodyDeadline, body_timeout_response},
     metrics::Metrics,
@@ -101,6 +105,7 @@ pub(crate) fn apply_with_metrics(
 fn stack(router: Router, config: &ServerConfig, metrics: Option<Metrics>) -> Router {
     // One `Router::layer` call: each one boxes every route once more.
     let middleware = ServiceBuilder::new()
+        .option_layer(CompressLayer::new(&config.compression))
         .layer(EdgeLayer { metrics })
         .layer(DefaultBodyLimit::max(config.max_body_bytes));
     router

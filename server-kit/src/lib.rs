@@ -16,6 +16,8 @@
 //!   own error format.
 //! - [`http`]: the middleware stack every gateway router gets — request ids, a span per request,
 //!   body limits, panic containment and `application/problem+json` for every error response.
+//! - [`compression`]: `br`/`gzip` answers above `server.compression.min_size`, `Vary`, entity
+//!   tags kept correct, event streams and upgrades left alone; outermost in that stack.
 //! - [`problem`]: RFC 9457 problem details, the error body of the REST gateways.
 //! - [`health`]: `GET /health` (liveness) and `GET /ready` (readiness).
 //! - [`metrics`]: `GET /metrics` (Prometheus), the per-request counters and the export of the
@@ -29,6 +31,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod compression;
 pub mod config;
 pub mod connection;
 pub mod extract;

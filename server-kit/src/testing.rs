@@ -1,7 +1,8 @@
 //! What every gateway's HTTP tests share (feature `test-util`, for dev-dependencies only):
 //! starting a gateway on free loopback ports over freshly seeded reference services
 //! ([`spawn_gateway`], [`serve`]), several replicas of one gateway over one private Redis
-//! ([`spawn_replicas`]), and reading its `/metrics` ([`scrape`], [`sample`]).
+//! ([`spawn_replicas`]), reading its `/metrics` ([`scrape`], [`sample`]), and decoding a
+//! compressed answer as a client would ([`decode`]).
 
 use std::fmt::Debug;
 
@@ -205,6 +206,36 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             matches.then(|| value.parse::<f64>().expect("a number"))
         })
         .sum()
+}
+
+/// Decodes a `gzip` or `br` body (`encoding`, the answer's `Content-Encoding`) as a client
+/// would. Panics when it cannot: it is for tests.
+pub async fn decode(encoding: &str, bytes: axum::body::Bytes) -> axum::body::Bytes {
+    use tower::{Service as _, ServiceExt as _};
+
+    let encoding = encoding.to_owned();
+    let answer = tower::service_fn(move |_request: http::Request<axum::body::Body>| {
+        let (encoding, bytes) = (encoding.clone(), bytes.clone());
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .header(http::header::CONTENT_ENCODING, encoding)
+                    .body(axum::body::Body::from(bytes))
+                    .expect("a response"),
+            )
+        }
+    });
+    let mut client = tower_http::decompression::Decompression::new(answer);
+    let response = client
+        .ready()
+        .await
+        .expect("ready")
+        .call(http::Request::new(axum::body::Body::empty()))
+        .await
+        .expect("decoded");
+    axum::body::to_bytes(axum::body::Body::new(response.into_body()), usize::MAX)
+        .await
+        .expect("a decodable body")
 }
 
 #[cfg(test)]

@@ -47,8 +47,9 @@
 //! `server.idle_timeout`; `gateway.subscriptions.send_timeout` does not apply here. The stream
 //! holds its places in the limits until it closes, however it closes (the client leaving too).
 //!
-//! The stream bypasses the `ETag` and compression layers of the other screens (`crate::routes`):
-//! both would hold events back.
+//! The stream bypasses the `ETag` layer of the other screens (`crate::routes`), which would hold
+//! events back, and the shared compression never encodes `text/event-stream`
+//! (`server_kit::compression`).
 
 use std::{
     convert::Infallible,

@@ -1,8 +1,11 @@
-//! ETag/304, Cache-Control, Vary and compression negotiation.
+//! ETag/304, Cache-Control, Vary and compression negotiation (the shared `server.compression`).
 
 use reqwest::Method;
 
-use crate::helpers::{decode, spawn_app};
+use crate::{
+    helpers::{decode, spawn_app, token},
+    live::{Events, place_order},
+};
 
 #[tokio::test]
 async fn a_matching_if_none_match_gets_a_304_without_a_body() {
@@ -89,10 +92,10 @@ async fn responses_are_compressed_as_negotiated_and_tiny_ones_are_not() {
         assert_eq!(answer.status, 200);
         assert_eq!(answer.header("content-encoding"), expected, "{accept}");
         assert!(answer.bytes.len() < plain.bytes.len() / 2, "{accept}");
-        assert_ne!(
+        assert_eq!(
             answer.header("etag"),
-            plain.header("etag"),
-            "a tag per encoding"
+            format!("W/{}", plain.header("etag")),
+            "another representation: the identity tag, made weak"
         );
         let decoded = decode(expected, answer.bytes.clone()).await;
         assert_eq!(decoded, plain.bytes, "{accept}");
@@ -105,6 +108,20 @@ async fn responses_are_compressed_as_negotiated_and_tiny_ones_are_not() {
             )
             .await;
         assert_eq!(revalidated.status, 304, "{accept}");
+        assert_eq!(
+            revalidated.header("etag"),
+            answer.header("etag"),
+            "the 304 names the representation the client holds"
+        );
+        // The identity tag matches too (weak comparison): either copy is revalidated.
+        let with_identity_tag = app
+            .send(
+                app.request(Method::GET, "/products?limit=20", None)
+                    .header("accept-encoding", accept)
+                    .header("if-none-match", plain.header("etag")),
+            )
+            .await;
+        assert_eq!(with_identity_tag.status, 304, "{accept}");
     }
 
     let tiny = app
@@ -120,4 +137,25 @@ async fn responses_are_compressed_as_negotiated_and_tiny_ones_are_not() {
         "{} bytes",
         tiny.bytes.len()
     );
+}
+
+#[tokio::test]
+async fn the_order_stream_asked_for_compression_is_sent_event_by_event_in_the_clear() {
+    let app = spawn_app().await;
+    let world = app.world();
+    let user = world.user_without_cart().to_owned();
+    let order_id = place_order(&app.client, &app.base, &user, world.regular_product()).await;
+    let response = app
+        .client
+        .get(format!("{}/m/v1/orders/{order_id}/live", app.base))
+        .header("accept", "text/event-stream")
+        .header("accept-encoding", "gzip, br")
+        .bearer_auth(token(&user))
+        .send()
+        .await
+        .expect("answered");
+    // `Events::of` checks: no `Content-Encoding`, no `ETag`.
+    let mut events = Events::of(response);
+    let first = events.expect("order").await;
+    assert_eq!(first.json()["id"], order_id.as_str());
 }

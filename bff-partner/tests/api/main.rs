@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod catalog;
+mod compression;
 mod errors;
 mod events;
 mod openapi;

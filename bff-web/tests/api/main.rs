@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod catalog;
+mod compression;
 mod efficiency;
 mod errors;
 mod events;
