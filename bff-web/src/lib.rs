@@ -83,5 +83,15 @@ pub fn build(settings: &WebSettings) -> Result<Gateway, BuildError> {
 /// process) instead of clients built from `settings.downstream`, per `settings`.
 pub fn build_over(settings: &WebSettings, downstream: Downstream) -> Result<Gateway, BuildError> {
     let state = AppState::new(settings, downstream.clone())?;
-    Ok(Gateway::over("bff-web", routes::router(state), downstream))
+    // Every series is shown from the start, before the first request (see deploy/prometheus).
+    let (trusted, labels) = (
+        state.trusted.clone(),
+        std::sync::Arc::clone(&state.metric_names),
+    );
+    Ok(
+        Gateway::over("bff-web", routes::router(state), downstream).on_metrics(move |metrics| {
+            trusted.attach_metrics(metrics);
+            pipeline::show_operations_from_start(metrics, &labels);
+        }),
+    )
 }

@@ -255,6 +255,36 @@ fn sole_operation_name(
     }
 }
 
+/// Shows the operation series in `metrics` from the start, at zero, so that the dashboard's
+/// panels and any rule on them read series that exist before the first operation: the
+/// operations of each label known now (`anonymous`, `other`, the configured names), and their
+/// errors with the code of the gateway's own failures (`INTERNAL_SERVER_ERROR`); other codes
+/// appear when they happen.
+pub(crate) fn show_operations_from_start(
+    metrics: &server_kit::metrics::Metrics,
+    known: &OperationLabels,
+) {
+    let code = crate::schema::error::Code::InternalServerError.as_str();
+    let names = ["anonymous", OTHER_OPERATION]
+        .into_iter()
+        .chain(known.configured.iter().map(|name| &**name));
+    metrics.record(|| {
+        for name in names {
+            metrics::counter!("bff_graphql_operations_total", "operation" => name.to_owned())
+                .increment(0);
+            metrics::counter!(
+                "bff_graphql_errors_total",
+                "operation" => name.to_owned(),
+                "code" => code
+            )
+            .increment(0);
+        }
+    });
+}
+
+/// The `operation` label of operations whose name is not a label.
+const OTHER_OPERATION: &str = "other";
+
 /// Counts one executed operation by name and each of its errors by code. Only the configured
 /// names and the manifests' names are labels (`known`); any other name is `other`, no name
 /// `anonymous`: clients choose names, so no client can add a series or push a real operation
