@@ -38,6 +38,7 @@ use crate::metrics::CacheMetricsSnapshot;
 use crate::model::product::{Category, Product, ProductPage, ProductQuery};
 use crate::product::{MAX_BATCH, ProductClient, Revalidated};
 use crate::shared_state::SharedState;
+use crate::trace_context::shared_call_span;
 
 /// Share of the cache budget given to the category list (a small, single entry).
 const CATEGORY_BUDGET_DIVISOR: u64 = 16;
@@ -693,7 +694,13 @@ async fn call_batch(
     let mut results = Vec::with_capacity(leaders.len());
     let mut leased = Vec::with_capacity(leaders.len());
     let started = Instant::now();
-    match client.batch(ctx, &to_fetch).await {
+    // One call for every caller waiting for any of these products: linked to each of them.
+    let span = shared_call_span("product batch");
+    let called = client.batch(ctx, &to_fetch).instrument(span.clone()).await;
+    for (_, leader, _) in &leaders {
+        leader.link_to(&span);
+    }
+    match called {
         Ok(batch) => {
             let fresh_for = batch.cache_control.fresh_for();
             let mut by_id: HashMap<ProductId, Arc<Product>> = batch

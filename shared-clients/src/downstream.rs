@@ -30,6 +30,7 @@ use crate::order::OrderClient;
 use crate::orders::Orders;
 use crate::product::ProductClient;
 use crate::shared_state::{Feature, SharedConfig, SharedState};
+use crate::trace_context::TraceContext;
 
 /// Longest a readiness probe waits for one service (shortened further by the service's own
 /// `timeout`), so `/ready` answers quickly even when a service hangs.
@@ -63,7 +64,12 @@ struct Inner {
 }
 
 impl Sink for Inner {
-    fn apply<'a>(&'a self, change: &'a Change, version: u64) -> BoxFuture<'a, ()> {
+    fn apply<'a>(
+        &'a self,
+        change: &'a Change,
+        version: u64,
+        trace: Option<&'a TraceContext>,
+    ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             match change {
                 Change::Product {
@@ -74,14 +80,16 @@ impl Sink for Inner {
                     self.catalog
                         .product_changed(id, category.as_ref(), *exists)
                         .await;
-                    self.live.notify(&Topic::Product(id.clone()), Some(version));
+                    self.live
+                        .notify(&Topic::Product(id.clone()), Some(version), trace);
                 }
                 Change::Category(id) => self.catalog.category_changed(id).await,
                 Change::Cart(user) => {
                     self.carts
                         .changed_elsewhere(&Owner::User(user.clone()))
                         .await;
-                    self.live.notify(&Topic::Cart(user.clone()), Some(version));
+                    self.live
+                        .notify(&Topic::Cart(user.clone()), Some(version), trace);
                 }
                 Change::Order { owner, id } => {
                     self.orders.changed_elsewhere(owner).await;
@@ -89,7 +97,7 @@ impl Sink for Inner {
                         owner: owner.clone(),
                         id: id.clone(),
                     };
-                    self.live.notify(&topic, Some(version));
+                    self.live.notify(&topic, Some(version), trace);
                 }
             }
         })

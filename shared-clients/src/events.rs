@@ -14,6 +14,14 @@
 //!   `category.changed`: the category list. `cart.changed`: the user's cached cart, here and on
 //!   every replica (the owner's shared generation, as a write through the gateway does).
 //!   `order.created` / `order.status_changed`: the owner's cached orders, likewise.
+//! - **Traced.** An event that carries the causing request's trace context (`traceparent`,
+//!   `tracestate`) is processed in a `process` span, a child of that context, with the
+//!   OpenTelemetry messaging attributes (`messaging.system = redis`, the stream as
+//!   `messaging.destination.name`, the entry id as `messaging.message.id`); the context goes on
+//!   with the change ([`Sink::apply`]) to what it wakes (the live hub's topic). Events without
+//!   one get no span (it would start a trace of its own for every event), and neither does the
+//!   read itself (it waits in a loop: a trace per `XREAD` would say nothing). What an event
+//!   drops from the caches is counted, not traced one by one.
 //! - **Malformed events** (not JSON, not the contract's shape, an unknown type) are counted and
 //!   skipped; the consumer never stops on one.
 //! - **Health.** A stream's consumer is *up* while connected. When it reconnects, or every few
@@ -35,9 +43,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::context::Owner;
 use crate::id::{CategoryId, OrderId, PartnerId, ProductId, UserId};
+use crate::trace_context::TraceContext;
 
 /// Entries read per `XREAD`.
 const BATCH: usize = 256;
@@ -110,8 +120,14 @@ pub(crate) enum Change {
 
 /// What applies changes: the caches (implemented by the downstream facade).
 pub(crate) trait Sink: Send + Sync + 'static {
-    /// Drops what `change` (to `version` of its resource) made stale.
-    fn apply<'a>(&'a self, change: &'a Change, version: u64) -> BoxFuture<'a, ()>;
+    /// Drops what `change` (to `version` of its resource) made stale; `trace` is the trace
+    /// context of the request that caused it, for what the change wakes.
+    fn apply<'a>(
+        &'a self,
+        change: &'a Change,
+        version: u64,
+        trace: Option<&'a TraceContext>,
+    ) -> BoxFuture<'a, ()>;
 
     /// Drops everything this replica holds of `stream`'s resources, and what L2 holds of them
     /// (a gap was detected).
@@ -596,7 +612,28 @@ impl Reader {
             return;
         }
         self.versions.insert(resource, version).await;
-        sink.apply(&change, version).await;
+        let trace = event.trace();
+        match &trace {
+            Some(trace) => {
+                let span = tracing::info_span!(
+                    "process",
+                    "otel.name" = %format_args!("process {}", self.key),
+                    "otel.kind" = "consumer",
+                    "messaging.system" = "redis",
+                    "messaging.destination.name" = %self.key,
+                    "messaging.operation.type" = "process",
+                    "messaging.operation.name" = "process",
+                    "messaging.message.id" = %entry.id,
+                    "cloudevents.event_id" = event.id.as_deref().unwrap_or_default(),
+                    "cloudevents.event_type" = %event.kind,
+                );
+                trace.adopt(&span);
+                sink.apply(&change, version, Some(trace))
+                    .instrument(span)
+                    .await;
+            }
+            None => sink.apply(&change, version, None).await,
+        }
         self.metrics.count(&event.kind, "applied");
     }
 }
@@ -699,9 +736,18 @@ fn now_ms() -> u64 {
 /// The part of a CloudEvent the consumer reads.
 #[derive(Debug, Deserialize)]
 struct Event {
+    /// The event's id (CloudEvents `id`).
+    #[serde(default)]
+    id: Option<String>,
     /// `com.bff.product.changed`, …
     #[serde(rename = "type")]
     kind: String,
+    /// The causing request's `traceparent` (CloudEvents Distributed Tracing), if it sent one.
+    #[serde(default)]
+    traceparent: Option<String>,
+    /// Its `tracestate`, if any.
+    #[serde(default)]
+    tracestate: Option<String>,
     /// The change.
     data: EventData,
 }
@@ -740,6 +786,11 @@ struct EventOwner {
 }
 
 impl Event {
+    /// The causing request's trace context, when the event carries a valid one.
+    fn trace(&self) -> Option<TraceContext> {
+        TraceContext::parse(self.traceparent.as_deref()?, self.tracestate.as_deref())
+    }
+
     /// The resource it is about (for versions) and what it changes, when it is well-formed.
     fn change(&self) -> Option<(String, Change)> {
         let data = &self.data;

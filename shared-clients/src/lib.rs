@@ -37,6 +37,9 @@
 //! - [`config`]: the [`DownstreamConfig`] of the three services, their resilience and the caches.
 //! - `context`: [`RequestContext`] (with the request's deadline), [`Owner`] and [`IdempotencyKey`]:
 //!   what is propagated downstream.
+//! - `trace_context`: [`TraceContext`], the trace context that travels with change events (and
+//!   webhook deliveries) so that what a change causes is traced in the request's trace; links
+//!   from a shared call to the requests waiting for it.
 //! - `id`: validated id newtypes ([`ProductId`], [`UserId`], …).
 //! - `model`: the contract's data types.
 //! - [`events`]: the change-event consumer (every replica drops what the services say changed).
@@ -65,6 +68,7 @@ mod placement;
 mod product;
 mod resilience;
 pub mod shared_state;
+mod trace_context;
 mod transport;
 mod weigh;
 
@@ -106,3 +110,4 @@ pub use placement::{
 };
 pub use product::{Fetched, MAX_BATCH, ProductClient, Revalidated};
 pub use shared_state::{SharedConfig, SharedState};
+pub use trace_context::{MAX_LINKS, TraceContext, current_span_context};

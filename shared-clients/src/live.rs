@@ -20,6 +20,12 @@
 //!   `poll_interval`, bypassing the cache, and when it differs from the last read, drops the
 //!   cached copy and signals. One poll per topic, whatever the number of subscribers; no poll
 //!   while the topic's stream is consumed.
+//! - **Traced through the signal.** A topic keeps the trace context of the event behind its last
+//!   signal (one small `Option` per topic; `None` after a poll or a gap, which no request
+//!   caused). A woken subscriber reads it ([`Subscription::cause`]) and makes its push a span in
+//!   that trace, so a push is found in the trace of the request that made the change. Like the
+//!   signal, only the latest is kept: a subscriber that was slow to wake pushes the latest
+//!   value, in the latest change's trace.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +39,7 @@ use crate::context::Owner;
 use crate::error::ClientError;
 use crate::events::Stream;
 use crate::id::{OrderId, ProductId, UserId};
+use crate::trace_context::TraceContext;
 
 /// What a subscriber follows.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -117,11 +124,15 @@ struct TopicState {
     version: AtomicU64,
     /// The topic's poller, aborted when the last subscriber leaves.
     poller: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The trace context of the event behind the last signal (`None`: a poll, a gap, or an
+    /// event no traced request caused), read by the subscribers it woke.
+    cause: Mutex<Option<TraceContext>>,
 }
 
 impl TopicState {
-    /// Wakes every subscriber.
-    fn signal(&self) {
+    /// Wakes every subscriber, for a change `cause`d by a traced request or not.
+    fn signal(&self, cause: Option<&TraceContext>) {
+        *lock(&self.cause) = cause.cloned();
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
@@ -218,6 +229,7 @@ impl Hub {
                     changes: watch::Sender::new(0),
                     version: AtomicU64::new(0),
                     poller: Mutex::new(None),
+                    cause: Mutex::new(None),
                 });
                 if let Some(interval) = poll_interval.filter(|i| !i.is_zero()) {
                     let task = tokio::spawn(poll(
@@ -241,13 +253,15 @@ impl Hub {
         Subscription {
             changes,
             topic,
+            state,
             hub: Arc::downgrade(&self.inner),
         }
     }
 
     /// Signals `topic`'s subscribers that it changed, unless `version` (the event's) is not
-    /// above the last one signalled. Does nothing when nobody follows the topic.
-    pub(crate) fn notify(&self, topic: &Topic, version: Option<u64>) {
+    /// above the last one signalled; `cause` is the trace context the event carried. Does
+    /// nothing when nobody follows the topic.
+    pub(crate) fn notify(&self, topic: &Topic, version: Option<u64>, cause: Option<&TraceContext>) {
         let state = lock(&self.inner.topics).get(topic).cloned();
         let Some(state) = state else { return };
         if let Some(version) = version {
@@ -261,7 +275,7 @@ impl Hub {
             }
         }
         self.inner.metrics.signals.fetch_add(1, Ordering::Relaxed);
-        state.signal();
+        state.signal(cause);
     }
 
     /// Signals every topic whose events travel on `stream` (events were missed).
@@ -273,7 +287,7 @@ impl Hub {
             .collect();
         for state in states {
             self.inner.metrics.signals.fetch_add(1, Ordering::Relaxed);
-            state.signal();
+            state.signal(None);
         }
     }
 
@@ -306,6 +320,8 @@ pub struct Subscription {
     changes: watch::Receiver<u64>,
     /// Which topic.
     topic: Topic,
+    /// The topic's state, for the cause of the last signal.
+    state: Arc<TopicState>,
     /// The hub, to leave it.
     hub: Weak<HubInner>,
 }
@@ -320,6 +336,12 @@ impl Subscription {
     /// The topic followed.
     pub fn topic(&self) -> &Topic {
         &self.topic
+    }
+
+    /// The trace context of the request that caused the last change signalled (read it after
+    /// [`Subscription::changed`]); `None` when no traced request did (a poll, missed events).
+    pub fn cause(&self) -> Option<TraceContext> {
+        lock(&self.state.cause).clone()
     }
 }
 
@@ -419,7 +441,7 @@ async fn poll(hub: Weak<HubInner>, topic: Topic, state: Weak<TopicState>, interv
             source.evict(&topic).await;
             let Some(state) = state.upgrade() else { return };
             hub.metrics.signals.fetch_add(1, Ordering::Relaxed);
-            state.signal();
+            state.signal(None);
         }
     }
 }
@@ -488,21 +510,32 @@ mod tests {
         let mut a = hub.subscribe(product("p-00001"), None);
         let mut b = hub.subscribe(product("p-00001"), None);
         let mut other = hub.subscribe(product("p-00002"), None);
-        hub.notify(&product("p-00001"), Some(3));
+        hub.notify(&product("p-00001"), Some(3), None);
         assert!(a.changed().await);
         assert!(b.changed().await);
         // An older or replayed version wakes nobody.
-        hub.notify(&product("p-00001"), Some(3));
-        hub.notify(&product("p-00001"), Some(2));
+        hub.notify(&product("p-00001"), Some(3), None);
+        hub.notify(&product("p-00001"), Some(2), None);
         assert!(!a.changes.has_changed().unwrap());
         assert!(!other.changes.has_changed().unwrap());
-        hub.notify(&product("p-00001"), Some(4));
+        let cause = TraceContext::parse(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            None,
+        );
+        hub.notify(&product("p-00001"), Some(4), cause.as_ref());
         assert!(a.changes.has_changed().unwrap());
+        assert_eq!(
+            a.cause(),
+            cause,
+            "the woken subscriber reads the event's trace"
+        );
+        assert_eq!(other.cause(), None);
         let metrics = hub.metrics();
         assert_eq!((metrics.topics, metrics.subscribers), (2, 3));
         assert_eq!((metrics.signals, metrics.stale_events), (2, 2));
         hub.notify_stream(Stream::Catalog);
         assert!(other.changed().await);
+        assert_eq!(a.cause(), None, "a gap was caused by no request");
     }
 
     #[tokio::test]
@@ -516,11 +549,11 @@ mod tests {
         assert_eq!(hub.metrics().topics, 0);
         assert_eq!(hub.metrics().subscribers, 0);
         // Nobody follows it: nothing is kept for it.
-        hub.notify(&product("p-00001"), Some(1));
+        hub.notify(&product("p-00001"), Some(1), None);
         assert_eq!(hub.metrics().signals, 0);
         // A new subscriber starts afresh (the old version is forgotten with the topic).
         let mut c = hub.subscribe(product("p-00001"), None);
-        hub.notify(&product("p-00001"), Some(1));
+        hub.notify(&product("p-00001"), Some(1), None);
         assert!(c.changed().await);
     }
 

@@ -47,6 +47,17 @@
 //! later). Within one claimed batch, only the oldest delivery per (endpoint, order) is sent. The
 //! limitation: an older delivery beyond the newest [`ORDER_WINDOW`] of the log is not seen.
 //!
+//! # Traced
+//!
+//! An order event that carries the trace context of the request that caused it (`traceparent`,
+//! `tracestate`) is handled in a `process` span, a child of that context (OpenTelemetry
+//! messaging attributes: `messaging.system = redis`, the stream, the entry id), and each
+//! delivery it makes keeps that context in its record ([`NewDelivery::trace`]). Every attempt is
+//! a `webhook delivery` span, a child of the stored context (so a retry, or an attempt another
+//! replica makes, is in the same trace), and its `POST` carries a `traceparent` naming that
+//! span (or, while traces are not exported here, the stored one), and the `tracestate`: a
+//! partner's own tracing continues the trace of the request that moved the order.
+//!
 //! # What survives a crash
 //!
 //! Everything but attempts in flight (dropping the engine ends them too, as a crash would):
@@ -67,11 +78,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use shared_clients::{
-    Downstream, ErrorKind, Order, OrderId, Owner, PartnerId, RequestContext,
+    Downstream, ErrorKind, Order, OrderId, Owner, PartnerId, RequestContext, TraceContext,
     shared_state::{Feature, SharedError},
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::sync::{Semaphore, watch};
+use tracing::Instrument as _;
 
 use super::{
     metrics::{AttemptOutcome, SAMPLE_EVERY, Sample, WebhookMetrics},
@@ -351,6 +363,12 @@ struct OrderEvent {
     /// `com.bff.order.created` or `com.bff.order.status_changed` (others are skipped).
     #[serde(rename = "type")]
     kind: String,
+    /// The causing request's `traceparent`, when it sent one.
+    #[serde(default)]
+    traceparent: Option<String>,
+    /// Its `tracestate`, if any.
+    #[serde(default)]
+    tracestate: Option<String>,
     /// When it happened (RFC 3339): the envelope's `timestamp`.
     #[serde(default)]
     time: Option<String>,
@@ -389,7 +407,34 @@ struct Retry;
 impl Inner {
     /// Handles one stream entry and acknowledges it, unless handling must be retried.
     async fn handle_entry(&self, entry: &StreamId) {
-        if self.deliveries_for(entry).await.is_ok() {
+        let event = entry
+            .get::<String>("event")
+            .and_then(|json| serde_json::from_str::<OrderEvent>(&json).ok());
+        let trace = event.as_ref().and_then(|event| {
+            TraceContext::parse(event.traceparent.as_deref()?, event.tracestate.as_deref())
+        });
+        let handled = match &trace {
+            Some(trace) => {
+                let key = &self.settings.stream_key;
+                let span = tracing::info_span!(
+                    "process",
+                    "otel.name" = %format_args!("process {key}"),
+                    "otel.kind" = "consumer",
+                    "messaging.system" = "redis",
+                    "messaging.destination.name" = %key,
+                    "messaging.consumer.group.name" = GROUP,
+                    "messaging.operation.type" = "process",
+                    "messaging.operation.name" = "process",
+                    "messaging.message.id" = %entry.id,
+                );
+                trace.adopt(&span);
+                self.deliveries_for(entry, event, Some(trace))
+                    .instrument(span)
+                    .await
+            }
+            None => self.deliveries_for(entry, event, None).await,
+        };
+        if handled.is_ok() {
             let _: Result<i64, SharedError> = self
                 .store
                 .shared()
@@ -405,12 +450,15 @@ impl Inner {
         }
     }
 
-    /// Creates the deliveries of one entry (none for what is not a partner's order event).
-    async fn deliveries_for(&self, entry: &StreamId) -> Result<(), Retry> {
-        let Some(event) = entry
-            .get::<String>("event")
-            .and_then(|json| serde_json::from_str::<OrderEvent>(&json).ok())
-        else {
+    /// Creates the deliveries of one entry's `event` (none for what is not a partner's order
+    /// event), each keeping `trace`, the context the event carried.
+    async fn deliveries_for(
+        &self,
+        entry: &StreamId,
+        event: Option<OrderEvent>,
+        trace: Option<&TraceContext>,
+    ) -> Result<(), Retry> {
+        let Some(event) = event else {
             return Ok(());
         };
         let event_type = match event.kind.as_str() {
@@ -492,6 +540,7 @@ impl Inner {
                 order_id: Some(order_id.to_string()),
                 order_version: Some(event.data.version),
                 body: body.clone(),
+                trace: trace.cloned(),
             };
             match self.store.create_delivery(&partner, &new, now, now).await {
                 Ok(_) | Err(StoreError::NotFound) => {}
@@ -688,13 +737,45 @@ impl Inner {
         let started = now_ms();
         let secrets = endpoint.signing_secrets(started);
         let timer = std::time::Instant::now();
-        let answer = self.send(&endpoint.url, &delivery, &secrets).await;
-        let took = timer.elapsed();
-        let at = now_ms();
         let attempt_number = delivery
             .attempts
             .saturating_sub(delivery.redelivered_at_attempt)
             .saturating_add(1);
+        let span = tracing::info_span!(
+            "webhook delivery",
+            "otel.kind" = "client",
+            "http.request.method" = "POST",
+            "webhook.delivery.id" = %delivery.id,
+            "webhook.endpoint.id" = %endpoint.id,
+            "webhook.event.type" = delivery.event_type.as_str(),
+            "webhook.partner.id" = partner.as_str(),
+            "http.request.resend_count" = attempt_number.saturating_sub(1),
+            "http.response.status_code" = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+        );
+        if let Some(trace) = &delivery.trace {
+            trace.adopt(&span);
+        }
+        let answer = self
+            .send(&endpoint.url, &delivery, &secrets, &span)
+            .instrument(span.clone())
+            .await;
+        match &answer {
+            Answer::Status { status, .. } => {
+                span.record("http.response.status_code", status.as_u16());
+                if !status.is_success() {
+                    span.record("error.type", status.as_str());
+                }
+            }
+            Answer::Timeout(_) => {
+                span.record("error.type", "timeout");
+            }
+            Answer::Failed(_) => {
+                span.record("error.type", "connection_failed");
+            }
+        }
+        let took = timer.elapsed();
+        let at = now_ms();
         let outcome = {
             let result = match &answer {
                 Answer::Status {
@@ -783,8 +864,14 @@ impl Inner {
     }
 
     /// Posts `delivery`'s body to `url`, checked again and connected to only at the addresses
-    /// checked, signed with `secrets`.
-    async fn send(&self, url: &str, delivery: &Delivery, secrets: &[Secret]) -> Answer {
+    /// checked, signed with `secrets`, with the trace context of the attempt's `span`.
+    async fn send(
+        &self,
+        url: &str,
+        delivery: &Delivery,
+        secrets: &[Secret],
+        span: &tracing::Span,
+    ) -> Answer {
         let settings = &self.settings;
         let insecure = settings.allow_insecure_targets;
         let target = match ssrf::check_url(url, insecure) {
@@ -817,15 +904,21 @@ impl Inner {
         let secrets: Vec<&Secret> = secrets.iter().collect();
         let signature =
             signature::signature_header(&secrets, &delivery.id, timestamp, &delivery.body);
-        let sent = client
+        let mut request = client
             .post(target.url().clone())
             .header(signature::HEADER_ID, &delivery.id)
             .header(signature::HEADER_TIMESTAMP, timestamp.to_string())
             .header(signature::HEADER_SIGNATURE, signature)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(delivery.body.clone())
-            .send()
-            .await;
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        // The attempt's own span when traces are exported here, else the event's context as
+        // stored: either way the partner continues the trace of the request behind the event.
+        if let Some(trace) = TraceContext::of_span(span).or_else(|| delivery.trace.clone()) {
+            request = request.header("traceparent", trace.traceparent().as_str());
+            if let Some(tracestate) = trace.tracestate() {
+                request = request.header("tracestate", tracestate);
+            }
+        }
+        let sent = request.body(delivery.body.clone()).send().await;
         let mut response = match sent {
             Ok(response) => response,
             Err(error) if error.is_timeout() => {

@@ -71,7 +71,7 @@ use rand::Rng;
 use redis::Value;
 use serde::{Deserialize, Serialize};
 use shared_clients::{
-    PartnerId,
+    PartnerId, TraceContext,
     shared_state::{Feature, SharedError, SharedState},
 };
 
@@ -283,6 +283,10 @@ pub struct Delivery {
     pub next_attempt_at: Option<u64>,
     /// Where it is.
     pub outcome: DeliveryOutcome,
+    /// The trace context of the request that caused its event (fields `traceparent` and
+    /// `tracestate` of the record), so that every attempt, a retry or one made by another
+    /// replica, is a span in that request's trace.
+    pub trace: Option<TraceContext>,
 }
 
 impl fmt::Debug for Delivery {
@@ -314,6 +318,8 @@ pub struct NewDelivery {
     pub order_version: Option<u64>,
     /// The body ([`super::payload::Envelope::to_body`]).
     pub body: Vec<u8>,
+    /// The trace context its event carried, kept with the delivery (see [`Delivery::trace`]).
+    pub trace: Option<TraceContext>,
 }
 
 /// What one attempt came to, for [`WebhookStore::record_attempt`].
@@ -1000,6 +1006,14 @@ impl WebhookStore {
         if let Some(version) = new.order_version {
             invocation.arg("order_version").arg(version);
         }
+        if let Some(trace) = &new.trace {
+            invocation
+                .arg("traceparent")
+                .arg(trace.traceparent().as_str());
+            if let Some(tracestate) = trace.tracestate() {
+                invocation.arg("tracestate").arg(tracestate);
+            }
+        }
         let (created, logged): (i64, usize) = self
             .shared
             .script(OP, Feature::Webhooks, &invocation)
@@ -1075,6 +1089,7 @@ impl WebhookStore {
             order_id: None,
             order_version: None,
             body,
+            trace: None,
         };
         self.create_delivery(partner, &new, now_ms, now_ms).await?;
         self.delivery(partner, &endpoint.id, &new.id).await
@@ -1562,6 +1577,9 @@ fn parse_delivery(mut fields: HashMap<String, Vec<u8>>) -> Option<Delivery> {
     let last_error = text("last_error").filter(|error| !error.is_empty());
     let next_attempt_at = number(text("next_attempt_at")).filter(|&at| at != 0);
     let outcome = DeliveryOutcome::parse(&text("outcome")?)?;
+    let tracestate = text("tracestate");
+    let trace = text("traceparent")
+        .and_then(|traceparent| TraceContext::parse(&traceparent, tracestate.as_deref()));
     let body = fields.remove("body").unwrap_or_default();
     Some(Delivery {
         id,
@@ -1579,6 +1597,7 @@ fn parse_delivery(mut fields: HashMap<String, Vec<u8>>) -> Option<Delivery> {
         last_error,
         next_attempt_at: next_attempt_at.filter(|_| outcome == DeliveryOutcome::Pending),
         outcome,
+        trace,
     })
 }
 
@@ -1629,6 +1648,7 @@ mod tests {
             order_version: Some(version),
             body: format!(r#"{{"type":"order.status_changed","data":{{"id":"{order}"}}}}"#)
                 .into_bytes(),
+            trace: None,
         }
     }
 

@@ -46,10 +46,15 @@ impl RequestScope {
             context.clone(),
             Arc::clone(&staleness),
         );
+        // The loader's batches run in tasks of their own: in the request's span, so that their
+        // downstream calls (and the links of a batch shared with other requests) are traced
+        // with the request.
+        let span = tracing::Span::current();
+        let spawn = move |batch| tokio::spawn(tracing::Instrument::instrument(batch, span.clone()));
         Self {
             context,
             identity,
-            products: DataLoader::new(loader, tokio::spawn).delay(services.batch_delay),
+            products: DataLoader::new(loader, spawn).delay(services.batch_delay),
             staleness,
         }
     }

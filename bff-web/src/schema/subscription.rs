@@ -19,6 +19,10 @@
 //! - The subscription starts following before it reads the current value, so a change between
 //!   the two is not missed. Unknown ids, and another user's orders, are `NOT_FOUND` when
 //!   subscribing.
+//! - Each push is a `subscription push` span in the trace of the request whose change woke it
+//!   (the hub keeps the trace context of the event behind a topic's last signal:
+//!   [`Subscription::cause`]), so a push is found from the request that made the change; its
+//!   read's downstream calls are children of it. A push woken by a poll has no such cause.
 //! - Each read has the request deadline `downstream.deadline` of its own (the subscription's
 //!   scope has none: it lives as long as the client follows).
 
@@ -27,8 +31,10 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, Result, Subscription};
 use futures::{StreamExt, stream::BoxStream};
 use shared_clients::{
-    ErrorKind, OrderId, OrderStatus, Owner, ProductId, RequestContext, live::Topic,
+    ErrorKind, OrderId, OrderStatus, Owner, ProductId, RequestContext, TraceContext,
+    live::{Subscription, Topic},
 };
+use tracing::Instrument as _;
 
 use super::{
     catalog::ProductView,
@@ -103,9 +109,12 @@ impl SubscriptionRoot {
         Ok(async_stream(move |mut tx| async move {
             let catalog = downstream.catalog();
             while subscription.changed().await {
+                let span = push_span(&subscription, "productUpdated");
                 // Boxed: the read's state (several KiB) is held only while it runs, not while the
                 // subscription waits for the next change.
-                match Box::pin(catalog.product(&reads.context(), &id)).await {
+                let context = reads.context_in(&span);
+                let read = Box::pin(catalog.product(&context, &id));
+                match read.instrument(span).await {
                     Ok(served) => {
                         let product = served.into_inner();
                         if last.as_deref() == Some(&*product) {
@@ -143,7 +152,10 @@ impl SubscriptionRoot {
         Ok(async_stream(move |mut tx| async move {
             let carts = downstream.carts();
             while subscription.changed().await {
-                match Box::pin(carts.get(&reads.context(), &user)).await {
+                let span = push_span(&subscription, "viewerCartUpdated");
+                let context = reads.context_in(&span);
+                let read = Box::pin(carts.get(&context, &user));
+                match read.instrument(span).await {
                     Ok(cart) => {
                         if last.is_some_and(|last| cart.version <= last) {
                             continue;
@@ -194,7 +206,10 @@ impl SubscriptionRoot {
                 return;
             }
             while subscription.changed().await {
-                match Box::pin(orders.get(&reads.context(), &owner, &id)).await {
+                let span = push_span(&subscription, "viewerOrderUpdated");
+                let context = reads.context_in(&span);
+                let read = Box::pin(orders.get(&context, &owner, &id));
+                match read.instrument(span).await {
                     Ok(order) => {
                         if last == Some(order.status) {
                             continue;
@@ -221,6 +236,21 @@ fn is_terminal(status: OrderStatus) -> bool {
     matches!(status, OrderStatus::Delivered | OrderStatus::Cancelled)
 }
 
+/// The span of one push of `field`, woken by a change: a child of the trace context of the
+/// request that caused the change, when it had one (else of the current span).
+fn push_span(subscription: &Subscription, field: &'static str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "subscription push",
+        "otel.name" = %format_args!("subscription {field}"),
+        "graphql.operation.type" = "subscription",
+        "graphql.field.name" = field,
+    );
+    if let Some(cause) = subscription.cause() {
+        cause.adopt(&span);
+    }
+    span
+}
+
 /// How a subscription reads: with its request's id and trace, and a fresh deadline per read.
 struct Reads {
     /// The subscription's context (no deadline of its own).
@@ -241,6 +271,16 @@ impl Reads {
     /// The context of one read, with its own deadline from now.
     fn context(&self) -> RequestContext {
         self.context.clone().with_timeout_from_now(self.budget)
+    }
+
+    /// The context of one read made for a push in `span`: downstream, the read continues the
+    /// push's trace (when traces are exported), not the trace of the subscribing request.
+    fn context_in(&self, span: &tracing::Span) -> RequestContext {
+        let context = self.context();
+        match TraceContext::of_span(span) {
+            Some(trace) => context.with_traceparent(trace.traceparent().clone()),
+            None => context,
+        }
     }
 }
 

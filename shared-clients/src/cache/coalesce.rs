@@ -19,6 +19,11 @@
 //! out (and the follower still has some), the follower claims the key again, so one caller's short
 //! budget never fails another caller's longer one.
 //!
+//! **Traced with links.** While traces are exported, every caller that claims a key notes its
+//! span (the leader's and each follower's, the first [`MAX_LINKS`](crate::MAX_LINKS)), and the
+//! span of the call made for them ([`shared_call_span`]) links to each ([`Leader::link_to`]):
+//! a request that waited for someone else's call finds that call from its own trace.
+//!
 //! [`claim`]: Coalescer::claim
 //! [`complete`]: Leader::complete
 
@@ -31,6 +36,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{ClientError, Origin};
+use crate::trace_context::Links;
 
 /// The flights of a coalescer, by key; shared with its leaders.
 type Flights<K, T> = Arc<Mutex<HashMap<K, Flight<T>>>>;
@@ -49,6 +55,8 @@ struct Flight<T> {
     id: u64,
     /// Where followers wait for the result: `None` until the leader completes.
     result: watch::Receiver<Option<T>>,
+    /// The spans of the callers waiting for it (the leader's first), to link the call to.
+    waiting: Arc<Links>,
 }
 
 /// The outcome of [`Coalescer::claim`].
@@ -69,6 +77,8 @@ pub(crate) struct Leader<K: Hash + Eq, T> {
     flight: u64,
     /// Where the result is published.
     result: watch::Sender<Option<T>>,
+    /// The spans of the callers waiting for this fetch, the leader's own first.
+    waiting: Arc<Links>,
 }
 
 /// A caller waiting for someone else's fetch of the same key.
@@ -101,17 +111,21 @@ impl<K: Hash + Eq + Clone, T: Clone> Coalescer<K, T> {
     pub(crate) fn claim(&self, key: &K) -> Claim<K, T> {
         let mut in_flight = lock(&self.in_flight);
         if let Some(flight) = in_flight.get(key) {
+            flight.waiting.note_current();
             return Claim::Follower(Follower {
                 result: flight.result.clone(),
             });
         }
         let flight = self.next_flight.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = watch::channel(None);
+        let waiting = Arc::new(Links::default());
+        waiting.note_current();
         in_flight.insert(
             key.clone(),
             Flight {
                 id: flight,
                 result: receiver,
+                waiting: Arc::clone(&waiting),
             },
         );
         Claim::Leader(Leader {
@@ -119,6 +133,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Coalescer<K, T> {
             key: key.clone(),
             flight,
             result: sender,
+            waiting,
         })
     }
 
@@ -149,6 +164,13 @@ fn lock<K, T>(flights: &Mutex<HashMap<K, Flight<T>>>) -> MutexGuard<'_, HashMap<
 }
 
 impl<K: Hash + Eq, T> Leader<K, T> {
+    /// Links `span` (the call made for this key) to the span of every caller waiting for it so
+    /// far, the leader's own included. Call it once the call is done, just before
+    /// [`Leader::complete`], so that callers who joined during the call are linked too.
+    pub(crate) fn link_to(&self, span: &tracing::Span) {
+        self.waiting.link(span);
+    }
+
     /// Publishes the result to every follower and releases the key.
     pub(crate) fn complete(self, value: T) {
         self.result.send_replace(Some(value));

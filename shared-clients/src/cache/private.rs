@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use moka::ops::compute::{CompResult, Op};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::ENTRY_OVERHEAD;
 use super::coalesce::{Claim, Coalescer, Joined};
@@ -50,6 +51,7 @@ use crate::error::{ClientError, Failure, Service};
 use crate::id::UserId;
 use crate::metrics::{CacheMetrics, CacheMetricsSnapshot};
 use crate::shared_state::{Feature, SharedState};
+use crate::trace_context::shared_call_span;
 use crate::weigh::Weigh;
 
 /// Shortest hard time-to-live of an owner's record in the store.
@@ -335,7 +337,9 @@ where
                         ));
                     };
                     let started = Instant::now();
-                    let result = fetch().await.map(Arc::new);
+                    let span = shared_call_span(self.name);
+                    let result = fetch().instrument(span.clone()).await.map(Arc::new);
+                    leader.link_to(&span);
                     if let Ok(value) = &result {
                         self.keep(key, *generation, *shared, Arc::clone(value), started)
                             .await;

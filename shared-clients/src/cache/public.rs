@@ -45,6 +45,7 @@ use crate::context::RequestContext;
 use crate::error::{ClientError, ErrorKind, Failure, Service};
 use crate::events::Health;
 use crate::metrics::{CacheMetrics, CacheMetricsSnapshot};
+use crate::trace_context::shared_call_span;
 use crate::weigh::Weigh;
 
 /// How many evicted keys are remembered (see `Inner::evicted_at`).
@@ -659,7 +660,12 @@ where
                         leader.complete(Ok(entry.clone()));
                         return Ok(entry);
                     }
-                    let shared = self.fetch_and_settle(ctx, key, previous, fetch).await;
+                    let span = shared_call_span(self.inner.name);
+                    let shared = self
+                        .fetch_and_settle(ctx, key, previous, fetch)
+                        .instrument(span.clone())
+                        .await;
+                    leader.link_to(&span);
                     leader.complete(shared.clone());
                     return shared;
                 }
@@ -688,10 +694,13 @@ where
         let cache = self.clone();
         // Nobody waits for the refresh, so the reader's deadline does not bound it.
         let ctx = ctx.clone().without_deadline();
+        let span = shared_call_span(self.inner.name);
         let refresh = async move {
             let shared = cache
                 .fetch_and_settle(&ctx, &key, Some(&entry), &fetch)
+                .instrument(span.clone())
                 .await;
+            leader.link_to(&span);
             if let Err(err) = &shared {
                 cache.count(|m| &m.refresh_failures);
                 tracing::debug!(
