@@ -282,8 +282,7 @@ fn decorate(operation: &mut Operation, is_get: bool) {
 }
 
 /// The description of `ETag`.
-const ETAG: &str =
-    "A strong tag of the bytes of the answer; send it back in `If-None-Match` to revalidate.";
+const ETAG: &str = "A strong tag of the answer's JSON bytes, made weak (`W/\"…\"`) on a compressed answer; send it back in `If-None-Match` to revalidate (either form matches).";
 
 /// The description of `Cache-Control`.
 const CACHE_CONTROL: &str = "`public, max-age=<gateway.catalog_max_age>` for catalog screens (home when anonymous, product list, product detail); `private, no-store` for anything with user data; `no-cache` for a catalog screen with `degraded` or `stale` parts.";
@@ -329,7 +328,7 @@ fn description() -> String {
          **Authentication**: signed-in endpoints need `Authorization: Bearer <JWT>` (the `bearer` scheme); the home screen takes it optionally.\n\n\
          **Payloads**: only the fields a screen draws. No `null`s, no empty arrays or objects, no field equal to its default: an absent field means its default (`degraded`/`stale`: nothing missing or old; `count`/`cart_count`: 0; `stock`: in stock; `was`: not on sale; `next`: last page; `items`/`lines`/`orders`: none; `cart_cleared`: true). Prices are integer minor units with a ready-to-show `…_text`; `currency` is stated once per payload, and an amount in another currency carries its own. One image URL per product, the rendition that fits `?w=` × `DPR`, else `Width`, else the screen's default slot.\n\n\
          **Degraded screens**: a screen never fails because an optional part failed. Parts that could not be loaded are named in `degraded`; parts shown from an older copy because a service failed are named in `stale` (each screen's schema lists the names it may use). Either makes a catalog screen `Cache-Control: no-cache`.\n\n\
-         **Caching**: every screen answer has an `ETag`; `If-None-Match` with a matching tag gets 304 with no body. `Vary` always names `Accept-Encoding`. Answers are compressed (`br`, `gzip`) as `Accept-Encoding` negotiates.\n\n\
+         **Caching**: every screen answer has an `ETag` (weak, `W/\"…\"`, when the answer is compressed); `If-None-Match` with a matching tag, in either form, gets 304 with no body. `Vary` always names `Accept-Encoding`. Answers are compressed (`br`, `gzip`) as `Accept-Encoding` negotiates.\n\n\
          **Errors** are `application/problem+json` (RFC 9457) with a stable `code` (and `type` ",
     );
     text.push_str(TYPE_PREFIX);
