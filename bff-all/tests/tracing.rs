@@ -16,11 +16,11 @@ use axum::{
 };
 use bff_partner::{auth::Scope, config::KeyConfig, hash_key};
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest, trace::v1::Span,
+    collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value::Value, trace::v1::Span,
 };
 use prost::Message;
 use reference_services::{EventsConfig, Faults, LocalRedis, ServiceKind, order::OrderStatus};
-use serde_json::{Value, json};
+use serde_json::json;
 use server_kit::{
     Layered, TelemetryConfig,
     auth::Secret,
@@ -110,6 +110,18 @@ async fn listen(app: Router) -> String {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
+}
+
+/// The string attribute `key` of `span`.
+fn attribute<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
+    span.attributes
+        .iter()
+        .find(|attribute| attribute.key == key)
+        .and_then(|attribute| attribute.value.as_ref())
+        .and_then(|value| match &value.value {
+            Some(Value::StringValue(value)) => Some(value.as_str()),
+            _ => None,
+        })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -325,6 +337,24 @@ async fn what_a_traced_request_causes_is_in_its_trace_and_a_shared_call_links_it
         "the partner continues under the delivery's span"
     );
     assert!(!delivery.parent_span_id.is_empty(), "a child, not a root");
+    // The event was processed in trace T too, with the messaging attributes, and the Redis
+    // commands made for it are client spans with the database attributes.
+    let process = collector
+        .wait_for("process span of the order stream in trace T", |span| {
+            hex(&span.trace_id) == TRACE
+                && attribute(span, "messaging.system") == Some("redis")
+                && attribute(span, "messaging.destination.name") == Some("bff:events:order")
+                && attribute(span, "messaging.operation.type") == Some("process")
+        })
+        .await;
+    assert!(attribute(&process, "messaging.message.id").is_some());
+    collector
+        .wait_for("Redis command span in trace T", |span| {
+            hex(&span.trace_id) == TRACE
+                && attribute(span, "db.system.name") == Some("redis")
+                && attribute(span, "db.operation.name").is_some_and(|name| !name.is_empty())
+        })
+        .await;
 
     // The subscriber gets the push, and the push is a span in trace T.
     let mut body = String::new();
@@ -356,7 +386,7 @@ async fn what_a_traced_request_causes_is_in_its_trace_and_a_shared_call_links_it
             .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
             .json(&json!({ "query": format!("{{ product(id: \"{product}\") {{ name }} }}") }));
         async move {
-            let answer: Value = request
+            let answer: serde_json::Value = request
                 .send()
                 .await
                 .expect("answered")
@@ -382,6 +412,14 @@ async fn what_a_traced_request_causes_is_in_its_trace_and_a_shared_call_links_it
         .filter(|span| span.name == "downstream" && span.parent_span_id == shared.span_id)
         .collect();
     assert_eq!(calls.len(), 1, "one downstream call under the shared call");
+    // Each request's GraphQL operation is a span with the conventions' attributes.
+    let operation = collector
+        .wait_for("GraphQL operation span of the first reader", |span| {
+            hex(&span.trace_id) == FIRST_READER
+                && attribute(span, "graphql.operation.type") == Some("query")
+        })
+        .await;
+    assert!(attribute(&operation, "graphql.operation.name").is_some());
 
     drop(telemetry);
 }

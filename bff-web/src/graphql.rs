@@ -247,9 +247,19 @@ async fn execute(
     } else {
         &endpoint.schema
     };
+    // OpenTelemetry's GraphQL conventions: the operation's type and name (never its variables),
+    // the span named `<type> <name>`.
+    let operation_type = match kind {
+        Some(OperationType::Query) | None => "query",
+        Some(OperationType::Mutation) => "mutation",
+        Some(OperationType::Subscription) => "subscription",
+    };
+    let operation_name = operation.as_deref().unwrap_or("anonymous");
     let span = tracing::info_span!(
         "graphql",
-        "graphql.operation.name" = operation.as_deref().unwrap_or("anonymous"),
+        "otel.name" = %format_args!("{operation_type} {operation_name}"),
+        "graphql.operation.name" = operation_name,
+        "graphql.operation.type" = operation_type,
         "graphql.document.id" = trusted.as_ref().map(|t| &*t.id),
     );
     let mut response = schema.execute(request).instrument(span).await;

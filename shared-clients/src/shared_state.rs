@@ -22,6 +22,12 @@
 //! - **Garbage is a miss.** A value of the wrong type or shape under one of our keys is an error
 //!   of that one command (counted), which its feature treats as a miss, never as a failed request.
 //!
+//! - **Traced as client spans, within a trace only.** While traces are exported, each command,
+//!   pipeline or script run for a recorded span is a `redis` client span under it, with the
+//!   OpenTelemetry database attributes (`db.system.name = redis`, the command as
+//!   `db.operation.name`: `GET`, `PIPELINE`, `EVALSHA`, …); commands run outside any trace (the
+//!   background loops' polling) make no span, which would be a trace of its own every time.
+//!
 //! `docs/scale-out.md` describes each shared feature and what happens when Redis fails.
 
 use std::future::Future;
@@ -33,6 +39,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisError};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::error::BuildError;
 
@@ -487,9 +494,14 @@ impl SharedState {
         feature: Feature,
         cmd: &redis::Cmd,
     ) -> Result<T, SharedError> {
+        let name = match cmd.args_iter().next() {
+            Some(redis::Arg::Simple(name)) => std::str::from_utf8(name).unwrap_or("COMMAND"),
+            _ => "COMMAND",
+        };
         self.run(op, feature, |mut conn| async move {
             cmd.query_async(&mut conn).await
         })
+        .instrument(command_span(name, op))
         .await
     }
 
@@ -503,6 +515,7 @@ impl SharedState {
         self.run(op, feature, |mut conn| async move {
             pipe.query_async(&mut conn).await
         })
+        .instrument(command_span("PIPELINE", op))
         .await
     }
 
@@ -517,6 +530,7 @@ impl SharedState {
         self.run(op, feature, |mut conn| async move {
             invocation.invoke_async(&mut conn).await
         })
+        .instrument(command_span("EVALSHA", op))
         .await
     }
 
@@ -728,6 +742,22 @@ impl Inner {
             );
         }
     }
+}
+
+/// The span of one command (`operation`: `GET`, `PIPELINE`, `EVALSHA`, …) for `op`, a child
+/// of the current span; a disabled span when no trace is being recorded (see the module docs).
+fn command_span(operation: &str, op: &'static str) -> tracing::Span {
+    if crate::trace_context::current_span_context().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "redis",
+        "otel.name" = operation,
+        "otel.kind" = "client",
+        "db.system.name" = "redis",
+        "db.operation.name" = operation,
+        "bff.redis.op" = op,
+    )
 }
 
 /// Counters of the shared state, for `/metrics`.
