@@ -3,6 +3,9 @@
 //!
 //! - `graphql/product`: a product query over a warm catalog cache: parsing, validation and
 //!   limits, execution through the per-request DataLoader, JSON serialization — no downstream call.
+//! - `graphql/product_by_id`: the same product query named by `documentId`, a trusted document
+//!   of a manifest (`gateway.trusted_documents.mode = "allow"`): no parsing, and of
+//!   async-graphql's validation only what depends on the variables (complexity, depth).
 //! - `graphql/products_20`: a page of 20 products. Catalog pages are never cached, so this
 //!   includes one call to an in-process reference product service on loopback (no injected
 //!   latency); the products on the page do not go through the DataLoader.
@@ -55,6 +58,23 @@ fn graphql_benches(c: &mut Criterion) {
     settings.downstream.cart.url = services.cart_url.clone();
     settings.downstream.order.url = services.order_url.clone();
     let routes = rt.block_on(async { bff_web::build(&settings).expect("gateway builds").routes });
+    // The same gateway with the product query in a trusted-document manifest.
+    let manifest = std::env::temp_dir().join(format!("bff-web-bench-{}.json", std::process::id()));
+    let id = bff_web::apq::sha256_hex(PRODUCT_QUERY);
+    std::fs::write(
+        &manifest,
+        serde_json::json!({ format!("sha256:{id}"): PRODUCT_QUERY }).to_string(),
+    )
+    .expect("manifest written");
+    let mut trusted_settings = settings.clone();
+    trusted_settings.gateway.trusted_documents.mode = bff_web::config::TrustedMode::Allow;
+    trusted_settings.gateway.trusted_documents.manifests = vec![manifest.clone()];
+    let trusted_routes = rt.block_on(async {
+        bff_web::build(&trusted_settings)
+            .expect("gateway builds")
+            .routes
+    });
+    std::fs::remove_file(&manifest).ok();
 
     let product: &'static str = Box::leak(
         serde_json::json!({"query": PRODUCT_QUERY, "variables": {"id": "p-00004"}})
@@ -66,15 +86,24 @@ fn graphql_benches(c: &mut Criterion) {
             .to_string()
             .into_boxed_str(),
     );
-    for (name, body) in [("product", product), ("products_20", list)] {
-        let (status, answer) = rt.block_on(post(&routes, body));
+    let by_id: &'static str = Box::leak(
+        serde_json::json!({"documentId": id, "variables": {"id": "p-00004"}})
+            .to_string()
+            .into_boxed_str(),
+    );
+    for (name, routes, body) in [
+        ("product", &routes, product),
+        ("product_by_id", &trusted_routes, by_id),
+        ("products_20", &routes, list),
+    ] {
+        let (status, answer) = rt.block_on(post(routes, body));
         let text = String::from_utf8_lossy(&answer);
         assert!(
             status == StatusCode::OK && !text.contains("\"errors\""),
             "{name} warms the cache: {status} {text}"
         );
         c.benchmark_group("graphql").bench_function(name, |b| {
-            b.to_async(&rt).iter(|| post(&routes, body));
+            b.to_async(&rt).iter(|| post(routes, body));
         });
     }
 }
