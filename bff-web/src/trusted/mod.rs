@@ -282,7 +282,8 @@ impl TrustedDocuments {
     }
 
     /// Hands the server's metrics to the store (the first call keeps them) and exports the
-    /// current counts there. Called with every request; costs an atomic load once done.
+    /// current counts there. Called when the server starts (`on_metrics`) and with every request;
+    /// costs an atomic load once done.
     pub fn attach_metrics(&self, metrics: &server_kit::metrics::Metrics) {
         if self.inner.manifests.is_empty() || self.inner.metrics.get().is_some() {
             return;
