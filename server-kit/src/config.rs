@@ -6,7 +6,7 @@
 //! 1. the struct's `Default` (embedded defaults: everything works with no configuration at all),
 //! 2. an optional TOML file given with `--config PATH` (or `BFF_CONFIG`),
 //! 3. environment variables prefixed `BFF_`: `BFF_SECTION__KEY` sets `section.key` (double
-//!    underscore between levels, case-insensitive), plus five short aliases every gateway reads:
+//!    underscore between levels, case-insensitive), plus six short aliases every gateway reads:
 //!
 //! | variable          | setting                  |
 //! |-------------------|--------------------------|
@@ -15,6 +15,7 @@
 //! | `BFF_CART_URL`    | `downstream.cart.url`    |
 //! | `BFF_ORDER_URL`   | `downstream.order.url`   |
 //! | `BFF_REDIS_URL`   | `shared.redis_url`       |
+//! | `BFF_REDIS_CLUSTER_NODES` | `shared.redis_cluster_nodes` (comma-separated) |
 //!
 //! Two standard OpenTelemetry variables are read as well, below any `BFF_…` variable:
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` sets `telemetry.otlp_endpoint` and `OTEL_SERVICE_NAME` sets
@@ -582,6 +583,7 @@ fn env_key_to_path(rest: &str) -> String {
         "cart_url" => "downstream.cart.url".to_owned(),
         "order_url" => "downstream.order.url".to_owned(),
         "redis_url" => "shared.redis_url".to_owned(),
+        "redis_cluster_nodes" => "shared.redis_cluster_nodes".to_owned(),
         _ => lower.replace("__", "."),
     }
 }
@@ -702,6 +704,63 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("shared.redis_url"), "{error}");
+    }
+
+    #[test]
+    fn a_cluster_or_sentinel_comes_from_the_environment_and_only_one_redis_is_allowed() {
+        let settings: TestSettings = load_from(
+            None,
+            env(&[(
+                "BFF_REDIS_CLUSTER_NODES",
+                "redis://:pw-9@10.0.0.1:6379, redis://:pw-9@10.0.0.2:6379",
+            )]),
+        )
+        .expect("loads");
+        let nodes: Vec<String> = settings
+            .shared
+            .redis_cluster_nodes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                "redis://:[redacted]@10.0.0.1:6379",
+                "redis://:[redacted]@10.0.0.2:6379"
+            ]
+        );
+        assert!(!format!("{settings:?}").contains("pw-9"));
+        let settings: TestSettings = load_from(
+            None,
+            env(&[
+                ("BFF_SHARED__REDIS_SENTINEL__MASTER_NAME", "main"),
+                (
+                    "BFF_SHARED__REDIS_SENTINEL__SENTINELS",
+                    "redis://s1:26379,redis://s2:26379",
+                ),
+            ]),
+        )
+        .expect("loads");
+        let sentinel = settings.shared.redis_sentinel.expect("set");
+        assert_eq!(sentinel.master_name, "main");
+        assert_eq!(sentinel.sentinels.len(), 2);
+        let error = load_from::<TestGateway>(
+            None,
+            env(&[
+                ("BFF_REDIS_URL", "redis://a:6379"),
+                ("BFF_REDIS_CLUSTER_NODES", "redis://b:6379"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("only one of"), "{error}");
+        let error = load_from::<TestGateway>(
+            None,
+            env(&[("BFF_SHARED__REDIS_SENTINEL__MASTER_NAME", "main")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("redis_sentinel"), "{error}");
     }
 
     #[test]

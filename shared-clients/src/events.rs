@@ -26,7 +26,9 @@
 //!   skipped; the consumer never stops on one.
 //! - **Health.** A stream's consumer is *up* while connected. When it reconnects, or every few
 //!   seconds while it runs, it checks for a gap: the stream's first entry is newer than the last
-//!   one it read (trimmed past it), or the stream vanished (Redis restarted empty). On a gap,
+//!   one it read (trimmed past it), the stream vanished (Redis restarted empty), or another
+//!   server answers for it than before (its `run_id`: a failover promoted a replica, whose
+//!   asynchronous copy may lack the last events the old master acknowledged). On a gap,
 //!   what this replica holds of that stream's resources can no longer be vouched for and is
 //!   dropped from its memory. Without events the caches keep their ordinary TTLs, so a consumer
 //!   that is down or lagging costs freshness, never correctness of what the TTLs promise.
@@ -241,7 +243,7 @@ impl Consumer {
     /// Starts one task per stream reading with `client`, applying to `sink` while it lives;
     /// `catalog` follows the catalog stream's health.
     pub(crate) fn start(
-        client: &redis::Client,
+        endpoint: &crate::redis_link::Endpoint,
         settings: &ConsumerSettings,
         sink: Weak<dyn Sink>,
         catalog: Arc<Health>,
@@ -255,7 +257,7 @@ impl Consumer {
             .iter()
             .map(|&stream| {
                 let reader = Reader {
-                    client: client.clone(),
+                    endpoint: endpoint.clone(),
                     stream,
                     key: format!("{}{}", settings.prefix, stream.as_str()),
                     settings: settings.clone(),
@@ -264,6 +266,7 @@ impl Consumer {
                     versions: versions.clone(),
                     health: (stream == Stream::Catalog).then(|| Arc::clone(&catalog)),
                     ordinal: AtomicU64::new(0),
+                    server: std::sync::Mutex::new(None),
                 };
                 tokio::spawn(reader.run())
             })
@@ -391,7 +394,7 @@ pub struct StreamSnapshot {
 /// The reading task of one stream.
 struct Reader {
     /// Where Redis is.
-    client: redis::Client,
+    endpoint: crate::redis_link::Endpoint,
     /// Which stream.
     stream: Stream,
     /// Its key.
@@ -411,6 +414,8 @@ struct Reader {
     ordinal: AtomicU64,
     /// The health this stream's consumer reports (the catalog's only).
     health: Option<Arc<Health>>,
+    /// The `run_id` of the server that answered the last read (`None`: none yet).
+    server: std::sync::Mutex<Option<String>>,
 }
 
 impl Reader {
@@ -438,14 +443,12 @@ impl Reader {
             if self.sink.strong_count() == 0 {
                 return;
             }
-            let config = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(self.settings.connect_timeout))
-                .set_response_timeout(Some(self.settings.block + self.settings.connect_timeout));
-            let mut conn = match self
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-            {
+            let timeouts = crate::redis_link::Timeouts {
+                connect: self.settings.connect_timeout,
+                response: self.settings.block + self.settings.connect_timeout,
+                max_delay: RECONNECT_AFTER,
+            };
+            let mut conn = match self.endpoint.dedicated(timeouts).await {
                 Ok(conn) => conn,
                 Err(_) => {
                     self.set_up(false);
@@ -509,7 +512,7 @@ impl Reader {
     /// the stream's resources first.
     async fn consume(
         &self,
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut crate::redis_link::Link,
         script: &redis::Script,
         at: &str,
         sink: &dyn Sink,
@@ -519,12 +522,24 @@ impl Reader {
         } else {
             format!("({at}")
         };
-        let (added, length, entries): (i64, u64, redis::Value) = script
+        let (added, length, entries, server): (i64, u64, redis::Value, String) = script
             .key(&self.key)
             .arg(from)
             .arg(BATCH)
             .invoke_async(conn)
             .await?;
+        // Another server than before holds the stream (a replica promoted by a failover, in a
+        // cluster or behind Sentinel, or Redis restarted): replication is asynchronous, so the
+        // last writes the old one acknowledged, events among them, may be lost with it. What
+        // was held is dropped, as for any gap.
+        let previous = self
+            .server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(server.clone());
+        if previous.is_some_and(|previous| previous != server) {
+            self.gap(sink).await;
+        }
         let ordinal = self.ordinal.load(Ordering::Relaxed);
         let Ok(added) = u64::try_from(added) else {
             // The stream does not exist: a gap if we had read from it (Redis lost it).
@@ -650,7 +665,8 @@ struct Consumed {
 /// `{entries-added, length, entries}`, or `{-1, 0, {}}` when the stream does not exist.
 /// `ARGV[1]` is the exclusive start (`(<id>` or `-`), `ARGV[2]` the most entries. One key.
 const READ_SCRIPT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, {}} end
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, {}, run_id} end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local added, length = -1, 0
 for i = 1, #info, 2 do
@@ -658,7 +674,7 @@ for i = 1, #info, 2 do
   if info[i] == 'length' then length = info[i + 1] end
 end
 if added == -1 then return redis.error_reply('XINFO STREAM has no entries-added (Redis 7 needed)') end
-return {added, length, redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])}
+return {added, length, redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2]), run_id}
 ";
 
 /// The stream's last entry id, how many entries it ever received and how many it holds
@@ -666,7 +682,7 @@ return {added, length, redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV
 /// `None` when it does not exist. A Redis that does not say `entries-added` is an error (the
 /// consumer cannot detect gaps there), not a missing stream.
 async fn stream_end(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut crate::redis_link::Link,
     key: &str,
 ) -> Result<Option<(String, u64, u64)>, redis::RedisError> {
     let info: Result<redis::Value, redis::RedisError> = redis::cmd("XINFO")

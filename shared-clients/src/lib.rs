@@ -66,6 +66,7 @@ mod order;
 mod orders;
 mod placement;
 mod product;
+mod redis_link;
 mod resilience;
 pub mod shared_state;
 mod trace_context;

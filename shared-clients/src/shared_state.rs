@@ -1,10 +1,12 @@
 //! State shared by every replica of every gateway, in Redis (optional).
 //!
 //! Policy:
-//! - **Optional, never required to start or to answer.** Without `shared.redis_url` a
-//!   [`SharedState`] is *disabled*: every feature that would use it keeps its in-process
-//!   behaviour. With it, the connection is made lazily (nothing is contacted at start-up) and
-//!   re-made by itself after a failure (`redis::aio::ConnectionManager`).
+//! - **Optional, never required to start or to answer.** Without a Redis (`shared.redis_url`,
+//!   `shared.redis_cluster_nodes` or `shared.redis_sentinel`) a [`SharedState`] is *disabled*:
+//!   every feature that would use it keeps its in-process behaviour. With one, the connection
+//!   is made lazily (nothing is contacted at start-up) and re-made by itself after a failure.
+//! - **One server, a Redis Cluster or Sentinel.** The crate's own clients route commands (slot
+//!   map, `MOVED`/`ASK`, topology refresh) and follow a failover; see `redis_link`.
 //! - **Bounded.** Every command is cut off after `shared.command_timeout` (tens of
 //!   milliseconds): a slow Redis costs a request at most that, once. After a failure that says
 //!   Redis is unreachable (connection refused or dropped, or three timeouts in a row), every
@@ -35,13 +37,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisError};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::error::BuildError;
+use crate::redis_link::{Endpoint, Link, Timeouts};
 
 /// Commands timing out in a row before every feature skips Redis for `retry_after` (a refused or
 /// dropped connection makes them skip it at once).
@@ -59,6 +61,15 @@ pub struct SharedConfig {
     /// never printed.
     #[serde(deserialize_with = "RedisUrl::deserialize_optional")]
     pub redis_url: Option<RedisUrl>,
+    /// The seed nodes of a Redis Cluster (env `BFF_REDIS_CLUSTER_NODES`, comma-separated:
+    /// `redis://10.0.0.1:6379,redis://10.0.0.2:6379`); any of them will do to learn the rest.
+    /// Empty (the default): no cluster. At most one of `redis_url`, `redis_cluster_nodes` and
+    /// `redis_sentinel` is set.
+    #[serde(deserialize_with = "RedisUrl::deserialize_list")]
+    pub redis_cluster_nodes: Vec<RedisUrl>,
+    /// A Redis whose master is named by Sentinel (failover followed by itself). Unset (the
+    /// default): no Sentinel.
+    pub redis_sentinel: Option<SentinelConfig>,
     /// Whether `/ready` fails while Redis does not answer (off by default: the gateways work
     /// without it, only less shared).
     pub redis_required: bool,
@@ -114,6 +125,8 @@ impl Default for SharedConfig {
     fn default() -> Self {
         Self {
             redis_url: None,
+            redis_cluster_nodes: Vec::new(),
+            redis_sentinel: None,
             redis_required: false,
             key_prefix: "bff:".to_owned(),
             command_timeout: Duration::from_millis(50),
@@ -137,6 +150,17 @@ impl SharedConfig {
     /// Checks beyond the types: a URL Redis' client accepts, a usable timeout, at least one
     /// connection and replica. Names the setting in the error.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let topologies = usize::from(self.redis_url.is_some())
+            + usize::from(!self.redis_cluster_nodes.is_empty())
+            + usize::from(self.redis_sentinel.is_some());
+        if topologies > 1 {
+            return Err((
+                "shared.redis_url",
+                "set only one of shared.redis_url, shared.redis_cluster_nodes and \
+                 shared.redis_sentinel"
+                    .to_owned(),
+            ));
+        }
         if let Some(url) = &self.redis_url {
             redis::Client::open(url.0.as_str()).map_err(|err| {
                 (
@@ -144,6 +168,36 @@ impl SharedConfig {
                     format!("not a Redis URL ({})", err.category()),
                 )
             })?;
+        }
+        for url in &self.redis_cluster_nodes {
+            redis::Client::open(url.0.as_str()).map_err(|err| {
+                (
+                    "shared.redis_cluster_nodes",
+                    format!("{url} is not a Redis URL ({})", err.category()),
+                )
+            })?;
+        }
+        if let Some(sentinel) = &self.redis_sentinel {
+            if sentinel.master_name.trim().is_empty() {
+                return Err((
+                    "shared.redis_sentinel.master_name",
+                    "must name the master the sentinels watch".to_owned(),
+                ));
+            }
+            if sentinel.sentinels.is_empty() {
+                return Err((
+                    "shared.redis_sentinel.sentinels",
+                    "must list at least one sentinel".to_owned(),
+                ));
+            }
+            for url in &sentinel.sentinels {
+                redis::Client::open(url.0.as_str()).map_err(|err| {
+                    (
+                        "shared.redis_sentinel.sentinels",
+                        format!("{url} is not a Redis URL ({})", err.category()),
+                    )
+                })?;
+            }
         }
         if self.command_timeout.is_zero() || self.command_timeout > Duration::from_secs(10) {
             return Err((
@@ -180,6 +234,18 @@ impl SharedConfig {
         }
         Ok(())
     }
+}
+
+/// A Redis behind Sentinel (`[shared.redis_sentinel]`, env `BFF_SHARED__REDIS_SENTINEL__…`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The name the sentinels watch the master under (`sentinel monitor <name> …`).
+    pub master_name: String,
+    /// The sentinels' URLs (comma-separated in the environment); a password here is the
+    /// sentinels' own. Commands then go to the master they name.
+    #[serde(deserialize_with = "RedisUrl::deserialize_list")]
+    pub sentinels: Vec<RedisUrl>,
 }
 
 /// A Redis URL. `Debug`, `Display` and `Serialize` hide its password.
@@ -243,6 +309,30 @@ impl RedisUrl {
     ) -> Result<Option<Self>, D::Error> {
         let value = Option::<String>::deserialize(deserializer)?;
         Ok(value.filter(|url| !url.trim().is_empty()).map(Self))
+    }
+
+    /// For `#[serde(deserialize_with)]`: a list of URLs, or one string of them separated by
+    /// commas (how an environment variable gives them); blanks are skipped.
+    pub fn deserialize_list<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Self>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum List {
+            Many(Vec<String>),
+            One(String),
+        }
+        let urls = match Option::<List>::deserialize(deserializer)? {
+            None => Vec::new(),
+            Some(List::Many(urls)) => urls,
+            Some(List::One(text)) => text.split(',').map(str::to_owned).collect(),
+        };
+        Ok(urls
+            .into_iter()
+            .map(|url| url.trim().to_owned())
+            .filter(|url| !url.is_empty())
+            .map(Self)
+            .collect())
     }
 }
 
@@ -339,7 +429,7 @@ pub struct SharedState {
 /// The parts of an enabled [`SharedState`].
 struct Inner {
     /// Connections, used in turn.
-    connections: Vec<ConnectionManager>,
+    connections: Vec<Link>,
     /// Which connection the next command uses.
     next: AtomicUsize,
     /// `shared.key_prefix`.
@@ -354,8 +444,8 @@ struct Inner {
     replicas: u32,
     /// The catalog's second level, when on.
     l2: Option<L2Settings>,
-    /// The client the connections were made from (the event consumer makes its own).
-    client: redis::Client,
+    /// Where the connections were made to (the event consumer makes its own there).
+    endpoint: Endpoint,
     /// The event consumer's settings, when `shared.events` is on.
     events: Option<crate::events::ConsumerSettings>,
     /// Origin of the millisecond clocks below.
@@ -384,22 +474,42 @@ impl SharedState {
     /// connections are made on first use (nothing is contacted here). Must be called within a
     /// tokio runtime. Fails only on a URL the Redis client does not accept.
     pub fn connect(config: &SharedConfig) -> Result<Self, BuildError> {
-        let Some(url) = &config.redis_url else {
+        let timeouts = Timeouts {
+            connect: config.connect_timeout,
+            response: config.command_timeout,
+            max_delay: config.retry_after,
+        };
+        let (setting, endpoint) = if let Some(url) = &config.redis_url {
+            ("shared.redis_url", Endpoint::standalone(url.0.as_str()))
+        } else if !config.redis_cluster_nodes.is_empty() {
+            let urls: Vec<&str> = config
+                .redis_cluster_nodes
+                .iter()
+                .map(|url| url.0.as_str())
+                .collect();
+            (
+                "shared.redis_cluster_nodes",
+                Endpoint::cluster(&urls, timeouts),
+            )
+        } else if let Some(sentinel) = &config.redis_sentinel {
+            let urls: Vec<&str> = sentinel
+                .sentinels
+                .iter()
+                .map(|url| url.0.as_str())
+                .collect();
+            (
+                "shared.redis_sentinel",
+                Endpoint::sentinel(&sentinel.master_name, &urls),
+            )
+        } else {
             return Ok(Self::disabled());
         };
-        let client = redis::Client::open(url.0.as_str())
-            .map_err(|err| BuildError::Shared(format!("shared.redis_url: {}", err.category())))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout.max(Duration::from_millis(1))))
-            .set_number_of_retries(1)
-            .set_max_delay(config.retry_after.max(Duration::from_millis(100)));
+        let failed = |err: RedisError| BuildError::Shared(format!("{setting}: {}", err.category()));
+        let endpoint = endpoint.map_err(failed)?;
         let connections = (0..config.connections.max(1))
-            .map(|_| {
-                ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-            })
+            .map(|_| endpoint.shared(timeouts))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| BuildError::Shared(format!("shared.redis_url: {}", err.category())))?;
+            .map_err(failed)?;
         Ok(Self {
             inner: Some(Arc::new(Inner {
                 connections,
@@ -409,7 +519,7 @@ impl SharedState {
                 retry_after: config.retry_after,
                 required: config.redis_required,
                 replicas: config.replicas.max(1),
-                client: client.clone(),
+                endpoint,
                 events: config.events.then(|| crate::events::ConsumerSettings {
                     prefix: config.events_stream_prefix.clone(),
                     block: config.events_block,
@@ -442,10 +552,10 @@ impl SharedState {
         self.inner.as_ref().and_then(|inner| inner.l2)
     }
 
-    /// The Redis client and the event consumer's settings, when events are on.
-    pub(crate) fn events(&self) -> Option<(&redis::Client, &crate::events::ConsumerSettings)> {
+    /// Where Redis is and the event consumer's settings, when events are on.
+    pub(crate) fn events(&self) -> Option<(&Endpoint, &crate::events::ConsumerSettings)> {
         let inner = self.inner.as_ref()?;
-        Some((&inner.client, inner.events.as_ref()?))
+        Some((&inner.endpoint, inner.events.as_ref()?))
     }
 
     /// Whether `/ready` requires Redis.
@@ -534,39 +644,87 @@ impl SharedState {
         .await
     }
 
+    /// Runs independent commands, each on its `key` (or on keys of that key's hash tag), in as
+    /// few round trips as the topology allows (one per slot on a cluster, where a pipeline may
+    /// not span slots), bounded by the command timeout. The answers in order.
+    pub(crate) async fn batch(
+        &self,
+        op: &'static str,
+        feature: Feature,
+        commands: &[(String, redis::Cmd)],
+    ) -> Result<Vec<redis::Value>, SharedError> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(
+            op,
+            feature,
+            |mut conn| async move { conn.batch(commands).await },
+        )
+        .await
+    }
+
     /// Deletes every key matching the glob `pattern` (`SCAN` then `UNLINK`, a thousand at a
     /// time), for the rare case where a whole kind of shared entry can no longer be vouched for.
     /// Best effort: stops at the first failure (counted).
     pub(crate) async fn delete_matching(&self, feature: Feature, pattern: &str) {
+        // On a cluster, each master holds its own keys: each is scanned in turn.
+        let Ok(nodes) = self
+            .run("scan", feature, |mut conn| async move {
+                conn.key_holders().await
+            })
+            .await
+        else {
+            return;
+        };
+        for node in &nodes {
+            if !self.delete_matching_on(feature, node, pattern).await {
+                return;
+            }
+        }
+    }
+
+    /// [`SharedState::delete_matching`] on one node; `false` after a failure.
+    async fn delete_matching_on(
+        &self,
+        feature: Feature,
+        node: &crate::redis_link::Node,
+        pattern: &str,
+    ) -> bool {
         let mut cursor: u64 = 0;
         loop {
+            let scan = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .clone();
             let scanned: Result<(u64, Vec<String>), _> = self
-                .query(
-                    "scan",
-                    feature,
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000),
-                )
+                .run("scan", feature, |mut conn| async move {
+                    let value = conn.query_on(node, &scan).await?;
+                    redis::from_redis_value(value).map_err(RedisError::from)
+                })
                 .await;
-            let Ok((next, keys)) = scanned else { return };
+            let Ok((next, keys)) = scanned else {
+                return false;
+            };
             if !keys.is_empty() {
                 // One key per command: the keys have different hash tags, and a multi-key
                 // command across slots is refused by a Redis Cluster.
-                let mut pipe = redis::pipe();
-                for key in &keys {
-                    pipe.cmd("UNLINK").arg(key).ignore();
-                }
-                let deleted: Result<(), _> = self.pipeline("unlink", feature, &pipe).await;
-                if deleted.is_err() {
-                    return;
+                let unlinks: Vec<(String, redis::Cmd)> = keys
+                    .into_iter()
+                    .map(|key| {
+                        let unlink = redis::cmd("UNLINK").arg(&key).clone();
+                        (key, unlink)
+                    })
+                    .collect();
+                if self.batch("unlink", feature, &unlinks).await.is_err() {
+                    return false;
                 }
             }
             if next == 0 {
-                return;
+                return true;
             }
             cursor = next;
         }
@@ -615,7 +773,7 @@ impl SharedState {
         f: F,
     ) -> Result<T, SharedError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Link) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let Some(inner) = &self.inner else {

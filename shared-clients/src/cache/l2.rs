@@ -230,19 +230,31 @@ impl<K, V> L2<K, V> {
 
     /// The entries of `keys` (in order) that Redis holds fresh, in one round trip.
     pub(crate) async fn get_many(&self, keys: &[K]) -> Vec<Option<Loaded<V>>> {
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("GET").arg(self.value_key(key));
-        }
-        let found: Vec<Option<Vec<u8>>> = match self
+        let gets: Vec<(String, redis::Cmd)> = keys
+            .iter()
+            .map(|key| {
+                let key = self.value_key(key);
+                let get = redis::cmd("GET").arg(&key).clone();
+                (key, get)
+            })
+            .collect();
+        let found = match self
             .shared
-            .pipeline::<Vec<Option<Vec<u8>>>>("l2_get_many", Feature::CatalogL2, &pipe)
+            .batch("l2_get_many", Feature::CatalogL2, &gets)
             .await
         {
             Ok(found) if found.len() == keys.len() => found,
             _ => return keys.iter().map(|_| None).collect(),
         };
-        found.into_iter().map(|bytes| self.fresh(bytes)).collect()
+        found
+            .into_iter()
+            .map(|value| {
+                let bytes = redis::from_redis_value::<Option<Vec<u8>>>(value)
+                    .ok()
+                    .flatten();
+                self.fresh(bytes)
+            })
+            .collect()
     }
 
     /// Drops `key`'s entry and lease (it changed): one round trip; both keys share a hash tag.
@@ -268,28 +280,29 @@ impl<K, V> L2<K, V> {
 
     /// Takes the leases of `keys` (in order), in one round trip.
     pub(crate) async fn leases(&self, keys: &[K]) -> Vec<Lease> {
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("SET")
-                .arg(self.lease_key(key))
-                .arg(1)
-                .arg("NX")
-                .arg("PX")
-                .arg(millis(self.settings.lease_ttl));
-        }
-        let taken: Vec<Option<String>> = match self
-            .shared
-            .pipeline::<Vec<Option<String>>>("l2_lease", Feature::Leases, &pipe)
-            .await
-        {
+        let sets: Vec<(String, redis::Cmd)> = keys
+            .iter()
+            .map(|key| {
+                let key = self.lease_key(key);
+                let set = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(self.settings.lease_ttl))
+                    .clone();
+                (key, set)
+            })
+            .collect();
+        let taken = match self.shared.batch("l2_lease", Feature::Leases, &sets).await {
             Ok(taken) if taken.len() == keys.len() => taken,
             _ => return keys.iter().map(|_| Lease::Unavailable).collect(),
         };
         taken
             .into_iter()
-            .map(|ok| match ok {
-                Some(_) => Lease::Acquired,
-                None => Lease::Held,
+            .map(|answer| match answer {
+                redis::Value::Nil => Lease::Held,
+                _ => Lease::Acquired,
             })
             .collect()
     }
@@ -310,17 +323,22 @@ impl<K, V> L2<K, V> {
             tokio::time::sleep(POLL_EVERY).await;
             let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
             let asked: Vec<&K> = missing.iter().map(|&i| &keys[i]).collect();
-            let mut pipe = redis::pipe();
-            for key in &asked {
-                pipe.cmd("GET").arg(self.value_key(key));
-            }
-            let answer: Result<Vec<Option<Vec<u8>>>, _> = self
-                .shared
-                .pipeline("l2_wait", Feature::Leases, &pipe)
-                .await;
-            let Ok(answer) = answer else {
+            let gets: Vec<(String, redis::Cmd)> = asked
+                .iter()
+                .map(|key| {
+                    let key = self.value_key(key);
+                    let get = redis::cmd("GET").arg(&key).clone();
+                    (key, get)
+                })
+                .collect();
+            let Ok(answer) = self.shared.batch("l2_wait", Feature::Leases, &gets).await else {
                 return found;
             };
+            let answer = answer.into_iter().map(|value| {
+                redis::from_redis_value::<Option<Vec<u8>>>(value)
+                    .ok()
+                    .flatten()
+            });
             for (index, bytes) in missing.into_iter().zip(answer) {
                 found[index] = self.fresh(bytes);
             }
@@ -336,9 +354,8 @@ impl<K, V> L2<K, V> {
     /// instead of fetching again; a lease this replica took (`leased`) for nothing stored is
     /// dropped, so the others fetch at once.
     pub(crate) async fn publish(&self, entries: &[(&K, Option<Fetched<'_, V>>, bool)]) {
-        let mut pipe = redis::pipe();
+        let mut commands: Vec<(String, redis::Cmd)> = Vec::new();
         let wall = now_ms();
-        let mut commands = 0;
         for (key, entry, leased) in entries {
             let stored = entry.as_ref().and_then(|entry| {
                 let fresh_left = entry.ttl.saturating_sub(entry.age);
@@ -355,33 +372,35 @@ impl<K, V> L2<K, V> {
             });
             match stored {
                 Some((bytes, keep, fresh_left)) => {
-                    pipe.cmd("SET")
-                        .arg(self.value_key(key))
+                    let value_key = self.value_key(key);
+                    let set = redis::cmd("SET")
+                        .arg(&value_key)
                         .arg(bytes)
                         .arg("PX")
                         .arg(millis(keep).max(1))
-                        .ignore();
-                    pipe.cmd("SET")
-                        .arg(self.lease_key(key))
+                        .clone();
+                    commands.push((value_key, set));
+                    let lease_key = self.lease_key(key);
+                    let set = redis::cmd("SET")
+                        .arg(&lease_key)
                         .arg(1)
                         .arg("PX")
                         .arg(millis(fresh_left).max(1))
-                        .ignore();
-                    commands += 2;
+                        .clone();
+                    commands.push((lease_key, set));
                 }
                 None if *leased => {
-                    pipe.cmd("DEL").arg(self.lease_key(key)).ignore();
-                    commands += 1;
+                    let lease_key = self.lease_key(key);
+                    let del = redis::cmd("DEL").arg(&lease_key).clone();
+                    commands.push((lease_key, del));
                 }
                 None => {}
             }
         }
-        if commands > 0 {
-            let _: Result<(), _> = self
-                .shared
-                .pipeline("l2_publish", Feature::CatalogL2, &pipe)
-                .await;
-        }
+        let _ = self
+            .shared
+            .batch("l2_publish", Feature::CatalogL2, &commands)
+            .await;
     }
 }
 

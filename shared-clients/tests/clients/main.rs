@@ -20,3 +20,4 @@ mod shared_placement;
 mod stale;
 mod timing;
 mod tolerance;
+mod topologies;

@@ -1,0 +1,375 @@
+//! The shared state on a real Redis Cluster (six local nodes) and behind real Sentinel (a
+//! master, a replica, three sentinels): commands, pipelines and scripts over keys of many slots,
+//! the catalog shared between replicas, the change events read, and a master killed under
+//! load: the features fall back (counted, never failed) and are shared again by themselves
+//! once its replica took over.
+
+use std::time::Duration;
+
+use reference_services::{
+    Config, LocalRedisCluster, LocalRedisSentinel, ServiceKind, Spawned, spawn_all,
+};
+use serde_json::json;
+use shared_clients::shared_state::{Feature, RedisUrl, SentinelConfig, SharedState};
+use shared_clients::{Downstream, DownstreamConfig, ServiceConfig, SharedConfig};
+
+use crate::helpers::{ctx, product_id};
+
+/// How long a failover may take (a node is judged down after 1–2 s, then elected).
+const FAILOVER: Duration = Duration::from_secs(30);
+
+/// Shared settings for `topology`, with commands given time (the nodes share two CPUs with
+/// the build).
+fn shared_config(topology: Topology) -> SharedConfig {
+    SharedConfig {
+        redis_url: None,
+        redis_cluster_nodes: match &topology {
+            Topology::Cluster(urls) => urls.iter().map(RedisUrl::new).collect(),
+            Topology::Sentinel(_) => Vec::new(),
+        },
+        redis_sentinel: match topology {
+            Topology::Cluster(_) => None,
+            Topology::Sentinel(urls) => Some(SentinelConfig {
+                master_name: LocalRedisSentinel::MASTER_NAME.to_owned(),
+                sentinels: urls.into_iter().map(RedisUrl::new).collect(),
+            }),
+        },
+        command_timeout: Duration::from_secs(2),
+        retry_after: Duration::from_millis(200),
+        events_block: Duration::from_millis(200),
+        ..SharedConfig::default()
+    }
+}
+
+/// Where the test's Redis is.
+enum Topology {
+    /// A cluster's seed nodes.
+    Cluster(Vec<String>),
+    /// The sentinels.
+    Sentinel(Vec<String>),
+}
+
+/// Runs `SET`, a `MULTI` pipeline and a script on keys of `tags` (spread over the slots), and
+/// reads them back: every command succeeds.
+async fn commands_pipelines_and_scripts(shared: &SharedState, tags: std::ops::Range<u32>) {
+    if let Err(error) = try_commands(shared, tags).await {
+        panic!("{error}");
+    }
+}
+
+/// After a failover: the commands of [`commands_pipelines_and_scripts`] all succeed again
+/// within [`FAILOVER`] (a transaction sent to a slot's old master is refused until the
+/// client's slot map follows, a counted fallback meanwhile).
+async fn all_commands_work_again(shared: &SharedState, tags: std::ops::Range<u32>) {
+    let deadline = tokio::time::Instant::now() + FAILOVER;
+    while let Err(error) = try_commands(shared, tags.clone()).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still failing after the failover: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The commands of [`commands_pipelines_and_scripts`], or what failed first.
+async fn try_commands(shared: &SharedState, tags: std::ops::Range<u32>) -> Result<(), String> {
+    let script = redis::Script::new(
+        "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCRBY', KEYS[2], ARGV[1])",
+    );
+    for i in tags {
+        let tag = format!("u:{i}");
+        let (generation, count) = (shared.key(&tag, "gen"), shared.key(&tag, "count"));
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(&generation)
+            .arg(i)
+            .ignore()
+            .cmd("DEL")
+            .arg(&count)
+            .ignore();
+        let () = shared
+            .pipeline("test", Feature::Generations, &pipe)
+            .await
+            .map_err(|e| format!("a pipeline of tag {tag}: {e}"))?;
+        let mut invocation = script.prepare_invoke();
+        invocation.key(&generation).key(&count).arg(i + 1);
+        let counted: u32 = shared
+            .script("test", Feature::Generations, &invocation)
+            .await
+            .map_err(|e| format!("a script of tag {tag}: {e}"))?;
+        assert_eq!(counted, i + 1);
+        let stored: u32 = shared
+            .query(
+                "test",
+                Feature::Generations,
+                redis::cmd("GET").arg(&generation),
+            )
+            .await
+            .map_err(|e| format!("a read of tag {tag}: {e}"))?;
+        assert_eq!(stored, i + 1);
+    }
+    Ok(())
+}
+
+/// A key in the catalog stream's slot (its hash tag is the stream's whole key).
+const PROBE: &str = "{bff:events:catalog}:probe";
+
+/// Keeps sending commands (on [`PROBE`]) until one succeeds again after a failover; the
+/// failures meanwhile are errors of the shared state (counted fallbacks), never a panic or a
+/// hang.
+async fn shared_again(shared: &SharedState) {
+    let deadline = tokio::time::Instant::now() + FAILOVER;
+    loop {
+        let set: Result<(), _> = shared
+            .query(
+                "test",
+                Feature::Generations,
+                redis::cmd("SET").arg(PROBE).arg(1),
+            )
+            .await;
+        if set.is_ok() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never shared again after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Fallbacks counted for generations so far.
+fn fallbacks(shared: &SharedState) -> u64 {
+    shared
+        .metrics()
+        .expect("enabled")
+        .fallbacks
+        .iter()
+        .filter(|(feature, _)| *feature == Feature::Generations.as_str())
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Two replicas' downstream facades over `shared`, with catalog entries fresh for ten minutes.
+fn replicas(spawned: &Spawned, shared: &SharedConfig) -> (Downstream, Downstream) {
+    let mut config = DownstreamConfig {
+        product: ServiceConfig::with_url(&spawned.product_url),
+        cart: ServiceConfig::with_url(&spawned.cart_url),
+        order: ServiceConfig::with_url(&spawned.order_url),
+        ..DownstreamConfig::default()
+    };
+    config.cache.max_ttl = Duration::from_secs(600);
+    let one = Downstream::new_shared(&config, shared).expect("valid settings");
+    let two = Downstream::new_shared(&config, shared).expect("valid settings");
+    (one, two)
+}
+
+/// Polls `check` until it holds, for at most `within`.
+async fn eventually<F, Fut>(what: &str, within: Duration, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The catalog is shared (one replica's fetch is the other's hit), and a product change
+/// appended to the catalog stream (by `publish`) drops the product on both.
+async fn catalog_shared_and_events_read<P, Fut>(
+    spawned: &Spawned,
+    shared: &SharedConfig,
+    publish: P,
+) -> (Downstream, Downstream)
+where
+    P: FnOnce(serde_json::Value) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (one, two) = replicas(spawned, shared);
+    for downstream in [&one, &two] {
+        eventually("the consumers connect", FAILOVER, || async {
+            let events = downstream.metrics().events.expect("events on");
+            events.streams.iter().all(|stream| stream.up)
+        })
+        .await;
+    }
+    let calls = || spawned.world.admin(ServiceKind::Product).stats().total;
+    let id = product_id(7);
+    one.catalog().product(&ctx(), &id).await.expect("found");
+    two.catalog().product(&ctx(), &id).await.expect("found");
+    assert_eq!(calls(), 1, "the second replica read the first one's fetch");
+    // A batch: its keys (one hash tag per product) fall in many slots, read and leased in one
+    // round trip per slot.
+    let ids: Vec<_> = (20..40).map(product_id).collect();
+    let found = one.catalog().products(&ctx(), &ids).await.expect("found");
+    assert!(found.missing.is_empty());
+    let before = calls();
+    let found = two.catalog().products(&ctx(), &ids).await.expect("found");
+    assert!(found.missing.is_empty());
+    assert_eq!(
+        calls(),
+        before,
+        "the second replica read the batch from Redis"
+    );
+
+    let changed = json!({
+        "specversion": "1.0", "id": uuid::Uuid::new_v4().to_string(),
+        "source": "product-service", "type": "com.bff.product.changed",
+        "time": "2026-12-06T00:00:00Z", "subject": "p-00007",
+        "datacontenttype": "application/json",
+        "data": { "product_id": "p-00007", "version": 9, "changed": ["price"] },
+    });
+    let before = calls();
+    publish(changed).await;
+    for downstream in [&one, &two] {
+        eventually("the change is applied", FAILOVER, || async {
+            let events = downstream.metrics().events.expect("events on").events;
+            events
+                .iter()
+                .any(|(_, outcome, n)| *outcome == "applied" && *n >= 1)
+        })
+        .await;
+    }
+    one.catalog().product(&ctx(), &id).await.expect("found");
+    assert_eq!(calls(), before + 1, "dropped by the event, fetched again");
+    (one, two)
+}
+
+/// Waits until `downstream`'s catalog consumer counted a gap: another server answers for the
+/// stream after the failover, which may have lost events the old one acknowledged.
+async fn a_gap_is_counted(downstream: &Downstream) {
+    eventually("the failover is a gap", FAILOVER, || async {
+        let events = downstream.metrics().events.expect("events on");
+        events
+            .streams
+            .iter()
+            .any(|stream| stream.stream == "catalog" && stream.gaps >= 1)
+    })
+    .await;
+}
+
+/// Appends `event` to the catalog stream through `conn`.
+async fn xadd(conn: &mut impl redis::aio::ConnectionLike, event: serde_json::Value) {
+    let _: String = redis::cmd("XADD")
+        .arg("bff:events:catalog")
+        .arg("*")
+        .arg("event")
+        .arg(event.to_string())
+        .query_async(conn)
+        .await
+        .expect("XADD");
+}
+
+#[tokio::test]
+async fn on_a_cluster_everything_shared_works_and_survives_a_master_s_death() {
+    let mut cluster = LocalRedisCluster::start().await.expect("a local cluster");
+    let config = shared_config(Topology::Cluster(cluster.urls()));
+    config.validate().expect("valid");
+    let shared = SharedState::connect(&config).expect("valid settings");
+    // The connection is made on first use, and learns the slots then: a transaction sent while
+    // it does may be refused (EXECABORT, a counted fallback like any failure).
+    shared_again(&shared).await;
+    commands_pipelines_and_scripts(&shared, 0..64).await;
+
+    // A gap's clean-up scans every master, not one node.
+    shared
+        .query::<()>(
+            "test",
+            Feature::Generations,
+            redis::cmd("SET").arg(shared.key("u:0", "gone")).arg(1),
+        )
+        .await
+        .expect("set");
+    let spawned = spawn_all(Config::default()).await.expect("services");
+    let client = redis::cluster::ClusterClient::new(cluster.urls()).expect("urls");
+    let mut conn = client.get_async_connection().await.expect("connects");
+    catalog_shared_and_events_read(&spawned, &config, |event| async move {
+        xadd(&mut conn, event).await;
+    })
+    .await;
+
+    // Kill the master of one of the keys: its commands fail (fallback, counted) until the
+    // replica is promoted, then work again without anything restarted.
+    let slot = key_slot(&cluster, &shared.key("u:failover", "probe")).await;
+    let master = cluster.master_of_slot(slot).await.expect("served");
+    let before = fallbacks(&shared);
+    cluster.kill(master).await.expect("killed");
+    let failed: Result<(), _> = shared
+        .query(
+            "test",
+            Feature::Generations,
+            redis::cmd("SET")
+                .arg(shared.key("u:failover", "probe"))
+                .arg(1),
+        )
+        .await;
+    if failed.is_err() {
+        assert!(
+            fallbacks(&shared) > before,
+            "a failure is a counted fallback"
+        );
+    }
+    shared_again(&shared).await;
+    cluster.wait_until_ok().await.expect("whole again");
+    all_commands_work_again(&shared, 100..132).await;
+}
+
+#[tokio::test]
+async fn behind_sentinel_everything_shared_works_and_follows_a_failover() {
+    let mut setup = LocalRedisSentinel::start().await.expect("sentinels");
+    let config = shared_config(Topology::Sentinel(setup.sentinel_urls()));
+    config.validate().expect("valid");
+    let shared = SharedState::connect(&config).expect("valid settings");
+    commands_pipelines_and_scripts(&shared, 0..16).await;
+
+    let spawned = spawn_all(Config::default()).await.expect("services");
+    let master = setup.server(0).expect("master").url();
+    let client = redis::Client::open(master).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let (one, _two) = catalog_shared_and_events_read(&spawned, &config, |event| async move {
+        xadd(&mut conn, event).await;
+    })
+    .await;
+
+    let before = fallbacks(&shared);
+    setup.kill(0).await.expect("killed");
+    let failed: Result<(), _> = shared
+        .query(
+            "test",
+            Feature::Generations,
+            redis::cmd("SET").arg(PROBE).arg(1),
+        )
+        .await;
+    assert!(failed.is_err(), "the master is gone");
+    assert!(
+        fallbacks(&shared) > before,
+        "a failure is a counted fallback"
+    );
+    shared_again(&shared).await;
+    let replica = setup.server(1).expect("replica").port();
+    assert_eq!(setup.master_port().await.expect("named"), replica);
+    a_gap_is_counted(&one).await;
+    all_commands_work_again(&shared, 100..116).await;
+}
+
+/// The slot the cluster puts `key` in (`CLUSTER KEYSLOT`).
+async fn key_slot(cluster: &LocalRedisCluster, key: &str) -> u16 {
+    let reply = cluster
+        .node(1)
+        .expect("a node")
+        .command(&format!("CLUSTER KEYSLOT {key}"))
+        .await
+        .expect("answered");
+    reply
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .expect("a slot number")
+}
