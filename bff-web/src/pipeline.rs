@@ -211,6 +211,13 @@ pub(crate) fn with_codes(errors: Vec<ServerError>, ran: bool) -> Vec<ServerError
         .into_iter()
         .map(|mut error| {
             let ext = error.extensions.get_or_insert_with(Default::default);
+            if ext.get("code").is_none() && is_input_error(&error.message) {
+                // An argument that cannot take the value it was given (a variable of the wrong
+                // type in a document not validated again): the client's error, its message
+                // safe to show (it names the type and the value's fault).
+                ext.set("code", crate::schema::error::Code::BadUserInput.as_str());
+            }
+            let ext = error.extensions.get_or_insert_with(Default::default);
             if ext.get("code").is_none() {
                 if ran {
                     tracing::error!(message = %error.message, "GraphQL error without a code");
@@ -222,6 +229,18 @@ pub(crate) fn with_codes(errors: Vec<ServerError>, ran: bool) -> Vec<ServerError
             error
         })
         .collect()
+}
+
+/// Whether `message` is one of async-graphql's input coercion errors (`InputValueError`: a value
+/// an argument or a variable cannot take).
+fn is_input_error(message: &str) -> bool {
+    [
+        "Failed to parse \"",
+        "Expected input type \"",
+        "Invalid value for argument ",
+    ]
+    .iter()
+    .any(|prefix| message.starts_with(prefix))
 }
 
 /// A response body, serialized straight from async-graphql's values: `data` keeps the order of
@@ -298,9 +317,25 @@ pub(crate) fn record_operation(
     let name = known.label(operation);
     metrics.record(|| {
         metrics::counter!("bff_graphql_operations_total", "operation" => name.clone()).increment(1);
+    });
+    record_errors(metrics, &name, errors);
+}
+
+/// Counts `errors` of the operation labelled `name` (a label from [`OperationLabels::label`]):
+/// a long-lived operation is counted once when it starts, and the errors of each of its
+/// responses as they come.
+pub(crate) fn record_errors(
+    metrics: &server_kit::metrics::Metrics,
+    name: &str,
+    errors: &[ServerError],
+) {
+    if errors.is_empty() {
+        return;
+    }
+    metrics.record(|| {
         for error in errors {
             let code = metrics.bounded("code", code_of(error).unwrap_or("UNKNOWN"));
-            metrics::counter!("bff_graphql_errors_total", "operation" => name.clone(), "code" => code)
+            metrics::counter!("bff_graphql_errors_total", "operation" => name.to_owned(), "code" => code)
                 .increment(1);
         }
     });

@@ -109,6 +109,38 @@ pub(crate) fn payload(response: Response, ran: bool) -> (String, Vec<ServerError
     (text, errors)
 }
 
+/// Counts the errors each response of a live operation carries, under the operation's label
+/// (the operation itself is counted once, when it starts).
+#[derive(Clone)]
+pub(crate) struct ErrorCounter {
+    /// Where they are counted.
+    metrics: server_kit::metrics::Metrics,
+    /// The operation's label.
+    label: String,
+}
+
+impl ErrorCounter {
+    /// Counts the start of `operation` on `endpoint`, and returns what counts its errors;
+    /// `None` without metrics.
+    pub(crate) fn start(
+        metrics: Option<&server_kit::metrics::Metrics>,
+        endpoint: &AppState,
+        operation: Option<&str>,
+    ) -> Option<Self> {
+        let metrics = metrics?;
+        crate::pipeline::record_operation(metrics, &endpoint.metric_names, operation, &[]);
+        Some(Self {
+            metrics: metrics.clone(),
+            label: endpoint.metric_names.label(operation),
+        })
+    }
+
+    /// Counts `errors` (of one response).
+    pub(crate) fn count(&self, errors: &[ServerError]) {
+        crate::pipeline::record_errors(&self.metrics, &self.label, errors);
+    }
+}
+
 /// The keep-alive interval, never zero.
 pub(crate) fn keep_alive(endpoint: &AppState) -> Duration {
     endpoint

@@ -35,7 +35,7 @@ use server_kit::{Readiness, metrics::Metrics};
 use super::{Endpoint, Opener, keep_alive, payload, scoped, token_expired};
 use crate::{
     error::TransportError,
-    pipeline::{Prepared, prepare, record_operation},
+    pipeline::{Prepared, prepare},
     response::Media,
     schema::{Executed, Identity},
 };
@@ -116,9 +116,8 @@ pub async fn respond(
     } else {
         None
     };
-    if let Some(metrics) = &metrics {
-        record_operation(metrics, &endpoint.metric_names, operation.as_deref(), &[]);
-    }
+    let errors_counted =
+        super::ErrorCounter::start(metrics.as_ref(), &endpoint, operation.as_deref());
     let context = server_kit::extract::request_context(&headers, endpoint.deadline);
     // A subscription's reads take a deadline each; another operation has one in all.
     let context = if subscription {
@@ -137,6 +136,7 @@ pub async fn respond(
     let state = Streaming {
         responses: responses.boxed(),
         executed,
+        errors_counted,
         pending: VecDeque::new(),
         shutdown,
         expired: Box::pin(async move { opener.expired().await }),
@@ -170,6 +170,8 @@ struct Streaming {
     responses: BoxStream<'static, async_graphql::Response>,
     /// Whether its execution started.
     executed: Executed,
+    /// Counts the errors of its responses (with metrics).
+    errors_counted: Option<super::ErrorCounter>,
     /// Events to send before reading on.
     pending: VecDeque<Event>,
     /// Completes when shutdown starts.
@@ -207,7 +209,10 @@ impl Streaming {
                 }
                 response = self.responses.next() => match response {
                     Some(response) => {
-                        let (text, _) = payload(response, self.executed.get());
+                        let (text, errors) = payload(response, self.executed.get());
+                        if let Some(counter) = &self.errors_counted {
+                            counter.count(&errors);
+                        }
                         self.pending.push_back(next_event(text));
                     }
                     None => {

@@ -48,7 +48,7 @@ use shared_clients::RequestContext;
 use super::{Endpoint, Opener, keep_alive, scoped};
 use crate::{
     error::TransportError,
-    pipeline::{Prepared, prepare, record_operation, request_from_json},
+    pipeline::{Prepared, prepare, request_from_json},
     response::Media,
     schema::Identity,
 };
@@ -463,9 +463,8 @@ impl Connection {
         } else {
             None
         };
-        if let Some(metrics) = &self.metrics {
-            record_operation(metrics, &endpoint.metric_names, operation.as_deref(), &[]);
-        }
+        let errors_counted =
+            super::ErrorCounter::start(self.metrics.as_ref(), endpoint, operation.as_deref());
         // A subscription's reads take a deadline each; another operation has one in all.
         let context = if subscription {
             self.context.clone().without_deadline()
@@ -482,6 +481,9 @@ impl Connection {
             .map(move |response| {
                 let ran = executed.get();
                 let (text, errors) = super::payload(response, ran);
+                if let Some(counter) = &errors_counted {
+                    counter.count(&errors);
+                }
                 if ran {
                     Output::Next(text)
                 } else {

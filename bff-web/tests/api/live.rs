@@ -391,6 +391,19 @@ async fn unknown_products_and_bad_documents_are_refused_when_subscribing() {
     .await;
     let error = ws.recv().await;
     assert_eq!(error["payload"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    // Both are counted, by code, as errors of operations that were counted when they started.
+    let text = scrape(&reqwest::Client::new(), &replicas.metrics_urls[0]).await;
+    for code in ["NOT_FOUND", "UNAUTHENTICATED"] {
+        let counted: f64 = text
+            .lines()
+            .filter(|line| {
+                line.starts_with("bff_graphql_errors_total{")
+                    && line.contains(&format!("code=\"{code}\""))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(counted, 1.0, "{code} in\n{text}");
+    }
     // The document limits apply to subscriptions too.
     let deep = "subscription { productUpdated(id: \"p-00001\") { category { parent { parent { parent { parent { parent { parent { parent { parent { parent { parent { parent { id } } } } } } } } } } } } } }";
     ws.subscribe("c", deep, json!({})).await;
