@@ -175,4 +175,25 @@ async fn a_variable_of_the_wrong_type_is_a_validation_error() {
         answer.body
     );
     assert!(answer.body.get("data").is_none());
+    // A value validation lets through but the argument cannot take (an object for an `ID`) is
+    // the client's error too, with the argument named: never an internal error.
+    let answer = app
+        .query(
+            "query One($id: ID!) { product(id: $id) { id } }",
+            json!({ "id": { "not": "an id" } }),
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    let codes = answer.codes();
+    assert!(!codes.is_empty(), "{:#}", answer.body);
+    assert!(
+        codes
+            .iter()
+            .all(|code| code == "BAD_USER_INPUT" || code == "GRAPHQL_VALIDATION_FAILED"),
+        "{:#}",
+        answer.body
+    );
+    let message = answer.body["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("ID"), "{message}");
 }

@@ -165,6 +165,14 @@ async fn both_manifest_formats_load_and_their_documents_run_by_id() {
         .await;
     product.assert_ok();
     assert_eq!(product.data("/product/id"), "p-00001");
+    // A kept document is not validated again, so a variable of the wrong type meets the
+    // argument at execution: still the client's error, naming the type, never an internal one.
+    let wrong = app
+        .by_id(&sha256_hex(PRODUCT), json!({ "id": { "not": "an id" } }))
+        .await;
+    assert_eq!(wrong.codes(), ["BAD_USER_INPUT"], "{:#}", wrong.body);
+    let message = wrong.body["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("\"ID\""), "{message}");
     // The flat format's ids, with their prefix or bare, in either case.
     for id in [
         format!("sha256:{}", sha256_hex(CATEGORIES)),
