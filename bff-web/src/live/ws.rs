@@ -25,6 +25,9 @@
 //!   at most waits for a client that stopped reading, and the operations' producers wait with it
 //!   (they produce only when the connection can send).
 //! - Shutdown closes with 1001, token expiry with 4403.
+//! - Trusted documents in `enforce` mode: the bypass header (with its secret) on the upgrade
+//!   request, or under its name in the `connection_init` payload (where browsers and GraphiQL
+//!   put headers), admits arbitrary documents for every operation of the socket.
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -128,6 +131,7 @@ pub async fn upgrade(
         }
     };
     let context = server_kit::extract::request_context(&headers, endpoint.deadline);
+    let bypass = endpoint.trusted.admits_bypass(&headers);
     let max_message = endpoint.max_message_bytes;
     let endpoint_send_timeout = endpoint.live.config().send_timeout;
     let connection = Connection {
@@ -137,6 +141,7 @@ pub async fn upgrade(
         permit,
         opener,
         context,
+        bypass,
         operations: HashMap::new(),
         send_timeout: endpoint_send_timeout,
         outputs: SelectAll::new(),
@@ -210,6 +215,9 @@ struct Connection {
     opener: Option<Opener>,
     /// The upgrade request's context (request id, trace).
     context: RequestContext,
+    /// Whether the upgrade carried the trusted documents' bypass header with its secret (then
+    /// every operation of the socket may send any document in `enforce` mode).
+    bypass: bool,
     /// Running operations by id.
     operations: HashMap<String, Operation>,
     /// `gateway.subscriptions.send_timeout`.
@@ -287,6 +295,11 @@ impl Connection {
     /// user.
     async fn authenticate(&mut self, payload: Option<serde_json::Value>) -> Result<(), End> {
         let forbidden = || End::Close(close::FORBIDDEN, "Forbidden".to_owned());
+        if let Some(payload) = &payload
+            && self.endpoint.trusted.admits_bypass_in(payload)
+        {
+            self.bypass = true;
+        }
         let token = payload.as_ref().and_then(|payload| {
             payload
                 .get("Authorization")
@@ -443,7 +456,10 @@ impl Connection {
             refusal.count(self.metrics.as_ref());
             return Err(refused(refusal.code(), &refusal.to_string()));
         }
-        let request = request_from_json(payload).map_err(|e| transport_errors(&e))?;
+        let mut request = request_from_json(payload).map_err(|e| transport_errors(&e))?;
+        if self.bypass {
+            request = crate::trusted::TrustedDocuments::mark_bypassed(request);
+        }
         let Prepared {
             request,
             operation,

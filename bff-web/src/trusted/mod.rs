@@ -295,19 +295,51 @@ impl TrustedDocuments {
 
     /// `request` marked [`Bypassed`] when `headers` carry the bypass header with the secret (in
     /// `enforce` mode; the comparison takes the same time whatever the value).
-    pub fn mark_bypass(&self, mut request: Request, headers: &HeaderMap) -> Request {
+    pub fn mark_bypass(&self, request: Request, headers: &HeaderMap) -> Request {
+        if self.admits_bypass(headers) {
+            Self::mark_bypassed(request)
+        } else {
+            request
+        }
+    }
+
+    /// Whether `headers` carry the bypass header with the secret, in `enforce` mode (the
+    /// comparison takes the same time whatever the value). A WebSocket asks once, at its
+    /// upgrade, for every operation it will run.
+    pub fn admits_bypass(&self, headers: &HeaderMap) -> bool {
         if self.inner.mode != TrustedMode::Enforce {
-            return request;
+            return false;
         }
         let Some((header, expected)) = &self.inner.bypass else {
-            return request;
+            return false;
         };
-        let admitted = headers
+        headers
             .get(header)
-            .is_some_and(|value| bool::from(digest(value.as_bytes()).ct_eq(expected)));
-        if admitted {
-            request.data.insert(Bypassed);
+            .is_some_and(|value| bool::from(digest(value.as_bytes()).ct_eq(expected)))
+    }
+
+    /// Whether a WebSocket's `connection_init` payload carries the bypass header's name (any
+    /// case) with the secret, in `enforce` mode: browsers cannot set headers on an upgrade, so
+    /// GraphiQL sends its headers there.
+    pub fn admits_bypass_in(&self, payload: &serde_json::Value) -> bool {
+        if self.inner.mode != TrustedMode::Enforce {
+            return false;
         }
+        let (Some((header, expected)), Some(payload)) = (&self.inner.bypass, payload.as_object())
+        else {
+            return false;
+        };
+        payload.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case(header.as_str())
+                && value
+                    .as_str()
+                    .is_some_and(|value| bool::from(digest(value.as_bytes()).ct_eq(expected)))
+        })
+    }
+
+    /// `request` marked [`Bypassed`] (its transport was admitted by [`Self::admits_bypass`]).
+    pub fn mark_bypassed(mut request: Request) -> Request {
+        request.data.insert(Bypassed);
         request
     }
 

@@ -546,6 +546,71 @@ async fn the_bypass_header_admits_arbitrary_documents_only_with_the_right_secret
     // …and for nobody else.
     let lookup = app.post_with(json!({ "extensions": persisted }), &[]).await;
     assert_eq!(lookup.codes(), [codes::NOT_FOUND]);
+
+    // Over a WebSocket, where a browser (GraphiQL) puts its headers in `connection_init`.
+    for (payload, admitted) in [
+        (json!({ header: BYPASS_SECRET }), true),
+        (
+            json!({ "X-BFF-Bypass-Trusted-Documents": BYPASS_SECRET }),
+            true,
+        ),
+        (
+            json!({ header: "an-operator-secret-of-at-least-32-byteX" }),
+            false,
+        ),
+        (json!({}), false),
+    ] {
+        let answer = ws_arbitrary(&app, payload.clone()).await;
+        if admitted {
+            assert_eq!(answer["type"], "next", "{payload}: {answer}");
+            assert!(
+                answer["payload"]["data"]["categories"].is_array(),
+                "{answer}"
+            );
+        } else {
+            assert_eq!(answer["type"], "error", "{payload}: {answer}");
+            assert_eq!(answer["payload"][0]["extensions"]["code"], codes::REQUIRED);
+        }
+    }
+}
+
+/// Runs [`ARBITRARY`] over a new WebSocket whose `connection_init` carries `payload`; the first
+/// answer to it (`next` or `error`).
+async fn ws_arbitrary(app: &TestApp, payload: Value) -> Value {
+    let mut request = app
+        .endpoint
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .expect("a request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("a header"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgraded");
+    for message in [
+        json!({ "type": "connection_init", "payload": payload }),
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": ARBITRARY } }),
+    ] {
+        socket
+            .send(tungstenite::Message::text(message.to_string()))
+            .await
+            .expect("sent");
+    }
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("read");
+        if let tungstenite::Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).expect("JSON");
+            if value["id"] == "1" {
+                return value;
+            }
+        }
+    }
 }
 
 #[tokio::test]
