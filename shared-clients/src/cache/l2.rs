@@ -230,17 +230,9 @@ impl<K, V> L2<K, V> {
 
     /// The entries of `keys` (in order) that Redis holds fresh, in one round trip.
     pub(crate) async fn get_many(&self, keys: &[K]) -> Vec<Option<Loaded<V>>> {
-        let gets: Vec<(String, redis::Cmd)> = keys
-            .iter()
-            .map(|key| {
-                let key = self.value_key(key);
-                let get = redis::cmd("GET").arg(&key).clone();
-                (key, get)
-            })
-            .collect();
         let found = match self
             .shared
-            .batch("l2_get_many", Feature::CatalogL2, &gets)
+            .batch("l2_get_many", Feature::CatalogL2, &self.gets(keys))
             .await
         {
             Ok(found) if found.len() == keys.len() => found,
@@ -248,11 +240,20 @@ impl<K, V> L2<K, V> {
         };
         found
             .into_iter()
-            .map(|value| {
-                let bytes = redis::from_redis_value::<Option<Vec<u8>>>(value)
-                    .ok()
-                    .flatten();
-                self.fresh(bytes)
+            .map(|value| self.fresh(bytes_of(value)))
+            .collect()
+    }
+
+    /// A `GET` of each of `keys`' entries, for `SharedState::batch`.
+    fn gets<'k>(&self, keys: impl IntoIterator<Item = &'k K>) -> Vec<(String, redis::Cmd)>
+    where
+        K: 'k,
+    {
+        keys.into_iter()
+            .map(|key| {
+                let key = self.value_key(key);
+                let get = redis::cmd("GET").arg(&key).clone();
+                (key, get)
             })
             .collect()
     }
@@ -323,22 +324,11 @@ impl<K, V> L2<K, V> {
             tokio::time::sleep(POLL_EVERY).await;
             let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
             let asked: Vec<&K> = missing.iter().map(|&i| &keys[i]).collect();
-            let gets: Vec<(String, redis::Cmd)> = asked
-                .iter()
-                .map(|key| {
-                    let key = self.value_key(key);
-                    let get = redis::cmd("GET").arg(&key).clone();
-                    (key, get)
-                })
-                .collect();
+            let gets = self.gets(asked.iter().copied());
             let Ok(answer) = self.shared.batch("l2_wait", Feature::Leases, &gets).await else {
                 return found;
             };
-            let answer = answer.into_iter().map(|value| {
-                redis::from_redis_value::<Option<Vec<u8>>>(value)
-                    .ok()
-                    .flatten()
-            });
+            let answer = answer.into_iter().map(bytes_of);
             for (index, bytes) in missing.into_iter().zip(answer) {
                 found[index] = self.fresh(bytes);
             }
@@ -402,6 +392,13 @@ impl<K, V> L2<K, V> {
             .batch("l2_publish", Feature::CatalogL2, &commands)
             .await;
     }
+}
+
+/// The bytes of a `GET`'s answer (`None`: no such key, or not a string).
+fn bytes_of(value: redis::Value) -> Option<Vec<u8>> {
+    redis::from_redis_value::<Option<Vec<u8>>>(value)
+        .ok()
+        .flatten()
 }
 
 impl<V> Loaded<V> {
