@@ -11,7 +11,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
 use crate::{
     Config, ServiceKind, World,
-    events::{self, EventsConfig, RedisUrl},
+    events::{self, EventsConfig, EventsRedis, RedisUrl},
 };
 
 /// Which services a process serves.
@@ -73,8 +73,43 @@ pub struct Cli {
     /// Publish every change (cart writes, orders, admin changes) as CloudEvents on the Redis
     /// Streams of `contracts/events.asyncapi.yaml`, in this Redis (`redis://host:port/db`). Off
     /// by default. A Redis that is down fails no write: its events are dropped and counted.
-    #[arg(long, env = "REF_EVENTS_REDIS_URL", value_parser = parse_redis_url)]
+    /// At most one of this, `--events-redis-cluster-nodes` and `--events-redis-sentinel-master`.
+    #[arg(
+        long,
+        env = "REF_EVENTS_REDIS_URL",
+        value_parser = parse_redis_url,
+        conflicts_with_all = ["events_redis_cluster_nodes", "events_redis_sentinel_master"]
+    )]
     pub events_redis_url: Option<RedisUrl>,
+    /// Publish the change events to a Redis Cluster instead: its seed nodes, comma-separated
+    /// (`redis://10.0.0.1:6379,redis://10.0.0.2:6379`); the others are learned from them.
+    #[arg(
+        long,
+        env = "REF_EVENTS_REDIS_CLUSTER_NODES",
+        value_parser = parse_redis_url,
+        value_delimiter = ',',
+        num_args = 1..,
+        conflicts_with = "events_redis_sentinel_master"
+    )]
+    pub events_redis_cluster_nodes: Vec<RedisUrl>,
+    /// Publish the change events to the master Sentinel monitors under this name instead
+    /// (with `--events-redis-sentinels`); a failover is followed.
+    #[arg(
+        long,
+        env = "REF_EVENTS_REDIS_SENTINEL_MASTER",
+        requires = "events_redis_sentinels"
+    )]
+    pub events_redis_sentinel_master: Option<String>,
+    /// The sentinels that name that master, comma-separated (`redis://10.0.0.1:26379,...`).
+    #[arg(
+        long,
+        env = "REF_EVENTS_REDIS_SENTINELS",
+        value_parser = parse_redis_url,
+        value_delimiter = ',',
+        num_args = 1..,
+        requires = "events_redis_sentinel_master"
+    )]
+    pub events_redis_sentinels: Vec<RedisUrl>,
     /// The streams' prefix: events go to `<prefix>catalog`, `<prefix>cart`, `<prefix>order`.
     #[arg(long, env = "REF_EVENTS_STREAM_PREFIX", default_value = events::DEFAULT_STREAM_PREFIX)]
     pub events_stream_prefix: String,
@@ -133,14 +168,29 @@ impl Cli {
             jitter: self.jitter,
             error_rate: self.error_rate,
             slow_latency: self.slow_latency,
-            events: self
-                .events_redis_url
-                .as_ref()
-                .map(|redis_url| EventsConfig {
-                    redis_url: redis_url.clone(),
-                    stream_prefix: self.events_stream_prefix.clone(),
-                }),
+            events: self.events_redis().map(|redis| EventsConfig {
+                redis,
+                stream_prefix: self.events_stream_prefix.clone(),
+            }),
             advance_orders_every: self.advance_orders_every,
+        }
+    }
+
+    /// Where the change events go, if anywhere (clap lets at most one of the three be set).
+    fn events_redis(&self) -> Option<EventsRedis> {
+        if let Some(url) = &self.events_redis_url {
+            Some(EventsRedis::Standalone(url.clone()))
+        } else if !self.events_redis_cluster_nodes.is_empty() {
+            Some(EventsRedis::Cluster(
+                self.events_redis_cluster_nodes.clone(),
+            ))
+        } else {
+            self.events_redis_sentinel_master
+                .as_ref()
+                .map(|master_name| EventsRedis::Sentinel {
+                    master_name: master_name.clone(),
+                    sentinels: self.events_redis_sentinels.clone(),
+                })
         }
     }
 
@@ -202,11 +252,13 @@ pub async fn run(cli: Cli) -> std::io::Result<()> {
     );
     match &config.events {
         Some(events) => tracing::info!(
-            redis = %events.redis_url,
+            redis = %events.redis,
             streams = %format!("{}{{catalog,cart,order}}", events.stream_prefix),
             "publishing change events"
         ),
-        None => tracing::info!("not publishing change events (no --events-redis-url)"),
+        None => tracing::info!(
+            "not publishing change events (no --events-redis-url, --events-redis-cluster-nodes or --events-redis-sentinel-master)"
+        ),
     }
     if let Some(every) = config.advance_orders_every {
         tracing::info!(
@@ -355,7 +407,7 @@ mod tests {
         assert_eq!(
             config.events,
             Some(EventsConfig {
-                redis_url: RedisUrl::new("redis://127.0.0.1:6399/0"),
+                redis: EventsRedis::Standalone(RedisUrl::new("redis://127.0.0.1:6399/0")),
                 stream_prefix: "demo:".to_owned(),
             })
         );
@@ -375,6 +427,61 @@ mod tests {
             defaults.config().events.map(|events| events.stream_prefix),
             Some("bff:events:".to_owned())
         );
+    }
+
+    #[test]
+    fn events_go_to_a_cluster_or_through_sentinel_and_to_one_redis_only() {
+        let cluster = Cli::parse_from([
+            "reference-services",
+            "--events-redis-cluster-nodes",
+            "redis://127.0.0.1:7001,redis://127.0.0.1:7002",
+        ]);
+        assert_eq!(
+            cluster.config().events,
+            Some(EventsConfig::cluster([
+                "redis://127.0.0.1:7001",
+                "redis://127.0.0.1:7002"
+            ]))
+        );
+        let sentinel = Cli::parse_from([
+            "reference-services",
+            "--events-redis-sentinel-master",
+            "main",
+            "--events-redis-sentinels",
+            "redis://127.0.0.1:26379,redis://127.0.0.1:26380",
+        ]);
+        assert_eq!(
+            sentinel.config().events,
+            Some(EventsConfig::sentinel(
+                "main",
+                ["redis://127.0.0.1:26379", "redis://127.0.0.1:26380"]
+            ))
+        );
+        for refused in [
+            &[
+                "--events-redis-url",
+                "redis://127.0.0.1:1",
+                "--events-redis-cluster-nodes",
+                "redis://127.0.0.1:2",
+            ][..],
+            &[
+                "--events-redis-cluster-nodes",
+                "redis://127.0.0.1:2",
+                "--events-redis-sentinel-master",
+                "main",
+                "--events-redis-sentinels",
+                "redis://127.0.0.1:3",
+            ],
+            &["--events-redis-sentinel-master", "main"],
+            &["--events-redis-sentinels", "redis://127.0.0.1:3"],
+            &[
+                "--events-redis-cluster-nodes",
+                "redis://127.0.0.1:2,not a url",
+            ],
+        ] {
+            let args = std::iter::once("reference-services").chain(refused.iter().copied());
+            assert!(Cli::try_parse_from(args).is_err(), "{refused:?}");
+        }
     }
 
     #[test]

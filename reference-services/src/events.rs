@@ -5,8 +5,15 @@
 //!
 //! This module knows the envelope and the transport, never the services' data: each service
 //! builds its own messages' `data` (product.rs, cart.rs, order.rs) and hands them to its
-//! [`Publisher`]. Publishing is off unless [`EventsConfig`] is given (`--events-redis-url`);
-//! off, nothing is serialized and nothing is sent.
+//! [`Publisher`]. Publishing is off unless [`EventsConfig`] is given (`--events-redis-url`,
+//! `--events-redis-cluster-nodes` or `--events-redis-sentinel-master`); off, nothing is
+//! serialized and nothing is sent.
+//!
+//! Where the streams live ([`EventsRedis`]): one server, a Redis Cluster (the `redis` crate's
+//! cluster client routes each `XADD` to the master of its stream's slot and follows `MOVED`/`ASK`
+//! and resharding) or the master Sentinel names (asked again after every failure, so a failover
+//! is followed). Each `XADD` touches one key, its stream, so nothing is ever cross-slot; a
+//! stream is one key on one shard.
 //!
 //! How a change becomes an event, so that the contract's rules hold:
 //! - **In order per resource.** A store announces the change (`Publisher::announce`) while it
@@ -38,6 +45,9 @@ use std::{
 
 use axum::http::HeaderMap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelServerType};
 use serde::Serialize;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::{
@@ -105,22 +115,85 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
-/// Where the services publish their change events (`--events-redis-url`,
-/// `--events-stream-prefix`). Absent from [`Config`](crate::Config), nothing is published.
+/// Where the streams live: one server, a Redis Cluster, or the master Sentinel names. URLs may
+/// hold passwords, so it prints with them hidden.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventsRedis {
+    /// One server (`--events-redis-url`).
+    Standalone(RedisUrl),
+    /// A Redis Cluster, from seed nodes (`--events-redis-cluster-nodes`): any of them will do to
+    /// learn the others.
+    Cluster(Vec<RedisUrl>),
+    /// The master named by sentinels (`--events-redis-sentinel-master`,
+    /// `--events-redis-sentinels`), followed through failovers.
+    Sentinel {
+        /// The name the sentinels monitor the master under.
+        master_name: String,
+        /// The sentinels' URLs (`redis://host:26379`).
+        sentinels: Vec<RedisUrl>,
+    },
+}
+
+impl fmt::Display for EventsRedis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |urls: &[RedisUrl]| {
+            urls.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            Self::Standalone(url) => write!(f, "{url}"),
+            Self::Cluster(nodes) => write!(f, "cluster {}", list(nodes)),
+            Self::Sentinel {
+                master_name,
+                sentinels,
+            } => write!(f, "master {master_name} of sentinels {}", list(sentinels)),
+        }
+    }
+}
+
+/// Where the services publish their change events (`--events-redis-url` or its cluster and
+/// Sentinel siblings, `--events-stream-prefix`). Absent from [`Config`](crate::Config), nothing
+/// is published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventsConfig {
     /// The Redis (7 or later, for Streams) the three streams live in.
-    pub redis_url: RedisUrl,
+    pub redis: EventsRedis,
     /// Put before `catalog`, `cart` and `order` to name the streams, so that several systems
     /// (or test runs) can share one Redis; the consumers must be configured with the same one.
     pub stream_prefix: String,
 }
 
 impl EventsConfig {
-    /// Publishing to `redis_url`, on the contract's streams ([`DEFAULT_STREAM_PREFIX`]).
+    /// Publishing to the one server at `redis_url`, on the contract's streams
+    /// ([`DEFAULT_STREAM_PREFIX`]).
     pub fn new(redis_url: impl Into<String>) -> EventsConfig {
+        EventsConfig::to(EventsRedis::Standalone(RedisUrl::new(redis_url)))
+    }
+
+    /// Publishing to the Redis Cluster whose seed nodes are `nodes`, on the contract's streams.
+    pub fn cluster<U: Into<String>>(nodes: impl IntoIterator<Item = U>) -> EventsConfig {
+        EventsConfig::to(EventsRedis::Cluster(
+            nodes.into_iter().map(RedisUrl::new).collect(),
+        ))
+    }
+
+    /// Publishing to the master the `sentinels` name `master_name`, on the contract's streams.
+    pub fn sentinel<U: Into<String>>(
+        master_name: impl Into<String>,
+        sentinels: impl IntoIterator<Item = U>,
+    ) -> EventsConfig {
+        EventsConfig::to(EventsRedis::Sentinel {
+            master_name: master_name.into(),
+            sentinels: sentinels.into_iter().map(RedisUrl::new).collect(),
+        })
+    }
+
+    /// Publishing to `redis` on the contract's streams.
+    fn to(redis: EventsRedis) -> EventsConfig {
         EventsConfig {
-            redis_url: RedisUrl::new(redis_url),
+            redis,
             stream_prefix: DEFAULT_STREAM_PREFIX.to_owned(),
         }
     }
@@ -310,8 +383,8 @@ struct Inner {
 struct Target {
     /// The stream's full name, e.g. `bff:events:cart`.
     stream: String,
-    /// The Redis client (no connection yet), or why the URL was refused.
-    client: Result<redis::Client, String>,
+    /// The Redis client (no connection yet), or why its URLs were refused.
+    client: Result<Client, String>,
     /// Events appended.
     published: AtomicU64,
     /// Events dropped.
@@ -340,8 +413,8 @@ impl Publisher {
         let Some(config) = config else {
             return Publisher::disabled(kind);
         };
-        let client = redis::Client::open(config.redis_url.expose())
-            .map_err(|error| format!("{} is not a usable Redis URL: {error}", config.redis_url));
+        let client = Client::new(&config.redis)
+            .map_err(|error| format!("{} is not a usable Redis: {error}", config.redis));
         Publisher {
             kind,
             inner: Some(Arc::new(Inner {
@@ -500,7 +573,7 @@ pub(crate) async fn all_published(announcements: Vec<Announcement>) -> bool {
 /// its change is visible; tells each waiting write how it went. Ends when every publisher clone
 /// is gone.
 async fn write(mut queue: mpsc::UnboundedReceiver<Queued>, target: Arc<Target>) {
-    let mut connection: Option<ConnectionManager> = None;
+    let mut connection: Option<Connection> = None;
     let mut retry_at: Option<Instant> = None;
     // Events dropped since appending last worked, for the recovery log line.
     let mut dropped: u64 = 0;
@@ -573,25 +646,132 @@ fn xadd(stream: &str, json: &str) -> redis::Cmd {
     command
 }
 
-/// Appends a batch with one pipeline of `XADD`s, connecting first if needed.
-async fn append(
-    target: &Target,
-    connection: &mut Option<ConnectionManager>,
-    batch: &[Queued],
-) -> Result<(), String> {
-    let client = target.client.as_ref().map_err(Clone::clone)?;
-    let connection = match connection {
-        Some(connection) => connection,
-        None => {
+/// What connections to the streams' Redis are made from.
+enum Client {
+    /// One server.
+    Standalone(redis::Client),
+    /// A Redis Cluster (the crate's client: slot map, redirections, topology refresh).
+    Cluster(ClusterClient),
+    /// The sentinels that name the master (asking them needs the client exclusively).
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+impl Client {
+    /// The client of `redis`; connects nothing.
+    fn new(redis: &EventsRedis) -> redis::RedisResult<Client> {
+        let urls = |urls: &[RedisUrl]| -> Vec<String> {
+            urls.iter().map(|url| url.expose().to_owned()).collect()
+        };
+        Ok(match redis {
+            EventsRedis::Standalone(url) => Client::Standalone(redis::Client::open(url.expose())?),
+            EventsRedis::Cluster(nodes) => Client::Cluster(
+                ClusterClient::builder(urls(nodes))
+                    .connection_timeout(REDIS_TIMEOUT)
+                    .response_timeout(REDIS_TIMEOUT)
+                    .retries(2)
+                    .build()?,
+            ),
+            EventsRedis::Sentinel {
+                master_name,
+                sentinels,
+            } => Client::Sentinel(tokio::sync::Mutex::new(SentinelClient::build(
+                urls(sentinels),
+                master_name.clone(),
+                None,
+                SentinelServerType::Master,
+            )?)),
+        })
+    }
+
+    /// A connection: a lazy one to a single server (it reconnects by itself); a cluster
+    /// connection, which learns the slot map now; or a lazy one to the master the sentinels
+    /// name now. Bounded by [`REDIS_TIMEOUT`].
+    async fn connect(&self) -> Result<Connection, String> {
+        let manager = |client: redis::Client| {
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(REDIS_TIMEOUT))
                 .set_response_timeout(Some(REDIS_TIMEOUT))
                 .set_number_of_retries(1)
                 .set_max_delay(RETRY_AFTER);
-            let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
-                .map_err(|error| error.to_string())?;
-            connection.insert(manager)
+            ConnectionManager::new_lazy_with_config(client, config)
+                .map(Connection::Manager)
+                .map_err(|error| error.to_string())
+        };
+        match self {
+            Client::Standalone(client) => manager(client.clone()),
+            Client::Cluster(client) => {
+                let config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(REDIS_TIMEOUT)
+                    .set_response_timeout(REDIS_TIMEOUT);
+                in_time(
+                    tokio::time::timeout(
+                        REDIS_TIMEOUT,
+                        client.get_async_connection_with_config(config),
+                    )
+                    .await,
+                )
+                .map(|connection| Connection::Cluster(Box::new(connection)))
+            }
+            Client::Sentinel(sentinels) => {
+                let master = in_time(
+                    tokio::time::timeout(REDIS_TIMEOUT, async {
+                        sentinels.lock().await.async_get_client().await
+                    })
+                    .await,
+                )?;
+                manager(master)
+            }
         }
+    }
+
+    /// Whether a connection that failed should be made again for the next batch: a cluster
+    /// connection learns the slot map afresh, and Sentinel is asked again for the master (a
+    /// failover moves it); a single server's connection reconnects by itself.
+    fn reconnects_after_failure(&self) -> bool {
+        !matches!(self, Client::Standalone(_))
+    }
+}
+
+/// The value of a Redis call cut off after [`REDIS_TIMEOUT`], or what went wrong.
+fn in_time<T>(
+    outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+) -> Result<T, String> {
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("Redis did not answer in time".to_owned()),
+    }
+}
+
+/// A connection to the streams' Redis.
+enum Connection {
+    /// To one server (or the master Sentinel named), reconnecting by itself.
+    Manager(ConnectionManager),
+    /// To a Redis Cluster (boxed: it is large, and made once).
+    Cluster(Box<ClusterConnection>),
+}
+
+impl Connection {
+    /// Runs `pipeline`, ignoring its answers.
+    async fn run(&mut self, pipeline: &redis::Pipeline) -> redis::RedisResult<()> {
+        match self {
+            Connection::Manager(connection) => pipeline.query_async(connection).await,
+            Connection::Cluster(connection) => pipeline.query_async(connection.as_mut()).await,
+        }
+    }
+}
+
+/// Appends a batch with one pipeline of `XADD`s (all on one stream, so one slot of a cluster),
+/// connecting first if needed.
+async fn append(
+    target: &Target,
+    connection: &mut Option<Connection>,
+    batch: &[Queued],
+) -> Result<(), String> {
+    let client = target.client.as_ref().map_err(Clone::clone)?;
+    let open = match connection {
+        Some(open) => open,
+        None => connection.insert(client.connect().await?),
     };
     let mut pipeline = redis::pipe();
     for queued in batch {
@@ -599,11 +779,15 @@ async fn append(
             .add_command(xadd(&target.stream, &queued.json))
             .ignore();
     }
-    match tokio::time::timeout(REDIS_TIMEOUT, pipeline.query_async::<()>(connection)).await {
+    let outcome = match tokio::time::timeout(REDIS_TIMEOUT, open.run(&pipeline)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err("Redis did not answer in time".to_owned()),
+    };
+    if outcome.is_err() && client.reconnects_after_failure() {
+        *connection = None;
     }
+    outcome
 }
 
 #[cfg(test)]
@@ -688,6 +872,18 @@ mod tests {
         let url = RedisUrl::new("redis://user:secret@example.com:6379/0");
         assert_eq!(url.to_string(), "redis://***@example.com:6379/0");
         assert!(!format!("{:?}", EventsConfig::new(url.expose())).contains("secret"));
+        let cluster = EventsConfig::cluster(["redis://:secret@a:1", "redis://b:2"]);
+        assert_eq!(
+            cluster.redis.to_string(),
+            "cluster redis://***@a:1,redis://b:2"
+        );
+        assert!(!format!("{cluster:?}").contains("secret"));
+        let sentinel = EventsConfig::sentinel("main", ["redis://:secret@s:26379"]);
+        assert_eq!(
+            sentinel.redis.to_string(),
+            "master main of sentinels redis://***@s:26379"
+        );
+        assert!(!format!("{sentinel:?}").contains("secret"));
         assert_eq!(
             RedisUrl::new("redis://127.0.0.1:6379/0").to_string(),
             "redis://127.0.0.1:6379/0"

@@ -7,7 +7,7 @@
 //! (the seeded, in-memory state), so a single process can serve all of them, or three processes
 //! started with the same seed can serve one each and agree on every id.
 //!
-//! With [`Config::events`] (`--events-redis-url`), every change the services make — cart writes,
+//! With [`Config::events`] (`--events-redis-url`, or a Redis Cluster, or Sentinel), every change the services make — cart writes,
 //! order creation, and the back-office changes of the admin API (prices, stock, product details
 //! and categories, deleted products, order statuses) — is announced on Redis Streams as the events
 //! contract (`contracts/events.asyncapi.yaml`) describes, before the write is answered.
@@ -75,7 +75,7 @@ use tokio::{
 
 pub use admin::{FaultMode, Faults};
 pub use config::Config;
-pub use events::{EventStats, EventsConfig, RedisUrl};
+pub use events::{EventStats, EventsConfig, EventsRedis, RedisUrl};
 pub use local_redis::{LocalRedis, LocalRedisCluster, LocalRedisSentinel};
 pub use problem::ApiError;
 pub use world::World;

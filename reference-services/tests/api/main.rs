@@ -2,7 +2,7 @@
 //! services on ephemeral ports and checks them against the contract
 //! (`contracts/downstream.openapi.yaml` at the repository root), validating every body against its schemas,
 //! and, with a private `redis-server`, the change events they publish against the events contract
-//! (`contracts/events.asyncapi.yaml`).
+//! (`contracts/events.asyncapi.yaml`), also on a Redis Cluster and through Sentinel.
 
 mod admin;
 mod back_office;
@@ -14,3 +14,4 @@ mod helpers;
 mod orders;
 mod products;
 mod seeding;
+mod topologies;
