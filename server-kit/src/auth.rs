@@ -29,6 +29,14 @@
 //! - with neither a secret nor a JWKS URL configured every token is refused: there is no built-in
 //!   default secret.
 //!
+//! Verified tokens are remembered (`token_cache_capacity` entries, 10000 by default; `0` turns
+//! it off) by the SHA-256 of the token, so a signed-in client's next requests skip the signature
+//! check until the token's `exp` and for `token_cache_max_ttl` (5m) at most. `exp` and `nbf` are
+//! checked again on every request, and a token of a JWKS key is answered from memory only while
+//! the key cache still holds that very key: a refresh that removes or replaces the key makes the
+//! token verified again, so a removed key stops being accepted exactly when it would without the
+//! cache. Details: `token_cache`.
+//!
 //! Handlers take an [`AuthenticatedUser`] (required) or an [`OptionalUser`] (anonymous allowed,
 //! but a present, invalid token is still refused) as an extractor; the [`Authenticator`] comes
 //! from the gateway's state through `FromRef`. A refusal is an [`AuthError`]: a 401 problem with
@@ -45,6 +53,7 @@ mod config;
 mod error;
 mod extract;
 mod jwks;
+mod token_cache;
 mod user;
 mod verify;
 

@@ -13,6 +13,10 @@ pub(crate) const MIN_SECRET_BYTES: usize = 32;
 /// Largest `leeway` accepted: it absorbs clock skew, it must not quietly extend token lifetimes.
 const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
 
+/// Longest `token_cache_max_ttl` accepted: a remembered token is not checked against a changed
+/// configuration or clock for longer than this.
+const MAX_TOKEN_CACHE_TTL: Duration = Duration::from_secs(60 * 60);
+
 /// What [`Secret`] shows instead of its value.
 const REDACTED: &str = "[redacted]";
 
@@ -68,6 +72,16 @@ pub struct AuthConfig {
     pub jwks_timeout: Duration,
     /// Largest token accepted, in bytes; larger ones are refused before any decoding.
     pub max_token_bytes: usize,
+    /// How many verified tokens are remembered (by the SHA-256 of the token, never the token),
+    /// so that a signed-in client's next requests skip the signature check. A remembered token
+    /// still has `exp` and `nbf` checked on every request; one verified with a JWKS key is
+    /// verified again as soon as a key refresh drops or replaces that key. `0` verifies every
+    /// request. Default 10000 (about 2 MiB).
+    pub token_cache_capacity: u64,
+    /// Longest time a remembered token is answered without being verified again, whatever its
+    /// `exp` (which always ends it sooner when sooner). Greater than 0, at most 1h. Default 5m.
+    #[serde(with = "humantime_serde")]
+    pub token_cache_max_ttl: Duration,
 }
 
 impl Default for AuthConfig {
@@ -83,6 +97,8 @@ impl Default for AuthConfig {
             jwks_min_refresh_interval: Duration::from_secs(30),
             jwks_timeout: Duration::from_secs(2),
             max_token_bytes: 8 * 1024,
+            token_cache_capacity: 10_000,
+            token_cache_max_ttl: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -153,6 +169,7 @@ impl AuthConfig {
             ("jwks_refresh_interval", self.jwks_refresh_interval),
             ("jwks_min_refresh_interval", self.jwks_min_refresh_interval),
             ("jwks_timeout", self.jwks_timeout),
+            ("token_cache_max_ttl", self.token_cache_max_ttl),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::invalid(
@@ -160,6 +177,12 @@ impl AuthConfig {
                     "must be greater than 0",
                 ));
             }
+        }
+        if self.token_cache_max_ttl > MAX_TOKEN_CACHE_TTL {
+            return Err(ConfigError::invalid(
+                setting("token_cache_max_ttl"),
+                "must be at most 1h",
+            ));
         }
         if self.max_token_bytes == 0 {
             return Err(ConfigError::invalid(
@@ -241,6 +264,8 @@ mod tests {
         assert_eq!(config.jwks_min_refresh_interval, Duration::from_secs(30));
         assert_eq!(config.jwks_timeout, Duration::from_secs(2));
         assert_eq!(config.max_token_bytes, 8192);
+        assert_eq!(config.token_cache_capacity, 10_000);
+        assert_eq!(config.token_cache_max_ttl, Duration::from_secs(300));
         assert!(!config.allow_any_audience);
     }
 
@@ -396,6 +421,20 @@ mod tests {
                     ..valid()
                 },
                 "max_token_bytes",
+            ),
+            (
+                AuthConfig {
+                    token_cache_max_ttl: Duration::ZERO,
+                    ..valid()
+                },
+                "token_cache_max_ttl",
+            ),
+            (
+                AuthConfig {
+                    token_cache_max_ttl: Duration::from_secs(2 * 60 * 60),
+                    ..valid()
+                },
+                "token_cache_max_ttl",
             ),
         ];
         for (config, setting) in cases {

@@ -1,4 +1,5 @@
-//! [`Authenticator`]: verifies one bearer token; [`dev_token`]: mints a development token.
+//! [`Authenticator`]: verifies one bearer token (or finds it among the tokens it verified
+//! recently, [`super::token_cache`]); [`dev_token`]: mints a development token.
 
 use std::{
     fmt,
@@ -15,7 +16,8 @@ use shared_clients::UserId;
 use super::{
     config::{AuthConfig, Secret},
     error::AuthError,
-    jwks::{JwksCache, KeySource},
+    jwks::{JwksCache, JwksKey, KeySource},
+    token_cache::{self, Miss, TokenDigest, VerifiedTokens},
     user::AuthenticatedUser,
 };
 use crate::ConfigError;
@@ -45,6 +47,21 @@ struct Inner {
     es256_validation: Validation,
     /// Tokens longer than this are refused before decoding.
     max_token_bytes: usize,
+    /// Tokens verified recently, answered again without a signature check.
+    tokens: VerifiedTokens,
+    /// Signature checks made (unit tests count them to tell a hit from a verification).
+    #[cfg(test)]
+    signature_checks: std::sync::atomic::AtomicUsize,
+}
+
+/// What a verification found besides the user: what the token cache needs to answer it again.
+struct Checked {
+    /// The user the token authenticates.
+    user: AuthenticatedUser,
+    /// The token's `nbf`, when it has one as an integer.
+    not_before: Option<u64>,
+    /// The JWKS key that verified it; `None` for HS256.
+    key: Option<Arc<JwksKey>>,
 }
 
 /// The algorithms a token may name, and which key family checks each.
@@ -78,6 +95,10 @@ struct TokenClaims {
     /// When it expires (seconds since the epoch); required and checked by `jsonwebtoken`.
     #[serde(default)]
     exp: Option<u64>,
+    /// When it starts being valid; checked by `jsonwebtoken`, read again for the token cache
+    /// (left as a JSON value: `jsonwebtoken` decides what a malformed one means).
+    #[serde(default)]
+    nbf: Option<serde_json::Value>,
 }
 
 impl Authenticator {
@@ -110,14 +131,39 @@ impl Authenticator {
                 rs256_validation: validation(config, Algorithm::RS256),
                 es256_validation: validation(config, Algorithm::ES256),
                 max_token_bytes: config.max_token_bytes,
+                tokens: VerifiedTokens::new(
+                    config.token_cache_capacity,
+                    config.token_cache_max_ttl,
+                    config.leeway,
+                ),
+                #[cfg(test)]
+                signature_checks: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
 
     /// Verifies `token` (the part after `Bearer `) and returns the user it authenticates.
     ///
+    /// A token verified recently (`token_cache_capacity`, `token_cache_max_ttl`) is answered
+    /// from memory after its `exp` and `nbf` are checked again (and, for a JWKS token, that its
+    /// key is still the current one), without a signature check: see [`super::token_cache`].
+    ///
     /// A refusal is logged at `debug` with its code and the token's `kid`, never the token.
     pub async fn verify(&self, token: &str) -> Result<AuthenticatedUser, AuthError> {
+        let inner = &*self.inner;
+        let digest = (inner.tokens.enabled() && token.len() <= inner.max_token_bytes)
+            .then(|| token_cache::digest(token));
+        if let Some(digest) = &digest {
+            match self.remembered(digest).await {
+                Ok(user) => return Ok(user),
+                Err(Miss::Expired) => {
+                    let error = AuthError::Expired;
+                    tracing::debug!(code = error.code(), "bearer token refused");
+                    return Err(error);
+                }
+                Err(Miss::Absent | Miss::Old | Miss::NotYetValid) => {}
+            }
+        }
         let (header, algorithm) = match self.read_header(token) {
             Ok(read) => read,
             Err(error) => {
@@ -125,16 +171,46 @@ impl Authenticator {
                 return Err(error);
             }
         };
-        let result = self.verify_with(token, &header, algorithm).await;
-        if let Err(error) = &result {
-            let kid = header.kid.as_deref().map(loggable_kid);
-            tracing::debug!(
-                code = error.code(),
-                kid = kid.as_deref(),
-                "bearer token refused"
-            );
+        match self.verify_with(token, &header, algorithm).await {
+            Ok(checked) => {
+                if let Some(digest) = digest {
+                    let key = header.kid.as_deref().zip(checked.key);
+                    inner
+                        .tokens
+                        .keep(digest, &checked.user, checked.not_before, key);
+                }
+                Ok(checked.user)
+            }
+            Err(error) => {
+                let kid = header.kid.as_deref().map(loggable_kid);
+                tracing::debug!(
+                    code = error.code(),
+                    kid = kid.as_deref(),
+                    "bearer token refused"
+                );
+                Err(error)
+            }
         }
-        result
+    }
+
+    /// The user of the recently verified token whose digest is `digest`, if its entry may
+    /// answer: its `exp`/`nbf` hold now and, for a JWKS token, the key cache still holds the
+    /// very key that verified it (the lookup also starts a due background refresh, as a
+    /// verification's would).
+    async fn remembered(&self, digest: &TokenDigest) -> Result<AuthenticatedUser, Miss> {
+        let inner = &*self.inner;
+        let verified = inner.tokens.get(digest)?;
+        if let Some((kid, key)) = verified.key() {
+            let current = match &inner.jwks {
+                Some(jwks) => jwks.key(kid).await.ok(),
+                None => None,
+            };
+            if !current.is_some_and(|current| Arc::ptr_eq(&current, key)) {
+                inner.tokens.forget(digest);
+                return Err(Miss::Absent);
+            }
+        }
+        Ok(verified.user().clone())
     }
 
     /// Reads the bearer token of a request's headers, if any, and verifies it.
@@ -187,8 +263,13 @@ impl Authenticator {
         token: &str,
         header: &RawHeader,
         algorithm: TokenAlgorithm,
-    ) -> Result<AuthenticatedUser, AuthError> {
+    ) -> Result<Checked, AuthError> {
         let inner = &*self.inner;
+        #[cfg(test)]
+        inner
+            .signature_checks
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut used_key = None;
         let claims = match algorithm {
             TokenAlgorithm::Hs256 => {
                 // Only ever the configured secret: an HS256 token is never checked against a
@@ -207,7 +288,9 @@ impl Authenticator {
                     Algorithm::ES256 => &inner.es256_validation,
                     _ => &inner.rs256_validation,
                 };
-                jsonwebtoken::decode::<TokenClaims>(token, &key.key, validation)?
+                let claims = jsonwebtoken::decode::<TokenClaims>(token, &key.key, validation)?;
+                used_key = Some(key);
+                claims
             }
         }
         .claims;
@@ -217,7 +300,11 @@ impl Authenticator {
             .and_then(serde_json::Value::as_str)
             .and_then(|sub| UserId::parse(sub).ok())
             .ok_or(AuthError::InvalidSubject)?;
-        Ok(AuthenticatedUser::new(user_id, claims.exp.unwrap_or(0)))
+        Ok(Checked {
+            user: AuthenticatedUser::new(user_id, claims.exp.unwrap_or(0)),
+            not_before: claims.nbf.as_ref().and_then(serde_json::Value::as_u64),
+            key: used_key,
+        })
     }
 }
 
@@ -413,6 +500,129 @@ mod tests {
             bearer_token(&headers(&[&long]), 100),
             Err(AuthError::Malformed)
         );
+    }
+
+    const SECRET: &str = "unit-test-secret-that-is-at-least-32-bytes";
+
+    fn authenticator(capacity: u64) -> Authenticator {
+        Authenticator::new(&AuthConfig {
+            hs256_secret: Some(Secret::new(SECRET)),
+            token_cache_capacity: capacity,
+            ..AuthConfig::default()
+        })
+        .expect("valid config")
+    }
+
+    fn token(user: &str, ttl: Duration) -> String {
+        dev_token(
+            &Secret::new(SECRET),
+            &UserId::parse(user).expect("user id"),
+            ttl,
+            None,
+            None,
+        )
+        .expect("token")
+    }
+
+    fn signature_checks(auth: &Authenticator) -> usize {
+        auth.inner
+            .signature_checks
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn user_of(auth: &Authenticator, token: &str) -> String {
+        auth.verify(token)
+            .await
+            .expect("accepted")
+            .user_id()
+            .to_string()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_verified_token_is_answered_again_without_a_signature_check() {
+        let auth = authenticator(100);
+        let token = token("u-0001", Duration::from_secs(3600));
+        for _ in 0..5 {
+            assert_eq!(user_of(&auth, &token).await, "u-0001");
+        }
+        assert_eq!(signature_checks(&auth), 1, "verified once, then remembered");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remembered_token_is_refused_once_it_expires() {
+        let auth = authenticator(100);
+        let token = token("u-0001", Duration::from_secs(60));
+        assert_eq!(user_of(&auth, &token).await, "u-0001");
+        // Past `exp` but within the 30s leeway: still answered from memory.
+        auth.inner.tokens.skew_clock(Duration::from_secs(80));
+        assert_eq!(user_of(&auth, &token).await, "u-0001");
+        assert_eq!(signature_checks(&auth), 1);
+        // Beyond the leeway: expired, although jsonwebtoken's clock (the real one) would still
+        // accept it — the entry is checked against the clock, and not verified again.
+        auth.inner.tokens.skew_clock(Duration::from_secs(11));
+        assert_eq!(auth.verify(&token).await, Err(AuthError::Expired));
+        assert_eq!(signature_checks(&auth), 1);
+        assert_eq!(auth.inner.tokens.len(), 0, "the expired entry is dropped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remembered_token_is_verified_again_after_the_max_ttl() {
+        let auth = authenticator(100);
+        let token = token("u-0001", Duration::from_secs(3600));
+        assert_eq!(user_of(&auth, &token).await, "u-0001");
+        tokio::time::advance(Duration::from_secs(299)).await;
+        assert_eq!(user_of(&auth, &token).await, "u-0001");
+        assert_eq!(signature_checks(&auth), 1, "within token_cache_max_ttl");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(user_of(&auth, &token).await, "u-0001");
+        assert_eq!(signature_checks(&auth), 2, "verified again after 5m");
+        assert_eq!(user_of(&auth, &token).await, "u-0001");
+        assert_eq!(signature_checks(&auth), 2, "and remembered again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cache_holds_at_most_its_capacity() {
+        let auth = authenticator(10);
+        for n in 0..100 {
+            let token = token(&format!("u-{n}"), Duration::from_secs(3600));
+            assert_eq!(user_of(&auth, &token).await, format!("u-{n}"));
+        }
+        let held = auth.inner.tokens.len();
+        assert!((1..=10).contains(&held), "{held} entries");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_capacity_of_zero_verifies_every_request() {
+        let auth = authenticator(0);
+        let token = token("u-0001", Duration::from_secs(3600));
+        for _ in 0..3 {
+            assert_eq!(user_of(&auth, &token).await, "u-0001");
+        }
+        assert_eq!(signature_checks(&auth), 3);
+        assert_eq!(auth.inner.tokens.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn different_tokens_never_share_an_entry() {
+        let auth = authenticator(100);
+        let first = token("u-0001", Duration::from_secs(3600));
+        let second = token("u-0002", Duration::from_secs(3600));
+        assert_eq!(user_of(&auth, &first).await, "u-0001");
+        assert_eq!(user_of(&auth, &second).await, "u-0002");
+        assert_eq!(user_of(&auth, &first).await, "u-0001");
+        assert_eq!(user_of(&auth, &second).await, "u-0002");
+        assert_eq!(signature_checks(&auth), 2);
+
+        // The remembered token with one character of its signature changed is another token,
+        // verified (and refused) on its own.
+        let mut forged = first.clone();
+        let last = forged.pop().expect("non-empty");
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert_eq!(auth.verify(&forged).await, Err(AuthError::BadSignature));
+        assert_eq!(auth.verify(&forged).await, Err(AuthError::BadSignature));
+        assert_eq!(signature_checks(&auth), 4, "a refusal is never remembered");
+        assert_eq!(token_cache::digest(&first).len(), 32);
+        assert_ne!(token_cache::digest(&first), token_cache::digest(&forged));
     }
 
     #[test]

@@ -310,6 +310,16 @@ impl JwksServer {
         self.state.held.send_replace(false);
     }
 
+    /// Removes the key `kid` from the published set (a key the identity provider retired).
+    pub fn remove(&self, kid: &str) {
+        self.state
+            .document
+            .lock()
+            .expect("document")
+            .keys
+            .retain(|jwk| jwk.common.key_id.as_deref() != Some(kid));
+    }
+
     /// Adds the rotated RSA key to the published set.
     pub fn rotate(&self) {
         self.state.document.lock().expect("document").keys.push(jwk(

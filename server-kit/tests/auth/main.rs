@@ -619,6 +619,53 @@ async fn stale_keys_answer_a_known_kid_at_once_while_one_background_refresh_runs
 }
 
 #[tokio::test]
+async fn a_remembered_token_stops_being_accepted_when_a_refresh_removes_its_key() {
+    let jwks = JwksServer::start().await;
+    let app = TestApp::spawn(&jwks_config(&jwks)).await;
+    let config = jwks_config(&jwks);
+    assert!(config.token_cache_capacity > 0, "the token cache is on");
+    let token = sign(
+        Algorithm::RS256,
+        Some(RSA_KID),
+        &claims("u-0001"),
+        &rsa_key(),
+    );
+    // Verified once, then answered from the token cache.
+    app.assert_accepted(&token, "u-0001").await;
+    app.assert_accepted(&token, "u-0001").await;
+    assert_eq!(jwks.fetches(), 1);
+
+    // The identity provider retires the key. Until a refresh, the old key set answers, with or
+    // without the token cache: the token's entry is still used, and starts the refresh.
+    jwks.remove(RSA_KID);
+    advance(Duration::from_secs(10 * 60)).await;
+    app.auth
+        .verify(&token)
+        .await
+        .expect("the keys not yet refreshed");
+    // A token of an unknown kid waits for the refresh that request started.
+    let unknown = sign(
+        Algorithm::RS256,
+        Some("nope"),
+        &claims("u-0001"),
+        &rsa_key(),
+    );
+    assert_eq!(
+        app.auth.verify(&unknown).await.err(),
+        Some(AuthError::UnknownKey)
+    );
+    assert_eq!(jwks.fetches(), 2, "one refresh");
+
+    // The refreshed set lacks the key: the remembered token is verified again, and refused.
+    app.assert_refused(&token, AuthError::UnknownKey).await;
+    assert_eq!(
+        jwks.fetches(),
+        2,
+        "within jwks_min_refresh_interval: no fetch"
+    );
+}
+
+#[tokio::test]
 async fn a_down_jwks_gives_401_keys_unavailable_not_a_500() {
     let jwks = JwksServer::start().await;
     jwks.set_mode(JwksMode::Down);
