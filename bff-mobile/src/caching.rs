@@ -26,9 +26,8 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use server_kit::http::{entity_tag, etag_matches};
 use shared_clients::{Derived, Product, ProductId};
 
 use crate::error::ApiError;
@@ -38,9 +37,6 @@ const PRIVATE: &str = "private, no-store";
 
 /// `Cache-Control` of a degraded public screen.
 const REVALIDATE: &str = "no-cache";
-
-/// Bytes of the SHA-256 kept in an entity tag (128 bits: collisions are not a concern).
-const TAG_BYTES: usize = 16;
 
 /// Who may cache a screen, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,9 +132,7 @@ impl<T: Serialize> Screen<T> {
         if let Ok(vary) = HeaderValue::from_str(&vary) {
             headers.insert(header::VARY, vary);
         }
-        if let Ok(tag) = HeaderValue::from_str(&entity_tag(&bytes)) {
-            headers.insert(header::ETAG, tag);
-        }
+        headers.insert(header::ETAG, entity_tag(&bytes));
         Ok(Rendered {
             status: self.status,
             headers,
@@ -187,7 +181,13 @@ pub async fn revalidate(request: Request, next: Next) -> Response {
     if request.method() != Method::GET {
         return next.run(request).await;
     }
-    let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
+    // Only the header's values are kept (nothing is allocated without one).
+    let if_none_match: Vec<HeaderValue> = request
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .cloned()
+        .collect();
     let response = next.run(request).await;
     if response.status() != StatusCode::OK {
         return response;
@@ -202,43 +202,21 @@ pub async fn revalidate(request: Request, next: Next) -> Response {
             Ok(bytes) => bytes,
             Err(error) => return ApiError::Internal(error.to_string()).into_response(),
         };
-        if let Ok(value) = HeaderValue::from_str(&entity_tag(&bytes)) {
-            parts.headers.insert(header::ETAG, value);
-        }
+        parts.headers.insert(header::ETAG, entity_tag(&bytes));
         parts.headers.remove(header::CONTENT_LENGTH);
         body = Body::from(bytes);
     }
-    let matched = if_none_match
-        .as_ref()
-        .and_then(|value| value.to_str().ok())
-        .zip(
-            parts
-                .headers
-                .get(header::ETAG)
-                .and_then(|tag| tag.to_str().ok()),
-        )
-        .is_some_and(|(value, tag)| matches(value, tag));
+    let matched = !if_none_match.is_empty()
+        && parts
+            .headers
+            .get(header::ETAG)
+            .is_some_and(|tag| etag_matches(&if_none_match, tag));
     if matched {
         parts.status = StatusCode::NOT_MODIFIED;
         strip_content_headers(&mut parts.headers);
         return Response::from_parts(parts, Body::empty());
     }
     Response::from_parts(parts, body)
-}
-
-/// The strong entity tag of `bytes`: `"` + base64url of the first 128 bits of SHA-256 + `"`.
-fn entity_tag(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest[..TAG_BYTES]))
-}
-
-/// Whether an `If-None-Match` value names `tag` (weak comparison) or is `*`.
-fn matches(if_none_match: &str, tag: &str) -> bool {
-    let opaque = |candidate: &str| candidate.trim().trim_start_matches("W/").to_owned();
-    if_none_match.trim() == "*"
-        || if_none_match
-            .split(',')
-            .any(|candidate| opaque(candidate) == opaque(tag))
 }
 
 /// A 304 has no body, so headers describing one go.
@@ -249,22 +227,5 @@ fn strip_content_headers(headers: &mut HeaderMap) {
         header::CONTENT_ENCODING,
     ] {
         headers.remove(name);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn if_none_match_compares_weakly_and_accepts_lists_and_star() {
-        let tag = entity_tag(b"{}");
-        assert!(tag.starts_with('"') && tag.ends_with('"'));
-        assert!(matches(&tag, &tag));
-        assert!(matches(&format!("W/{tag}"), &tag));
-        assert!(matches(&format!("\"other\", {tag}"), &tag));
-        assert!(matches("*", &tag));
-        assert!(!matches("\"other\"", &tag));
-        assert_ne!(entity_tag(b"{}"), entity_tag(b"[]"));
     }
 }

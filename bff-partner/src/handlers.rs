@@ -20,7 +20,7 @@ use crate::{
     error::ApiError,
     extract::{Ctx, IdempotencyKeyHeader, Json, Path, Query},
     params::{self, OrderListParams, ProductListParams},
-    response::{created, json, json_served, page, product_served},
+    response::{IfNoneMatch, created, json, json_served, page, product_served},
     service::OrderRequest,
     state::AppState,
     version::Version,
@@ -81,18 +81,25 @@ pub async fn list_products<V: Shapes>(
     ))
 }
 
-/// `GET /vN/products/{product_id}`: one product, with `Age` when it comes from the cache.
+/// `GET /vN/products/{product_id}`: one product with its `ETag`, and `Age` when it comes from
+/// the cache; `304` when `If-None-Match` names the tag.
 pub async fn get_product<V: Shapes>(
     _auth: Authorized<CatalogRead>,
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     Path(product_id): Path<String>,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let id = params::product_id(&product_id)?;
     let product = state.product(&ctx, &id).await?;
-    product_served(&state, V::VERSION, id, &product, |product| {
-        serde_json::to_vec(&V::Product::from(product))
-    })
+    product_served(
+        &state,
+        V::VERSION,
+        id,
+        &product,
+        &if_none_match,
+        |product| serde_json::to_vec(&V::Product::from(product)),
+    )
     .await
 }
 

@@ -1,15 +1,18 @@
 //! Building the answers of both versions' handlers: JSON bodies with `Age` when they come from a
 //! cache, pages with `Link: rel="next"`, `201 Created` with `Location`, product bodies serialized
-//! once per product and version, and `Cache-Control: private, no-store` for the order routes.
+//! once per product and version with their `ETag` (and `304 Not Modified` for a matching
+//! `If-None-Match`), and `Cache-Control: private, no-store` for the order routes.
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc};
 
 use axum::{
-    body::Bytes,
-    http::{HeaderValue, StatusCode, header},
+    body::{Body, Bytes},
+    extract::FromRequestParts,
+    http::{HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
+use server_kit::http::{entity_tag, etag_matches};
 use shared_clients::{Creation, Product, ProductId, Served};
 
 use crate::{error::ApiError, params::next_page_query, state::AppState, version::Version};
@@ -37,35 +40,92 @@ fn with_age<V>(response: &mut Response, served: &Served<V>) {
     }
 }
 
-/// A product as `version` shapes it: 200 with a JSON body and `Age` as [`json_served`] says.
+/// A product body as one version shapes it, serialized once: its bytes and their strong entity
+/// tag, kept together in [`Services::product_bodies`](crate::state::Services::product_bodies)
+/// beside the product value they were made from, and dropped with it. Cheap to clone (both are
+/// shared bytes).
+#[derive(Debug, Clone)]
+pub struct ProductBody {
+    /// The JSON bytes, the same for every partner (public catalog data).
+    bytes: Bytes,
+    /// `ETag` of the bytes, computed once (the shared compression sends it weak, `W/"…"`, on a
+    /// compressed answer).
+    etag: HeaderValue,
+}
+
+impl ProductBody {
+    /// The body of `bytes`, tagged.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        let etag = entity_tag(&bytes);
+        Self {
+            bytes: Bytes::from(bytes),
+            etag,
+        }
+    }
+}
+
+/// The request's `If-None-Match` lines, copied alone (none: nothing allocated).
+#[derive(Debug, Default)]
+pub struct IfNoneMatch(Vec<HeaderValue>);
+
+impl IfNoneMatch {
+    /// Whether `tag` is named (weak comparison, or `*`): answer 304.
+    fn matches(&self, tag: &HeaderValue) -> bool {
+        !self.0.is_empty() && etag_matches(&self.0, tag)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(Self(
+            parts
+                .headers
+                .get_all(header::IF_NONE_MATCH)
+                .iter()
+                .cloned()
+                .collect(),
+        ))
+    }
+}
+
+/// A product as `version` shapes it: 200 with a JSON body, its `ETag`, and `Age` as
+/// [`json_served`] says; `304 Not Modified` without a body when `if_none_match` names the tag.
 ///
-/// The body is serialized once per product value and version, then answered from
+/// The body and its tag are made once per product value and version, then answered from
 /// [`Services::product_bodies`](crate::state::Services::product_bodies) for as long as the
-/// catalog cache serves that same value. `serialize` shapes and serializes the product, e.g.
-/// `|p| serde_json::to_vec(&v2::Product::from(p))`.
+/// catalog cache serves that same value: a hit serializes and hashes nothing. `serialize` shapes
+/// and serializes the product, e.g. `|p| serde_json::to_vec(&v2::Product::from(p))`.
 pub async fn product_served(
     state: &AppState,
     version: Version,
     id: ProductId,
     product: &Served<Arc<Product>>,
+    if_none_match: &IfNoneMatch,
     serialize: impl FnOnce(&Product) -> serde_json::Result<Vec<u8>>,
 ) -> Result<Response, ApiError> {
     let body = state
         .product_bodies
         .get_or_derive((version, id), product, |product| {
             serialize(product)
-                .map(Bytes::from)
+                .map(ProductBody::new)
                 .map_err(|error| ApiError::Internal(error.to_string()))
         })
         .await?;
-    let mut response = (
-        [(
+    let mut response = if if_none_match.matches(&body.etag) {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else {
+        let mut response = Response::new(Body::from(body.bytes));
+        response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response();
+        );
+        response
+    };
+    response.headers_mut().insert(header::ETAG, body.etag);
     with_age(&mut response, product);
     Ok(response)
 }

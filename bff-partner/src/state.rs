@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use shared_clients::{Derived, Downstream, OrderPlacement, Product, ProductId};
 
 use crate::{
@@ -12,6 +11,7 @@ use crate::{
     auth_throttle::AuthThrottle,
     config::PartnerConfig,
     rate_limit::{self, RateLimiter},
+    response::ProductBody,
     version::{Deprecation, Version},
     webhooks::{
         ssrf::{Resolver, SystemResolver},
@@ -55,10 +55,12 @@ pub struct Services {
     pub limiter: Arc<dyn RateLimiter>,
     /// The `/v1` deprecation headers.
     pub deprecation: Deprecation,
-    /// Product bodies already serialized, by API version and product (`gateway.rendered_products`
-    /// at most), answered again while the catalog cache serves the very same product value. A
-    /// product body is public catalog data, the same for every partner.
-    pub product_bodies: Derived<(Version, ProductId), Product, Bytes>,
+    /// Product bodies already serialized, with their `ETag`, by API version and product
+    /// (`gateway.rendered_products` at most), answered again while the catalog cache serves the
+    /// very same product value (a refreshed or evicted product is a new value: its body is made
+    /// anew). A product body is public catalog data, the same for every partner, so sharing it
+    /// is safe; nothing per partner (orders) is ever kept here.
+    pub product_bodies: Derived<(Version, ProductId), Product, ProductBody>,
     /// Partners' webhook endpoints and deliveries, in Redis (disabled without it).
     pub webhooks: WebhookStore,
     /// Looks webhook targets' hosts up for the SSRF check: the system's resolver but in tests

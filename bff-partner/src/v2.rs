@@ -20,6 +20,7 @@ use crate::{
     handlers::{self, Shapes},
     openapi::{ProblemDoc, ProblemResponse},
     params::{OrderListParams, OrderStatus, ProductListParams},
+    response::IfNoneMatch,
     service::{NewOrderLine, OrderRequest},
     state::AppState,
     version::Version,
@@ -377,11 +378,17 @@ pub async fn list_products(
 /// Get one product.
 #[utoipa::path(
     get, path = "/v2/products/{product_id}", tag = "products", operation_id = "getProduct",
-    params(("product_id" = String, Path, description = "The product's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(
+        ("product_id" = String, Path, description = "The product's id", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` received for this product: `304` without a body while the product is the same"),
+    ),
     security(("api_key" = ["catalog:read"])),
     responses(
         (status = 200, description = "The product", body = Product, headers(
+            ("ETag" = String, description = "Entity tag of the body (weak, `W/\"…\"`, when the answer is compressed); send it back in `If-None-Match` to revalidate"),
             ("Age" = u64, description = "Present when the product comes from the gateway's cache: how many seconds ago it was fetched"))),
+        (status = 304, description = "Not modified: `If-None-Match` names the product's current `ETag`", headers(
+            ("ETag" = String, description = "The entity tag named"))),
         (status = 400, response = ProblemResponse),
         (status = 401, response = ProblemResponse),
         (status = 403, response = ProblemResponse),
@@ -395,8 +402,9 @@ pub async fn get_product(
     state: State<AppState>,
     ctx: Ctx,
     path: Path<String>,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response, ApiError> {
-    handlers::get_product::<V2>(auth, state, ctx, path).await
+    handlers::get_product::<V2>(auth, state, ctx, path, if_none_match).await
 }
 
 /// List every category.

@@ -240,6 +240,15 @@ pub struct ServerConfig {
     /// Response compression (`br`, `gzip`) above a size, the same for every gateway
     /// ([`crate::compression`]).
     pub compression: CompressionConfig,
+    /// Above this many requests in one second, the access log (the `finished processing
+    /// request` line) is sampled: the first this many successful, fast requests of each second
+    /// are logged, the others counted, and one line per second says how many were not logged.
+    /// Errors (status 400 and above) and requests slower than `access_log_slow_threshold` are
+    /// always logged. `0` (the default) logs every request.
+    pub access_log_sample_above_rps: u64,
+    /// A request at least this slow is always logged, however many requests arrive.
+    #[serde(with = "humantime_serde")]
+    pub access_log_slow_threshold: Duration,
 }
 
 impl ServerConfig {
@@ -290,6 +299,12 @@ impl ServerConfig {
                 format!("must be between 1 and {MAX_CONNECTIONS}"),
             ));
         }
+        if self.access_log_slow_threshold > MAX_TIMEOUT {
+            return Err(ConfigError::invalid(
+                "server.access_log_slow_threshold",
+                "must be at most 24h",
+            ));
+        }
         if self.metrics_listen_addr == Some(self.listen_addr) && self.listen_addr.port() != 0 {
             return Err(ConfigError::invalid(
                 "server.metrics_listen_addr",
@@ -328,6 +343,8 @@ impl Default for ServerConfig {
             max_headers: 100,
             max_connections: 10_000,
             compression: CompressionConfig::default(),
+            access_log_sample_above_rps: 0,
+            access_log_slow_threshold: Duration::from_secs(1),
         }
     }
 }

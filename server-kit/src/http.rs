@@ -11,7 +11,8 @@
 //! 4. one `tracing` span per request, its fields named as OpenTelemetry's HTTP semantic
 //!    conventions name them (`http.request.method`, `http.route` — the template —, `url.path`,
 //!    `server.address`, `http.response.status_code`) plus `trace_id` and `request_id`, so every
-//!    log line of the request carries them, and one log line when it finishes (status, latency).
+//!    log line of the request carries them, and one log line when it finishes (status, latency):
+//!    the access log, sampled above `server.access_log_sample_above_rps` ([`AccessLog`]);
 //!    With OTLP export on ([`crate::telemetry`]), this span continues the client's trace (its
 //!    parent is the client's valid `traceparent`; without one it starts a new trace, the
 //!    generated header of step 3 is not its parent) and `trace_id` is the trace id it is exported
@@ -42,8 +43,12 @@ use std::{
     any::Any,
     convert::Infallible,
     panic::AssertUnwindSafe,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -106,7 +111,10 @@ fn stack(router: Router, config: &ServerConfig, metrics: Option<Metrics>) -> Rou
     // One `Router::layer` call: each one boxes every route once more.
     let middleware = ServiceBuilder::new()
         .option_layer(CompressLayer::new(&config.compression))
-        .layer(EdgeLayer { metrics })
+        .layer(EdgeLayer {
+            metrics,
+            access_log: Arc::new(AccessLog::new(config)),
+        })
         .layer(DefaultBodyLimit::max(config.max_body_bytes));
     router
         .fallback(|| async { Problem::status(StatusCode::NOT_FOUND) })
@@ -118,6 +126,8 @@ fn stack(router: Router, config: &ServerConfig, metrics: Option<Metrics>) -> Rou
 struct EdgeLayer {
     /// Where each request's series go, on a gateway's server.
     metrics: Option<Metrics>,
+    /// Which finished requests are logged, shared by every route.
+    access_log: Arc<AccessLog>,
 }
 
 impl<S> Layer<S> for EdgeLayer {
@@ -127,6 +137,7 @@ impl<S> Layer<S> for EdgeLayer {
         Edge {
             inner,
             metrics: self.metrics.clone(),
+            access_log: Arc::clone(&self.access_log),
         }
     }
 }
@@ -138,6 +149,8 @@ struct Edge<S> {
     inner: S,
     /// Where each request's series go, if anywhere.
     metrics: Option<Metrics>,
+    /// Which finished requests are logged.
+    access_log: Arc<AccessLog>,
 }
 
 impl<S> Service<Request> for Edge<S>
@@ -170,6 +183,7 @@ where
         if crate::telemetry::exporting() {
             point_traceparent_at(&span, request.headers_mut());
         }
+        let access_log = Arc::clone(&self.access_log);
         let answer = async move {
             // A panic while calling the route or while polling its future becomes a 500.
             let response = match AssertUnwindSafe(async move { inner.call(request).await })
@@ -193,7 +207,7 @@ where
                     .entry(REQUEST_ID)
                     .or_insert(request_id);
             }
-            finished(&response, started);
+            finished(&response, started, &access_log);
             response
         }
         .instrument(span);
@@ -335,16 +349,93 @@ fn point_traceparent_at(span: &tracing::Span, headers: &mut HeaderMap) {
     }
 }
 
-/// Logs the request's end, inside its span; with export on, records the status on the span.
-fn finished(response: &Response, started: Instant) {
+/// Logs the request's end, inside its span, unless the access log is sampled and this request
+/// is not one it keeps; with export on, records the status on the span.
+fn finished(response: &Response, started: Instant, access_log: &AccessLog) {
     let status = response.status().as_u16();
     if crate::telemetry::exporting() {
         // As an i64: OpenTelemetry attributes have no unsigned integers (a u64 would be exported
         // as a string).
         tracing::Span::current().record("http.response.status_code", i64::from(status));
     }
-    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    tracing::info!(status, latency_ms, "finished processing request");
+    let now = Instant::now();
+    let latency = now.saturating_duration_since(started);
+    if access_log.keeps(status, latency, now) {
+        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(status, latency_ms, "finished processing request");
+    }
+}
+
+/// Which finished requests get an access-log line (`server.access_log_sample_above_rps`,
+/// `server.access_log_slow_threshold`).
+///
+/// Every request is logged while `per_second` is 0 (the default). Otherwise, per second of this
+/// process: errors (status 400 and above) and requests slower than `slow` are always logged;
+/// of the others, the first `per_second` are logged and the rest counted. The first request of
+/// a later second writes one line, outside any request's span, with how many were not logged:
+/// a sampled log still accounts for every request. (The rate is per gateway process, across
+/// every route; the `bff_http_requests_total` series count every request regardless.)
+struct AccessLog {
+    /// Successful, fast requests logged per second at most; `0`: all.
+    per_second: u64,
+    /// A request at least this slow is always logged.
+    slow: Duration,
+    /// Where this log's seconds are counted from.
+    epoch: Instant,
+    /// The second (since `epoch`) the counts are for.
+    second: AtomicU64,
+    /// Successful, fast requests seen in that second.
+    seen: AtomicU64,
+    /// Requests not logged since the last line that said how many.
+    skipped: AtomicU64,
+}
+
+impl AccessLog {
+    /// The sampling `config` asks for.
+    fn new(config: &ServerConfig) -> Self {
+        Self {
+            per_second: config.access_log_sample_above_rps,
+            slow: config.access_log_slow_threshold,
+            epoch: Instant::now(),
+            second: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a request that ended with `status` after `latency`, at `now`, is logged (else it
+    /// is counted, to be reported).
+    fn keeps(&self, status: u16, latency: Duration, now: Instant) -> bool {
+        if self.per_second == 0 || status >= 400 || latency >= self.slow {
+            return true;
+        }
+        let second = now.saturating_duration_since(self.epoch).as_secs();
+        let current = self.second.load(Ordering::Relaxed);
+        if second > current
+            && self
+                .second
+                .compare_exchange(current, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            // This request opens a new second (exactly one request wins the exchange).
+            self.seen.store(0, Ordering::Relaxed);
+            let skipped = self.skipped.swap(0, Ordering::Relaxed);
+            if skipped > 0 {
+                tracing::info!(
+                    parent: None,
+                    skipped,
+                    sample_above_rps = self.per_second,
+                    "access log sampled: successful requests not logged since the last such line"
+                );
+            }
+        }
+        if self.seen.fetch_add(1, Ordering::Relaxed) < self.per_second {
+            true
+        } else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
 }
 
 /// The W3C trace context header.
@@ -387,6 +478,50 @@ fn new_request_id() -> Option<HeaderValue> {
     let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
     let text = uuid.hyphenated().encode_lower(&mut text);
     HeaderValue::from_str(text).ok()
+}
+
+/// Bytes of the SHA-256 kept in an entity tag (128 bits: collisions are not a concern).
+const TAG_BYTES: usize = 16;
+
+/// The strong entity tag of a body of `bytes`: `"` + base64url of the first 128 bits of its
+/// SHA-256 + `"`. Compute it once, where the bytes are made and kept (a cached answer keeps its
+/// tag beside its bytes); the shared compression makes it weak (`W/"…"`) on a compressed answer.
+pub fn entity_tag(bytes: &[u8]) -> HeaderValue {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+    use sha2::{Digest as _, Sha256};
+
+    let digest = Sha256::digest(bytes);
+    let mut tag = [0_u8; 2 + 22];
+    tag[0] = b'"';
+    tag[23] = b'"';
+    // 16 bytes are 22 base64url characters without padding.
+    let written = URL_SAFE_NO_PAD
+        .encode_slice(&digest[..TAG_BYTES], &mut tag[1..23])
+        .unwrap_or_default();
+    debug_assert_eq!(written, 22);
+    HeaderValue::from_bytes(&tag).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+}
+
+/// Whether the `If-None-Match` values `if_none_match` (every line of the header) name `tag`
+/// with the weak comparison of RFC 9110 §13.1.2 (`W/"x"` matches `"x"` and the reverse), or are
+/// `*`: the answer is then `304 Not Modified`.
+pub fn etag_matches<'a>(
+    if_none_match: impl IntoIterator<Item = &'a HeaderValue>,
+    tag: &HeaderValue,
+) -> bool {
+    let opaque = |candidate: &'a [u8]| -> &'a [u8] {
+        let candidate = candidate.trim_ascii();
+        candidate.strip_prefix(b"W/").unwrap_or(candidate)
+    };
+    let tag = tag.as_bytes();
+    let tag = tag.strip_prefix(b"W/").unwrap_or(tag);
+    if_none_match.into_iter().any(|value| {
+        let value = value.as_bytes();
+        value.trim_ascii() == b"*"
+            || value
+                .split(|&b| b == b',')
+                .any(|candidate| opaque(candidate) == tag)
+    })
 }
 
 /// The host of a `Host` header, without its port (`[::1]:8080` → `[::1]`).
@@ -478,6 +613,61 @@ mod tests {
         assert!(!is_sane_request_id(
             &HeaderValue::from_str(&long).expect("ascii")
         ));
+    }
+
+    #[test]
+    fn an_entity_tag_is_strong_and_if_none_match_compares_weakly() {
+        let tag = entity_tag(b"{}");
+        let text = tag.to_str().expect("ascii");
+        assert!(
+            text.starts_with('"') && text.ends_with('"') && text.len() == 24,
+            "{text}"
+        );
+        assert_eq!(entity_tag(b"{}"), tag, "same bytes, same tag");
+        assert_ne!(entity_tag(b"[]"), tag);
+        let value = |text: &str| HeaderValue::from_str(text).expect("value");
+        assert!(etag_matches([&tag], &tag));
+        assert!(etag_matches([&value(&format!("W/{text}"))], &tag));
+        assert!(etag_matches([&value(&format!("\"x\", {text}"))], &tag));
+        assert!(etag_matches([&value("\"x\""), &tag], &tag), "a second line");
+        assert!(etag_matches([&value("*")], &tag));
+        let weak = value(&format!("W/{text}"));
+        assert!(etag_matches([&tag], &weak), "a weakened tag still matches");
+        assert!(!etag_matches([&value("\"x\"")], &tag));
+        assert!(!etag_matches([], &tag));
+    }
+
+    fn access_log(per_second: u64) -> AccessLog {
+        AccessLog::new(&ServerConfig {
+            access_log_sample_above_rps: per_second,
+            ..ServerConfig::default()
+        })
+    }
+
+    #[test]
+    fn without_a_sampling_rate_every_request_is_logged() {
+        let log = access_log(0);
+        let now = log.epoch;
+        assert!((0..10_000).all(|_| log.keeps(200, Duration::ZERO, now)));
+    }
+
+    #[test]
+    fn above_the_rate_successful_fast_requests_are_counted_not_logged() {
+        let log = access_log(3);
+        let fast = Duration::from_millis(1);
+        let second = |n: u64| log.epoch + Duration::from_secs(n) + Duration::from_millis(10);
+        let kept = (0..10).filter(|_| log.keeps(200, fast, second(0))).count();
+        assert_eq!(kept, 3, "the first 3 of the second");
+        assert_eq!(log.skipped.load(Ordering::Relaxed), 7);
+        // Errors and slow requests are always logged, and not counted as skipped.
+        assert!(log.keeps(500, fast, second(0)));
+        assert!(log.keeps(404, fast, second(0)));
+        assert!(log.keeps(200, Duration::from_secs(1), second(0)));
+        assert_eq!(log.skipped.load(Ordering::Relaxed), 7);
+        // The next second starts afresh, and reports (and resets) the skipped count.
+        let kept = (0..5).filter(|_| log.keeps(304, fast, second(1))).count();
+        assert_eq!(kept, 3);
+        assert_eq!(log.skipped.load(Ordering::Relaxed), 2, "7 reported, 2 new");
     }
 
     #[test]

@@ -159,3 +159,61 @@ async fn the_order_stream_asked_for_compression_is_sent_event_by_event_in_the_cl
     let first = events.expect("order").await;
     assert_eq!(first.json()["id"], order_id.as_str());
 }
+
+#[tokio::test]
+async fn a_cached_product_detail_is_the_first_answers_bytes_and_tag_for_everyone_and_304_when_named()
+ {
+    let app = spawn_app().await;
+    let product = app.world().regular_product().to_owned();
+    let path = format!("/products/{product}?w=600");
+    let first = app.get(&path, None).await;
+    assert_eq!(first.status, 200);
+    let etag = first.header("etag").to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+
+    // Kept rendered: the same bytes and tag, anonymous or signed in (public catalog data).
+    let user = app.world().user_with_orders().to_owned();
+    for as_user in [None, Some(user.as_str()), None] {
+        let again = app.get(&path, as_user).await;
+        assert_eq!(again.status, 200);
+        assert_eq!(again.bytes, first.bytes);
+        assert_eq!(again.header("etag"), etag);
+        assert_eq!(again.header("cache-control"), "public, max-age=30");
+    }
+    // Another width is another rendering, with its own tag.
+    let small = app.get(&format!("/products/{product}?w=100"), None).await;
+    assert_ne!(small.header("etag"), etag);
+
+    for named in [etag.clone(), format!("W/{etag}")] {
+        let revalidated = app
+            .send(
+                app.request(Method::GET, &path, None)
+                    .header("if-none-match", &named),
+            )
+            .await;
+        assert_eq!(revalidated.status, 304, "{named}");
+        assert!(revalidated.bytes.is_empty());
+        assert_eq!(revalidated.header("etag"), etag);
+    }
+    // With compression accepted, the answer is the compressed one, tagged weak; revalidating it
+    // is a 304 with that weak tag.
+    let compressed = app
+        .send(
+            app.request(Method::GET, &path, None)
+                .header("accept-encoding", "gzip"),
+        )
+        .await;
+    if compressed.header("content-encoding") == "gzip" {
+        assert_eq!(compressed.header("etag"), format!("W/{etag}"));
+        assert_eq!(decode("gzip", compressed.bytes.clone()).await, first.bytes);
+    }
+    let revalidated = app
+        .send(
+            app.request(Method::GET, &path, None)
+                .header("accept-encoding", "gzip")
+                .header("if-none-match", format!("W/{etag}")),
+        )
+        .await;
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(revalidated.header("etag"), format!("W/{etag}"));
+}

@@ -12,6 +12,7 @@ mod operating;
 mod orders;
 mod quota;
 mod replicas;
+mod revalidation;
 mod throttle;
 mod versions;
 mod webhook_delivery;
