@@ -45,6 +45,9 @@ pub struct WebConfig {
     /// Automatic persisted queries (Apollo's protocol): clients send a query's hash instead of its
     /// text once the gateway knows it.
     pub apq: ApqConfig,
+    /// Whole answers of public queries kept and answered again without running them (see
+    /// `docs/response-cache.md`).
+    pub response_cache: ResponseCacheConfig,
     /// Cross-origin access for the web app's origins.
     pub cors: CorsConfig,
     /// How bearer tokens are verified (`[gateway.auth]`, `BFF_GATEWAY__AUTH__HS256_SECRET`).
@@ -80,6 +83,7 @@ impl Default for WebConfig {
             limits: LimitsConfig::default(),
             document_cache_max_bytes: 8 * 1024 * 1024,
             apq: ApqConfig::default(),
+            response_cache: ResponseCacheConfig::default(),
             cors: CorsConfig::default(),
             auth: AuthConfig::default(),
             checkout: OrderPlacementConfig::default(),
@@ -108,6 +112,12 @@ impl GatewayConfig for WebConfig {
             return Err(ConfigError::invalid(
                 "gateway.apq.max_bytes",
                 "must be greater than 0 while APQ is enabled",
+            ));
+        }
+        if self.response_cache.enabled && self.response_cache.max_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "gateway.response_cache.max_bytes",
+                "must be greater than 0 while the response cache is enabled",
             ));
         }
         if self.apq.shared_ttl < Duration::from_secs(1) {
@@ -397,6 +407,36 @@ impl Default for ApqConfig {
             enabled: true,
             max_bytes: 4 * 1024 * 1024,
             shared_ttl: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// The response cache of public queries (`[gateway.response_cache]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseCacheConfig {
+    /// Whether answers of queries that read only public catalog data are kept and answered
+    /// again, and `GET` ones get `Cache-Control: public, max-age=…` and an `ETag`.
+    pub enabled: bool,
+    /// Memory budget of the kept answers, in bytes (their JSON; least recently used forgotten
+    /// first).
+    pub max_bytes: u64,
+    /// Largest answer kept, in bytes; larger ones are answered but never kept.
+    pub max_entry_bytes: usize,
+    /// Longest an answer is kept, whatever its contents' freshness allows (each answer is kept
+    /// no longer than the shortest remaining freshness of what it shows, and dropped by the
+    /// change events of what it shows).
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+}
+
+impl Default for ResponseCacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: 32 * 1024 * 1024,
+            max_entry_bytes: 256 * 1024,
+            max_ttl: Duration::from_secs(300),
         }
     }
 }

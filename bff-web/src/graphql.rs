@@ -26,8 +26,12 @@
 //!   challenge. Its downstream context carries the request id, `traceparent` and the deadline
 //!   `downstream.deadline` from now.
 //!
-//! Responses are never cached by browsers or proxies (`Cache-Control: no-store`, written by
-//! [`json_response`]): they may hold the viewer's private data.
+//! - Answers of public queries are kept by the response cache ([`crate::response_cache`]) and
+//!   answered again without running; over `GET` they are `Cache-Control: public, max-age=N`
+//!   with an `ETag` (`If-None-Match` → 304).
+//!
+//! Every other response is never cached by browsers or proxies (`Cache-Control: no-store`,
+//! written by [`bytes_response`]): it may hold the viewer's private data.
 //!
 //! [`Authenticator::authenticate`]: server_kit::auth::Authenticator::authenticate
 
@@ -54,10 +58,11 @@ use crate::{
     error::TransportError,
     graphiql, live,
     pipeline::{
-        Prepared, ResponseBody, prepare_trusted, record_operation, request_from_json, with_codes,
-        with_document_id,
+        Prepared, ResponseBody, prepare_resolved, record_operation, request_from_json, resolve,
+        with_codes, with_document_id,
     },
-    response::{Media, json_response, negotiate},
+    response::{Media, bytes_response, negotiate, shared_response},
+    response_cache,
     schema::{Executed, Identity, RequestScope},
     state::AppState,
 };
@@ -210,23 +215,59 @@ fn request_from_body(headers: &HeaderMap, body: &[u8]) -> Result<Request, Transp
 }
 
 /// Runs one request through [`prepare`], authentication and the schema; a request refused
-/// before the schema ran it is a [`TransportError`].
+/// before the schema ran it is a [`TransportError`]. An answer the response cache holds for it
+/// is answered once the request is authenticated, without preparing or running anything.
 async fn execute(
     endpoint: Arc<AppState>,
     metrics: Option<server_kit::metrics::Metrics>,
     headers: HeaderMap,
-    request: Request,
+    mut request: Request,
     media: Media,
     via_get: bool,
 ) -> Result<Response, TransportError> {
+    let resolved = resolve(&endpoint, metrics.as_ref(), &mut request).await?;
+    let key = endpoint.responses.is_enabled().then(|| {
+        let document = match &resolved {
+            Some(trusted) => response_cache::Document::Trusted(&trusted.hash),
+            None => response_cache::Document::Text(&request.query),
+        };
+        response_cache::key(
+            document,
+            request.operation_name.as_deref(),
+            &request.variables,
+        )
+    });
+    if let Some(key) = &key {
+        let kept = endpoint.responses.get(key);
+        if kept.is_none() {
+            count_lookup(metrics.as_ref(), false);
+        }
+        if let Some(kept) = kept {
+            // The same rule as a run: a token that is refused is 401 (an absent one is fine).
+            if let Err(refused) = endpoint.auth.authenticate(&headers).await {
+                return Err(TransportError::Unauthenticated(refused));
+            }
+            count_lookup(metrics.as_ref(), true);
+            if let Some(metrics) = &metrics {
+                record_operation(
+                    metrics,
+                    &endpoint.metric_names,
+                    kept.operation.as_deref(),
+                    &[],
+                );
+            }
+            return Ok(shared_response(media, &kept, via_get, &headers));
+        }
+    }
     let (
         Prepared {
             request,
             operation,
             kind,
+            public,
         },
         trusted,
-    ) = prepare_trusted(&endpoint, metrics.as_ref(), request, via_get).await?;
+    ) = prepare_resolved(&endpoint, metrics.as_ref(), request, resolved, via_get).await?;
     if kind == Some(OperationType::Subscription) {
         return Err(TransportError::SubscriptionNeedsStream);
     }
@@ -239,6 +280,7 @@ async fn execute(
     let executed = Executed::default();
     let scope = RequestScope::new(&endpoint.services, context, identity);
     let staleness = Arc::clone(&scope.staleness);
+    let contents = Arc::clone(&scope.contents);
     let request = request.data(scope).data(executed.clone());
     // A trusted document was validated in full when loaded: only what depends on the request's
     // variables (complexity) is checked again.
@@ -262,6 +304,8 @@ async fn execute(
         "graphql.operation.type" = operation_type,
         "graphql.document.id" = trusted.as_ref().map(|t| &*t.id),
     );
+    // Taken before anything is read: a change during the run means the answer is not kept.
+    let changes = endpoint.responses.changes();
     let mut response = schema.execute(request).instrument(span).await;
     if let Some(stale) = staleness.report() {
         // Said once per answer: which sources were served from the cache past their freshness.
@@ -295,5 +339,41 @@ async fn execute(
         errors: &errors,
         extensions: &response.extensions,
     };
-    Ok(json_response(media, status, &body))
+    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    // Only a complete, fresh answer of a public query: no errors, no `stale` (or any other)
+    // extension.
+    let keepable = public
+        && ran
+        && kind == Some(OperationType::Query)
+        && errors.is_empty()
+        && response.extensions.is_empty();
+    if let Some(key) = key.filter(|_| keepable) {
+        let kept = endpoint.responses.keep(
+            key,
+            changes,
+            &contents.record(),
+            bytes.clone(),
+            operation.as_deref(),
+        );
+        if let Some(kept) = kept {
+            return Ok(shared_response(media, &kept, via_get, &headers));
+        }
+    }
+    Ok(bytes_response(media, status, bytes))
+}
+
+/// Counts one lookup of the response cache (`bff_graphql_response_cache_total{outcome}`).
+fn count_lookup(metrics: Option<&server_kit::metrics::Metrics>, hit: bool) {
+    let Some(metrics) = metrics else {
+        return;
+    };
+    let outcome = if hit {
+        response_cache::Outcome::Hit
+    } else {
+        response_cache::Outcome::Miss
+    };
+    metrics.record(|| {
+        metrics::counter!("bff_graphql_response_cache_total", "outcome" => outcome.as_str())
+            .increment(1);
+    });
 }

@@ -18,6 +18,8 @@
 //!   downstream context of each request, operation metrics.
 //! - [`pipeline`]: what every transport does with a request around the schema (reading it,
 //!   APQ and the document limits, error codes, the response body, operation metrics).
+//! - [`response_cache`]: whole answers of public queries, kept as bytes, tagged with what they
+//!   show and dropped by its changes.
 //! - [`live`]: operations over long-lived connections — subscriptions over a WebSocket
 //!   (`graphql-transport-ws`) and as server-sent events, their limits, shutdown and token expiry.
 //! - [`response`]: the response types (negotiated from `Accept`) and the headers every answer
@@ -42,6 +44,7 @@ pub mod graphql;
 pub mod live;
 pub mod pipeline;
 pub mod response;
+pub mod response_cache;
 pub mod routes;
 pub mod schema;
 pub mod state;

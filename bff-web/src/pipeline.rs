@@ -1,7 +1,7 @@
 //! What every transport does with a GraphQL request before and after the schema, whatever
 //! carries it (`POST`/`GET` in [`crate::graphql`], a WebSocket or an event stream in
-//! [`crate::live`]): reading it from JSON, [`prepare`] (trusted documents, APQ, the `GET`
-//! rule, the document limits, missing variables), giving every error a code ([`with_codes`]),
+//! [`crate::live`]): reading it from JSON, [`prepare`] (trusted documents, APQ — [`resolve`] —
+//! then the `GET` rule, the document limits, missing variables), giving every error a code ([`with_codes`]),
 //! serializing a response ([`ResponseBody`]) and counting operations ([`record_operation`]).
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use async_graphql::{
 
 use crate::{
     error::{TransportError, codes},
-    schema,
+    response_cache, schema,
     state::AppState,
     trusted::{DocumentId, OperationLabels, TrustedDocument},
 };
@@ -62,7 +62,14 @@ pub(crate) struct Prepared {
     pub operation: Option<String>,
     /// The operation's type, when the document parsed and names it.
     pub kind: Option<OperationType>,
+    /// Whether the document names no private field, so an answer to it may be shared (see
+    /// [`crate::response_cache`]).
+    pub public: bool,
 }
+
+/// What a request runs, once trusted documents and APQ had their say: a trusted document, or
+/// the text now in `request.query`.
+pub(crate) type Resolved = Option<Arc<TrustedDocument>>;
 
 /// Takes one request through trusted documents, APQ, the `GET` rule and the document limits,
 /// before any transport runs it; a request refused there is a [`TransportError`].
@@ -85,26 +92,58 @@ pub(crate) async fn prepare_trusted(
     metrics: Option<&server_kit::metrics::Metrics>,
     mut request: Request,
     via_get: bool,
-) -> Result<(Prepared, Option<Arc<TrustedDocument>>), TransportError> {
+) -> Result<(Prepared, Resolved), TransportError> {
+    let resolved = resolve(endpoint, metrics, &mut request).await?;
+    prepare_resolved(endpoint, metrics, request, resolved, via_get).await
+}
+
+/// The first step of [`prepare_trusted`]: which document `request` runs (trusted documents,
+/// then APQ, which may fill `request.query` from a hash). Nothing is parsed yet: what a request
+/// runs is known here, so an answer kept for it can be found before any more work.
+pub(crate) async fn resolve(
+    endpoint: &AppState,
+    metrics: Option<&server_kit::metrics::Metrics>,
+    request: &mut Request,
+) -> Result<Resolved, TransportError> {
     if let Some(metrics) = metrics {
         endpoint.trusted.attach_metrics(metrics);
     }
     let trusted = endpoint
         .trusted
-        .resolve(&mut request)
+        .resolve(request)
         .map_err(TransportError::PersistedDocument)?;
-    if let Some(trusted) = trusted {
+    if trusted.is_none() {
+        endpoint
+            .apq
+            .apply(request)
+            .await
+            .map_err(TransportError::PersistedQuery)?;
+    }
+    Ok(trusted)
+}
+
+/// The rest of [`prepare_trusted`], for a request [`resolve`] resolved.
+pub(crate) async fn prepare_resolved(
+    endpoint: &AppState,
+    metrics: Option<&server_kit::metrics::Metrics>,
+    mut request: Request,
+    resolved: Resolved,
+    via_get: bool,
+) -> Result<(Prepared, Resolved), TransportError> {
+    if let Some(trusted) = resolved {
         let document = &trusted.document;
         let kind = schema::limits::operation_type(document, request.operation_name.as_deref());
         if via_get && kind == Some(OperationType::Mutation) {
             return Err(TransportError::MutationViaGet);
         }
         refuse_missing_variable(document, &request)?;
+        let public = response_cache::names_no_private_field(document);
         request.set_parsed_query(ExecutableDocument::clone(document));
         let prepared = Prepared {
             operation: trusted.name.as_deref().map(str::to_owned),
             request,
             kind,
+            public,
         };
         return Ok((prepared, Some(trusted)));
     }
@@ -113,18 +152,13 @@ pub(crate) async fn prepare_trusted(
         .map(|prepared| (prepared, None))
 }
 
-/// [`prepare`] for a document that is not trusted.
+/// [`prepare_resolved`] for a document that is not trusted (APQ already applied).
 async fn prepare_text(
     endpoint: &AppState,
     metrics: Option<&server_kit::metrics::Metrics>,
     mut request: Request,
     via_get: bool,
 ) -> Result<Prepared, TransportError> {
-    endpoint
-        .apq
-        .apply(&mut request)
-        .await
-        .map_err(TransportError::PersistedQuery)?;
     if request.query.trim().is_empty() {
         return Err(TransportError::BadRequest("The request has no `query`."));
     }
@@ -138,6 +172,7 @@ async fn prepare_text(
     let labels: &OperationLabels = &endpoint.metric_names;
     let named;
     let mut kind = None;
+    let mut public = false;
     if let Some(document) = endpoint.documents.parse(&request.query).await {
         named = labels.untrusted(
             request
@@ -168,6 +203,7 @@ async fn prepare_text(
             });
         }
         refuse_missing_variable(&document, &request)?;
+        public = response_cache::names_no_private_field(&document);
         // The schema takes its own tree; copying the kept one is cheaper than parsing again.
         request.set_parsed_query(ExecutableDocument::clone(&document));
     } else {
@@ -177,6 +213,7 @@ async fn prepare_text(
         operation: named,
         request,
         kind,
+        public,
     })
 }
 

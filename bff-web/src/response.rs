@@ -2,12 +2,18 @@
 //! `Accept`) and [`json_response`], which adds the headers every answer carries.
 //!
 //! Responses are never cached by browsers or proxies (`Cache-Control: no-store`): they may hold
-//! the viewer's private data. `Vary` names `Accept` and `Authorization`.
+//! the viewer's private data. The exception is an answer the response cache holds
+//! ([`shared_response`]): public data, which a `GET` answers with `Cache-Control: public,
+//! max-age=N` (N: the freshness its contents have left) and an `ETag`, and `304` to a matching
+//! `If-None-Match`. `Vary` names `Accept` and `Authorization` on every answer.
 
 use axum::{
+    body::Bytes,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+
+use crate::response_cache::Stored;
 
 /// `application/graphql-response+json`, the GraphQL-over-HTTP response type.
 pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -81,18 +87,62 @@ pub fn negotiate(headers: &HeaderMap) -> Option<Media> {
 
 /// A response with a GraphQL body.
 pub fn json_response(media: Media, status: StatusCode, body: &impl serde::Serialize) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut response = (status, bytes).into_response();
+    bytes_response(
+        media,
+        status,
+        serde_json::to_vec(body).unwrap_or_default().into(),
+    )
+}
+
+/// A response with a GraphQL body already serialized, never to be cached.
+pub fn bytes_response(media: Media, status: StatusCode, body: Bytes) -> Response {
+    let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(media.content_type()),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::VARY,
-        HeaderValue::from_static("Accept, Authorization"),
-    );
+    headers.insert(header::VARY, HeaderValue::from_static(VARY));
+    response
+}
+
+/// What every answer varies on.
+const VARY: &str = "Accept, Authorization";
+
+/// The answer the response cache holds, `200`: over `GET` public for the freshness it has left,
+/// with its `ETag`, and `304` (no body) when `If-None-Match` names that tag; over `POST`, as any
+/// other answer (`no-store`).
+pub fn shared_response(
+    media: Media,
+    stored: &Stored,
+    via_get: bool,
+    request: &HeaderMap,
+) -> Response {
+    if !via_get {
+        return bytes_response(media, StatusCode::OK, stored.body.clone());
+    }
+    let cache_control = HeaderValue::try_from(format!(
+        "public, max-age={}",
+        stored.max_age(tokio::time::Instant::now())
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("no-cache"));
+    let not_modified =
+        server_kit::http::etag_matches(request.get_all(header::IF_NONE_MATCH), &stored.etag);
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut response = (StatusCode::OK, stored.body.clone()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(media.content_type()),
+        );
+        response
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, cache_control);
+    headers.insert(header::ETAG, stored.etag.clone());
+    headers.insert(header::VARY, HeaderValue::from_static(VARY));
     response
 }
 

@@ -15,6 +15,7 @@ use crate::{
     apq::PersistedQueries,
     config::{CorsConfig, TrustedMode},
     documents::ParsedDocuments,
+    response_cache::ResponseCache,
     schema::{self, PageSizes, SchemaOptions, Services, WebSchema, limits::Limits},
     trusted::{OperationLabels, TrustedDocuments},
 };
@@ -43,6 +44,8 @@ pub struct AppState {
     pub apq: PersistedQueries,
     /// Parsed documents by text, so a repeated query is parsed once.
     pub documents: ParsedDocuments,
+    /// Whole answers of public queries (`gateway.response_cache`).
+    pub responses: ResponseCache,
     /// Whether browsers get GraphiQL.
     pub graphiql: bool,
     /// Where the endpoint is mounted (GraphiQL posts there).
@@ -89,6 +92,7 @@ impl AppState {
             full_validation: true,
         };
         let schema = schema::build(services.clone(), options);
+        let responses = ResponseCache::new(&config.response_cache, &services.downstream);
         let trusted = TrustedDocuments::load(&config.trusted_documents, schema.clone(), limits)?;
         trusted.watch();
         let trusted_schema = if config.trusted_documents.mode == TrustedMode::Off {
@@ -116,6 +120,7 @@ impl AppState {
                 settings.server.max_body_bytes,
             ),
             documents: ParsedDocuments::new(config.document_cache_max_bytes),
+            responses,
             graphiql: config.graphiql,
             path: Arc::from(config.path.as_str()),
             deadline: settings.downstream.deadline,

@@ -27,7 +27,7 @@ use tracing::Instrument as _;
 use crate::cache::coalesce::{Claim, Joined, Leader};
 use crate::cache::l2::{L2, Lease};
 use crate::cache::public::{Entry, FreshCache, Lookup, Shared, Update, Windows};
-use crate::cache::served::{Freshness, Served};
+use crate::cache::served::{Freshness, Lifetime, Served};
 use crate::cache::tags::{Tag, TagIndex};
 use crate::config::CacheConfig;
 use crate::context::RequestContext;
@@ -62,6 +62,8 @@ pub struct ProductsFound {
     /// The found products that were served stale, with their age; empty when every product is
     /// fresh. For a gateway that marks stale parts individually.
     pub stale: BTreeMap<ProductId, std::time::Duration>,
+    /// The shortest [`Lifetime`] of the found products (zero when none was found).
+    pub lifetime: Lifetime,
 }
 
 impl ProductsFound {
@@ -91,6 +93,22 @@ pub struct Catalog {
     pages: Option<FreshCache<ProductQuery, ProductPage>>,
     /// Which products and categories each cached page shows.
     tags: Arc<TagIndex<ProductQuery>>,
+    /// Told of every change dropped from the catalog (see [`Catalog::on_change`]).
+    listeners: std::sync::RwLock<Vec<Listener>>,
+}
+
+/// A function told of catalog changes.
+type Listener = Arc<dyn Fn(CatalogChange<'_>) + Send + Sync>;
+
+/// What a change dropped from the catalog cache, as told to [`Catalog::on_change`] listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogChange<'a> {
+    /// One product changed or was deleted (whatever showed it, and any list, is stale).
+    Product(&'a ProductId),
+    /// The category list changed.
+    Categories,
+    /// Everything may have changed (events were missed).
+    All,
 }
 
 impl Catalog {
@@ -155,6 +173,27 @@ impl Catalog {
                 )
             }),
             tags: Arc::new(TagIndex::new(MAX_TAG_PAIRS)),
+            listeners: std::sync::RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Calls `listener` with every change this catalog drops from its cache (a change event, a
+    /// change a live poll found, or a gap: everything), after the cached copy is gone, so a
+    /// cache built from catalog values (bff-web's response cache) can drop what it built from
+    /// them. Called on the event consumer's task: it must be quick and must not block.
+    pub fn on_change(&self, listener: impl Fn(CatalogChange<'_>) + Send + Sync + 'static) {
+        if let Ok(mut listeners) = self.listeners.write() {
+            listeners.push(Arc::new(listener));
+        }
+    }
+
+    /// Tells every listener of `change`.
+    fn tell(&self, change: CatalogChange<'_>) {
+        let Ok(listeners) = self.listeners.read() else {
+            return;
+        };
+        for listener in listeners.iter() {
+            listener(change);
         }
     }
 
@@ -313,9 +352,11 @@ impl Catalog {
             missing: Vec::with_capacity(missing.len()),
             ..ProductsFound::default()
         };
+        let mut lifetime = None::<Lifetime>;
         for id in unique {
             if let Some(served) = found.remove(id) {
                 answer.freshness = answer.freshness.worst(served.freshness);
+                lifetime = Some(lifetime.map_or(served.lifetime, |l| l.shortest(served.lifetime)));
                 if served.is_stale() {
                     answer.stale.insert(id.clone(), served.age());
                 }
@@ -324,6 +365,7 @@ impl Catalog {
                 answer.missing.push(id.clone());
             }
         }
+        answer.lifetime = lifetime.unwrap_or_default();
         Ok(answer)
     }
 
@@ -442,6 +484,7 @@ impl Catalog {
             Lookup::Expired(None) | Lookup::Absent => None,
         };
         self.products.evict(id, true).await;
+        self.tell(CatalogChange::Product(id));
         self.drop_pages(&Tag::Product(id.clone())).await;
         if !exists {
             return;
@@ -459,6 +502,7 @@ impl Catalog {
     /// Drops the category list and the pages of `category` (it changed), here and in L2.
     pub(crate) async fn category_changed(&self, category: &CategoryId) {
         self.categories.evict(&(), true).await;
+        self.tell(CatalogChange::Categories);
         self.drop_pages(&Tag::Category(category.clone())).await;
     }
 
@@ -477,6 +521,7 @@ impl Catalog {
         self.products.evict_all();
         self.categories.evict_all();
         self.forget_pages();
+        self.tell(CatalogChange::All);
     }
 
     /// Drops every page.

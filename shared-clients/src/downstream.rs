@@ -257,6 +257,14 @@ impl Downstream {
         &self.inner.live
     }
 
+    /// The catalog stream consumer's current epoch while it is healthy (connected, not lagging,
+    /// no gap since the epoch began); `None` while it is not, or without change events. An
+    /// opaque number: a [`Lifetime`](crate::Lifetime)'s vouched horizon holds only while this
+    /// stays equal to the epoch it names.
+    pub fn catalog_events_epoch(&self) -> Option<u64> {
+        self.inner.events.get().and_then(Consumer::catalog_epoch)
+    }
+
     /// What every replica shares (disabled when no Redis is configured).
     pub fn shared(&self) -> &SharedState {
         &self.inner.shared

@@ -278,6 +278,11 @@ impl Consumer {
         }
     }
 
+    /// The catalog stream's epoch while it is healthy (see [`Health::healthy_epoch`]).
+    pub(crate) fn catalog_epoch(&self) -> Option<u64> {
+        self.catalog.healthy_epoch()
+    }
+
     /// The counters, for `/metrics`.
     pub(crate) fn metrics(&self) -> EventsMetricsSnapshot {
         let mut snapshot = self.metrics.snapshot();

@@ -74,11 +74,11 @@ mod transport;
 mod weigh;
 
 pub use cache::derived::Derived;
-pub use cache::served::{Freshness, Served};
+pub use cache::served::{Freshness, Lifetime, Served};
 pub use cache_control::{CacheControl, ETag};
 pub use cart::CartClient;
 pub use carts::Carts;
-pub use catalog::{Catalog, ProductsFound};
+pub use catalog::{Catalog, CatalogChange, ProductsFound};
 pub use config::{
     BreakerConfig, BulkheadConfig, CacheConfig, DownstreamConfig, PrivateCacheConfig, RetryConfig,
     ServiceConfig,

@@ -78,6 +78,7 @@ pub async fn respond(
         request,
         operation,
         kind,
+        ..
     } = match prepared {
         Ok(prepared) => prepared,
         // A document refused before execution is the stream's only value.

@@ -464,6 +464,7 @@ impl Connection {
             request,
             operation,
             kind,
+            ..
         } = prepare(endpoint, self.metrics.as_ref(), request, false)
             .await
             .map_err(|e| transport_errors(&e))?;

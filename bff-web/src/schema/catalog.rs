@@ -346,6 +346,7 @@ pub async fn categories(ctx: &Context<'_>) -> Result<Arc<Vec<Category>>> {
         .await
         .map_err(|e| error::downstream(&e))?;
     scope.staleness.record("categories", served.freshness);
+    scope.contents.read_categories(served.lifetime);
     Ok(served.value)
 }
 
@@ -354,10 +355,11 @@ pub async fn categories(ctx: &Context<'_>) -> Result<Arc<Vec<Category>>> {
 pub async fn load_product(ctx: &Context<'_>, id: &ProductId) -> Result<Option<ProductView>> {
     // A cache hit needs no batching: answering it here spares the loader's batching delay.
     let catalog = Services::of(ctx)?.downstream.catalog();
+    let scope = RequestScope::of(ctx)?;
     if let Some(served) = catalog.fresh_product(id).await {
+        scope.contents.read([id], served.lifetime);
         return Ok(Some(ProductView(served.into_inner())));
     }
-    let scope = RequestScope::of(ctx)?;
     let product = scope
         .products
         .load_one(id.clone())
@@ -376,6 +378,8 @@ pub async fn product_page(
 ) -> Result<ProductConnection> {
     let services = Services::of(ctx)?;
     let scope = RequestScope::of(ctx)?;
+    // A page is not followed by tags here (a new product enters lists without naming them).
+    scope.contents.unshareable();
     let limit = services.pages.resolve(first)?;
     if let Some(q) = &search
         && q.chars().count() > MAX_SEARCH_CHARS

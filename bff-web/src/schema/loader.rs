@@ -19,7 +19,7 @@ use std::{collections::HashMap, sync::Arc};
 use async_graphql::dataloader::Loader;
 use shared_clients::{ClientError, Downstream, Product, ProductId, RequestContext};
 
-use super::staleness::Staleness;
+use super::{contents::Contents, staleness::Staleness};
 
 /// Loads products by id for one request.
 pub struct ProductLoader {
@@ -29,15 +29,23 @@ pub struct ProductLoader {
     context: RequestContext,
     /// Where stale answers are recorded, for the response's `extensions`.
     staleness: Arc<Staleness>,
+    /// Where what was read is recorded, for the response cache.
+    contents: Arc<Contents>,
 }
 
 impl ProductLoader {
     /// A loader for one request.
-    pub fn new(downstream: Downstream, context: RequestContext, staleness: Arc<Staleness>) -> Self {
+    pub fn new(
+        downstream: Downstream,
+        context: RequestContext,
+        staleness: Arc<Staleness>,
+        contents: Arc<Contents>,
+    ) -> Self {
         Self {
             downstream,
             context,
             staleness,
+            contents,
         }
     }
 }
@@ -56,6 +64,7 @@ impl Loader<ProductId> for ProductLoader {
             .products(&self.context, keys)
             .await?;
         self.staleness.record("products", found.freshness);
+        self.contents.read(keys, found.lifetime);
         Ok(found.into_map())
     }
 }

@@ -11,10 +11,13 @@
 //! - `scope`: [`RequestScope`] (per request) and [`Services`] (shared).
 //! - `staleness`: [`Staleness`](staleness::Staleness), what of one answer was served stale from
 //!   the cache.
+//! - `contents`: [`Contents`](contents::Contents), what one answer was made of (tags, lifetime,
+//!   whether it may be shared), for the response cache.
 //! - `limits`: depth, complexity, alias and root-field limits and pre-execution error codes.
 //! - `error`: the error codes and the mapping of downstream failures.
 
 pub mod catalog;
+pub mod contents;
 pub mod error;
 pub mod limits;
 pub mod loader;

@@ -10,7 +10,7 @@ use async_graphql::{Context, dataloader::DataLoader};
 use server_kit::auth::AuthError;
 use shared_clients::{Downstream, OrderPlacement, RequestContext, UserId};
 
-use super::{error, loader::ProductLoader, staleness::Staleness};
+use super::{contents::Contents, error, loader::ProductLoader, staleness::Staleness};
 
 /// Who is asking, as the transport established it before the request ran (a request whose token
 /// is refused never reaches the schema).
@@ -35,16 +35,20 @@ pub struct RequestScope {
     /// Which parts of the answer were served stale from the cache; the transport reports them
     /// in the response's `extensions`.
     pub staleness: Arc<Staleness>,
+    /// What the answer is made of, for the response cache.
+    pub contents: Arc<Contents>,
 }
 
 impl RequestScope {
     /// A scope for one request.
     pub fn new(services: &Services, context: RequestContext, identity: Identity) -> Self {
         let staleness = Arc::new(Staleness::default());
+        let contents = Arc::new(Contents::default());
         let loader = ProductLoader::new(
             services.downstream.clone(),
             context.clone(),
             Arc::clone(&staleness),
+            Arc::clone(&contents),
         );
         // The loader's batches run in tasks of their own: in the request's span, so that their
         // downstream calls (and the links of a batch shared with other requests) are traced
@@ -56,6 +60,7 @@ impl RequestScope {
             identity,
             products: DataLoader::new(loader, spawn).delay(services.batch_delay),
             staleness,
+            contents,
         }
     }
 
@@ -64,8 +69,10 @@ impl RequestScope {
         ctx.data::<RequestScope>()
     }
 
-    /// The signed-in user, or `UNAUTHENTICATED`.
+    /// The signed-in user, or `UNAUTHENTICATED`. Asking makes the answer private: it is never
+    /// shared through the response cache, whoever asks.
     pub fn user(&self) -> async_graphql::Result<&UserId> {
+        self.contents.unshareable();
         match &self.identity {
             Identity::User(user) => Ok(user),
             Identity::Anonymous => Err(error::unauthenticated(AuthError::Missing)),

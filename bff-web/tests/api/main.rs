@@ -15,6 +15,7 @@ mod live;
 mod mutations;
 mod operating;
 mod replicas;
+mod response_cache;
 mod schema;
 mod shared_reads;
 mod trusted_documents;

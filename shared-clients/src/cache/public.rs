@@ -38,7 +38,7 @@ use tracing::Instrument as _;
 use super::ENTRY_OVERHEAD;
 use super::coalesce::{Claim, Coalescer, Joined, Leader};
 use super::l2::{Fetched, L2, Lease, Loaded};
-use super::served::{Freshness, Served};
+use super::served::{Freshness, Lifetime, Served};
 use crate::cache_control::ETag;
 use crate::config::CacheConfig;
 use crate::context::RequestContext;
@@ -98,8 +98,11 @@ pub(crate) struct Entry<V> {
     /// When the request that produced (or last revalidated) it was sent: a conservative start of
     /// its lifetime, and where its age counts from.
     fetched_at: Instant,
-    /// How long after `fetched_at` it is fresh.
+    /// How long after `fetched_at` it is fresh (the longer, vouched freshness once a lookup
+    /// found the events still vouching for it).
     ttl: Duration,
+    /// How long after `fetched_at` it is fresh on the service's own terms.
+    base_ttl: Duration,
     /// The response's entity tag, for a conditional refresh.
     etag: Option<ETag>,
     /// A longer freshness vouched for by the change events: `(epoch, ttl)`, valid only while the
@@ -114,6 +117,7 @@ impl<V> Clone for Entry<V> {
             value: Arc::clone(&self.value),
             fetched_at: self.fetched_at,
             ttl: self.ttl,
+            base_ttl: self.base_ttl,
             etag: self.etag.clone(),
             extended: self.extended,
         }
@@ -164,15 +168,27 @@ impl<V> Entry<V> {
         } else {
             Freshness::Stale { age }
         };
-        Served::new(Arc::clone(&self.value), freshness)
+        Served::new(Arc::clone(&self.value), freshness).with_lifetime(self.lifetime(age))
+    }
+
+    /// How much longer the entry may be reused, at `age`: on the service's terms, and longer
+    /// while the events vouch for it (when the lookup that returned it found them doing so).
+    fn lifetime(&self, age: Duration) -> Lifetime {
+        let vouched = self
+            .extended
+            .filter(|_| self.ttl > self.base_ttl)
+            .map(|(epoch, _)| (epoch, self.ttl.saturating_sub(age)));
+        Lifetime {
+            fresh_for: self.base_ttl.saturating_sub(age),
+            vouched,
+        }
     }
 
     /// The value of an entry just fetched for this read: fresh, whatever its lifetime.
     pub(crate) fn served_fresh(&self, now: Instant) -> Served<Arc<V>> {
-        Served::new(
-            Arc::clone(&self.value),
-            Freshness::Fresh { age: self.age(now) },
-        )
+        let age = self.age(now);
+        Served::new(Arc::clone(&self.value), Freshness::Fresh { age })
+            .with_lifetime(self.lifetime(age))
     }
 }
 
@@ -519,6 +535,7 @@ where
             value,
             fetched_at: started,
             ttl,
+            base_ttl: ttl,
             etag,
             extended,
         };

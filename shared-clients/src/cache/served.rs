@@ -80,6 +80,55 @@ mod duration_seconds {
     }
 }
 
+/// How much longer a served value may be reused without asking its service again: what a
+/// cache built on top of the catalog (bff-web's response cache) may promise, no more.
+///
+/// Two horizons: the service's own (`fresh_for`, its `max-age` capped by `max_ttl`), and a
+/// longer one vouched for by the change events (`vouched`), which holds only while the catalog
+/// stream's consumer stays healthy in the same *epoch*
+/// ([`Downstream::catalog_events_epoch`](crate::Downstream::catalog_events_epoch)); any loss of
+/// health ends it, and the value is then only as fresh as `fresh_for` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lifetime {
+    /// Remaining freshness on the service's terms; zero for a value that must not be reused
+    /// (stale, or of unknown lifetime).
+    pub fresh_for: Duration,
+    /// `(epoch, remaining)`: the longer freshness the events vouch for, valid while
+    /// `catalog_events_epoch()` is `Some(epoch)`. Always longer than `fresh_for` when present.
+    pub vouched: Option<(u64, Duration)>,
+}
+
+impl Lifetime {
+    /// A lifetime with no end: the neutral element of [`Lifetime::shortest`].
+    pub const UNBOUNDED: Self = Self {
+        fresh_for: Duration::MAX,
+        vouched: None,
+    };
+
+    /// The lifetime of an answer made of both values: each horizon the shorter of the two. The
+    /// vouched horizon survives only when both are vouched for in the same epoch or one is and
+    /// the other's own freshness reaches as far (a value not vouched for lives `fresh_for`).
+    #[must_use]
+    pub fn shortest(self, other: Self) -> Self {
+        let fresh_for = self.fresh_for.min(other.fresh_for);
+        let epoch = match (self.vouched, other.vouched) {
+            (Some((a, _)), Some((b, _))) if a != b => None,
+            (Some((epoch, _)), _) | (_, Some((epoch, _))) => Some(epoch),
+            (None, None) => None,
+        };
+        let vouched = epoch.and_then(|epoch| {
+            let reach = self.reach().min(other.reach());
+            (reach > fresh_for).then_some((epoch, reach))
+        });
+        Self { fresh_for, vouched }
+    }
+
+    /// How far the value reaches while the events stay healthy.
+    fn reach(self) -> Duration {
+        self.vouched.map_or(self.fresh_for, |(_, reach)| reach)
+    }
+}
+
 /// A value with its [`Freshness`]. Dereferences to the value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Served<T> {
@@ -87,12 +136,25 @@ pub struct Served<T> {
     pub value: T,
     /// Whether it is fresh or stale, and its age.
     pub freshness: Freshness,
+    /// How much longer it may be reused (zero when unknown: a value built by [`Served::new`]).
+    pub lifetime: Lifetime,
 }
 
 impl<T> Served<T> {
-    /// A value with the given freshness.
+    /// A value with the given freshness, of unknown lifetime (not to be reused).
     pub fn new(value: T, freshness: Freshness) -> Self {
-        Self { value, freshness }
+        Self {
+            value,
+            freshness,
+            lifetime: Lifetime::default(),
+        }
+    }
+
+    /// The same value, reusable for `lifetime`.
+    #[must_use]
+    pub fn with_lifetime(mut self, lifetime: Lifetime) -> Self {
+        self.lifetime = lifetime;
+        self
     }
 
     /// A value fetched just now.
@@ -120,6 +182,7 @@ impl<T> Served<T> {
         Served {
             value: f(self.value),
             freshness: self.freshness,
+            lifetime: self.lifetime,
         }
     }
 }
@@ -152,6 +215,29 @@ mod tests {
         assert_eq!(stale(1).worst(fresh(9)), stale(1));
         assert_eq!(stale(1).worst(stale(5)), stale(5));
         assert_eq!(fresh(3).worst(fresh(2)), fresh(3));
+    }
+
+    #[test]
+    fn the_shortest_lifetime_keeps_a_vouched_horizon_only_within_one_epoch() {
+        let own = |s| Lifetime {
+            fresh_for: s * SEC,
+            vouched: None,
+        };
+        let vouched = |s, epoch, reach| Lifetime {
+            fresh_for: s * SEC,
+            vouched: Some((epoch, reach * SEC)),
+        };
+        assert_eq!(Lifetime::UNBOUNDED.shortest(own(5)), own(5));
+        assert_eq!(own(5).shortest(own(3)), own(3));
+        assert_eq!(
+            vouched(5, 1, 60).shortest(vouched(2, 1, 30)),
+            vouched(2, 1, 30)
+        );
+        // Different epochs: nothing is vouched for any more.
+        assert_eq!(vouched(5, 1, 60).shortest(vouched(2, 2, 30)), own(2));
+        // A value the events do not vouch for reaches only as far as its own freshness.
+        assert_eq!(vouched(5, 1, 60).shortest(own(20)), vouched(5, 1, 20));
+        assert_eq!(vouched(5, 1, 60).shortest(own(3)), own(3));
     }
 
     #[test]
