@@ -38,6 +38,8 @@
 //! - `reply` (private): how successful JSON responses and their `Cache-Control` are built.
 //! - `layers` (private): cross-cutting response rules (X-Request-Id echo, problem bodies for 405).
 //! - [`local_redis`]: [`LocalRedis`], a private `redis-server` on a free port for tests, benchmarks
+//!   and the dev launcher, a local [`LocalRedisCluster`] and [`LocalRedisSentinel`], and
+//!   [`TestRedis`], any of them as `BFF_TEST_REDIS_TOPOLOGY` chooses;
 //!   and the dev launcher.
 //! - [`cli`]: the command line of the `reference-services` binary.
 //!
@@ -76,7 +78,10 @@ use tokio::{
 pub use admin::{FaultMode, Faults};
 pub use config::Config;
 pub use events::{EventStats, EventsConfig, EventsRedis, RedisUrl};
-pub use local_redis::{LocalRedis, LocalRedisCluster, LocalRedisSentinel};
+pub use local_redis::{
+    LocalRedis, LocalRedisCluster, LocalRedisSentinel, RedisEndpoint, RedisTopology,
+    TestConnection, TestRedis,
+};
 pub use problem::ApiError;
 pub use world::World;
 

@@ -1,5 +1,10 @@
 //! A private `redis-server` on a free loopback port, for the tests, the benchmarks and the dev
 //! launcher: nothing persisted, stopped when dropped. Never assumes a Redis on 6379.
+//!
+//! Also a local Redis Cluster ([`LocalRedisCluster`]) and a master behind Sentinel
+//! ([`LocalRedisSentinel`]), and [`TestRedis`], any of the three as chosen by
+//! `BFF_TEST_REDIS_TOPOLOGY` ([`RedisTopology::from_env`]), so the tests of shared behaviour run
+//! over each topology with the same code.
 
 use std::io;
 use std::process::Stdio;
@@ -114,6 +119,9 @@ impl LocalRedis {
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--protected-mode", "no"])
+            // A replica synchronises at once (the default waits 5 s for more replicas to share
+            // the transfer).
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(&dir)
             .args(&self.extra)
@@ -306,6 +314,102 @@ impl LocalRedisCluster {
         }
     }
 
+    /// Kills every node (as a power cut would). Their cluster state files stay, so
+    /// [`LocalRedisCluster::restart_all`] brings the same cluster back.
+    pub async fn stop_all(&mut self) -> io::Result<()> {
+        for node in &mut self.nodes {
+            node.stop().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts every node again on its port, empty; each rejoins the cluster from its state file
+    /// with the role and slots it had. Waits until the cluster serves every slot and every
+    /// replica has synchronised.
+    pub async fn restart_all(&mut self) -> io::Result<()> {
+        for node in &mut self.nodes {
+            node.restart().await?;
+        }
+        self.wait_until_ok().await?;
+        self.wait_until_replicated().await
+    }
+
+    /// The cluster's id of node `index` (`CLUSTER MYID`).
+    pub async fn node_id(&self, index: usize) -> io::Result<String> {
+        let node = self
+            .node(index)
+            .ok_or_else(|| io::Error::other(format!("no node {index}")))?;
+        let reply = node.command("CLUSTER MYID").await?;
+        reply
+            .lines()
+            .find(|line| !line.starts_with(['$', '+', '-']) && !line.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| io::Error::other(format!("CLUSTER MYID answered {reply:?}")))
+    }
+
+    /// The nodes serving as masters now (running, with slots), by index.
+    pub async fn masters(&self) -> io::Result<Vec<usize>> {
+        let mut masters = Vec::new();
+        for (index, node) in self.nodes.iter().enumerate() {
+            if node.child.is_none() {
+                continue;
+            }
+            let nodes = node.command("CLUSTER NODES").await.unwrap_or_default();
+            let mine = nodes.lines().find(|line| line.contains("myself"));
+            if mine.is_some_and(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(2).is_some_and(|flags| flags.contains("master")) && fields.len() > 8
+            }) {
+                masters.push(index);
+            }
+        }
+        Ok(masters)
+    }
+
+    /// Moves `slots` slots (with their keys) from master `from` to master `to` while the
+    /// cluster serves: `redis-cli --cluster reshard … --cluster-yes`. Returns once it is done.
+    pub async fn reshard(&self, from: usize, to: usize, slots: u32) -> io::Result<()> {
+        let (from_id, to_id) = (self.node_id(from).await?, self.node_id(to).await?);
+        let port = self.nodes[from].port;
+        let output = tokio::process::Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{port}")])
+            .args(["--cluster-from", &from_id, "--cluster-to", &to_id])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .await?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() || stdout.contains("[ERR]") {
+            return Err(io::Error::other(format!(
+                "redis-cli --cluster reshard failed: {stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs one command (inline, as [`LocalRedis::command`]) on the master of its key (the
+    /// second word), or of slot 0 for a command without one; the raw reply.
+    pub async fn command(&self, line: &str) -> io::Result<String> {
+        let slot =
+            match line.split_whitespace().nth(1) {
+                Some(key) => {
+                    let any = self
+                        .nodes
+                        .iter()
+                        .find(|node| node.child.is_some())
+                        .ok_or_else(|| io::Error::other("every node is down"))?;
+                    let reply = any.command(&format!("CLUSTER KEYSLOT {key}")).await?;
+                    reply.trim().trim_start_matches(':').parse().map_err(|_| {
+                        io::Error::other(format!("CLUSTER KEYSLOT answered {reply:?}"))
+                    })?
+                }
+                None => 0,
+            };
+        let master = self.master_of_slot(slot).await?;
+        self.nodes[master].command(line).await
+    }
+
     /// Waits until every running node reports `cluster_state:ok` (all slots served).
     pub async fn wait_until_ok(&self) -> io::Result<()> {
         let started = tokio::time::Instant::now();
@@ -410,6 +514,35 @@ impl LocalRedisSentinel {
         }
     }
 
+    /// Kills the master and its replica (the sentinels keep watching).
+    pub async fn stop_servers(&mut self) -> io::Result<()> {
+        for server in &mut self.servers {
+            server.stop().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the master and its replica again on their ports, empty, and waits until the
+    /// sentinels name the master and the replica has synchronised.
+    pub async fn restart_servers(&mut self) -> io::Result<()> {
+        for server in &mut self.servers {
+            server.restart().await?;
+        }
+        self.wait_until_watched().await
+    }
+
+    /// Runs one command (inline, as [`LocalRedis::command`]) on the master the sentinels name
+    /// now; the raw reply.
+    pub async fn command(&self, line: &str) -> io::Result<String> {
+        let port = self.master_port().await?;
+        let master = self
+            .servers
+            .iter()
+            .find(|server| server.port == port)
+            .ok_or_else(|| io::Error::other(format!("no server of ours on port {port}")))?;
+        master.command(line).await
+    }
+
     /// The port of the master the sentinels name now.
     pub async fn master_port(&self) -> io::Result<u16> {
         for sentinel in &self.sentinels {
@@ -465,6 +598,216 @@ impl LocalRedisSentinel {
     }
 }
 
+/// Which Redis the tests of shared behaviour run over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One `redis-server` ([`LocalRedis`]).
+    Standalone,
+    /// Six nodes of a Redis Cluster ([`LocalRedisCluster`]).
+    Cluster,
+    /// A master and its replica behind three sentinels ([`LocalRedisSentinel`]).
+    Sentinel,
+}
+
+impl RedisTopology {
+    /// The environment variable that chooses it: `standalone` (the default), `cluster` or
+    /// `sentinel`. `./scripts/test` runs the shared-state suites once more with each.
+    pub const ENV: &'static str = "BFF_TEST_REDIS_TOPOLOGY";
+
+    /// The topology [`RedisTopology::ENV`] names; standalone when unset or empty.
+    ///
+    /// # Errors
+    ///
+    /// Any other value, with what is accepted (a typo must not run the standalone suite
+    /// unnoticed).
+    pub fn from_env() -> io::Result<RedisTopology> {
+        match std::env::var(Self::ENV).unwrap_or_default().trim() {
+            "" | "standalone" => Ok(RedisTopology::Standalone),
+            "cluster" => Ok(RedisTopology::Cluster),
+            "sentinel" => Ok(RedisTopology::Sentinel),
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}={other:?}: expected standalone, cluster or sentinel",
+                    Self::ENV
+                ),
+            )),
+        }
+    }
+}
+
+/// How clients reach a [`TestRedis`]: the values of the gateways' `shared.redis_url`,
+/// `shared.redis_cluster_nodes` or `shared.redis_sentinel`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisEndpoint {
+    /// One server's URL.
+    Standalone(String),
+    /// The cluster's seed URLs (every node).
+    Cluster(Vec<String>),
+    /// The master's name and the sentinels' URLs.
+    Sentinel {
+        /// [`LocalRedisSentinel::MASTER_NAME`].
+        master_name: String,
+        /// Every sentinel.
+        sentinels: Vec<String>,
+    },
+}
+
+/// A private Redis of any [`RedisTopology`], with what the tests do to it on every topology:
+/// name it to clients, publish the reference services' events to it, run a command on the
+/// right node, and stop and restart it whole (an outage). Every process is killed on drop.
+#[derive(Debug)]
+pub enum TestRedis {
+    /// One server.
+    Standalone(LocalRedis),
+    /// A local cluster.
+    Cluster(LocalRedisCluster),
+    /// A local master behind sentinels.
+    Sentinel(LocalRedisSentinel),
+}
+
+impl TestRedis {
+    /// Starts a Redis of `topology`.
+    pub async fn start(topology: RedisTopology) -> io::Result<TestRedis> {
+        Ok(match topology {
+            RedisTopology::Standalone => TestRedis::Standalone(LocalRedis::start().await?),
+            RedisTopology::Cluster => TestRedis::Cluster(LocalRedisCluster::start().await?),
+            RedisTopology::Sentinel => TestRedis::Sentinel(LocalRedisSentinel::start().await?),
+        })
+    }
+
+    /// Starts a Redis of the topology `BFF_TEST_REDIS_TOPOLOGY` names.
+    pub async fn from_env() -> io::Result<TestRedis> {
+        TestRedis::start(RedisTopology::from_env()?).await
+    }
+
+    /// Its topology.
+    pub fn topology(&self) -> RedisTopology {
+        match self {
+            TestRedis::Standalone(_) => RedisTopology::Standalone,
+            TestRedis::Cluster(_) => RedisTopology::Cluster,
+            TestRedis::Sentinel(_) => RedisTopology::Sentinel,
+        }
+    }
+
+    /// How clients reach it.
+    pub fn endpoint(&self) -> RedisEndpoint {
+        match self {
+            TestRedis::Standalone(redis) => RedisEndpoint::Standalone(redis.url()),
+            TestRedis::Cluster(cluster) => RedisEndpoint::Cluster(cluster.urls()),
+            TestRedis::Sentinel(setup) => RedisEndpoint::Sentinel {
+                master_name: LocalRedisSentinel::MASTER_NAME.to_owned(),
+                sentinels: setup.sentinel_urls(),
+            },
+        }
+    }
+
+    /// The reference services' events published to it, on the contract's streams.
+    pub fn events_config(&self) -> crate::EventsConfig {
+        match self.endpoint() {
+            RedisEndpoint::Standalone(url) => crate::EventsConfig::new(url),
+            RedisEndpoint::Cluster(nodes) => crate::EventsConfig::cluster(nodes),
+            RedisEndpoint::Sentinel {
+                master_name,
+                sentinels,
+            } => crate::EventsConfig::sentinel(master_name, sentinels),
+        }
+    }
+
+    /// Runs one command (inline, as [`LocalRedis::command`]) where its key lives: the server,
+    /// the master of its key's slot, or the master Sentinel names; the raw reply.
+    pub async fn command(&self, line: &str) -> io::Result<String> {
+        match self {
+            TestRedis::Standalone(redis) => redis.command(line).await,
+            TestRedis::Cluster(cluster) => cluster.command(line).await,
+            TestRedis::Sentinel(setup) => setup.command(line).await,
+        }
+    }
+
+    /// A client connection (`redis` crate) that reaches every key: to the server, the cluster,
+    /// or the master Sentinel names now.
+    pub async fn connection(&self) -> redis::RedisResult<TestConnection> {
+        match self {
+            TestRedis::Standalone(redis) => redis::Client::open(redis.url())?
+                .get_multiplexed_async_connection()
+                .await
+                .map(TestConnection::Single),
+            TestRedis::Cluster(cluster) => redis::cluster::ClusterClient::new(cluster.urls())?
+                .get_async_connection()
+                .await
+                .map(|connection| TestConnection::Cluster(Box::new(connection))),
+            TestRedis::Sentinel(setup) => {
+                let port = setup.master_port().await.map_err(redis::RedisError::from)?;
+                redis::Client::open(format!("redis://127.0.0.1:{port}/0"))?
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map(TestConnection::Single)
+            }
+        }
+    }
+
+    /// Kills every server holding data (every cluster node; the master and its replica, the
+    /// sentinels staying), as an outage would.
+    pub async fn stop(&mut self) -> io::Result<()> {
+        match self {
+            TestRedis::Standalone(redis) => redis.stop().await,
+            TestRedis::Cluster(cluster) => cluster.stop_all().await,
+            TestRedis::Sentinel(setup) => setup.stop_servers().await,
+        }
+    }
+
+    /// Starts them again, empty, on the same ports (a cluster rejoins as it was), and waits
+    /// until it serves.
+    pub async fn restart(&mut self) -> io::Result<()> {
+        match self {
+            TestRedis::Standalone(redis) => redis.restart().await,
+            TestRedis::Cluster(cluster) => cluster.restart_all().await,
+            TestRedis::Sentinel(setup) => setup.restart_servers().await,
+        }
+    }
+}
+
+/// A connection to a [`TestRedis`] (`redis::aio::ConnectionLike`).
+#[derive(Clone)]
+pub enum TestConnection {
+    /// To one server (standalone, or the master Sentinel named).
+    Single(redis::aio::MultiplexedConnection),
+    /// To a cluster (boxed: large).
+    Cluster(Box<redis::cluster_async::ClusterConnection>),
+}
+
+impl redis::aio::ConnectionLike for TestConnection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            TestConnection::Single(connection) => connection.req_packed_command(cmd),
+            TestConnection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            TestConnection::Single(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            TestConnection::Cluster(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
 /// A loopback port nothing listens on right now.
 fn free_port() -> io::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -508,6 +851,73 @@ mod tests {
             .wait_until_ok()
             .await
             .expect("the cluster is whole again");
+    }
+
+    /// On `topology`: commands reach their key's node, a stopped Redis answers nothing, and a
+    /// restarted one serves again, empty, on every node.
+    async fn stops_and_restarts_whole(topology: RedisTopology) {
+        let mut redis = TestRedis::start(topology).await.expect("started");
+        assert_eq!(redis.topology(), topology);
+        for n in 0..8 {
+            let set = redis.command(&format!("SET {{k{n}}}:v {n}")).await;
+            assert!(set.expect("answered").starts_with("+OK"), "{topology:?}");
+        }
+        redis.stop().await.expect("stopped");
+        assert!(redis.command("GET {k0}:v").await.is_err(), "{topology:?}");
+        redis.restart().await.expect("restarted");
+        for n in 0..8 {
+            let get = redis.command(&format!("GET {{k{n}}}:v")).await;
+            assert!(get.expect("answered").starts_with("$-1"), "{topology:?}");
+            let set = redis.command(&format!("SET {{k{n}}}:v {n}")).await;
+            assert!(set.expect("answered").starts_with("+OK"), "{topology:?}");
+        }
+        let mut conn = redis.connection().await.expect("connects");
+        let value: u32 = redis::cmd("GET")
+            .arg("{k7}:v")
+            .query_async(&mut conn)
+            .await
+            .expect("read");
+        assert_eq!(value, 7);
+    }
+
+    #[tokio::test]
+    async fn a_standalone_test_redis_stops_and_restarts() {
+        stops_and_restarts_whole(RedisTopology::Standalone).await;
+    }
+
+    #[tokio::test]
+    async fn a_test_cluster_stops_and_restarts_whole() {
+        stops_and_restarts_whole(RedisTopology::Cluster).await;
+    }
+
+    #[tokio::test]
+    async fn a_test_sentinel_setup_stops_and_restarts_whole() {
+        stops_and_restarts_whole(RedisTopology::Sentinel).await;
+    }
+
+    #[tokio::test]
+    async fn a_reshard_moves_slots_and_their_keys() {
+        let cluster = LocalRedisCluster::start().await.expect("a local cluster");
+        let masters = cluster.masters().await.expect("masters");
+        assert_eq!(masters.len(), 3);
+        let slot =
+            |reply: String| -> u16 { reply.trim().trim_start_matches(':').parse().unwrap_or(0) };
+        let keyslot = slot(cluster.command("CLUSTER KEYSLOT a").await.expect("slot"));
+        let from = cluster.master_of_slot(keyslot).await.expect("served");
+        let to = masters
+            .into_iter()
+            .find(|&m| m != from)
+            .expect("another master");
+        for n in 0..50 {
+            cluster
+                .command(&format!("SET {{a}}:{n} {n}"))
+                .await
+                .expect("set");
+        }
+        cluster.reshard(from, to, 16384).await.expect("resharded");
+        assert_eq!(cluster.master_of_slot(keyslot).await.expect("served"), to);
+        let value = cluster.command("GET {a}:49").await.expect("read");
+        assert!(value.contains("49"), "{value}");
     }
 
     #[tokio::test]

@@ -1,12 +1,15 @@
 //! What every gateway's HTTP tests share (feature `test-util`, for dev-dependencies only):
 //! starting a gateway on free loopback ports over freshly seeded reference services
 //! ([`spawn_gateway`], [`serve`]), several replicas of one gateway over one private Redis
-//! ([`spawn_replicas`]), reading its `/metrics` ([`scrape`], [`sample`]), and decoding a
+//! ([`spawn_replicas`]; a standalone server, a local Redis Cluster or a master behind Sentinel
+//! as `BFF_TEST_REDIS_TOPOLOGY` says), reading its `/metrics` ([`scrape`], [`sample`]), and decoding a
 //! compressed answer as a client would ([`decode`]).
 
 use std::fmt::Debug;
 
-use reference_services::{LocalRedis, Spawned};
+use reference_services::{RedisEndpoint, Spawned, TestRedis};
+use shared_clients::SharedConfig;
+use shared_clients::shared_state::{RedisUrl, SentinelConfig};
 
 use crate::{
     config::{GatewayConfig, ServerConfig, Settings},
@@ -74,8 +77,8 @@ fn settings_over<X: GatewayConfig>(services: &Spawned) -> Settings<X> {
 }
 
 /// Several replicas of one gateway, each with its own state (caches, limiters, records), over
-/// the same reference services and one private `redis-server`, as a deployment behind a load
-/// balancer would run them.
+/// the same reference services and one private Redis (of the topology
+/// `BFF_TEST_REDIS_TOPOLOGY` names), as a deployment behind a load balancer would run them.
 pub struct Replicas<X> {
     /// `http://127.0.0.1:<port>` of each replica's clients' listener.
     pub bases: Vec<String>,
@@ -83,17 +86,21 @@ pub struct Replicas<X> {
     pub metrics_urls: Vec<String>,
     /// The reference services behind every replica.
     pub services: Spawned,
-    /// The Redis they share (stop and restart it to test outages).
-    pub redis: LocalRedis,
+    /// The Redis they share, whatever its topology: run commands where their key lives, stop
+    /// and restart it whole to test outages.
+    pub redis: TestRedis,
     /// The settings every replica was built with.
     pub settings: Settings<X>,
 }
 
-/// Starts a private `redis-server` on a free port, reference services seeded with `services`
-/// that publish their change events to it (unless `services.events` says otherwise), and `count`
-/// replicas of the gateway `build` makes (each built on its own, so nothing but Redis
-/// and the downstream services is shared), `configure` applied to the settings last. Panics when
-/// anything fails (including a missing `redis-server`: these tests are never skipped).
+/// Starts a private Redis on free ports (one `redis-server`, or with `BFF_TEST_REDIS_TOPOLOGY`
+/// = `cluster` or `sentinel` a local Redis Cluster or a master behind Sentinel), reference
+/// services seeded with `services` that publish their change events to it (unless
+/// `services.events` says otherwise), and `count` replicas of the gateway `build` makes (each
+/// built on its own, so nothing but Redis and the downstream services is shared), pointed at it
+/// by `shared.redis_url`, `shared.redis_cluster_nodes` or `shared.redis_sentinel`, `configure`
+/// applied to the settings last. Panics when anything fails (including a missing
+/// `redis-server`: these tests are never skipped).
 pub async fn spawn_replicas<X, E>(
     mut services: reference_services::Config,
     count: usize,
@@ -104,17 +111,17 @@ where
     X: GatewayConfig,
     E: Debug,
 {
-    let redis = LocalRedis::start()
+    let redis = TestRedis::from_env()
         .await
-        .expect("a private redis-server starts (./scripts/ensure-redis-server installs it)");
+        .expect("a private Redis starts (./scripts/ensure-redis-server installs it)");
     if services.events.is_none() {
-        services.events = Some(reference_services::EventsConfig::new(redis.url()));
+        services.events = Some(redis.events_config());
     }
     let services = reference_services::spawn_all(services)
         .await
         .expect("the reference services start");
     let mut settings = settings_over::<X>(&services);
-    settings.shared.redis_url = Some(shared_clients::shared_state::RedisUrl::new(redis.url()));
+    use_redis(&mut settings.shared, &redis);
     // A loaded test machine (debug builds, two cores, other tests) can take longer than the
     // production default for a command; a test about sharing must not fall back by accident.
     settings.shared.command_timeout = std::time::Duration::from_secs(2);
@@ -134,6 +141,29 @@ where
         services,
         redis,
         settings,
+    }
+}
+
+/// Points `shared` at `redis`: exactly one of `redis_url`, `redis_cluster_nodes` and
+/// `redis_sentinel`, as its topology needs.
+pub fn use_redis(shared: &mut SharedConfig, redis: &TestRedis) {
+    shared.redis_url = None;
+    shared.redis_cluster_nodes = Vec::new();
+    shared.redis_sentinel = None;
+    match redis.endpoint() {
+        RedisEndpoint::Standalone(url) => shared.redis_url = Some(RedisUrl::new(url)),
+        RedisEndpoint::Cluster(nodes) => {
+            shared.redis_cluster_nodes = nodes.into_iter().map(RedisUrl::new).collect();
+        }
+        RedisEndpoint::Sentinel {
+            master_name,
+            sentinels,
+        } => {
+            shared.redis_sentinel = Some(SentinelConfig {
+                master_name,
+                sentinels: sentinels.into_iter().map(RedisUrl::new).collect(),
+            });
+        }
     }
 }
 

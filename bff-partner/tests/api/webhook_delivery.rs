@@ -235,11 +235,7 @@ async fn spawn_with<E: std::fmt::Debug>(
 
 /// Waits until the engines created their consumer group (events before it are not news).
 async fn wait_for_group(replicas: &Replicas<PartnerConfig>) {
-    let client = redis::Client::open(replicas.redis.url()).expect("redis client");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut conn = replicas.redis.connection().await.expect("redis");
     let key = format!("{}order", replicas.settings.shared.events_stream_prefix);
     for _ in 0..100 {
         let groups: Result<redis::Value, _> = redis::cmd("XINFO")
@@ -741,11 +737,7 @@ async fn an_event_read_by_a_consumer_that_died_is_claimed_and_delivered_by_a_liv
         )
         .await
         .expect("endpoint");
-    let client = redis::Client::open(replicas.redis.url()).expect("redis client");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut conn = replicas.redis.connection().await.expect("redis");
     let stream = format!("{}order", settings.shared.events_stream_prefix);
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
@@ -802,7 +794,7 @@ async fn an_event_read_by_a_consumer_that_died_is_claimed_and_delivered_by_a_liv
 }
 
 /// How many entries of `stream` are pending (read, not acknowledged) in the engines' group.
-async fn pending(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> u64 {
+async fn pending(conn: &mut reference_services::TestConnection, stream: &str) -> u64 {
     let (count, ..): (u64, Option<String>, Option<String>, redis::Value) = redis::cmd("XPENDING")
         .arg(stream)
         .arg(bff_partner::webhooks::engine::GROUP)

@@ -1,15 +1,15 @@
-//! The change-event consumer against a real `redis-server`: events appended to the streams (as the
+//! The change-event consumer against a real Redis (of the topology `BFF_TEST_REDIS_TOPOLOGY`
+//! names): events appended to the streams (as the
 //! downstream services append them) drop what they make stale, once per version; malformed events
 //! are skipped; a Redis that lost the streams is a gap that drops what was held.
 
 use std::time::Duration;
 
-use reference_services::{Config, LocalRedis, ServiceKind, Spawned, spawn_all};
+use reference_services::{Config, ServiceKind, Spawned, TestRedis, spawn_all};
 use serde_json::json;
-use shared_clients::shared_state::RedisUrl;
 use shared_clients::{Downstream, DownstreamConfig, ServiceConfig, SharedConfig, UserId};
 
-use crate::helpers::{ctx, product_id};
+use crate::helpers::{ctx, product_id, shared_over, test_redis};
 
 /// How long a test waits for the consumer to act (it acts in milliseconds; this only bounds a
 /// broken one).
@@ -17,15 +17,15 @@ const PATIENCE: Duration = Duration::from_secs(5);
 
 /// Reference services, a private Redis and one replica whose catalog entries stay fresh for ten
 /// minutes (so only an event can make it fetch again).
-async fn replica() -> (Spawned, LocalRedis, Downstream) {
+async fn replica() -> (Spawned, TestRedis, Downstream) {
     replica_with(|_| {}).await
 }
 
 /// As [`replica`], with the downstream settings changed by `configure`.
 async fn replica_with(
     configure: impl FnOnce(&mut DownstreamConfig),
-) -> (Spawned, LocalRedis, Downstream) {
-    let redis = LocalRedis::start().await.expect("redis-server starts");
+) -> (Spawned, TestRedis, Downstream) {
+    let redis = test_redis().await;
     let spawned = spawn_all(Config::default())
         .await
         .expect("reference services start");
@@ -39,10 +39,9 @@ async fn replica_with(
     config.private_cache.ttl = Duration::from_secs(600);
     configure(&mut config);
     let shared = SharedConfig {
-        redis_url: Some(RedisUrl::new(redis.url())),
         events_block: Duration::from_millis(200),
         command_timeout: Duration::from_secs(2),
-        ..SharedConfig::default()
+        ..shared_over(&redis)
     };
     let downstream = Downstream::new_shared(&config, &shared).expect("valid settings");
     wait_until_up(&downstream).await;
@@ -72,12 +71,8 @@ where
 }
 
 /// Appends `event` to `stream` as a downstream service does.
-async fn publish(redis: &LocalRedis, stream: &str, event: serde_json::Value) {
-    let client = redis::Client::open(redis.url()).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connects");
+async fn publish(redis: &TestRedis, stream: &str, event: serde_json::Value) {
+    let mut conn = redis.connection().await.expect("connects");
     let _: String = redis::cmd("XADD")
         .arg(format!("bff:events:{stream}"))
         .arg("*")
@@ -184,11 +179,7 @@ async fn a_product_change_drops_it_at_once_and_a_replay_or_older_version_changes
 #[tokio::test]
 async fn malformed_events_are_counted_and_the_next_one_still_applies() {
     let (spawned, redis, downstream) = replica().await;
-    let client = redis::Client::open(redis.url()).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connects");
+    let mut conn = redis.connection().await.expect("connects");
     for garbage in ["not json", "{\"type\":\"com.bff.product.changed\"}"] {
         let _: String = redis::cmd("XADD")
             .arg("bff:events:catalog")
@@ -493,11 +484,7 @@ async fn a_stream_trimmed_past_the_consumer_is_a_gap_that_drops_what_was_held() 
     assert_eq!(calls(&spawned, ServiceKind::Product), 1);
     // Two events appended and all but the last trimmed away at once: the consumer can only read
     // the last one, and must notice what it never saw.
-    let client = redis::Client::open(redis.url()).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connects");
+    let mut conn = redis.connection().await.expect("connects");
     let missed = cloud_event(
         "com.bff.product.changed",
         "p-00013",

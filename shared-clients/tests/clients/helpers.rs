@@ -4,10 +4,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use reference_services::{RedisEndpoint, TestRedis};
 use serde_json::{Value, json};
+use shared_clients::shared_state::{RedisUrl, SentinelConfig};
 use shared_clients::{
     CacheConfig, Downstream, DownstreamConfig, OrderId, PartnerId, ProductId, RequestContext,
-    ServiceConfig, UserId,
+    ServiceConfig, SharedConfig, UserId,
 };
 use wiremock::{MockServer, Request, Respond, ResponseTemplate};
 
@@ -33,6 +35,36 @@ pub fn config(url: &str) -> DownstreamConfig {
 /// A [`Downstream`] whose three services are all the mock server.
 pub fn downstream(server: &MockServer) -> Downstream {
     Downstream::new(&config(&server.uri())).expect("the mock server URL is valid")
+}
+
+/// A private Redis for a test of shared behaviour, of the topology `BFF_TEST_REDIS_TOPOLOGY`
+/// names (standalone by default; `./scripts/test` runs these tests over a cluster and Sentinel
+/// too).
+pub async fn test_redis() -> TestRedis {
+    TestRedis::from_env()
+        .await
+        .expect("a private Redis starts (./scripts/ensure-redis-server installs it)")
+}
+
+/// The default shared settings pointed at `redis`, whatever its topology.
+pub fn shared_over(redis: &TestRedis) -> SharedConfig {
+    let mut shared = SharedConfig::default();
+    match redis.endpoint() {
+        RedisEndpoint::Standalone(url) => shared.redis_url = Some(RedisUrl::new(url)),
+        RedisEndpoint::Cluster(nodes) => {
+            shared.redis_cluster_nodes = nodes.into_iter().map(RedisUrl::new).collect();
+        }
+        RedisEndpoint::Sentinel {
+            master_name,
+            sentinels,
+        } => {
+            shared.redis_sentinel = Some(SentinelConfig {
+                master_name,
+                sentinels: sentinels.into_iter().map(RedisUrl::new).collect(),
+            });
+        }
+    }
+    shared
 }
 
 /// A context propagating nothing.

@@ -1,20 +1,19 @@
 //! The catalog across replicas: several independent `Downstream`s (replicas) over one real
-//! `redis-server` and the reference services. A product one replica fetched is a hit for the
+//! Redis (of the topology `BFF_TEST_REDIS_TOPOLOGY` names) and the reference services. A product one replica fetched is a hit for the
 //! others (L2); replicas that miss the same key at once make one call between them (leases);
 //! Redis down or holding garbage changes nothing but the counters.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use reference_services::{Config, LocalRedis, ServiceKind, Spawned, spawn_all};
-use shared_clients::shared_state::RedisUrl;
+use reference_services::{Config, ServiceKind, Spawned, TestRedis, spawn_all};
 use shared_clients::{Downstream, DownstreamConfig, ServiceConfig, SharedConfig};
 
-use crate::helpers::{ctx, product_id, product_ids};
+use crate::helpers::{ctx, product_id, product_ids, shared_over, test_redis};
 
 /// The reference services (product latency `latency`), one Redis, and `count` replicas.
-async fn replicas(count: usize, latency: Duration) -> (Spawned, LocalRedis, Vec<Downstream>) {
-    let redis = LocalRedis::start().await.expect("redis-server starts");
+async fn replicas(count: usize, latency: Duration) -> (Spawned, TestRedis, Vec<Downstream>) {
+    let redis = test_redis().await;
     let spawned = spawn_all(Config::default())
         .await
         .expect("reference services start");
@@ -29,11 +28,10 @@ async fn replicas(count: usize, latency: Duration) -> (Spawned, LocalRedis, Vec<
         ..DownstreamConfig::default()
     };
     let shared = SharedConfig {
-        redis_url: Some(RedisUrl::new(redis.url())),
         retry_after: Duration::from_millis(100),
         // A loaded test machine must not turn a slow command into a fallback.
         command_timeout: Duration::from_secs(2),
-        ..SharedConfig::default()
+        ..shared_over(&redis)
     };
     let downstreams = (0..count)
         .map(|_| Downstream::new_shared(&config, &shared).expect("valid settings"))

@@ -1,25 +1,25 @@
 //! Order placement across replicas: several independent `Downstream`s and `OrderPlacement`s (as
-//! separate gateway processes have them) over the reference services and one private
-//! `redis-server`, counting what reaches the cart and order services.
+//! separate gateway processes have them) over the reference services and one private Redis
+//! (of the topology `BFF_TEST_REDIS_TOPOLOGY` names), counting what reaches the cart and order services.
 
 use std::time::Duration;
 
-use reference_services::{Config, LocalRedis, ServiceKind, Spawned, spawn_all};
+use reference_services::{Config, ServiceKind, Spawned, TestRedis, spawn_all};
 use sha2::{Digest, Sha256};
 use shared_clients::{
     Address, Channel, Downstream, DownstreamConfig, ErrorKind, IdempotencyKey, OrderPlacement,
     OrderPlacementConfig, OrderRequest, Owner, PartnerId, PlaceOrderError, PlacedOrder,
-    RequestedLine, ServiceConfig, SharedConfig, shared_state::RedisUrl,
+    RequestedLine, ServiceConfig,
 };
 
-use crate::helpers::{ctx, user};
+use crate::helpers::{ctx, shared_over, test_redis, user};
 
 /// The reference services, a Redis, and replicas of a gateway over both.
 struct Deployment {
     /// The running services and their world.
     spawned: Spawned,
     /// The Redis every replica shares.
-    redis: LocalRedis,
+    redis: TestRedis,
     /// Clients and order placement of each replica.
     replicas: Vec<(Downstream, OrderPlacement)>,
 }
@@ -28,9 +28,7 @@ impl Deployment {
     /// `count` replicas; the order service answers after `order_latency`, so that concurrent
     /// attempts really overlap.
     async fn start(count: usize, order_latency: Duration) -> Self {
-        let redis = LocalRedis::start()
-            .await
-            .expect("a private redis-server starts (./scripts/ensure-redis-server installs it)");
+        let redis = test_redis().await;
         let spawned = spawn_all(Config {
             products: 300,
             ..Config::default()
@@ -62,10 +60,7 @@ impl Deployment {
             order: ServiceConfig::with_url(&self.spawned.order_url),
             ..DownstreamConfig::default()
         };
-        let shared = SharedConfig {
-            redis_url: Some(RedisUrl::new(self.redis.url())),
-            ..SharedConfig::default()
-        };
+        let shared = shared_over(&self.redis);
         let downstream = Downstream::new_shared(&config, &shared).expect("valid URLs");
         let placement = OrderPlacement::new(downstream.clone(), &OrderPlacementConfig::default());
         (downstream, placement)
