@@ -2,7 +2,8 @@
 //! master, a replica, three sentinels): commands, pipelines and scripts over keys of many slots,
 //! the catalog shared between replicas, the change events read, and a master killed under
 //! load: the features fall back (counted, never failed) and are shared again by themselves
-//! once its replica took over.
+//! once its replica took over; a resharding (`redis-cli --cluster reshard`, 300 slots) under a
+//! load of reads, batches, transactions and scripts fails no request.
 
 use std::time::Duration;
 
@@ -372,4 +373,190 @@ async fn key_slot(cluster: &LocalRedisCluster, key: &str) -> u16 {
         .trim_start_matches(':')
         .parse()
         .expect("a slot number")
+}
+
+/// Every Redis fallback `downstream` counted, over all features.
+fn all_fallbacks(downstream: &Downstream) -> u64 {
+    downstream
+        .metrics()
+        .redis
+        .expect("Redis configured")
+        .fallbacks
+        .iter()
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// The Redis Cluster slot of a hash tag: CRC16/XMODEM modulo 16384 (the specification's
+/// `HASH_SLOT`; checked against `CLUSTER KEYSLOT` by the test that uses it).
+fn slot_of_tag(tag: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for byte in tag.bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// Slots `redis-cli --cluster reshard --cluster-slots 300` takes from the master of slot 0
+/// (it moves a source's lowest slots first).
+const MOVING: std::ops::Range<u16> = 0..300;
+
+#[tokio::test]
+async fn a_resharding_under_load_fails_no_request_and_the_replicas_still_share() {
+    let cluster = LocalRedisCluster::start().await.expect("a local cluster");
+    let config = shared_config(Topology::Cluster(cluster.urls()));
+    let spawned = spawn_all(Config::default()).await.expect("services");
+    let shared = SharedState::connect(&config).expect("valid settings");
+    shared_again(&shared).await;
+    assert_eq!(
+        key_slot(&cluster, "{cat:p:p-00001}").await,
+        slot_of_tag("cat:p:p-00001")
+    );
+    let from = cluster.master_of_slot(0).await.expect("served");
+    let to = cluster.master_of_slot(16_383).await.expect("served");
+    assert_ne!(from, to);
+
+    // Keys in the moving slots, so that the migration takes a while: 300 tags of 100 keys.
+    let fill: Vec<String> = (0..)
+        .map(|n| format!("fill:{n}"))
+        .filter(|tag| MOVING.contains(&slot_of_tag(tag)))
+        .take(300)
+        .collect();
+    let mut conn = redis::cluster::ClusterClient::new(cluster.urls())
+        .expect("urls")
+        .get_async_connection()
+        .await
+        .expect("connects");
+    for tag in &fill {
+        let mut mset = redis::cmd("MSET");
+        for k in 0..100 {
+            mset.arg(format!("{{{tag}}}:{k}")).arg("x".repeat(64));
+        }
+        let () = mset.query_async(&mut conn).await.expect("MSET");
+    }
+
+    // The load, on the moving slots above all: products whose keys are there, read through two
+    // replicas whose entries live 1 ms (so every read goes to Redis: L2 read, lease, publish),
+    // batches of them, and a transaction and a script on user tags there.
+    let moving_products: Vec<_> = (1..=5_000)
+        .filter(|n| MOVING.contains(&slot_of_tag(&format!("cat:p:p-{n:05}"))))
+        .map(product_id)
+        .collect();
+    let moving_users: Vec<u32> = (0..)
+        .filter(|n| MOVING.contains(&slot_of_tag(&format!("u:{n}"))))
+        .take(64)
+        .collect();
+    assert!(moving_products.len() > 40, "{}", moving_products.len());
+    let mut load_config = DownstreamConfig {
+        product: ServiceConfig::with_url(&spawned.product_url),
+        cart: ServiceConfig::with_url(&spawned.cart_url),
+        order: ServiceConfig::with_url(&spawned.order_url),
+        ..DownstreamConfig::default()
+    };
+    load_config.cache.max_ttl = Duration::from_millis(1);
+    let load_replicas = std::sync::Arc::new([
+        Downstream::new_shared(&load_config, &config).expect("valid settings"),
+        Downstream::new_shared(&load_config, &config).expect("valid settings"),
+    ]);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|worker| {
+            let (replicas, shared, done) = (
+                std::sync::Arc::clone(&load_replicas),
+                shared.clone(),
+                std::sync::Arc::clone(&done),
+            );
+            let (products, users) = (moving_products.clone(), moving_users.clone());
+            tokio::spawn(async move {
+                let (mut requests, mut failed, mut redis_errors) = (0_u64, Vec::new(), 0_u64);
+                let mut n = worker;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = &products[n % products.len()];
+                    let replica = &replicas[n % 2];
+                    requests += 1;
+                    if let Err(error) = replica.catalog().product(&ctx(), id).await {
+                        failed.push(format!("{id}: {error}"));
+                    }
+                    if n % 4 == 0 {
+                        let ids: Vec<_> = (0..6)
+                            .map(|k| products[(n + k * 7) % products.len()].clone())
+                            .collect();
+                        requests += 1;
+                        if let Err(error) = replica.catalog().products(&ctx(), &ids).await {
+                            failed.push(format!("a batch: {error}"));
+                        }
+                        let tag = users[n % users.len()];
+                        if try_commands(&shared, tag..tag + 1).await.is_err() {
+                            redis_errors += 1;
+                        }
+                    }
+                    n += 8;
+                    // A steady load, not a busy loop that starves the resharding's own process.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                (requests, failed, redis_errors)
+            })
+        })
+        .collect();
+    let started = tokio::time::Instant::now();
+    cluster.reshard(from, to, 300).await.expect("resharded");
+    let took = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut requests, mut failed, mut redis_errors) = (0, Vec::new(), 0);
+    for worker in futures::future::join_all(workers).await {
+        let (r, f, e) = worker.expect("no panic");
+        requests += r;
+        failed.extend(f);
+        redis_errors += e;
+    }
+    assert_eq!(
+        cluster.master_of_slot(0).await.expect("served"),
+        to,
+        "moved"
+    );
+    assert_eq!(
+        cluster.master_of_slot(299).await.expect("served"),
+        to,
+        "moved"
+    );
+    assert!(
+        requests > 100,
+        "a load ran during the resharding: {requests}"
+    );
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    eprintln!(
+        "resharding took {took:?} under {requests} requests; Redis fallbacks {} + {} ({:?}), shared transactions or scripts that failed: {redis_errors}",
+        all_fallbacks(&load_replicas[0]),
+        all_fallbacks(&load_replicas[1]),
+        load_replicas[0].metrics().redis.map(|redis| redis.errors),
+    );
+    let moved: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    assert!(moved >= 30_000, "the keys moved with their slots: {moved}");
+
+    // Sharing still works on the moved slots: a product one replica fetches is the other's L2
+    // hit, and every transaction and script runs.
+    let (one, two) = replicas(&spawned, &config);
+    let calls = || spawned.world.admin(ServiceKind::Product).stats().total;
+    let id = moving_products.last().expect("a product");
+    let before = calls();
+    one.catalog().product(&ctx(), id).await.expect("found");
+    two.catalog().product(&ctx(), id).await.expect("found");
+    assert_eq!(
+        calls(),
+        before + 1,
+        "the second replica read the first one's fetch"
+    );
+    for tag in moving_users {
+        commands_pipelines_and_scripts(&shared, tag..tag + 1).await;
+    }
 }
