@@ -28,9 +28,15 @@ Settings (environment variables, all optional):
                            keep-alive period; quick 3)
   BENCH_LIVE_FANOUT        subscribers of the one product whose price changes (default 1000, quick 200)
   BENCH_LIVE_CHANGES       price changes timed to every subscriber, one a second (default 10, quick 3)
+  BENCH_REDIS_REQUESTS     requests of each kind whose Redis cost is measured (default 3000, quick 300)
+  BENCH_REDIS_EVENTS       change events whose Redis cost is measured, per row (default 300, quick 40)
+  BENCH_REDIS_SUBSCRIBERS  WebSocket subscriptions following them (default 100, quick 20)
+  BENCH_REDIS_IDLE_SECONDS idle window measured (and subtracted) per replica set (default 5, quick 2)
   BENCH_ONLY=live          run only the live-updates section and rewrite only that section of the
                            report (and its Method line); the other sections stay as they are
-  BENCH_PORT_BASE          first of the ports used (default 19100; twenty-two consecutive ports;
+  BENCH_ONLY=redis         likewise for the Redis cost section (Redis commands, time and bytes per
+                           request kind: the measurements behind docs/SCALING.md)
+  BENCH_PORT_BASE          first of the ports used (default 19100; twenty-six consecutive ports;
                            the private redis-servers take any free port)
   BENCH_OUT                where the report goes (default docs/BENCHMARKS.md)
 """
@@ -121,6 +127,12 @@ PORTS = {
     # Live updates: a bff-web with Redis and raised stream limits, started for that section only.
     "web-live": PORT_BASE + 20,
     "web-live-metrics": PORT_BASE + 21,
+    # Redis cost per request: a bff-partner and a second bff-web with Redis, for that section only
+    # (it also uses mobile-r1, mobile-r2 and web-live, whose sections are over by then).
+    "partner-redis": PORT_BASE + 22,
+    "partner-redis-metrics": PORT_BASE + 23,
+    "web-live-b": PORT_BASE + 24,
+    "web-live-b-metrics": PORT_BASE + 25,
 }
 SERVICES = ("product", "cart", "order")
 GATEWAYS = ("bff-web", "bff-mobile", "bff-partner")
@@ -1424,6 +1436,550 @@ def live(stack: Stack) -> dict:
 NAN = float("nan")
 
 
+# ---------------------------------------------------------------------------------------------
+# Redis cost per request kind (the capacity model of docs/SCALING.md, issue #27)
+
+REDIS_REQUESTS = env_int("BENCH_REDIS_REQUESTS", 3000, 300)
+REDIS_EVENTS = env_int("BENCH_REDIS_EVENTS", 300, 40)
+REDIS_SUBSCRIBERS = env_int("BENCH_REDIS_SUBSCRIBERS", 100, 20)
+REDIS_IDLE_SECONDS = env_int("BENCH_REDIS_IDLE_SECONDS", 5, 2)
+REDIS_SAMPLE = 100  # requests of each kind sent again under MONITOR (who ran each command)
+REDIS_SAMPLE_EVENTS = 10
+REDIS_CONCURRENCY = 16
+REDIS_EVENT_EVERY_S = 0.04
+REDIS_SETTLE_S = 1.0
+REDIS_COMMAND_TIMEOUT = "1s"  # shared.command_timeout of the section's replicas (default 50ms)  # after the last request: the change-event consumers catch up
+REDIS_CART_USERS = 20
+REDIS_MISS_FIRST = 2001  # products of the miss and L2 rows: p-02001…, never asked for before
+REDIS_SAMPLE_FIRST = 4501  # products of their MONITOR samples: p-04501…
+REDIS_INFO = ("INFO", "commandstats", "stats", "cpu")
+REDIS_BEGIN = "<!-- redis:begin -->"
+REDIS_END = "<!-- redis:end -->"
+REDIS_MONITOR_LINE = re.compile(r'^\+[\d.]+ \[\d+ ([^\]]+)\] (.*)$')
+REDIS_MONITOR_ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
+# Commands that commandstats names with their subcommand (`xinfo|stream`), as MONITOR does not.
+REDIS_CONTAINERS = ("xinfo", "xgroup", "script", "config", "client", "memory", "object",
+                    "function", "cluster", "command", "acl", "latency", "slowlog", "pubsub")
+
+
+def redis_reply(port: int, *words: str) -> tuple[bytes, int, int]:
+    """One command with a bulk-string reply (INFO): the whole reply, the bytes of the request
+    and the bytes of the reply as they crossed the socket."""
+    payload = (f"*{len(words)}\r\n"
+               + "".join(f"${len(w.encode())}\r\n{w}\r\n" for w in words)).encode()
+    with socket.create_connection((HOST, port), timeout=5) as conn:
+        conn.sendall(payload)
+        data = b""
+        while b"\r\n" not in data:
+            chunk = conn.recv(1 << 16)
+            if not chunk:
+                raise RuntimeError(f"redis closed the connection during {words[0]}")
+            data += chunk
+        head, rest = data.split(b"\r\n", 1)
+        if not head.startswith(b"$"):
+            raise RuntimeError(f"redis {' '.join(words)}: {data[:200]!r}")
+        size = int(head[1:])
+        while len(rest) < size + 2:
+            chunk = conn.recv(1 << 16)
+            if not chunk:
+                raise RuntimeError(f"redis closed the connection during {words[0]}")
+            rest += chunk
+    return rest[:size], len(payload), len(head) + 2 + size + 2
+
+
+@dataclass
+class RedisSnapshot:
+    """`INFO commandstats stats cpu` at one moment."""
+    calls: dict[str, int]
+    usec: dict[str, int]
+    net_in: int
+    net_out: int
+    cpu_s: float
+    at: float
+    sent: int  # bytes of the INFO request that took this snapshot
+    received: int  # bytes of its reply
+
+
+def redis_snapshot(port: int) -> RedisSnapshot:
+    body, sent, received = redis_reply(port, *REDIS_INFO)
+    at = time.monotonic()
+    calls: dict[str, int] = {}
+    usec: dict[str, int] = {}
+    fields: dict[str, str] = {}
+    for line in body.decode().splitlines():
+        if line.startswith("cmdstat_"):
+            name, rest = line[len("cmdstat_"):].split(":", 1)
+            kv = dict(x.split("=", 1) for x in rest.split(","))
+            calls[name] = int(kv["calls"])
+            usec[name] = int(kv["usec"])
+        elif ":" in line:
+            key, value = line.split(":", 1)
+            fields[key] = value.strip()
+    return RedisSnapshot(calls, usec, int(fields["total_net_input_bytes"]),
+                         int(fields["total_net_output_bytes"]),
+                         float(fields["used_cpu_sys"]) + float(fields["used_cpu_user"]), at,
+                         sent, received)
+
+
+def redis_delta(a: RedisSnapshot, b: RedisSnapshot, own_info_usec: float) -> dict:
+    """What Redis did between two snapshots, without the harness's own INFO: `b` counts the INFO
+    call that took `a` (commandstats are updated after a command ran) and `a`'s reply (output),
+    and its own request (input, read before it ran)."""
+    calls = {k: b.calls.get(k, 0) - a.calls.get(k, 0) for k in b.calls}
+    usec: dict[str, float] = {k: b.usec.get(k, 0) - a.usec.get(k, 0) for k in b.usec}
+    calls["info"] = calls.get("info", 0) - 1
+    usec["info"] = max(0.0, usec.get("info", 0) - own_info_usec)
+    return {"calls": {k: v for k, v in calls.items() if v > 0},
+            "usec": {k: usec.get(k, 0) for k, v in calls.items() if v > 0},
+            "net_in": b.net_in - a.net_in - b.sent, "net_out": b.net_out - a.net_out - a.received,
+            "cpu_s": b.cpu_s - a.cpu_s, "seconds": b.at - a.at}
+
+
+def redis_minus_idle(d: dict, idle: dict | None) -> dict:
+    """`d` less what the same processes do idle in as long (the idle window's rate), per command."""
+    if not idle:
+        return d
+    f = d["seconds"] / idle["seconds"]
+    calls = {k: max(0.0, v - f * idle["calls"].get(k, 0)) for k, v in d["calls"].items()}
+    usec = {k: max(0.0, v - f * idle["usec"].get(k, 0)) for k, v in d["usec"].items()}
+    return {"calls": {k: v for k, v in calls.items() if v > 1e-9},
+            "usec": {k: usec[k] for k, v in calls.items() if v > 1e-9},
+            "net_in": max(0.0, d["net_in"] - f * idle["net_in"]),
+            "net_out": max(0.0, d["net_out"] - f * idle["net_out"]),
+            "cpu_s": max(0.0, d["cpu_s"] - f * idle["cpu_s"]), "seconds": d["seconds"],
+            "raw": d, "idle_factor": f}
+
+
+def redis_key_pattern(key: str) -> str:
+    key = re.sub(r"[0-9a-f]{16,}", "<h>", key)
+    return re.sub(r"\d+", "N", key)
+
+
+class RedisMonitor:
+    """`MONITOR` on a connection of its own, read by a thread: counts the commands Redis runs by
+    name, by whether a client sent it or a Lua script ran it, and by key pattern."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection((HOST, port), timeout=5)
+        self.sock.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
+        self.top: dict[str, int] = {}
+        self.inner: dict[str, int] = {}
+        self.keys: dict[str, dict[str, int]] = {}
+        self.started = time.monotonic()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self.read, daemon=True)
+        self.thread.start()
+        if not self.ready.wait(5):
+            raise RuntimeError("redis MONITOR did not answer")
+
+    def read(self) -> None:
+        buf = b""
+        self.sock.settimeout(None)
+        while True:
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            *lines, buf = buf.split(b"\r\n")
+            for line in lines:
+                if line == b"+OK":
+                    self.ready.set()
+                else:
+                    self.count(line.decode(errors="replace"))
+
+    def count(self, line: str) -> None:
+        m = REDIS_MONITOR_LINE.match(line)
+        if not m:
+            return
+        args = REDIS_MONITOR_ARG.findall(m.group(2))
+        if not args:
+            return
+        name = args[0].lower()
+        sub = 0
+        if name in REDIS_CONTAINERS and len(args) > 1:
+            name, sub = f"{name}|{args[1].lower()}", 1
+        if name in ("info", "monitor") and m.group(1) != "lua":
+            return  # the harness's own
+        target = self.inner if m.group(1) == "lua" else self.top
+        target[name] = target.get(name, 0) + 1
+        key = ""
+        if name in ("evalsha", "eval") and len(args) > 3 and args[2] != "0":
+            key = args[3]
+        elif name in ("xread", "xreadgroup"):
+            upper = [a.upper() for a in args]
+            if "STREAMS" in upper and upper.index("STREAMS") + 1 < len(args):
+                key = args[upper.index("STREAMS") + 1]
+        elif name.startswith(("xinfo|", "xgroup|", "object|", "memory|")) and len(args) > 2:
+            key = args[2]
+        elif not sub and name not in ("info", "ping", "time", "multi", "exec") and len(args) > 1:
+            key = args[1]
+        if key and m.group(1) != "lua":
+            pattern = redis_key_pattern(key)
+            per = self.keys.setdefault(name, {})
+            per[pattern] = per.get(pattern, 0) + 1
+
+    def stop(self) -> dict:
+        time.sleep(0.3)  # the last lines
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(5)
+        return {"top": self.top, "inner": self.inner, "keys": self.keys,
+                "seconds": time.monotonic() - self.started - 0.3}
+
+
+def redis_sample_minus(sample: dict, background: dict | None) -> dict:
+    """A MONITOR sample less what the same processes run idle in as long (scaled from an idle
+    MONITOR window), so that background commands do not show up among a request's."""
+    if not background:
+        return sample
+    f = sample["seconds"] / background["seconds"] if background["seconds"] > 0 else 0.0
+    out = {"seconds": sample["seconds"]}
+    for part in ("top", "inner"):
+        out[part] = {k: max(0.0, v - f * background[part].get(k, 0))
+                     for k, v in sample[part].items()}
+    out["keys"] = {}
+    for name, per in sample["keys"].items():
+        bg = background["keys"].get(name, {})
+        kept = {p: max(0.0, c - f * bg.get(p, 0)) for p, c in per.items()}
+        out["keys"][name] = {p: c for p, c in kept.items() if c > 0} or per
+    return out
+
+
+def redis_row(key: str, label: str, gateway: str, n: int, d: dict, sample: dict,
+              round_trips: float, outcome: dict | None = None) -> dict:
+    """One row: per request (or per event), the commands Redis ran (by who ran them: a client or a
+    script, in the proportions of the MONITOR sample), its time and the bytes."""
+    top: dict[str, float] = {}
+    inner: dict[str, float] = {}
+    usec_top = 0.0
+    for name, calls in d["calls"].items():
+        t, i = sample["top"].get(name, 0), sample["inner"].get(name, 0)
+        share = i / (t + i) if t + i else 0.0
+        inner[name] = calls * share
+        top[name] = calls - inner[name]
+        usec_top += d["usec"].get(name, 0) * (1 - share)
+    # Each command's calls split over its key patterns in the sample's proportions.
+    split = []
+    for name, calls in top.items():
+        per = sample["keys"].get(name) or {"": 1}
+        total = sum(per.values())
+        for pattern, count in per.items():
+            split.append((name, calls * count / total / n, pattern))
+    return {
+        "key": key, "label": label, "gateway": gateway, "requests": n,
+        "sent": sum(top.values()) / n, "executed": sum(d["calls"].values()) / n,
+        "top": sorted((x for x in split if x[1] >= 0.005), key=lambda x: -x[1]),
+        "inner": sorted(((k, v / n) for k, v in inner.items() if v / n >= 0.005),
+                        key=lambda x: -x[1]),
+        "usec": usec_top / n, "cpu_us": d["cpu_s"] * 1e6 / n,
+        "net_in": d["net_in"] / n, "net_out": d["net_out"] / n, "round_trips": round_trips / n,
+        "outcome": outcome or {}, "delta": d, "sample": sample,
+    }
+
+
+def redis_keyspace(port: int) -> list[dict]:
+    """Every key in Redis grouped by pattern: how many, `MEMORY USAGE` (bytes, with Redis'
+    overhead), the median time to live, and for streams their entries (`XLEN`)."""
+    cli = ["redis-cli", "-h", HOST, "-p", str(port)]
+    keys = subprocess.run([*cli, "--scan"], capture_output=True, text=True,
+                          check=True, timeout=60).stdout.split()
+    if not keys:
+        return []
+    script = "".join(f"MEMORY USAGE {k} SAMPLES 0\nPTTL {k}\nTYPE {k}\n" for k in keys)
+    replies = subprocess.run(cli, input=script, capture_output=True, text=True, check=True,
+                             timeout=120).stdout.split("\n")
+    groups: dict[str, dict] = {}
+    for i, key in enumerate(keys):
+        size, ttl, kind = replies[3 * i:3 * i + 3]
+        g = groups.setdefault(redis_key_pattern(key), {"keys": 0, "bytes": 0, "ttls": [],
+                                                      "type": kind, "entries": 0})
+        g["keys"] += 1
+        g["bytes"] += int(size or 0)
+        if int(ttl or -1) >= 0:
+            g["ttls"].append(int(ttl) / 1000)
+        if kind == "stream":
+            g["entries"] += int(subprocess.run([*cli, "XLEN", key], capture_output=True,
+                                               text=True, check=True).stdout.strip() or 0)
+    return sorted(({"pattern": k, "keys": g["keys"], "bytes": g["bytes"], "type": g["type"],
+                    "entries": g["entries"],
+                    "ttl_s": statistics.median(g["ttls"]) if g["ttls"] else None}
+                   for k, g in groups.items()), key=lambda g: -g["bytes"])
+
+
+def redis_costs(stack: Stack) -> dict:
+    """The Redis section: for each kind of request, what it costs Redis (commands, time, bytes),
+    from INFO deltas over thousands of requests on a private redis-server."""
+    out: dict = {"rows": [], "idle": [], "requests": REDIS_REQUESTS, "events": REDIS_EVENTS,
+                 "subscribers": REDIS_SUBSCRIBERS, "idle_seconds": REDIS_IDLE_SECONDS,
+                 "sample": REDIS_SAMPLE, "concurrency": REDIS_CONCURRENCY,
+                 "command_timeout": REDIS_COMMAND_TIMEOUT}
+    port = free_port()
+    stack.start_redis(port)
+    url = f"redis://{HOST}:{port}/0"
+    out["redis_version"] = redis_reply(port, "INFO", "server")[0].decode().split(
+        "redis_version:", 1)[1].split("\r\n", 1)[0]
+    # The services again, publishing their changes there (as in a deployment with events).
+    for service in SERVICES:
+        stack.stop(service)
+        stack.start_service(service, url)
+    stack.wait_healthy(list(SERVICES))
+    for service in SERVICES:
+        set_latency(service, "0ms")
+    # The cost of the harness's own INFO, taken off every delta.
+    snaps = [redis_snapshot(port) for _ in range(4)]
+    own = min(snaps[i + 1].usec.get("info", 0) - snaps[i].usec.get("info", 0) for i in range(3))
+    out["own_info_usec"] = own
+
+    # Carts: CART_LINES lines for the cart-read users, one line for each checkout user.
+    cart_users = [user_id(601 + i) for i in range(REDIS_CART_USERS)]
+    setup_carts(cart_users, 1001)
+    # Two pools: checkouts on one replica, then on one of two (both consume the events).
+    checkout_users = [user_id(2001 + i) for i in range(2 * (REDIS_SAMPLE + REDIS_REQUESTS))]
+    lines = [Req("POST", f"/carts/{u}/items",
+                 {"X-User-Id": u, "Content-Type": "application/json"},
+                 json.dumps({"product_id": product_id(2 + 2 * (i % 2)), "quantity": 1}).encode())
+             for i, u in enumerate(checkout_users)]
+    made = run_requests(PORTS["cart"], lines, REDIS_CONCURRENCY)
+    if made["errors"]:
+        raise RuntimeError(f"redis: one-line carts: {made['statuses']}")
+    tokens = {u: hs256_token(stack.secret, u) for u in [*cart_users, *checkout_users]}
+    partner_auth = {"Authorization": f"Bearer {stack.partner_key}"}
+
+    def start(name: str, gateway: str, extra: dict[str, str] | None = None) -> None:
+        env = stack.gateway_env(gateway)
+        env["BFF_LISTEN_ADDR"] = f"{HOST}:{PORTS[name]}"
+        env["BFF_SERVER__METRICS_LISTEN_ADDR"] = f"{HOST}:{PORTS[name + '-metrics']}"
+        env["BFF_REDIS_URL"] = url
+        # A shared 2-CPU machine can stall Redis past the default 50 ms now and then, and a
+        # replica then falls back to in-process behaviour for `retry_after` (1 s): fewer
+        # commands, not the cost this section is after. Any fallback left is reported.
+        env["BFF_SHARED__COMMAND_TIMEOUT"] = REDIS_COMMAND_TIMEOUT
+        # As `./scripts/dev --replicas` and the events section run them: catalog entries fresh
+        # while the events vouch for them (so a product's L1 and L2 entries outlive the rows).
+        env.update(EVENT_DRIVEN_TTL)
+        env.update(extra or {})
+        stack.start(name, [os.path.join(stack.bin_dir, gateway)], env, stack.gateway_cpu)
+        stack.wait_healthy([name])
+        deadline = time.monotonic() + 15
+        while metric_sums(name, {"up": ("bff_events_consumer_up", {})})["up"] < 3:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis: {name}'s change-event consumers did not come up")
+            time.sleep(0.1)
+
+    def round_trips(names: list[str]) -> dict[str, float]:
+        """The replicas' own Redis counters, summed."""
+        total = {"commands": 0.0, "errors": 0.0, "fallbacks": 0.0}
+        for n in names:
+            got = metric_sums(n, {"commands": ("bff_redis_commands_total", {}),
+                                  "errors": ("bff_redis_errors_total", {}),
+                                  "fallbacks": ("bff_redis_fallback_total", {})})
+            for k in total:
+                total[k] += got[k]
+        return total
+
+    def idle(label: str, names: list[str]) -> dict:
+        """The processes `names` doing nothing: their background, a rate to subtract (and, in a
+        second window, which commands on which keys it is, to take off the MONITOR samples)."""
+        time.sleep(1)
+        a = redis_snapshot(port)
+        time.sleep(REDIS_IDLE_SECONDS)
+        b = redis_snapshot(port)
+        d = redis_delta(a, b, own)
+        monitor = RedisMonitor(port)
+        time.sleep(REDIS_IDLE_SECONDS)
+        d["monitor"] = monitor.stop()
+        out["idle"].append({"label": label, "delta": d})
+        return d
+
+    def send(target: str, reqs: list[Req]) -> dict:
+        result = run_requests(PORTS[target], reqs, REDIS_CONCURRENCY)
+        if result["errors"]:
+            raise RuntimeError(f"redis: {target} answered errors: {result['statuses']}")
+        return result
+
+    def row(key: str, label: str, gateway: str, names: list[str], background: dict | None,
+            sample_run, run, n: int):
+        """`sample_run()` under MONITOR (who runs what), then `run()` between two snapshots; the
+        row. Without `background`, a function that makes the row from the idle background
+        measured afterwards (when the row cannot wait for it)."""
+        log(f"redis: {label}")
+        monitor = RedisMonitor(port)
+        try:
+            sample_run()
+        finally:
+            sampled = monitor.stop()
+        time.sleep(REDIS_SETTLE_S)
+        rt0 = round_trips(names)
+        cpu0 = sum(proc_cpu_s(stack.procs[x].pid) for x in names)
+        a = redis_snapshot(port)
+        outcome = run()
+        time.sleep(REDIS_SETTLE_S)
+        b = redis_snapshot(port)
+        cpu1 = sum(proc_cpu_s(stack.procs[x].pid) for x in names)
+        rt1 = round_trips(names)
+        raw = redis_delta(a, b, own)
+
+        def finish(bg: dict) -> dict:
+            sample = redis_sample_minus(sampled, bg.get("monitor"))
+            d = redis_minus_idle(raw, bg)
+            r = redis_row(key, label, gateway, n, d, sample, rt1["commands"] - rt0["commands"],
+                          outcome)
+            r["gateway_cpu_us"] = (cpu1 - cpu0) * 1e6 / n
+            r["redis_errors"] = rt1["errors"] - rt0["errors"]
+            r["redis_fallbacks"] = rt1["fallbacks"] - rt0["fallbacks"]
+            if r["redis_errors"] or r["redis_fallbacks"]:
+                log(f"redis: {label}: {r['redis_errors']:.0f} Redis errors, "
+                    f"{r['redis_fallbacks']:.0f} fallbacks: the counts are not the full cost")
+            out["rows"].append(r)
+            return r
+
+        return finish if background is None else finish(background)
+
+    try:
+        # -- Redis and the services alone: Redis' own housekeeping, the floor of every idle row --
+        idle("no gateway (Redis' own housekeeping)", [])
+        # -- bff-mobile, replica A: L1 hit, miss, cart read, checkout ---------------------------
+        a, b = "mobile-r1", "mobile-r2"
+        start(a, "bff-mobile")
+        for _ in range(3):
+            send(a, [Req("GET", f"/m/v1/products/{product_id(2)}")])
+        cart_reqs = {u: Req("GET", "/m/v1/cart", {"Authorization": f"Bearer {tokens[u]}"})
+                     for u in cart_users}
+        send(a, list(cart_reqs.values()))
+        bg = idle("bff-mobile", [a])
+        hit = Req("GET", f"/m/v1/products/{product_id(2)}")
+        row("product-l1", "product, L1 hit (in the replica's memory)", "bff-mobile", [a], bg,
+            lambda: send(a, [hit] * REDIS_SAMPLE),
+            lambda: send(a, [hit] * REDIS_REQUESTS), REDIS_REQUESTS)
+        cart_cycle = [cart_reqs[cart_users[i % len(cart_users)]] for i in range(REDIS_REQUESTS)]
+        row("mobile-cart", "cart read, signed in (20 lines, products in L1)", "bff-mobile", [a],
+            bg, lambda: send(a, cart_cycle[:REDIS_SAMPLE]), lambda: send(a, cart_cycle),
+            REDIS_REQUESTS)
+
+        def checkouts(users: list[str]) -> dict:
+            reqs = [Req("POST", "/m/v1/checkout",
+                        {"Authorization": f"Bearer {tokens[u]}", "Idempotency-Key": f"bench-{u}"})
+                    for u in users]
+            return send(a, reqs)
+
+        pool = REDIS_SAMPLE + REDIS_REQUESTS
+        row("checkout-1", "checkout (an order placed with an Idempotency-Key)", "bff-mobile",
+            [a], bg, lambda: checkouts(checkout_users[:REDIS_SAMPLE]),
+            lambda: checkouts(checkout_users[REDIS_SAMPLE:pool]), REDIS_REQUESTS)
+        # Last on A alone, so that B reads the products from L2 while they are fresh there (an
+        # L2 entry is taken over only within its ordinary freshness, 30 s for the seeded ones).
+        misses = min(REDIS_REQUESTS, REDIS_SAMPLE_FIRST - REDIS_MISS_FIRST)
+        miss_ids = [product_id(REDIS_MISS_FIRST + i) for i in range(misses)]
+        sample_ids = [product_id(REDIS_SAMPLE_FIRST + i) for i in range(REDIS_SAMPLE)]
+        row("product-miss", "product, miss of L1 and L2 (fetched, then shared)", "bff-mobile",
+            [a], bg, lambda: send(a, [mobile_product(p) for p in sample_ids]),
+            lambda: send(a, [mobile_product(p) for p in miss_ids]), misses)
+
+        # -- bff-mobile, replica B next to A: the products A fetched, from L2; then a checkout
+        # on A with B consuming its events too ------------------------------------------------
+        start(b, "bff-mobile")
+        from_l2 = row("product-l2", "product, L1 miss answered from L2 (another replica "
+                      "fetched it)", "bff-mobile", [b], None,
+                      lambda: send(b, [mobile_product(p) for p in sample_ids]),
+                      lambda: send(b, [mobile_product(p) for p in miss_ids]), misses)
+        bg = idle("bff-mobile + bff-mobile", [a, b])
+        from_l2(bg)
+        row("checkout-2", "checkout, plus a second replica consuming its events", "bff-mobile",
+            [a, b], bg, lambda: checkouts(checkout_users[pool:pool + REDIS_SAMPLE]),
+            lambda: checkouts(checkout_users[pool + REDIS_SAMPLE:]), REDIS_REQUESTS)
+        stack.stop(a)
+        stack.stop(b)
+
+        # -- bff-partner: a request under quota -------------------------------------------------
+        p = "partner-redis"
+        start(p, "bff-partner")
+        partner = Req("GET", f"/v2/products/{product_id(2)}", dict(partner_auth))
+        send(p, [partner] * 3)
+        bg = idle("bff-partner", [p])
+        row("partner", "partner request under quota (product, L1 hit)", "bff-partner", [p], bg,
+            lambda: send(p, [partner] * REDIS_SAMPLE),
+            lambda: send(p, [partner] * REDIS_REQUESTS), REDIS_REQUESTS)
+        stack.stop(p)
+
+        # -- bff-web: cart read, then one change event fanned out to subscribers ---------------
+        w, w2 = "web-live", "web-live-b"
+        start(w, "bff-web")
+        web_carts = {u: web_cart(tokens[u]) for u in cart_users}
+        send(w, list(web_carts.values()))
+        fan_id = product_id(4951)
+        send(w, [web_product(fan_id)])
+        bg = idle("bff-web", [w])
+        web_cycle = [web_carts[cart_users[i % len(cart_users)]] for i in range(REDIS_REQUESTS)]
+        row("web-cart", "cart read, signed in (20 lines, products in L1)", "bff-web", [w], bg,
+            lambda: send(w, web_cycle[:REDIS_SAMPLE]), lambda: send(w, web_cycle),
+            REDIS_REQUESTS)
+
+        status, _, body = request("GET", PORTS["product"], f"/products/{fan_id}")
+        price = json.loads(body)["price"]
+        base, currency = price["amount_minor"], price["currency"]
+        client = LiveClient(stack, "redis-live", REDIS_SUBSCRIBERS, [fan_id])
+        subscribed = client.event("subscribed", 60)["subscribed"]
+        if subscribed != REDIS_SUBSCRIBERS:
+            raise RuntimeError(f"redis: {subscribed} of {REDIS_SUBSCRIBERS} subscriptions")
+        wait_gauge("subscribers", subscribed, 30)
+        changed = [0]
+
+        def changes(n: int) -> dict:
+            """`n` price changes, one every REDIS_EVENT_EVERY_S; waits for every `next`."""
+            want = client.stats()["nexts"] + n * subscribed
+            started = time.monotonic()
+            for i in range(n):
+                pause = started + i * REDIS_EVENT_EVERY_S - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                changed[0] += 1
+                change_price(fan_id, base - 1 - changed[0] % 2, currency)
+            deadline = time.monotonic() + 10
+            while client.stats()["nexts"] < want and time.monotonic() < deadline:
+                time.sleep(0.05)
+            got = client.stats()["nexts"] - (want - n * subscribed)
+            return {"changes": n, "nexts": got, "expected": n * subscribed}
+
+        changes(1)  # every subscription follows changes
+        for label, names in ((f"product change event, {subscribed} subscribers on the replica",
+                              [w]),
+                             (f"product change event, {subscribed} subscribers, plus a second "
+                              "replica consuming it", [w, w2])):
+            if len(names) == 2:
+                start(w2, "bff-web")
+                send(w2, [web_product(fan_id)])  # its copy, which the events evict
+            bg = idle(" + ".join(["bff-web"] * len(names)) + f" ({subscribed} idle subscribers)",
+                      names)
+            row(f"event-{len(names)}", label, "bff-web", names, bg,
+                lambda: changes(REDIS_SAMPLE_EVENTS), lambda: changes(REDIS_EVENTS),
+                REDIS_EVENTS)
+        client.close()
+        stack.stop(w2)
+        stack.stop(w)
+        # What all that left in Redis, by key pattern (what grows with what: docs/SCALING.md).
+        out["keyspace"] = redis_keyspace(port)
+        out["used_memory"] = int(redis_reply(port, "INFO", "memory")[0].decode().split(
+            "used_memory:", 1)[1].split("\r\n", 1)[0])
+    finally:
+        for name in ("redis-live", "mobile-r1", "mobile-r2", "partner-redis", "web-live",
+                     "web-live-b"):
+            stack.stop(name)
+        stack.stop("redis")
+        # The services as the other sections have them: no events, the run's latency.
+        for service in SERVICES:
+            stack.stop(service)
+            stack.start_service(service)
+        stack.wait_healthy(list(SERVICES))
+    return out
+
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin-dir", required=True)
@@ -1431,8 +1987,8 @@ def main() -> int:
     parser.add_argument("--command", default="./scripts/bench")
     args = parser.parse_args()
 
-    if ONLY not in ("", "live"):
-        log(f"BENCH_ONLY={ONLY}: the only section that runs alone is `live`")
+    if ONLY not in ("", "live", "redis"):
+        log(f"BENCH_ONLY={ONLY}: the sections that run alone are `live` and `redis`")
         return 2
     if not ONLY and not shutil.which("wrk"):
         log("wrk is not installed (scripts/bench installs it)")
@@ -1458,6 +2014,8 @@ def main() -> int:
     work_dir = tempfile.mkdtemp(prefix="bff-bench-")
     if ONLY == "live":
         return only_live(args, Stack(args.bin_dir, work_dir, gateway_cpu, other_cpu), started)
+    if ONLY == "redis":
+        return only_redis(args, Stack(args.bin_dir, work_dir, gateway_cpu, other_cpu), started)
     stack = Stack(args.bin_dir, work_dir, gateway_cpu, other_cpu)
     results: dict = {"scenarios": {}, "probes": {}, "stampede": {}, "slow": {}}
 
@@ -1709,6 +2267,9 @@ def main() -> int:
 
         # -- Live updates: WebSocket subscriptions of bff-web, idle and fanned out -------------
         results["live"] = live(stack)
+
+        # -- Redis cost per request kind: commands, time and bytes (docs/SCALING.md) ----------
+        results["redis"] = redis_costs(stack)
     except KeyboardInterrupt:
         log("interrupted; stopping everything")
         stack.stop_all()
@@ -1839,8 +2400,9 @@ def write_report(path: str, command: str, r: dict) -> None:
     add("")
     add("Generated by `scripts/bench` — do not edit by hand, except the Findings section (written")
     add("by hand about a run, kept across runs: re-read it against new numbers) and the")
-    add("micro-benchmark section (rewritten by `scripts/bench micro`). The live-updates section says")
-    add("which run it comes from (`BENCH_ONLY=live` rewrites it alone). What each number means and")
+    add("micro-benchmark section (rewritten by `scripts/bench micro`). The live-updates and Redis")
+    add("cost sections say which run they come from (`BENCH_ONLY=live` and `BENCH_ONLY=redis` rewrite")
+    add("each alone). What each number means and")
     add("how it is measured is under [Method](#method).")
     add("")
     add(f"- **Command:** `{command}`")
@@ -2017,6 +2579,11 @@ def write_report(path: str, command: str, r: dict) -> None:
         add(live_section(lv, command, pin, None))
         add("")
 
+    rc = r.get("redis")
+    if rc:
+        add(redis_section(rc, command, pin, None))
+        add("")
+
     notes = kept_section(path, NOTES_BEGIN, NOTES_END)
     add(notes if notes else f"{NOTES_BEGIN}\n## Findings\n\nNone written yet.\n{NOTES_END}")
     add("")
@@ -2024,6 +2591,7 @@ def write_report(path: str, command: str, r: dict) -> None:
     add("")
     add(METHOD)
     add(LIVE_METHOD)
+    add(REDIS_METHOD)
     add("")
     kept = kept_criterion_section(path)
     add(kept if kept else f"{CRITERION_BEGIN}\n## Micro-benchmarks (criterion)\n\n"
@@ -2592,6 +3160,227 @@ def update_live(path: str, command: str, r: dict) -> None:
         text = text[:end] + "\n" + LIVE_METHOD + text[end:]
     with open(path, "w") as f:
         f.write(text)
+
+
+REDIS_METHOD = """\
+- **Redis cost per request.** A fresh private `redis-server` (as for scale-out), the three
+  reference services restarted publishing their change events to it (`--events-redis-url`) at
+  0 ms latency (no command count depends on it), and one gateway replica at a time with
+  `BFF_REDIS_URL` set, `shared.command_timeout` 1 s (so that a stall of the shared machine does
+  not make it fall back to in-process behaviour; fallbacks and errors are counted per row from
+  its `/metrics`), `downstream.cache.event_driven_max_ttl` 10m (as `./scripts/dev --replicas`
+  sets it) and every other setting at its default (events on). Redis' own `INFO
+  commandstats`, `INFO stats` (`total_net_input_bytes`, `total_net_output_bytes`) and `INFO cpu`
+  (`used_cpu_sys` + `used_cpu_user`) are read before and after thousands of requests of one kind
+  (Python keep-alive client, 16 at a time) and 1 s of settling (the change-event consumers
+  catch up); the harness's own `INFO` is taken off, and so is the background of the same
+  processes idle for as long (measured next to each row, per command). Commands that a Lua script
+  runs are counted by Redis too (under their own names, and their time inside the script's):
+  which ones were sent by a client and which ran inside a script is taken from a sample of the
+  same requests under `MONITOR` (also the source of the key patterns), never from the measured
+  pass. *Redis µs* is commandstats `usec` of what clients sent (Redis' own timing of command
+  execution, scripts including what they run); *CPU µs* is the whole process (parsing, network
+  I/O, event loop), noisier. `BENCH_ONLY=redis ./scripts/bench` builds only the gateways, the
+  reference services and bench-live, runs only this section and rewrites only it and this line."""
+
+
+def redis_section(rc: dict, command: str, pin: dict, elapsed_s: float | None) -> str:
+    """The Redis cost section, between its markers (a BENCH_ONLY=redis run replaces just it)."""
+    lines: list[str] = []
+    add = lines.append
+
+    def cmds(r: dict) -> str:
+        parts = []
+        for name, per, key in r["top"][:7]:
+            parts.append(f"{name.upper()} {per:.2f}" + (f" `{key}`" if key else ""))
+        text = "; ".join(parts) if parts else "none"
+        if r["inner"]:
+            text += " — inside scripts: " + ", ".join(
+                f"{name.upper()} {per:.2f}" for name, per, in r["inner"][:6])
+        return text
+
+    add(REDIS_BEGIN)
+    add("## Redis cost per request (capacity model)")
+    add("")
+    took = f"; the section took {elapsed_s:.0f} s" if elapsed_s is not None else ""
+    add(f"Measured by `{command}` on commit {commit()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}{took}; redis-server "
+        f"{rc['redis_version']} on {machine()}. [docs/SCALING.md](SCALING.md) turns these rows "
+        "into a sizing table.")
+    add("")
+    where = (f" Redis, the services and the client on CPU {pin['other_cpu']}, the gateway on "
+             f"CPU {pin['gateway_cpu']}." if pin.get("gateway_cpu") is not None else "")
+    add(f"Each row: {rc['requests']} requests of one kind (products: as many distinct ones), "
+        f"{rc['concurrency']} at a time, on one replica with `BFF_REDIS_URL` and "
+        f"`shared.command_timeout` {rc.get('command_timeout', '50ms')} and "
+        "`downstream.cache.event_driven_max_ttl` 10m (defaults otherwise, "
+        "change events on; the default 50 ms made replicas fall back now and then on this "
+        "shared machine, which saves commands: the last column says whether any did), the services publishing their changes to the same Redis; counts are "
+        "Redis' own (`INFO commandstats` deltas) less the replicas' idle background. Event rows: "
+        f"{rc['events']} price changes (`PATCH /__admin/products/{{id}}`, one every "
+        f"{REDIS_EVENT_EVERY_S * 1000:.0f} ms) of one product that {rc['subscribers']} WebSocket "
+        "subscriptions (`bench-live`) follow, per change; they include the product service's "
+        "`XADD` and the refetch the subscriptions need. *Sent*: commands clients sent (a script is "
+        "one); *executed*: also those scripts ran. *Gateway round trips*: the replicas' own "
+        "`bff_redis_commands_total` (a pipeline or script counts one); *gateway CPU*: the "
+        "replicas' utime + stime over the pass (`/proc/PID/stat`; ticks of 10 ms, the 1 s of "
+        "settling included), a rough per-core cost for kinds no wrk row has." + where)
+    add("")
+    add("| request kind | gateway | requests | Redis commands / request: sent (executed) | "
+        "commands per request, most first (key pattern) | Redis µs / request (commandstats) | "
+        "Redis CPU µs / request (process) | bytes to Redis / request | bytes from Redis / request "
+        "| gateway round trips / request | gateway CPU µs / request | Redis errors / fallbacks |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    order = ["product-l1", "product-l2", "product-miss", "mobile-cart", "web-cart", "checkout-1",
+             "checkout-2", "partner", "event-1", "event-2"]
+    for r in sorted(rc["rows"], key=lambda r: order.index(r["key"]) if r["key"] in order else 99):
+        add(f"| {r['label']} | {r['gateway']} | {r['requests']} | **{r['sent']:.2f}** "
+            f"({r['executed']:.2f}) | {cmds(r)} | {r['usec']:.2f} | {r['cpu_us']:.1f} | "
+            f"{r['net_in']:.0f} | {r['net_out']:.0f} | {r['round_trips']:.2f} | "
+            f"{r.get('gateway_cpu_us', NAN):.0f} | {r.get('redis_errors', NAN):.0f} / "
+            f"{r.get('redis_fallbacks', NAN):.0f} |")
+    add("")
+    rows = {r["key"]: r for r in rc["rows"]}
+    for kind, what in (("event", "change event"), ("checkout", "checkout")):
+        one, two = rows.get(f"{kind}-1"), rows.get(f"{kind}-2")
+        if not one or not two:
+            continue
+        extra = redis_extra(one, two)
+        add(f"Per {what}, each further replica consuming the change events adds "
+            f"**{two['sent'] - one['sent']:.2f} commands sent** "
+            f"({two['executed'] - one['executed']:.2f} executed: "
+            + ", ".join(f"{k.upper()} {v:+.2f}" for k, v in extra["calls"]) + f"), "
+            f"{extra['usec']:.1f} µs of Redis time (the added commands at the second row's time "
+            "per call) and "
+            f"{two['net_in'] - one['net_in'] + two['net_out'] - one['net_out']:.0f} bytes "
+            "(the difference of the two rows).")
+        add("")
+    ev = [r for r in rc["rows"] if r["key"].startswith("event-")]
+    if ev:
+        add("`next`s received by the subscribers, of changes × subscribers: "
+            + ", ".join(f"{r['outcome'].get('nexts', 0)} of {r['outcome'].get('expected', 0)}"
+                        for r in ev) + ".")
+        add("")
+    add(f"Idle replicas (nothing sent to them; {rc['idle_seconds']} s each, the background "
+        "subtracted above): per second.")
+    add("")
+    add("| idle | commands / s | commands per second, most first | Redis µs / s (commandstats) | "
+        "Redis CPU µs / s (process) | bytes to / from Redis per s |")
+    add("|---|---|---|---|---|---|")
+    for i in rc["idle"]:
+        d = i["delta"]
+        s = d["seconds"]
+        per = sorted(((k, v / s) for k, v in d["calls"].items()), key=lambda x: -x[1])
+        text = "; ".join(f"{k.upper()} {v:.2f}" for k, v in per[:6]) or "none"
+        add(f"| {i['label']} | {sum(d['calls'].values()) / s:.2f} | {text} | "
+            f"{sum(d['usec'].values()) / s:.1f} | {d['cpu_s'] * 1e6 / s:.0f} | "
+            f"{d['net_in'] / s:.0f} / {d['net_out'] / s:.0f} |")
+    add("")
+    if rc.get("keyspace"):
+        add(f"What the section left in Redis, by key pattern (`redis-cli --scan`, `MEMORY USAGE "
+            f"key SAMPLES 0`, `PTTL`, `XLEN`; `used_memory` {rc['used_memory'] / 2**20:.1f} MiB), "
+            f"after the rows above: {2 * (rc['requests'] + REDIS_SAMPLE)} checkouts (one user each), "
+            f"{REDIS_CART_USERS} users reading carts of {CART_LINES} lines, about "
+            f"{min(rc['requests'], REDIS_SAMPLE_FIRST - REDIS_MISS_FIRST) + REDIS_SAMPLE + REDIS_CART_USERS * CART_LINES} "
+            f"products fetched, {2 * (rc['events'] + REDIS_SAMPLE_EVENTS) + 1} price changes. "
+            "Streams are trimmed by their producers (`MAXLEN ~ 100000` in the reference "
+            "services); the gateways only read them.")
+        add("")
+        add("| key pattern | type | keys | bytes per key | entries (streams) | bytes per entry | "
+            "median TTL |")
+        add("|---|---|---|---|---|---|---|")
+        for g in rc["keyspace"]:
+            per_entry = f"{g['bytes'] / g['entries']:.0f}" if g["entries"] else "–"
+            ttl = f"{g['ttl_s']:.0f} s" if g["ttl_s"] is not None else "none"
+            add(f"| `{g['pattern']}` | {g['type']} | {g['keys']} | {g['bytes'] / g['keys']:.0f} | "
+                f"{g['entries'] or '–'} | {per_entry} | {ttl} |")
+        add("")
+    add("Command counts and bytes are exact for what ran (the idle background subtracted is a "
+        "rate, so fractions of a command can remain); the µs are times on a shared 2-CPU machine "
+        "and move from run to run. The idle rows contain commands that scripts run too "
+        "(the change-event consumer's read script runs `INFO`, `EXISTS`, `XINFO` and `XRANGE`).")
+    add(REDIS_END)
+    return "\n".join(lines)
+
+
+def redis_extra(one: dict, two: dict) -> dict:
+    """What the second of two rows runs more per request, by command, and its Redis time: the
+    added calls sent by clients at the second row's time per call (a difference of the rows' µs
+    would be mostly noise)."""
+    n1, n2 = one["requests"], two["requests"]
+    d1, d2 = one["delta"]["calls"], two["delta"]["calls"]
+    calls = sorted(((k, d2.get(k, 0) / n2 - d1.get(k, 0) / n1) for k in set(d1) | set(d2)),
+                   key=lambda x: -abs(x[1]))
+    usec = 0.0
+    sample = two["sample"]
+    for name, more in calls:
+        c = d2.get(name, 0)
+        t, i = sample["top"].get(name, 0), sample["inner"].get(name, 0)
+        share_top = t / (t + i) if t + i else 1.0
+        if c and more > 0:
+            usec += more * share_top * two["delta"]["usec"].get(name, 0) / c
+    return {"calls": [(k, v) for k, v in calls if abs(v) >= 0.05], "usec": usec}
+
+
+def update_redis(path: str, command: str, r: dict) -> None:
+    """BENCH_ONLY=redis: replaces the Redis section (after the live one, or before the Findings,
+    if there is none yet) and its Method line; the rest of the report stays as it is."""
+    section = redis_section(r["redis"], command, r["pinning"], r["elapsed_s"])
+    with open(path) as f:
+        text = f.read()
+    old = kept_section(path, REDIS_BEGIN, REDIS_END)
+    if old:
+        text = text.replace(old, section)
+    elif LIVE_END in text:
+        text = text.replace(LIVE_END, LIVE_END + "\n\n" + section, 1)
+    elif NOTES_BEGIN in text:
+        text = text.replace(NOTES_BEGIN, section + "\n\n" + NOTES_BEGIN, 1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    m = re.search(r"^- \*\*Redis cost per request\.\*\*.*?(?=^- \*\*|^\s*$)", text, re.M | re.S)
+    if m:
+        text = text[:m.start()] + REDIS_METHOD + "\n" + text[m.end():]
+    else:
+        m = re.search(r"^- \*\*Live updates\.\*\*.*?(?=^- \*\*|^\s*$)", text, re.M | re.S)
+        if m:
+            text = text[:m.end()] + REDIS_METHOD + "\n" + text[m.end():]
+        elif "\n## Method\n" in text:
+            start = text.index("\n## Method\n") + len("\n## Method\n")
+            end = text.find("\n\n", text.index("\n- ", start))
+            end = len(text) if end < 0 else end
+            text = text[:end] + "\n" + REDIS_METHOD + text[end:]
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def only_redis(args: argparse.Namespace, stack: Stack, started: float) -> int:
+    """BENCH_ONLY=redis: the reference services and the Redis cost section, nothing else; only
+    that section of the report (and its Method line) is rewritten."""
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        log(f"logs in {stack.work_dir}")
+        for service in SERVICES:
+            stack.start_service(service)
+        stack.wait_healthy(list(SERVICES))
+        results = {"redis": redis_costs(stack)}
+    except KeyboardInterrupt:
+        log("interrupted; stopping everything")
+        stack.stop_all()
+        return 130
+    finally:
+        stack.stop_all()
+    results["elapsed_s"] = time.monotonic() - started
+    results["pinning"] = {"gateway_cpu": stack.gateway_cpu, "other_cpu": stack.other_cpu}
+    with open(os.path.join(stack.work_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    update_redis(args.out, args.command, results)
+    log(f"updated the Redis cost section of {args.out} ({results['elapsed_s']:.0f}s; raw data "
+        f"in {stack.work_dir})")
+    return 0
 
 
 def criterion_section(command: str, log_paths: list[str]) -> str:
