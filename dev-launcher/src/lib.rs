@@ -12,6 +12,8 @@
 //! of each gateway process (of `bff-all` with `--one-process`), sharing a private `redis-server`;
 //! the reference services then publish their change events to it (`REF_EVENTS_REDIS_URL`, streams
 //! `bff:events:catalog|cart|order`), so the replicas can learn of changes at once.
+//! `--redis-cluster` shares a local Redis Cluster instead (six nodes; `BFF_REDIS_CLUSTER_NODES`,
+//! `REF_EVENTS_REDIS_CLUSTER_NODES`), with one replica too.
 //!
 //! Modules:
 //! - this file: the arguments, the plan of processes ([`plan`]), running and stopping them
@@ -25,7 +27,7 @@ use std::{
 };
 
 use clap::Parser;
-use reference_services::LocalRedis;
+use reference_services::TestRedis;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -34,7 +36,7 @@ use tokio::{
 
 pub mod replicas;
 
-pub use replicas::{Ports, ReplicaPorts, Topology};
+pub use replicas::{Ports, ReplicaPorts, SharedRedis, Topology};
 
 /// The line printed once every process answers its health check (tests wait for it).
 pub const READY_LINE: &str = "bff-dev: all services are up";
@@ -155,6 +157,11 @@ pub struct Args {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(replicas::MAX_REPLICAS))
     )]
     pub replicas: u32,
+    /// Share the state (and publish the change events) through a local Redis Cluster of this
+    /// run (six redis-server nodes: three masters with a replica each, created with redis-cli)
+    /// instead of one redis-server; with one replica of each gateway too.
+    #[arg(long)]
+    pub redis_cluster: bool,
 }
 
 impl Args {
@@ -208,11 +215,13 @@ pub struct Component {
 pub fn plan(args: &Args, credentials: &DevCredentials, topology: &Topology) -> Vec<Component> {
     let url = |port: u16| format!("http://{}:{port}", args.host);
     let addr = |port: u16| format!("{}:{port}", args.host);
-    // With a Redis (several replicas), the services announce their changes on it.
-    let events: Vec<(String, String)> = topology
-        .redis_url
+    // With a Redis (several replicas, or a cluster), the services announce their changes on it.
+    let events: Vec<(String, String)> =
+        topology.redis.iter().map(SharedRedis::events_env).collect();
+    let events_unset: Vec<String> = topology
+        .redis
         .iter()
-        .map(|redis_url| ("REF_EVENTS_REDIS_URL".to_owned(), redis_url.clone()))
+        .flat_map(SharedRedis::events_unset)
         .collect();
     let reference = |name: &'static str, role: &'static str, service: &str, port: u16| Component {
         name,
@@ -228,7 +237,7 @@ pub fn plan(args: &Args, credentials: &DevCredentials, topology: &Topology) -> V
             args.latency.clone(),
         ],
         env: events.clone(),
-        unset: Vec::new(),
+        unset: events_unset.clone(),
         url: url(port),
         metrics_url: None,
     };
@@ -241,10 +250,10 @@ pub fn plan(args: &Args, credentials: &DevCredentials, topology: &Topology) -> V
         }
     };
     // What every replica of every gateway shares, when several run.
-    let (shared, unset): (Vec<(String, String)>, Vec<String>) = match &topology.redis_url {
-        Some(redis_url) => (
+    let (shared, unset): (Vec<(String, String)>, Vec<String>) = match &topology.redis {
+        Some(redis) => (
             vec![
-                ("BFF_REDIS_URL".into(), redis_url.clone()),
+                redis.gateway_env(),
                 ("BFF_SHARED__REPLICAS".into(), count.to_string()),
                 // The reference services publish their change events to this Redis, so catalog
                 // entries and pages may stay fresh while the events vouch for them.
@@ -253,7 +262,7 @@ pub fn plan(args: &Args, credentials: &DevCredentials, topology: &Topology) -> V
                     "10m".to_owned(),
                 ),
             ],
-            vec!["BFF_SHARED__REDIS_URL".into()],
+            redis.gateway_unset(),
         ),
         None => (Vec::new(), Vec::new()),
     };
@@ -518,22 +527,35 @@ pub async fn run(args: Args) -> ExitCode {
 }
 
 /// Where the gateways' replicas listen, and the private Redis they share when `--replicas` asks
-/// for more than one (`None` otherwise: nothing to share).
-async fn topology(args: &Args) -> Result<(Option<LocalRedis>, Topology), String> {
+/// for more than one or `--redis-cluster` for a cluster (`None` otherwise: nothing to share).
+async fn topology(args: &Args) -> Result<(Option<TestRedis>, Topology), String> {
     let first = args.gateway_ports();
-    if args.replicas <= 1 {
-        return Ok((None, Topology::single(first)));
-    }
-    let redis = replicas::start_redis(args.replicas).await?;
     let mut taken = args.service_ports().to_vec();
-    taken.push(redis.port());
-    let topology = Topology::replicated(first, args.replicas, redis.url(), &args.host, &taken)
-        .map_err(|error| {
+    let (redis, shared) = if args.redis_cluster {
+        let cluster = replicas::start_redis_cluster().await?;
+        let urls = cluster.urls();
+        taken.extend(urls.iter().filter_map(|url| {
+            url.rsplit(':')
+                .next()
+                .and_then(|port| port.parse::<u16>().ok())
+        }));
+        (TestRedis::Cluster(cluster), SharedRedis::Cluster(urls))
+    } else if args.replicas > 1 {
+        let redis = replicas::start_redis(args.replicas).await?;
+        taken.push(redis.port());
+        let url = redis.url();
+        (TestRedis::Standalone(redis), SharedRedis::Server(url))
+    } else {
+        return Ok((None, Topology::single(first)));
+    };
+    let topology = Topology::replicated(first, args.replicas, shared, &args.host, &taken).map_err(
+        |error| {
             format!(
                 "cannot find free ports on {} for the replicas: {error}",
                 args.host
             )
-        })?;
+        },
+    )?;
     Ok((Some(redis), topology))
 }
 
@@ -677,18 +699,34 @@ fn print_banner(components: &[Component], credentials: &DevCredentials, topology
         }
     }
     println!();
-    if let Some(redis_url) = &topology.redis_url {
+    if let Some(redis) = &topology.redis {
         let count = topology.count();
-        println!("Shared state ({count} replicas of each gateway, one Redis):");
+        let (gateway_var, value) = redis.gateway_env();
+        let (events_var, _) = redis.events_env();
+        match redis {
+            SharedRedis::Server(redis_url) => {
+                println!("Shared state ({count} replicas of each gateway, one Redis):");
+                println!(
+                    "  {:<width$} {redis_url:<26} private to this run, nothing persisted",
+                    "redis"
+                );
+            }
+            SharedRedis::Cluster(nodes) => {
+                println!(
+                    "Shared state ({count} replica(s) of each gateway, a Redis Cluster: three masters with a replica each):"
+                );
+                for (index, node) in nodes.iter().enumerate() {
+                    println!(
+                        "  {:<width$} {node:<26} private to this run, nothing persisted",
+                        format!("redis-node{}", index + 1)
+                    );
+                }
+                println!("  e.g. redis-cli -c -p <port> cluster nodes");
+            }
+        }
+        println!("  every gateway process has {gateway_var}={value} BFF_SHARED__REPLICAS={count}");
         println!(
-            "  {:<width$} {redis_url:<26} private to this run, nothing persisted",
-            "redis"
-        );
-        println!(
-            "  every gateway process has BFF_REDIS_URL={redis_url} BFF_SHARED__REPLICAS={count}"
-        );
-        println!(
-            "  the reference services publish change events there (REF_EVENTS_REDIS_URL): streams bff:events:catalog|cart|order"
+            "  the reference services publish change events there ({events_var}): streams bff:events:catalog|cart|order"
         );
         println!(
             "  the gateways drop what the events make stale at once, and keep catalog entries fresh up to 10m while they vouch for them (BFF_DOWNSTREAM__CACHE__EVENT_DRIVEN_MAX_TTL)"
@@ -736,7 +774,7 @@ fn print_banner(components: &[Component], credentials: &DevCredentials, topology
         url_of("product")
     );
     println!();
-    if topology.redis_url.is_some() {
+    if topology.redis.is_some() {
         println!(
             "Webhooks: start a receiver that prints each delivery (port 9999), register it, move an order:"
         );
@@ -784,7 +822,7 @@ mod tests {
         Topology::replicated(
             args.gateway_ports(),
             2,
-            "redis://127.0.0.1:6399/0".to_owned(),
+            SharedRedis::Server("redis://127.0.0.1:6399/0".to_owned()),
             "127.0.0.1",
             &args.service_ports(),
         )
@@ -913,6 +951,60 @@ mod tests {
             );
             assert_eq!(env_of(all, "BFF_SHARED__REPLICAS"), Some("2"));
             assert_eq!(all.unset, ["BFF_SHARED__REDIS_URL"]);
+        }
+    }
+
+    #[test]
+    fn with_a_redis_cluster_every_gateway_and_service_is_given_its_nodes() {
+        let args = args(&["--redis-cluster"]);
+        assert!(args.redis_cluster);
+        let nodes = vec![
+            "redis://127.0.0.1:7001".to_owned(),
+            "redis://127.0.0.1:7002".to_owned(),
+        ];
+        let topology = Topology::replicated(
+            args.gateway_ports(),
+            1,
+            SharedRedis::Cluster(nodes),
+            "127.0.0.1",
+            &args.service_ports(),
+        )
+        .expect("ports");
+        let plan = plan(&args, &credentials(), &topology);
+        let labels: Vec<_> = plan.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "product",
+                "cart",
+                "order",
+                "bff-web",
+                "bff-mobile",
+                "bff-partner"
+            ]
+        );
+        let seeds = "redis://127.0.0.1:7001,redis://127.0.0.1:7002";
+        for gateway in &plan[3..] {
+            assert_eq!(env_of(gateway, "BFF_REDIS_CLUSTER_NODES"), Some(seeds));
+            assert_eq!(env_of(gateway, "BFF_REDIS_URL"), None);
+            assert_eq!(env_of(gateway, "BFF_SHARED__REPLICAS"), Some("1"));
+            assert!(
+                gateway.unset.iter().any(|name| name == "BFF_REDIS_URL"),
+                "one way to name Redis only"
+            );
+        }
+        for service in &plan[..3] {
+            assert_eq!(
+                env_of(service, "REF_EVENTS_REDIS_CLUSTER_NODES"),
+                Some(seeds)
+            );
+            assert_eq!(env_of(service, "REF_EVENTS_REDIS_URL"), None);
+            assert!(
+                service
+                    .unset
+                    .iter()
+                    .any(|name| name == "REF_EVENTS_REDIS_URL")
+            );
         }
     }
 

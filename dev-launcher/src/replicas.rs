@@ -10,11 +10,14 @@
 //!
 //! With more than one replica, every gateway process gets `BFF_REDIS_URL`, a `redis-server` of
 //! this run ([`LocalRedis`]: loopback, a free port, nothing persisted, stopped with the stack), and
-//! `BFF_SHARED__REPLICAS=N`. With one, neither is set and no Redis is needed.
+//! `BFF_SHARED__REPLICAS=N`. With one, neither is set and no Redis is needed. With
+//! `--redis-cluster` (whatever `N`), they share a local Redis Cluster of this run instead
+//! ([`LocalRedisCluster`]: six nodes, three masters with a replica each) through
+//! `BFF_REDIS_CLUSTER_NODES`.
 
 use std::{io, net::TcpListener};
 
-use reference_services::LocalRedis;
+use reference_services::{LocalRedis, LocalRedisCluster};
 
 /// The most replicas `--replicas` accepts: enough to see anything shared across replicas, few
 /// enough that a typo does not start hundreds of processes.
@@ -54,13 +57,76 @@ impl ReplicaPorts {
     }
 }
 
+/// The Redis the replicas share, and where the reference services publish their events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedRedis {
+    /// One `redis-server`: its URL.
+    Server(String),
+    /// A Redis Cluster: every node's URL (the seed list).
+    Cluster(Vec<String>),
+}
+
+impl SharedRedis {
+    /// The variable that gives it to a gateway (`BFF_REDIS_URL` or `BFF_REDIS_CLUSTER_NODES`,
+    /// comma-separated) and its value.
+    pub fn gateway_env(&self) -> (String, String) {
+        match self {
+            Self::Server(url) => ("BFF_REDIS_URL".to_owned(), url.clone()),
+            Self::Cluster(nodes) => ("BFF_REDIS_CLUSTER_NODES".to_owned(), nodes.join(",")),
+        }
+    }
+
+    /// The variables of the launcher's environment a gateway must not inherit, because they
+    /// would name Redis too (one way only may be set, and the `BFF_SHARED__…` ones would win).
+    pub fn gateway_unset(&self) -> Vec<String> {
+        let mut unset = vec!["BFF_SHARED__REDIS_URL".to_owned()];
+        if let Self::Cluster(_) = self {
+            unset.extend(
+                [
+                    "BFF_REDIS_URL",
+                    "BFF_SHARED__REDIS_CLUSTER_NODES",
+                    "BFF_SHARED__REDIS_SENTINEL__MASTER_NAME",
+                    "BFF_SHARED__REDIS_SENTINEL__SENTINELS",
+                ]
+                .map(str::to_owned),
+            );
+        }
+        unset
+    }
+
+    /// The variable that makes a reference service publish its change events there
+    /// (`REF_EVENTS_REDIS_URL` or `REF_EVENTS_REDIS_CLUSTER_NODES`) and its value.
+    pub fn events_env(&self) -> (String, String) {
+        match self {
+            Self::Server(url) => ("REF_EVENTS_REDIS_URL".to_owned(), url.clone()),
+            Self::Cluster(nodes) => ("REF_EVENTS_REDIS_CLUSTER_NODES".to_owned(), nodes.join(",")),
+        }
+    }
+
+    /// The variables of the launcher's environment a reference service must not inherit (it
+    /// refuses two ways to name its Redis).
+    pub fn events_unset(&self) -> Vec<String> {
+        match self {
+            Self::Server(_) => Vec::new(),
+            Self::Cluster(_) => [
+                "REF_EVENTS_REDIS_URL",
+                "REF_EVENTS_REDIS_SENTINEL_MASTER",
+                "REF_EVENTS_REDIS_SENTINELS",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        }
+    }
+}
+
 /// How many replicas of each gateway run, where, and what they share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     /// Each replica's ports, replica 1 first (never empty).
     pub replicas: Vec<ReplicaPorts>,
-    /// The Redis every replica is given; `None` with one replica (nothing to share).
-    pub redis_url: Option<String>,
+    /// The Redis every replica is given; `None` with one replica and no `--redis-cluster`
+    /// (nothing to share).
+    pub redis: Option<SharedRedis>,
 }
 
 impl Topology {
@@ -68,16 +134,16 @@ impl Topology {
     pub fn single(first: ReplicaPorts) -> Self {
         Self {
             replicas: vec![first],
-            redis_url: None,
+            redis: None,
         }
     }
 
-    /// `count` replicas sharing the Redis at `redis_url`: the first on `first`, the others on
-    /// ports of `host` that are free now and not in `taken` (the other ports of the stack).
+    /// `count` replicas sharing `redis`: the first on `first`, the others on ports of `host`
+    /// that are free now and not in `taken` (the other ports of the stack).
     pub fn replicated(
         first: ReplicaPorts,
         count: u32,
-        redis_url: String,
+        redis: SharedRedis,
         host: &str,
         taken: &[u16],
     ) -> io::Result<Self> {
@@ -106,7 +172,7 @@ impl Topology {
         }
         Ok(Self {
             replicas,
-            redis_url: Some(redis_url),
+            redis: Some(redis),
         })
     }
 
@@ -130,6 +196,22 @@ fn free_ports(host: &str, count: usize, avoid: &[u16]) -> io::Result<Vec<u16>> {
         held.push(listener);
     }
     Ok(ports)
+}
+
+/// Starts the private Redis Cluster the replicas share (`--redis-cluster`). Fails with how to
+/// install Redis when `redis-server` is missing.
+pub async fn start_redis_cluster() -> Result<LocalRedisCluster, String> {
+    if !LocalRedis::is_installed() {
+        return Err(
+            "--redis-cluster needs redis-server and redis-cli, and redis-server is not on PATH. \
+             Install them with ./scripts/ensure-redis-server (or: apt-get install -y \
+             redis-server, brew install redis)"
+                .to_owned(),
+        );
+    }
+    LocalRedisCluster::start()
+        .await
+        .map_err(|error| format!("cannot start a local Redis Cluster: {error}"))
 }
 
 /// Starts the private Redis the replicas share. Fails with how to install `redis-server` when it
@@ -166,7 +248,7 @@ mod tests {
         let topology = Topology::replicated(
             first(),
             4,
-            "redis://127.0.0.1:1/0".to_owned(),
+            SharedRedis::Server("redis://127.0.0.1:1/0".to_owned()),
             "127.0.0.1",
             &taken,
         )
@@ -187,13 +269,16 @@ mod tests {
         every.sort_unstable();
         every.dedup();
         assert_eq!(every.len(), total, "no port is used twice: {every:?}");
-        assert_eq!(topology.redis_url.as_deref(), Some("redis://127.0.0.1:1/0"));
+        assert_eq!(
+            topology.redis,
+            Some(SharedRedis::Server("redis://127.0.0.1:1/0".to_owned()))
+        );
     }
 
     #[test]
     fn one_replica_needs_no_redis_and_keeps_the_given_ports() {
         let topology = Topology::single(first());
         assert_eq!(topology.replicas, vec![first()]);
-        assert_eq!(topology.redis_url, None);
+        assert_eq!(topology.redis, None);
     }
 }
