@@ -57,10 +57,16 @@ impl Endpoint {
     }
 
     /// The cluster whose seed nodes are `urls` (any of them will do to learn the others).
+    ///
+    /// No overall timeout of the crate's own: a connection's settings replace the client's
+    /// per-answer timeout but not its overall one, which would bound a dedicated connection's
+    /// blocking reads (`XREAD BLOCK`, for longer than a command may take) by the command
+    /// timeout, failing every one. Shared commands are bounded by `SharedState` instead.
     pub(crate) fn cluster(urls: &[&str], timeouts: Timeouts) -> RedisResult<Self> {
         ClusterClient::builder(urls.iter().copied())
             .connection_timeout(timeouts.connect)
             .response_timeout(timeouts.response)
+            .overall_response_timeout(None)
             .retries(2)
             .build()
             .map(|client| Self::Cluster(Box::new(client)))

@@ -445,7 +445,7 @@ async fn a_resharding_under_load_fails_no_request_and_the_replicas_still_share()
     // The load, on the moving slots above all: products whose keys are there, read through two
     // replicas whose entries live 1 ms (so every read goes to Redis: L2 read, lease, publish),
     // batches of them, and a transaction and a script on user tags there.
-    let moving_products: Vec<_> = (1..=5_000)
+    let mut moving_products: Vec<_> = (1..=5_000)
         .filter(|n| MOVING.contains(&slot_of_tag(&format!("cat:p:p-{n:05}"))))
         .map(product_id)
         .collect();
@@ -454,6 +454,8 @@ async fn a_resharding_under_load_fails_no_request_and_the_replicas_still_share()
         .take(64)
         .collect();
     assert!(moving_products.len() > 40, "{}", moving_products.len());
+    // One of them is kept out of the load, for the check afterwards.
+    let untouched = moving_products.pop().expect("a product");
     let mut load_config = DownstreamConfig {
         product: ServiceConfig::with_url(&spawned.product_url),
         cart: ServiceConfig::with_url(&spawned.cart_url),
@@ -545,18 +547,86 @@ async fn a_resharding_under_load_fails_no_request_and_the_replicas_still_share()
 
     // Sharing still works on the moved slots: a product one replica fetches is the other's L2
     // hit, and every transaction and script runs.
+    // (Only requests for this product count: the load's replicas may still be refreshing
+    // theirs in the background.)
     let (one, two) = replicas(&spawned, &config);
-    let calls = || spawned.world.admin(ServiceKind::Product).stats().total;
-    let id = moving_products.last().expect("a product");
-    let before = calls();
-    one.catalog().product(&ctx(), id).await.expect("found");
-    two.catalog().product(&ctx(), id).await.expect("found");
-    assert_eq!(
-        calls(),
-        before + 1,
-        "the second replica read the first one's fetch"
-    );
+    let path = format!("/products/{untouched}");
+    let calls = || {
+        let log = spawned.world.admin(ServiceKind::Product).requests();
+        log.iter().filter(|request| request.path == path).count()
+    };
+    one.catalog()
+        .product(&ctx(), &untouched)
+        .await
+        .expect("found");
+    two.catalog()
+        .product(&ctx(), &untouched)
+        .await
+        .expect("found");
+    assert_eq!(calls(), 1, "the second replica read the first one's fetch");
     for tag in moving_users {
         commands_pipelines_and_scripts(&shared, tag..tag + 1).await;
+    }
+}
+
+/// The price of `p-00001` changed through the reference services (which publish the event).
+async fn change_price(spawned: &Spawned, amount_minor: i64) {
+    let change = reference_services::product::ProductChange {
+        price: Some(reference_services::product::Money {
+            amount_minor,
+            currency: "EUR".to_owned(),
+        }),
+        ..Default::default()
+    };
+    spawned
+        .world
+        .change_product("p-00001", &change)
+        .await
+        .expect("changed");
+}
+
+#[tokio::test]
+async fn on_a_cluster_with_the_default_command_timeout_the_event_consumer_waits_without_failing() {
+    // The default command timeout (50 ms) is far shorter than a blocking read (1 s): the
+    // consumer's connection must not be cut off by it (it was: every XREAD BLOCK failed, the
+    // consumer reconnected after 500 ms, and changes arrived late).
+    let cluster = LocalRedisCluster::start().await.expect("a local cluster");
+    let config = SharedConfig {
+        redis_cluster_nodes: cluster.urls().iter().map(RedisUrl::new).collect(),
+        ..SharedConfig::default()
+    };
+    assert_eq!(config.command_timeout, Duration::from_millis(50));
+    let spawned = spawn_all(Config {
+        events: Some(reference_services::EventsConfig::cluster(cluster.urls())),
+        ..Config::default()
+    })
+    .await
+    .expect("services");
+    let (one, _two) = replicas(&spawned, &config);
+    eventually("the consumers connect", FAILOVER, || async {
+        let events = one.metrics().events.expect("events on");
+        events.streams.iter().all(|stream| stream.up)
+    })
+    .await;
+    let id = product_id(1);
+    for amount in [1_001, 1_002, 1_003] {
+        one.catalog().product(&ctx(), &id).await.expect("found");
+        // Longer than three blocking reads: each must still be waiting, not failed.
+        let waited_since = tokio::time::Instant::now();
+        while waited_since.elapsed() < Duration::from_millis(300) {
+            let events = one.metrics().events.expect("events on");
+            assert!(
+                events.streams.iter().all(|stream| stream.up),
+                "a consumer dropped its connection while waiting: {:?}",
+                events.streams
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        change_price(&spawned, amount).await;
+        eventually("the change is applied", FAILOVER, || async {
+            let product = one.catalog().product(&ctx(), &id).await.expect("found");
+            product.into_inner().price.amount_minor == amount
+        })
+        .await;
     }
 }
