@@ -207,12 +207,16 @@ where
                     .entry(REQUEST_ID)
                     .or_insert(request_id);
             }
-            finished(&response, started, &access_log);
-            response
+            let skipped = finished(&response, started, &access_log);
+            (response, skipped)
         }
         .instrument(span);
         Box::pin(async move {
-            let response = answer.await;
+            let (response, skipped) = answer.await;
+            if let Some(skipped) = skipped {
+                // Outside the request's span: the count is of other requests.
+                AccessLog::report(skipped);
+            }
             if let Some(series) = series {
                 series.finish(response.status().as_u16());
             }
@@ -350,8 +354,9 @@ fn point_traceparent_at(span: &tracing::Span, headers: &mut HeaderMap) {
 }
 
 /// Logs the request's end, inside its span, unless the access log is sampled and this request
-/// is not one it keeps; with export on, records the status on the span.
-fn finished(response: &Response, started: Instant, access_log: &AccessLog) {
+/// is not one it keeps; with export on, records the status on the span. Returns how many
+/// requests were not logged, when this request is the one to report them ([`AccessLog::keeps`]).
+fn finished(response: &Response, started: Instant, access_log: &AccessLog) -> Option<u64> {
     let status = response.status().as_u16();
     if crate::telemetry::exporting() {
         // As an i64: OpenTelemetry attributes have no unsigned integers (a u64 would be exported
@@ -360,10 +365,12 @@ fn finished(response: &Response, started: Instant, access_log: &AccessLog) {
     }
     let now = Instant::now();
     let latency = now.saturating_duration_since(started);
-    if access_log.keeps(status, latency, now) {
+    let (keep, skipped) = access_log.keeps(status, latency, now);
+    if keep {
         let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         tracing::info!(status, latency_ms, "finished processing request");
     }
+    skipped
 }
 
 /// Which finished requests get an access-log line (`server.access_log_sample_above_rps`,
@@ -372,7 +379,8 @@ fn finished(response: &Response, started: Instant, access_log: &AccessLog) {
 /// Every request is logged while `per_second` is 0 (the default). Otherwise, per second of this
 /// process: errors (status 400 and above) and requests slower than `slow` are always logged;
 /// of the others, the first `per_second` are logged and the rest counted. The first request of
-/// a later second writes one line, outside any request's span, with how many were not logged:
+/// a later second reports how many were not logged ([`AccessLog::report`], one line outside any
+/// request's span):
 /// a sampled log still accounts for every request. (The rate is per gateway process, across
 /// every route; the `bff_http_requests_total` series count every request regardless.)
 struct AccessLog {
@@ -404,13 +412,15 @@ impl AccessLog {
     }
 
     /// Whether a request that ended with `status` after `latency`, at `now`, is logged (else it
-    /// is counted, to be reported).
-    fn keeps(&self, status: u16, latency: Duration, now: Instant) -> bool {
+    /// is counted, to be reported), and, when it opens a new second after skipped requests, how
+    /// many there were (for [`AccessLog::report`]).
+    fn keeps(&self, status: u16, latency: Duration, now: Instant) -> (bool, Option<u64>) {
         if self.per_second == 0 || status >= 400 || latency >= self.slow {
-            return true;
+            return (true, None);
         }
         let second = now.saturating_duration_since(self.epoch).as_secs();
         let current = self.second.load(Ordering::Relaxed);
+        let mut report = None;
         if second > current
             && self
                 .second
@@ -419,22 +429,23 @@ impl AccessLog {
         {
             // This request opens a new second (exactly one request wins the exchange).
             self.seen.store(0, Ordering::Relaxed);
-            let skipped = self.skipped.swap(0, Ordering::Relaxed);
-            if skipped > 0 {
-                tracing::info!(
-                    parent: None,
-                    skipped,
-                    sample_above_rps = self.per_second,
-                    "access log sampled: successful requests not logged since the last such line"
-                );
-            }
+            report = Some(self.skipped.swap(0, Ordering::Relaxed)).filter(|&n| n > 0);
         }
         if self.seen.fetch_add(1, Ordering::Relaxed) < self.per_second {
-            true
+            (true, report)
         } else {
             self.skipped.fetch_add(1, Ordering::Relaxed);
-            false
+            (false, report)
         }
+    }
+
+    /// The line that accounts for `skipped` requests the access log did not show.
+    fn report(skipped: u64) {
+        tracing::info!(
+            skipped,
+            "access log sampled: successful requests not logged since the last such line \
+             (server.access_log_sample_above_rps)"
+        );
     }
 }
 
@@ -452,7 +463,7 @@ fn ensure_traceparent(headers: &mut HeaderMap) -> bool {
     if valid {
         return false;
     }
-    match HeaderValue::from_str(&new_traceparent()) {
+    match HeaderValue::from_bytes(&new_traceparent()) {
         Ok(value) => {
             headers.insert(TRACEPARENT, value);
             true
@@ -463,12 +474,25 @@ fn ensure_traceparent(headers: &mut HeaderMap) -> bool {
 
 /// A new `traceparent`: version 00, a random trace id and parent id, sampled (this gateway
 /// starts the trace and asks the services behind it to record their part).
-fn new_traceparent() -> String {
+/// Written into a buffer on the stack: no formatting machinery, no `String` (it is made for
+/// every request that comes without a `traceparent`).
+fn new_traceparent() -> [u8; 55] {
     // From the thread's random generator (no system call per request); never all zeros, which
     // W3C trace context forbids.
     let trace_id = rand::random::<u128>().max(1);
     let parent_id = rand::random::<u64>().max(1);
-    format!("00-{trace_id:032x}-{parent_id:016x}-01")
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    write_hex(&mut text[3..35], trace_id);
+    write_hex(&mut text[36..52], u128::from(parent_id));
+    text
+}
+
+/// Writes the low `2 * out.len()` bits of `value` into `out` as lowercase hex digits.
+fn write_hex(out: &mut [u8], mut value: u128) {
+    for digit in out.iter_mut().rev() {
+        *digit = b"0123456789abcdef"[(value & 0xf) as usize];
+        value >>= 4;
+    }
 }
 
 /// A new request id: a random (version 4) UUID from the thread's random generator, without the
@@ -648,7 +672,7 @@ mod tests {
     fn without_a_sampling_rate_every_request_is_logged() {
         let log = access_log(0);
         let now = log.epoch;
-        assert!((0..10_000).all(|_| log.keeps(200, Duration::ZERO, now)));
+        assert!((0..10_000).all(|_| log.keeps(200, Duration::ZERO, now) == (true, None)));
     }
 
     #[test]
@@ -656,18 +680,33 @@ mod tests {
         let log = access_log(3);
         let fast = Duration::from_millis(1);
         let second = |n: u64| log.epoch + Duration::from_secs(n) + Duration::from_millis(10);
-        let kept = (0..10).filter(|_| log.keeps(200, fast, second(0))).count();
-        assert_eq!(kept, 3, "the first 3 of the second");
-        assert_eq!(log.skipped.load(Ordering::Relaxed), 7);
+        let first: Vec<_> = (0..10).map(|_| log.keeps(200, fast, second(0))).collect();
+        assert_eq!(
+            first.iter().filter(|(keep, _)| *keep).count(),
+            3,
+            "the first 3"
+        );
+        assert!(
+            first.iter().all(|(_, report)| report.is_none()),
+            "nothing to report yet"
+        );
         // Errors and slow requests are always logged, and not counted as skipped.
-        assert!(log.keeps(500, fast, second(0)));
-        assert!(log.keeps(404, fast, second(0)));
-        assert!(log.keeps(200, Duration::from_secs(1), second(0)));
-        assert_eq!(log.skipped.load(Ordering::Relaxed), 7);
-        // The next second starts afresh, and reports (and resets) the skipped count.
-        let kept = (0..5).filter(|_| log.keeps(304, fast, second(1))).count();
-        assert_eq!(kept, 3);
-        assert_eq!(log.skipped.load(Ordering::Relaxed), 2, "7 reported, 2 new");
+        assert_eq!(log.keeps(500, fast, second(0)), (true, None));
+        assert_eq!(log.keeps(404, fast, second(0)), (true, None));
+        assert_eq!(
+            log.keeps(200, Duration::from_secs(1), second(0)),
+            (true, None)
+        );
+        // The first request of the next second reports the 7 skipped; that second starts afresh.
+        let next: Vec<_> = (0..5).map(|_| log.keeps(304, fast, second(1))).collect();
+        assert_eq!(next[0], (true, Some(7)));
+        assert_eq!(next.iter().filter(|(keep, _)| *keep).count(), 3);
+        assert_eq!(
+            next.iter().filter(|(_, report)| report.is_some()).count(),
+            1
+        );
+        // The 2 skipped in that second are reported by the next request after it.
+        assert_eq!(log.keeps(200, fast, second(5)), (true, Some(2)));
     }
 
     #[test]
@@ -680,9 +719,14 @@ mod tests {
 
     #[test]
     fn a_generated_traceparent_is_valid_and_its_trace_id_is_found() {
-        let generated = new_traceparent();
+        let generated = String::from_utf8(new_traceparent().to_vec()).expect("ascii");
         assert!(TraceParent::parse(&generated).is_ok(), "{generated}");
         assert_eq!(trace_id(&generated).len(), 32);
-        assert_ne!(new_traceparent(), generated);
+        assert_ne!(new_traceparent().as_slice(), generated.as_bytes());
+        let mut hex = [0_u8; 4];
+        write_hex(&mut hex, 0xbeef);
+        assert_eq!(&hex, b"beef");
+        write_hex(&mut hex, 0x1_000a);
+        assert_eq!(&hex, b"000a", "only the low digits");
     }
 }
