@@ -24,14 +24,17 @@
 //!   drops from the caches is counted, not traced one by one.
 //! - **Malformed events** (not JSON, not the contract's shape, an unknown type) are counted and
 //!   skipped; the consumer never stops on one.
-//! - **Health.** A stream's consumer is *up* while connected. When it reconnects, or every few
-//!   seconds while it runs, it checks for a gap: the stream's first entry is newer than the last
-//!   one it read (trimmed past it), the stream vanished (Redis restarted empty), or another
-//!   server answers for it than before (its `run_id`: a failover promoted a replica, whose
-//!   asynchronous copy may lack the last events the old master acknowledged). On a gap,
-//!   what this replica holds of that stream's resources can no longer be vouched for and is
-//!   dropped from its memory. Without events the caches keep their ordinary TTLs, so a consumer
-//!   that is down or lagging costs freshness, never correctness of what the TTLs promise.
+//! - **Health.** A stream's consumer is *up* while connected. Every read checks for a gap, in
+//!   the same atomic step as it reads: the stream's first entry is newer than the last one it
+//!   read (trimmed past it), or the stream vanished (Redis restarted empty). On the first read
+//!   after it (re)connects, and then on the first read 5 s or more after the last such check
+//!   (not on every read: asking costs Redis an `INFO`), it also checks which server answers for
+//!   the stream: another one than before (its `run_id`) is a gap too, as a failover promoted a
+//!   replica, whose asynchronous copy may lack the last events the old master acknowledged. On
+//!   a gap, what this replica holds of that stream's resources can no longer be vouched for and
+//!   is dropped from its memory. Without events the caches keep their ordinary TTLs, so a
+//!   consumer that is down or lagging costs freshness, never correctness of what the TTLs
+//!   promise.
 //!
 //! Metrics: events applied, ignored (old version) and malformed per type, gaps per stream, whether
 //! each stream's consumer is up, how old the last event read was when it was applied (lag), and
@@ -62,6 +65,14 @@ const VERSIONS_REMEMBERED: u64 = 200_000;
 
 /// How long a resource's last applied version is remembered.
 const VERSION_MEMORY: Duration = Duration::from_secs(3600);
+
+/// How often a connected consumer asks which server answers for its stream (the read script's
+/// `INFO server`, for its `run_id`), besides the first read of each connection. `INFO` formats
+/// the whole section (tens of µs of Redis CPU, against ≈ 1 µs for the rest of a read), so it is
+/// not run on every read: a failover that a connection follows without breaking (a cluster
+/// connection is redirected to the promoted replica by itself) is seen at the first read this
+/// long after the last check (within this long plus `shared.events_block` when idle).
+const SERVER_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// One of the three streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -419,7 +430,8 @@ struct Reader {
     ordinal: AtomicU64,
     /// The health this stream's consumer reports (the catalog's only).
     health: Option<Arc<Health>>,
-    /// The `run_id` of the server that answered the last read (`None`: none yet).
+    /// The `run_id` of the server that answered the last read that asked for it (`None`: none
+    /// yet).
     server: std::sync::Mutex<Option<String>>,
 }
 
@@ -440,7 +452,9 @@ impl Reader {
     /// Entries are consumed with [`READ_SCRIPT`], which reads the stream's counters and the
     /// entries after our position in one atomic step, so the count of entries we consumed
     /// (`ordinal`) is exact and a trim that removed entries we never read is always seen. A
-    /// blocking `XREAD` serves only to wait for new entries.
+    /// blocking `XREAD` serves only to wait for new entries. The script also says which server
+    /// answered (its `run_id`) when asked: on the first read of each connection, then at most
+    /// every [`SERVER_CHECK_EVERY`] ([`ServerCheck`]).
     async fn run(self) {
         let mut position: Option<String> = None;
         let script = redis::Script::new(READ_SCRIPT);
@@ -477,11 +491,15 @@ impl Reader {
                 }
             }
             self.set_up(true);
+            let mut server_check = ServerCheck::default();
             while let Some(at) = position.clone() {
                 let Some(sink) = self.sink.upgrade() else {
                     return;
                 };
-                let Ok(consumed) = self.consume(&mut conn, &script, &at, sink.as_ref()).await
+                let ask_server = server_check.due(Instant::now());
+                let Ok(consumed) = self
+                    .consume(&mut conn, &script, &at, ask_server, sink.as_ref())
+                    .await
                 else {
                     break;
                 };
@@ -513,13 +531,15 @@ impl Reader {
 
     /// Reads and applies what follows `at` (up to [`BATCH`] entries), after checking, in the same
     /// atomic read, that nothing between was trimmed away: a gap (entries trimmed before we read
-    /// them, the stream gone or recreated after we read from it) drops this replica's copies of
-    /// the stream's resources first.
+    /// them, the stream gone or recreated after we read from it, and, when `ask_server`, another
+    /// server answering than at the last check) drops this replica's copies of the stream's
+    /// resources first.
     async fn consume(
         &self,
         conn: &mut crate::redis_link::Link,
         script: &redis::Script,
         at: &str,
+        ask_server: bool,
         sink: &dyn Sink,
     ) -> Result<Consumed, redis::RedisError> {
         let from = if at == "0-0" {
@@ -531,19 +551,22 @@ impl Reader {
             .key(&self.key)
             .arg(from)
             .arg(BATCH)
+            .arg(u8::from(ask_server))
             .invoke_async(conn)
             .await?;
         // Another server than before holds the stream (a replica promoted by a failover, in a
         // cluster or behind Sentinel, or Redis restarted): replication is asynchronous, so the
         // last writes the old one acknowledged, events among them, may be lost with it. What
-        // was held is dropped, as for any gap.
-        let previous = self
-            .server
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(server.clone());
-        if previous.is_some_and(|previous| previous != server) {
-            self.gap(sink).await;
+        // was held is dropped, as for any gap. (Empty: not asked this time.)
+        if !server.is_empty() {
+            let previous = self
+                .server
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .replace(server.clone());
+            if previous.is_some_and(|previous| previous != server) {
+                self.gap(sink).await;
+            }
         }
         let ordinal = self.ordinal.load(Ordering::Relaxed);
         let Ok(added) = u64::try_from(added) else {
@@ -658,6 +681,29 @@ impl Reader {
     }
 }
 
+/// When the read script is next asked which server answers (`INFO server`, costly for Redis):
+/// on the first read of a connection, then at most every [`SERVER_CHECK_EVERY`]. One per
+/// connection: a new connection asks again at once (a reconnect is when a failover or a restart
+/// is most likely to have happened).
+#[derive(Debug, Default)]
+struct ServerCheck {
+    /// When the last read that asked began; `None`: none yet on this connection.
+    last: Option<Instant>,
+}
+
+impl ServerCheck {
+    /// Whether the read starting `now` asks; if it does, it is the last check from now on.
+    fn due(&mut self, now: Instant) -> bool {
+        let due = self
+            .last
+            .is_none_or(|last| now.duration_since(last) >= SERVER_CHECK_EVERY);
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
+}
+
 /// What one [`Reader::consume`] did.
 struct Consumed {
     /// The id of the last entry read (or the position it started from).
@@ -667,10 +713,16 @@ struct Consumed {
 }
 
 /// Reads a stream's counters and the entries after a position in one atomic step:
-/// `{entries-added, length, entries}`, or `{-1, 0, {}}` when the stream does not exist.
-/// `ARGV[1]` is the exclusive start (`(<id>` or `-`), `ARGV[2]` the most entries. One key.
+/// `{entries-added, length, entries, run_id}`, or `{-1, 0, {}, run_id}` when the stream does not
+/// exist. `ARGV[1]` is the exclusive start (`(<id>` or `-`), `ARGV[2]` the most entries;
+/// `ARGV[3]` `1` asks for the server's `run_id` (`INFO server`, the script's costliest call:
+/// see [`ServerCheck`]), which is otherwise empty. One key, so on a cluster `INFO` is the
+/// stream's node's.
 const READ_SCRIPT: &str = r"
-local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+local run_id = ''
+if ARGV[3] == '1' then
+  run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, {}, run_id} end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local added, length = -1, 0
@@ -923,6 +975,31 @@ mod tests {
             assert_eq!(event(json), None, "{json}");
         }
         assert!(serde_json::from_str::<Event>("not json").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_server_is_asked_on_a_connections_first_read_then_every_few_seconds() {
+        let mut check = ServerCheck::default();
+        assert!(
+            check.due(Instant::now()),
+            "the first read of a connection asks"
+        );
+        assert!(!check.due(Instant::now()), "the next read does not");
+        tokio::time::advance(SERVER_CHECK_EVERY - Duration::from_millis(1)).await;
+        assert!(
+            !check.due(Instant::now()),
+            "nor any read before the interval"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(check.due(Instant::now()), "the first read after it asks");
+        assert!(!check.due(Instant::now()));
+        tokio::time::advance(SERVER_CHECK_EVERY * 3).await;
+        assert!(check.due(Instant::now()), "once, however long it waited");
+        assert!(!check.due(Instant::now()));
+        assert!(
+            ServerCheck::default().due(Instant::now()),
+            "a new connection asks at once"
+        );
     }
 
     #[test]

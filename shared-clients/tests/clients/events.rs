@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use reference_services::{Config, ServiceKind, Spawned, TestRedis, spawn_all};
+use reference_services::{Config, LocalRedis, ServiceKind, Spawned, TestRedis, spawn_all};
 use serde_json::json;
+use shared_clients::shared_state::RedisUrl;
 use shared_clients::{Downstream, DownstreamConfig, ServiceConfig, SharedConfig, UserId};
 
 use crate::helpers::{ctx, product_id, shared_over, test_redis};
@@ -544,4 +545,100 @@ async fn a_stream_trimmed_past_the_consumer_is_a_gap_that_drops_what_was_held() 
         .find(|s| s.stream == "catalog")
         .unwrap();
     assert_eq!(catalog.gaps, 1);
+}
+
+/// `(INFO, EVALSHA)` calls Redis has run so far (`INFO commandstats`; commands a script runs
+/// are counted under their own names, and this `INFO` counts once it has run).
+async fn info_and_script_calls(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64) {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO");
+    let calls = |command: &str| {
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |calls| calls.parse().expect("a count"))
+    };
+    (calls("info"), calls("evalsha"))
+}
+
+#[tokio::test]
+async fn the_read_script_asks_which_server_answers_after_connecting_and_every_few_seconds_only() {
+    // A private standalone Redis whatever the topology: its command counts are the consumers'.
+    let redis = LocalRedis::start()
+        .await
+        .expect("a private Redis starts (./scripts/ensure-redis-server installs it)");
+    let spawned = spawn_all(Config::default())
+        .await
+        .expect("reference services start");
+    let config = DownstreamConfig {
+        product: ServiceConfig::with_url(&spawned.product_url),
+        cart: ServiceConfig::with_url(&spawned.cart_url),
+        order: ServiceConfig::with_url(&spawned.order_url),
+        ..DownstreamConfig::default()
+    };
+    let shared = SharedConfig {
+        redis_url: Some(RedisUrl::new(redis.url())),
+        events_block: Duration::from_millis(200),
+        command_timeout: Duration::from_secs(2),
+        ..SharedConfig::default()
+    };
+    let downstream = Downstream::new_shared(&config, &shared).expect("valid settings");
+    wait_until_up(&downstream).await;
+    let mut conn = redis::Client::open(redis.url())
+        .expect("a URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+
+    let (infos_before, reads_before) = info_and_script_calls(&mut conn).await;
+    let started = tokio::time::Instant::now();
+    const EVENTS: u64 = 60;
+    for version in 1..=EVENTS {
+        let _: String = redis::cmd("XADD")
+            .arg("bff:events:catalog")
+            .arg("*")
+            .arg("event")
+            .arg(
+                cloud_event(
+                    "com.bff.product.changed",
+                    "p-00001",
+                    json!({ "product_id": "p-00001", "version": version, "changed": ["price"] }),
+                )
+                .to_string(),
+            )
+            .query_async(&mut conn)
+            .await
+            .expect("XADD");
+        // One read per event: each waits for the one before to be applied.
+        eventually("the change is applied", || async {
+            outcomes(&downstream).0 == version
+        })
+        .await;
+    }
+    let (infos_after, reads_after) = info_and_script_calls(&mut conn).await;
+    let elapsed = started.elapsed();
+
+    let reads = reads_after - reads_before;
+    assert!(
+        reads >= EVENTS,
+        "one read script per event at least: {reads}"
+    );
+    // Our own `INFO commandstats` before is counted in the second count.
+    let infos = infos_after - infos_before - 1;
+    // Per stream: the check of a reconnect, if one happened in between, and one per 5 s.
+    let checks_per_stream = 2 + elapsed.as_secs() / 5;
+    assert!(
+        infos <= 3 * checks_per_stream,
+        "{infos} INFO calls in {reads} reads over {elapsed:?}: at most {} expected",
+        3 * checks_per_stream
+    );
+    let events = downstream.metrics().events.expect("events on");
+    assert!(
+        events.streams.iter().all(|stream| stream.gaps == 0),
+        "no gap: the same server answered throughout"
+    );
 }
