@@ -93,7 +93,7 @@ pub async fn get_product<V: Shapes>(
     let id = params::product_id(&product_id)?;
     let product = state.product(&ctx, &id).await?;
     product_served(
-        &state,
+        &state.product_bodies,
         V::VERSION,
         id,
         &product,

@@ -13,9 +13,9 @@ use axum::{
 };
 use serde::Serialize;
 use server_kit::http::{entity_tag, etag_matches};
-use shared_clients::{Creation, Product, ProductId, Served};
+use shared_clients::{Creation, Derived, Product, ProductId, Served};
 
-use crate::{error::ApiError, params::next_page_query, state::AppState, version::Version};
+use crate::{error::ApiError, params::next_page_query, version::Version};
 
 /// A 200 with a JSON body.
 pub fn json<T: Serialize>(body: &T) -> Response {
@@ -94,19 +94,18 @@ impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
 /// [`json_served`] says; `304 Not Modified` without a body when `if_none_match` names the tag.
 ///
 /// The body and its tag are made once per product value and version, then answered from
-/// [`Services::product_bodies`](crate::state::Services::product_bodies) for as long as the
+/// `bodies` ([`Services::product_bodies`](crate::state::Services::product_bodies)) for as long as the
 /// catalog cache serves that same value: a hit serializes and hashes nothing. `serialize` shapes
 /// and serializes the product, e.g. `|p| serde_json::to_vec(&v2::Product::from(p))`.
 pub async fn product_served(
-    state: &AppState,
+    bodies: &Derived<(Version, ProductId), Product, ProductBody>,
     version: Version,
     id: ProductId,
     product: &Served<Arc<Product>>,
     if_none_match: &IfNoneMatch,
     serialize: impl FnOnce(&Product) -> serde_json::Result<Vec<u8>>,
 ) -> Result<Response, ApiError> {
-    let body = state
-        .product_bodies
+    let body = bodies
         .get_or_derive((version, id), product, |product| {
             serialize(product)
                 .map(ProductBody::new)
