@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-/// How long a started server gets to answer `PING`.
+/// How long a started server gets to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The program that is run.
@@ -29,6 +29,16 @@ pub struct LocalRedis {
     child: Option<Child>,
     /// Arguments beyond the defaults (cluster mode, replication, sentinel).
     extra: Vec<String>,
+}
+
+impl Drop for LocalRedis {
+    /// Kills the process and removes the snapshot file a replica may have written.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_file(std::env::temp_dir().join(snapshot_file(self.port)));
+    }
 }
 
 impl LocalRedis {
@@ -96,7 +106,7 @@ impl LocalRedis {
         Ok(String::from_utf8_lossy(&reply).into_owned())
     }
 
-    /// Spawns a sentinel with `config` on `self.port` and waits for `PING`.
+    /// Spawns a sentinel with `config` on `self.port` and waits until it answers.
     async fn spawn_sentinel(&mut self, config: &std::path::Path) -> io::Result<()> {
         let child = Command::new(PROGRAM)
             .arg(config)
@@ -110,9 +120,17 @@ impl LocalRedis {
         self.wait_for_ping().await
     }
 
-    /// Spawns the process on `self.port` and waits for `PING`.
+    /// Spawns the process on `self.port` and waits until it answers.
     async fn spawn(&mut self) -> io::Result<()> {
         let dir = std::env::temp_dir();
+        // Nothing is saved, but a replica writes the snapshot it receives from its master to
+        // this file, and a server loads the file at start: each port has its own, removed
+        // first, so a server starts empty (a shared `dump.rdb` gave new cluster nodes keys).
+        let snapshot = snapshot_file(self.port);
+        match std::fs::remove_file(dir.join(&snapshot)) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
         let child = Command::new(PROGRAM)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
@@ -124,6 +142,7 @@ impl LocalRedis {
             .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(&dir)
+            .args(["--dbfilename", &snapshot])
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -143,14 +162,30 @@ impl LocalRedis {
         self.wait_for_ping().await
     }
 
-    /// Waits until the process answers `PING`, or fails when it exits or takes too long.
+    /// Waits until the process answers, or fails when it exits or takes too long. The answer
+    /// must come from this process (`process_id` of `INFO server`): a server another test
+    /// started on the same port (when it was free at the time it was chosen) is not taken for
+    /// ours.
     async fn wait_for_ping(&mut self) -> io::Result<()> {
         let started = tokio::time::Instant::now();
+        let pid = self.child.as_ref().and_then(|child| child.id());
         loop {
-            if let Ok(reply) = self.command("PING").await
-                && reply.starts_with("+PONG")
+            if let Ok(reply) = self.command("INFO server").await
+                && let Some(answering) = reply
+                    .lines()
+                    .find_map(|line| line.strip_prefix("process_id:"))
             {
-                return Ok(());
+                if pid.is_none_or(|pid| answering.trim() == pid.to_string()) {
+                    return Ok(());
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "another {PROGRAM} (pid {}) answers on port {}",
+                        answering.trim(),
+                        self.port
+                    ),
+                ));
             }
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
@@ -163,7 +198,7 @@ impl LocalRedis {
             if started.elapsed() > START_TIMEOUT {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("{PROGRAM} on port {} did not answer PING", self.port),
+                    format!("{PROGRAM} on port {} did not answer", self.port),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -808,10 +843,27 @@ impl redis::aio::ConnectionLike for TestConnection {
     }
 }
 
-/// A loopback port nothing listens on right now.
+/// The name of the snapshot file of the server on `port` (in the temporary folder).
+fn snapshot_file(port: u16) -> String {
+    format!("bff-redis-{port}.rdb")
+}
+
+/// A loopback port nothing listens on right now, and never handed out before in this process:
+/// tests run side by side, and one that stops a server and starts it again on its port must not
+/// find that port taken by a server another test started meanwhile.
 fn free_port() -> io::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return Ok(port);
+        }
+    }
 }
 
 #[cfg(test)]
