@@ -800,6 +800,70 @@ impl TestRedis {
             TestRedis::Sentinel(setup) => setup.restart_servers().await,
         }
     }
+
+    /// Kills one master as a crash would (a cluster: the master of slot 0; Sentinel: the
+    /// master the sentinels name), leaving its replica to be promoted; returns which (the
+    /// cluster node's index, or the old master's port). A standalone Redis has no replica:
+    /// an error.
+    pub async fn kill_a_master(&mut self) -> io::Result<usize> {
+        match self {
+            TestRedis::Standalone(_) => Err(io::Error::other(
+                "a standalone Redis has no replica to promote",
+            )),
+            TestRedis::Cluster(cluster) => {
+                let master = cluster.master_of_slot(0).await?;
+                cluster.kill(master).await?;
+                Ok(master)
+            }
+            TestRedis::Sentinel(setup) => {
+                let port = setup.master_port().await?;
+                let index = setup
+                    .servers
+                    .iter()
+                    .position(|server| server.port == port)
+                    .ok_or_else(|| io::Error::other(format!("no server of ours on {port}")))?;
+                setup.kill(index).await?;
+                Ok(usize::from(port))
+            }
+        }
+    }
+
+    /// Waits until a replica has replaced the master `killed` (what
+    /// [`TestRedis::kill_a_master`] returned): another node serves slot 0 and the cluster every
+    /// slot, or the sentinels name the replica.
+    pub async fn wait_failed_over(&self, killed: usize) -> io::Result<()> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let replaced = match self {
+                TestRedis::Standalone(_) => {
+                    return Err(io::Error::other(
+                        "a standalone Redis has no replica to promote",
+                    ));
+                }
+                TestRedis::Cluster(cluster) => {
+                    cluster
+                        .master_of_slot(0)
+                        .await
+                        .is_ok_and(|master| master != killed)
+                        && cluster.wait_until_ok().await.is_ok()
+                }
+                TestRedis::Sentinel(setup) => setup
+                    .master_port()
+                    .await
+                    .is_ok_and(|port| usize::from(port) != killed),
+            };
+            if replaced {
+                return Ok(());
+            }
+            if started.elapsed() > SETTLE_TIMEOUT {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no replica replaced the killed master",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// A connection to a [`TestRedis`] (`redis::aio::ConnectionLike`).

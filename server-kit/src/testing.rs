@@ -102,7 +102,7 @@ pub struct Replicas<X> {
 /// applied to the settings last. Panics when anything fails (including a missing
 /// `redis-server`: these tests are never skipped).
 pub async fn spawn_replicas<X, E>(
-    mut services: reference_services::Config,
+    services: reference_services::Config,
     count: usize,
     configure: impl FnOnce(&mut Settings<X>),
     build: impl Fn(&Settings<X>) -> Result<Gateway, E>,
@@ -114,6 +114,22 @@ where
     let redis = TestRedis::from_env()
         .await
         .expect("a private Redis starts (./scripts/ensure-redis-server installs it)");
+    spawn_replicas_over(redis, services, count, configure, build).await
+}
+
+/// As [`spawn_replicas`], over `redis` (whatever `BFF_TEST_REDIS_TOPOLOGY` says): for tests of
+/// one topology's own behaviour, such as a failover.
+pub async fn spawn_replicas_over<X, E>(
+    redis: TestRedis,
+    mut services: reference_services::Config,
+    count: usize,
+    configure: impl FnOnce(&mut Settings<X>),
+    build: impl Fn(&Settings<X>) -> Result<Gateway, E>,
+) -> Replicas<X>
+where
+    X: GatewayConfig,
+    E: Debug,
+{
     if services.events.is_none() {
         services.events = Some(redis.events_config());
     }

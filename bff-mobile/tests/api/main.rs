@@ -8,6 +8,7 @@ mod checkout;
 mod compact;
 mod errors;
 mod events;
+mod failover;
 mod helpers;
 mod home;
 mod live;
