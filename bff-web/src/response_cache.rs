@@ -22,11 +22,12 @@
 //!   overlapped any change is answered but not kept, so a run that read a value just before its
 //!   change cannot keep it past the change.
 //! - **Bounded.** By `max_bytes` of answers (least recently used forgotten first) and
-//!   `max_entry_bytes` each; the tag index holds at most [`MAX_TAG_PAIRS`] pairs, and is emptied
-//!   with every answer when full (dropping an answer is always correct).
+//!   `max_entry_bytes` each; the tag index holds each (tag, answer) pair once (an answer kept
+//!   again after it expired adds nothing), at most [`MAX_TAG_PAIRS`] of them, and is emptied with
+//!   every answer when full (dropping an answer is always correct).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io::Write,
     sync::{
         Arc, Mutex, PoisonError, Weak,
@@ -207,9 +208,9 @@ struct Inner {
 /// Keys by tag.
 #[derive(Default)]
 struct Index {
-    /// Tag → keys of the answers that show it (possibly of answers already gone).
-    keys: HashMap<ContentTag, Vec<Key>>,
-    /// Pairs held.
+    /// Tag → keys of the answers that show it (possibly of answers already gone), each once.
+    keys: HashMap<ContentTag, HashSet<Key>>,
+    /// Pairs held (the sum of the sets' lengths).
     pairs: usize,
 }
 
@@ -318,9 +319,10 @@ impl ResponseCache {
             inner.entries.invalidate_all();
         }
         for tag in &contents.tags {
-            index.keys.entry(tag.clone()).or_default().push(key);
+            if index.keys.entry(tag.clone()).or_default().insert(key) {
+                index.pairs += 1;
+            }
         }
-        index.pairs += contents.tags.len();
         inner.entries.insert(key, Arc::clone(&stored));
         Some(stored)
     }
@@ -336,6 +338,18 @@ impl ResponseCache {
     /// Whether no answer is kept.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many (tag, answer) pairs the index holds (for tests).
+    #[cfg(test)]
+    fn index_pairs(&self) -> usize {
+        self.inner.as_ref().map_or(0, |inner| {
+            inner
+                .index
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pairs
+        })
     }
 }
 
@@ -510,6 +524,31 @@ mod tests {
         change(&cache, CatalogChange::All);
         assert!(cache.get(&key_of(3)).is_none());
         assert!(cache.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_kept_again_after_it_expired_is_indexed_once() {
+        let cache = cache(60 * SEC);
+        let tags = vec![
+            ContentTag::Product(product(1)),
+            ContentTag::Product(product(2)),
+        ];
+        for _ in 0..5 {
+            cache
+                .keep(
+                    key_of(1),
+                    cache.changes(),
+                    &showing(tags.clone(), SEC),
+                    body(),
+                    None,
+                )
+                .expect("kept");
+            tokio::time::advance(2 * SEC).await;
+            assert!(cache.get(&key_of(1)).is_none(), "expired");
+        }
+        assert_eq!(cache.index_pairs(), 2);
+        change(&cache, CatalogChange::Product(&product(1)));
+        assert_eq!(cache.index_pairs(), 1);
     }
 
     #[tokio::test(start_paused = true)]
