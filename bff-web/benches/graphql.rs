@@ -1,11 +1,16 @@
 //! Micro-benchmark of GraphQL execution, through the public API: the gateway's routes
 //! ([`bff_web::build`]) called with `tower::ServiceExt::oneshot` (no socket).
 //!
-//! - `graphql/product`: a product query over a warm catalog cache: parsing, validation and
-//!   limits, execution through the per-request DataLoader, JSON serialization — no downstream call.
+//! - `graphql/product`: a product query over a warm catalog cache, the response cache off:
+//!   parsing, validation and limits, execution through the per-request DataLoader, JSON
+//!   serialization — no downstream call.
+//! - `graphql/product_response_cache_hit`: the same query with the response cache on (the
+//!   default): after the first, every request is answered with the stored bytes (the request
+//!   read and parsed, its key hashed, no validation or execution).
 //! - `graphql/product_by_id`: the same product query named by `documentId`, a trusted document
-//!   of a manifest (`gateway.trusted_documents.mode = "allow"`): no parsing, and of
-//!   async-graphql's validation only what depends on the variables (complexity, depth).
+//!   of a manifest (`gateway.trusted_documents.mode = "allow"`), the response cache off: no
+//!   parsing, and of async-graphql's validation only what depends on the variables (complexity,
+//!   depth).
 //! - `graphql/products_20`: a page of 20 products. Catalog pages are never cached, so this
 //!   includes one call to an in-process reference product service on loopback (no injected
 //!   latency); the products on the page do not go through the DataLoader.
@@ -57,6 +62,10 @@ fn graphql_benches(c: &mut Criterion) {
     settings.downstream.product.url = services.product_url.clone();
     settings.downstream.cart.url = services.cart_url.clone();
     settings.downstream.order.url = services.order_url.clone();
+    let cached_routes =
+        rt.block_on(async { bff_web::build(&settings).expect("gateway builds").routes });
+    // Execution itself is measured with the response cache off.
+    settings.gateway.response_cache.enabled = false;
     let routes = rt.block_on(async { bff_web::build(&settings).expect("gateway builds").routes });
     // The same gateway with the product query in a trusted-document manifest.
     let manifest = std::env::temp_dir().join(format!("bff-web-bench-{}.json", std::process::id()));
@@ -93,6 +102,7 @@ fn graphql_benches(c: &mut Criterion) {
     );
     for (name, routes, body) in [
         ("product", &routes, product),
+        ("product_response_cache_hit", &cached_routes, product),
         ("product_by_id", &trusted_routes, by_id),
         ("products_20", &routes, list),
     ] {
